@@ -1,0 +1,335 @@
+"""The ``admc`` command line: train, eval, bench, info, import."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from admc import __version__
+
+
+def _floats(s: str) -> list[float]:
+    try:
+        vals = [float(x) for x in s.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {s!r}") from None
+    if any(not 0 <= v < 1 for v in vals):
+        raise argparse.ArgumentTypeError(f"missing rates must be in [0, 1), got {s!r}")
+    return vals
+
+
+def _ints(s: str) -> list[int]:
+    try:
+        return [int(x) for x in s.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {s!r}") from None
+
+
+def _parse_value(v: str):
+    try:
+        return json.loads(v)
+    except json.JSONDecodeError:
+        return v
+
+
+def build_config(args):
+    """TrainConfig from defaults, ``--config FILE`` and ``--set section.key=value`` overrides."""
+    from admc.config import TrainConfig
+
+    obj = TrainConfig().to_json()
+    if getattr(args, "config", None):
+        try:
+            user = json.loads(Path(args.config).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise SystemExit(f"admc: --config {args.config}: {e}")
+        for sec, vals in user.items():
+            if isinstance(vals, dict):
+                obj.setdefault(sec, {}).update(vals)
+            else:
+                obj[sec] = vals
+    for item in getattr(args, "set", None) or []:
+        key, sep, val = item.partition("=")
+        if not sep or "." not in key:
+            raise SystemExit(f"admc: --set expects section.key=value (e.g. adn.sampler=mean), got {item!r}")
+        sec, k = key.split(".", 1)
+        if sec not in ("itfn", "adn", "fusion") or k not in obj[sec]:
+            raise SystemExit(f"admc: --set {key}: unknown setting (sections itfn, adn, fusion; see `admc info`)")
+        obj[sec][k] = _parse_value(val)
+    if getattr(args, "fusion", None):
+        obj["fusion"]["mode"] = args.fusion
+    try:
+        return TrainConfig.from_json(obj)
+    except (TypeError, ValueError) as e:
+        raise SystemExit(f"admc: bad configuration: {e}")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 ...")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
+
+
+def _train_opts(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--fusion", choices=["per-condition", "shared", "auto"], default=None,
+                   help="one fusion classifier per condition (paper) or one mask-aware one (default: per-condition "
+                        "when there are <= 3 modalities)")
+    p.add_argument("--config", help="JSON file with itfn/adn/fusion settings")
+    p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
+                   help="override one setting, e.g. --set adn.sampler=mean (repeatable)")
+
+
+def cmd_train(args) -> int:
+    from admc.bench import fingerprint
+    from admc.data import load_dataset
+    from admc.run import save_run
+    from admc.runtime import log, resolve_device, seed_everything
+    from admc.train import train
+
+    cfg = build_config(args)
+    cfg.seed = args.seed
+    cfg.method = args.method
+    device = resolve_device(args.device)
+    ds = load_dataset(args.data, splits=("train", "val"))
+    seed_everything(args.seed)
+    model, info = train(ds, cfg, device)
+    save_run(model, args.out, info, args.command_line, {"path": str(ds.path), "name": ds.name, "fingerprint": fingerprint(ds)})
+    log(f"saved {args.out}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from admc.data import load_dataset
+    from admc.evaluate import evaluate
+    from admc.run import load_run
+    from admc.runtime import resolve_device
+
+    model, meta = load_run(args.run, resolve_device(args.device))
+    ds = load_dataset(args.data, splits=(args.split,))
+    diff = model.schema.differences(ds.schema)
+    if diff:
+        raise ValueError(f"dataset {args.data} does not match run {args.run}: " + "; ".join(diff))
+    res = evaluate(model, ds[args.split], args.seed, args.missing_rates or (), args.runs)
+    out = {"dataset": ds.name, "split": args.split, "methods": {meta["method"]: res}}
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
+    if not args.quiet:
+        r = res
+        print(f"{meta['method']} on {ds.name}/{args.split}: average WA/UA {r['average']['wa']:.1f}/{r['average']['ua']:.1f}, "
+              f"full {r['full']['wa']:.1f}/{r['full']['ua']:.1f}")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from admc.bench import run_bench
+    from admc.data import load_dataset
+    from admc.runtime import resolve_device
+
+    cfg = build_config(args)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    seeds = args.seeds or [args.seed]
+    ds = load_dataset(args.data)
+    res = run_bench(ds, Path(args.out), methods, cfg, seeds, args.split, args.missing_rates or (), args.runs,
+                    resolve_device(args.device), args.command_line)
+    if not args.quiet:
+        print((Path(args.out) / "results.md").read_text())
+        print(f"wrote {Path(args.out) / 'results.json'} in {res['seconds']:.0f} s")
+    return 0
+
+
+def cmd_info(args) -> int:
+    from admc.run import read_run_meta
+
+    meta = read_run_meta(args.run)
+    if args.json:
+        print(json.dumps(meta, indent=2))
+        return 0
+    s = meta["schema"]
+    print(f"run {args.run}  (admc {meta.get('admc_version')}, method {meta['method']}, fusion {meta['fusion_mode']})")
+    print(f"dataset   {meta.get('dataset', {}).get('name', '')} {meta.get('dataset', {}).get('path', '')}")
+    print(f"classes   {', '.join(s['classes'])}")
+    for name, m in s["modalities"].items():
+        print(f"modality  {name}: {m['kind']} dim {m['dim']} encoder {m['encoder']}")
+    adn = meta["config"]["adn"]
+    if meta["method"] == "admc":
+        print(f"ADN       {adn['variant']} ({adn['prediction']}), sampler {adn['sampler']} steps {adn['sample_steps']} "
+              f"K={adn['num_samples']}, start step n = {meta.get('start_step')}, clip {meta.get('clip_range')}")
+    tr = meta.get("train", {})
+    if isinstance(tr.get("itfn"), dict):
+        print("ITFN val  " + ", ".join(f"{k} UA {v['ua']:.1f}" for k, v in tr["itfn"].items()))
+    if "fusion" in tr:
+        print("MF val UA " + ", ".join(f"{k} {v['val_ua']:.1f}" for k, v in tr["fusion"].items()))
+    if "adn" in tr and "val_completion" in tr["adn"]:
+        print("ADN val completion MSE " + ", ".join(f"{k} {v['mse']:.3f}" for k, v in tr["adn"]["val_completion"].items()))
+    print(f"command   {' '.join(meta.get('command', []))}")
+    return 0
+
+
+def cmd_import(args) -> int:
+    if args.layout == "mmin-iemocap":
+        from admc.importers.mmin_iemocap import import_mmin_iemocap
+
+        path = import_mmin_iemocap(args.root, args.fold, args.out, progress=not args.quiet)
+    else:
+        from admc.importers.mintrec import import_mintrec
+
+        path = import_mintrec(args.root, args.out, text_features=args.text_features, progress=not args.quiet)
+    if not args.quiet:
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_extract(args) -> int:
+    from extractors.dataset_builder import ExtractSettings, extract_manifest
+
+    classes = [c for c in args.classes.split(",") if c.strip()] if args.classes else None
+    settings = ExtractSettings(asr=not args.no_asr)
+    path = extract_manifest(args.manifest, args.out, workers=args.workers, progress=not args.quiet,
+                            classes=classes, name=args.name, settings=settings)
+    if not args.quiet:
+        meta = json.loads((Path(path) / "meta.json").read_text())
+        ex = meta["extract"]
+        for s, c in ex["counts"].items():
+            print(f"{s}: {c['samples']} samples (A {c['A_present']}, V {c['V_present']}, T {c['T_present']} present)")
+        if ex["skipped"]:
+            print(f"skipped {len(ex['skipped'])} file(s) (listed in meta.json extract.skipped)")
+        print(f"wrote {path} in {ex['seconds']:.0f} s")
+    return 0
+
+
+def cmd_manifest(args) -> int:
+    from extractors import manifests as mf
+
+    if args.layout == "iemocap":
+        rows = mf.iemocap_rows(args.root, args.test_session, args.val_session, args.labels, args.video)
+        missing = []
+    elif args.layout == "mintrec":
+        rows, missing = mf.mintrec_rows(args.root)
+    else:
+        rows = mf.ravdess_rows(args.root, mf.actors(args.test_actors), mf.actors(args.val_actors), args.channel,
+                               args.calm, args.transcript, args.media)
+        missing = []
+        if args.transcript == "asr":
+            for r in rows:
+                r["transcript"] = ""
+    path = mf.write_manifest(rows, args.out)
+    if not args.quiet:
+        print(json.dumps(mf.summary(rows), indent=1))
+        if missing:
+            print(f"left out {len(missing)} sample(s) whose video is missing, e.g. {missing[:3]}")
+        if args.layout == "mintrec":
+            print("classes in MIntRec's order: --classes '" + ",".join(mf.MINTREC_CLASSES) + "'")
+        print(f"wrote {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="admc", description=__doc__)
+    p.add_argument("--version", action="version", version=f"admc {__version__}")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    t = sub.add_parser("train", help="train ITFN + ADN + fusion on a feature dataset")
+    t.add_argument("--data", required=True, help="feature dataset directory (admc-features/1)")
+    t.add_argument("--out", required=True, help="run directory to write")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--method", choices=["admc", "zero_fill"], default="admc")
+    _train_opts(t)
+    _common(t)
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("eval", help="evaluate a run on every missing-modality condition")
+    e.add_argument("--run", required=True)
+    e.add_argument("--data", required=True)
+    e.add_argument("--split", default="test")
+    e.add_argument("--json", required=True, help="results file to write")
+    e.add_argument("--missing-rates", type=_floats, default=None)
+    e.add_argument("--runs", type=int, default=1)
+    e.add_argument("--seed", type=int, default=0)
+    _common(e)
+    e.set_defaults(func=cmd_eval)
+
+    b = sub.add_parser("bench", help="train (or reuse) and compare methods on one split")
+    b.add_argument("--data", required=True)
+    b.add_argument("--out", required=True, help="output directory (results.json, results.md, runs/)")
+    b.add_argument("--methods", default="admc,zero_fill")
+    b.add_argument("--missing-rates", type=_floats, default=None, help="e.g. 0,0.1,0.2,0.3,0.4,0.5")
+    b.add_argument("--runs", type=int, default=1, help="seeded random draws per missing rate")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--seeds", type=_ints, default=None, help="several training seeds, e.g. 0,1,2 (mean and std)")
+    b.add_argument("--split", default="test")
+    _train_opts(b)
+    _common(b)
+    b.set_defaults(func=cmd_bench)
+
+    i = sub.add_parser("info", help="print what a run directory holds")
+    i.add_argument("run")
+    i.add_argument("--json", action="store_true")
+    i.set_defaults(func=cmd_info, quiet=False, device="cpu")
+
+    im = sub.add_parser("import", help="convert a released feature set to admc-features/1")
+    isub = im.add_subparsers(dest="layout", required=True)
+    a = isub.add_parser("mmin-iemocap", help="MMIN's IEMOCAP features (A/comparE.h5, V/denseface.h5, L/bert_large.h5)")
+    a.add_argument("--root", required=True)
+    a.add_argument("--fold", type=int, required=True, help="1..10 (leave one session out)")
+    a.add_argument("--out", required=True)
+    a.add_argument("--quiet", action="store_true")
+    a.set_defaults(func=cmd_import)
+    m = isub.add_parser("mintrec", help="MIntRec's released features (audio_feats.pkl, video_feats.pkl, tsv)")
+    m.add_argument("--root", required=True)
+    m.add_argument("--out", required=True)
+    m.add_argument("--text-features", help=".npz of text features per sample key (see admc/importers/mintrec.py)")
+    m.add_argument("--quiet", action="store_true")
+    m.set_defaults(func=cmd_import)
+
+    x = sub.add_parser("extract", help="media files in a manifest CSV -> feature dataset with the live extractors")
+    x.add_argument("--manifest", required=True, help="CSV: path,label,split[,transcript,id,start,end]")
+    x.add_argument("--out", required=True, help="dataset directory to write (per-sample cache in OUT/.cache)")
+    x.add_argument("--workers", type=int, default=1, help="processes extracting in parallel")
+    x.add_argument("--classes", help="comma-separated class list and order (default: sorted labels)")
+    x.add_argument("--name", help="dataset name (default: the directory name)")
+    x.add_argument("--no-asr", action="store_true", help="no speech recognition: T is missing without a transcript")
+    x.add_argument("--quiet", action="store_true")
+    x.set_defaults(func=cmd_extract)
+
+    mf = sub.add_parser("manifest", help="write an extract manifest for a raw release (iemocap, mintrec, ravdess)")
+    msub = mf.add_subparsers(dest="layout", required=True)
+    mi = msub.add_parser("iemocap", help="IEMOCAP_full_release (Session1..5), leave one session out")
+    mi.add_argument("--test-session", type=int, default=5)
+    mi.add_argument("--val-session", type=int, default=None, help="default: the session before the test one")
+    mi.add_argument("--labels", choices=["4", "all"], default="4", help="4: ang, hap(+exc), neu, sad")
+    mi.add_argument("--video", action="store_true", help="dialogue .avi segments instead of sentence .wav")
+    mm = msub.add_parser("mintrec", help="MIntRec raw_data/<season>/<episode>/<clip>.mp4 + {train,dev,test}.tsv")
+    mr = msub.add_parser("ravdess", help="RAVDESS files by name, actor-disjoint splits")
+    mr.add_argument("--test-actors", default="19-24")
+    mr.add_argument("--val-actors", default="15-18")
+    mr.add_argument("--channel", choices=["speech", "song", "all"], default="speech")
+    mr.add_argument("--calm", choices=["keep", "neutral", "drop"], default="keep")
+    mr.add_argument("--transcript", choices=["statement", "asr"], default="statement")
+    mr.add_argument("--media", choices=["auto", "av", "audio"], default="auto",
+                    help="auto: the audio-video file when present, else audio-only")
+    for q in (mi, mm, mr):
+        q.add_argument("--root", required=True)
+        q.add_argument("--out", required=True, help="manifest CSV to write")
+        q.add_argument("--quiet", action="store_true")
+        q.set_defaults(func=cmd_manifest)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from admc.data import DatasetError
+    from admc.run import RunError
+    from admc.runtime import set_quiet
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser().parse_args(argv)
+    args.command_line = ["admc", *argv]
+    set_quiet(getattr(args, "quiet", False))
+    try:
+        return args.func(args)
+    except (DatasetError, RunError, ValueError) as e:
+        print(f"admc: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

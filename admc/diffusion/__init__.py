@@ -1,0 +1,1 @@
+"""Noise schedules (diffusers schedulers) and samplers that complete missing modality rows."""

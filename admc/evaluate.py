@@ -1,0 +1,81 @@
+"""Evaluation of a trained model on every missing-modality condition and at random missing rates.
+
+Output layout (percentages 0-100), one method:
+``{"conditions": {COND: {"wa","ua","f1"}}, "average": {...}, "full": {...},
+"missing_rate": {"0.1": {"acc","f1"}, ...}}``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from admc.data import Split, missing_conditions
+from admc.metrics import mean_scores, scores
+from admc.pipeline import ADMCModel
+from admc.runtime import log
+
+
+def random_missing_mask(present: np.ndarray, rate: float, rng: np.random.Generator) -> np.ndarray:
+    """Drop (sample, modality) entries at random so that ``rate`` of all entries are missing while
+    every sample keeps at least one modality.  Entries already missing in the data count as missing."""
+    n, M = present.shape
+    avail = present.copy()
+    target = int(round(rate * n * M))
+    need = target - int((~avail).sum())
+    if need <= 0:
+        return avail
+    order = rng.permutation(np.flatnonzero(avail.ravel()))
+    counts = avail.sum(axis=1)
+    for flat in order:
+        if need == 0:
+            break
+        i, j = divmod(int(flat), M)
+        if counts[i] > 1:
+            avail[i, j] = False
+            counts[i] -= 1
+            need -= 1
+    if need > 0:
+        log(f"missing rate {rate}: only {target - need} of {target} entries could be dropped "
+            "(every sample keeps one modality)")
+    return avail
+
+
+@torch.no_grad()
+def predict(model: ADMCModel, z, avail, seed: int) -> np.ndarray:
+    gen = torch.Generator().manual_seed(seed)
+    return model.predict_proba(z, torch.as_tensor(avail, device=z.device), gen).argmax(-1).cpu().numpy()
+
+
+@torch.no_grad()
+def evaluate(model: ADMCModel, split: Split, seed: int = 0, missing_rates=(), runs: int = 1,
+             embedded: tuple | None = None) -> dict:
+    z, present = embedded if embedded is not None else model.embed(split)
+    present_np = present.cpu().numpy()
+    y = split.labels
+    names = model.schema.names
+    result: dict = {"conditions": {}}
+    for cond, mask in missing_conditions(names) + [("full", tuple(True for _ in names))]:
+        avail = present_np & np.array(mask)[None]
+        keep = avail.any(axis=1)
+        if not keep.all():
+            log(f"condition {cond}: {int((~keep).sum())} samples have none of these modalities; skipped")
+        pred = predict(model, z[torch.from_numpy(keep).to(z.device)], avail[keep], seed)
+        s = scores(y[keep], pred)
+        if cond == "full":
+            result["full"] = s
+        else:
+            result["conditions"][cond] = s
+    result["average"] = mean_scores(list(result["conditions"].values()))
+    if missing_rates:
+        result["missing_rate"] = {}
+        for rate in missing_rates:
+            rows = []
+            for r in range(runs):
+                rng = np.random.default_rng([seed, r, int(round(rate * 1000))])
+                avail = random_missing_mask(present_np, rate, rng)
+                pred = predict(model, z, avail, seed + r)
+                s = scores(y, pred)
+                rows.append({"acc": s["wa"], "f1": s["f1"]})
+            result["missing_rate"][f"{rate:g}"] = mean_scores(rows)
+    return result

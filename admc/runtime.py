@@ -1,0 +1,52 @@
+"""Device choice, seeding and progress bars shared by every command."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+_QUIET = False
+
+
+def set_quiet(quiet: bool) -> None:
+    global _QUIET
+    _QUIET = bool(quiet)
+
+
+def progress(iterable=None, **kw):
+    """A tqdm progress bar that ``--quiet`` silences."""
+    kw.setdefault("leave", False)
+    kw.setdefault("dynamic_ncols", True)
+    return tqdm(iterable, disable=_QUIET, **kw)
+
+
+def log(msg: str) -> None:
+    if not _QUIET:
+        tqdm.write(msg)
+
+
+def resolve_device(device: str | None = "auto") -> torch.device:
+    """``auto`` -> CUDA when present, else CPU. Any explicit torch device string is honoured."""
+    if device in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: CUDA is not available on this machine (use auto or cpu)")
+    return dev
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, NumPy and torch; make torch deterministic where it allows."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+    g = torch.Generator()
+    g.manual_seed(seed)
+    return g
