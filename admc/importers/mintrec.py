@@ -1,0 +1,273 @@
+"""Import the MIntRec release (thuiar/MIntRec, multimodal intent recognition, 20 intents).
+
+Source layout (``root`` is MIntRec's ``data_path/MIntRec``)::
+
+    root/train.tsv, root/dev.tsv, root/test.tsv
+        tab-separated, one header row, columns: season, episode, clip, text, label
+        (MIntRec's ``data/base.py`` uses line[0..2] for the id and line[4] for the label)
+    root/audio_data/audio_feats.pkl
+        pickled dict: "{season}_{episode}_{clip}" -> torch tensor [frames, 768]
+        (wav2vec2-base-960h last_hidden_state, ``tools/audio_preprocess.py``)
+    root/video_data/video_feats.pkl
+        pickled dict: "{season}_{episode}_{clip}" -> list of arrays [1, 256], one per keyframe
+        (Faster R-CNN ROI features; MIntRec's ``data/video_pre.py`` does ``np.array(feat).squeeze(1)``)
+
+Sample ids are ``"_".join([season, episode, clip])`` (e.g. ``S05_E02_99``), as in MIntRec.  The
+feature pickles are loaded with a restricted unpickler (NumPy arrays and plain CPU tensors only;
+see :mod:`admc.importers._safe_pickle`); files in torch's own format are read with
+``torch.load(weights_only=True)``.  Sequences are kept at their full length (MIntRec pads or cuts
+them to 480 audio / 230 video frames at load time; the dataset format is variable-length).
+
+Text features
+-------------
+MIntRec feeds raw text to a fine-tuned BERT, so the release has no text features.  By default the
+``text`` column of the tsv files is encoded with the live text extractor
+(:class:`extractors.text.TextEncoder`: all-MiniLM-L6-v2 word-piece features, 384-d; an empty text
+becomes ``T_present = False``).  To use other features pass ``text_features``: an ``.npz`` file (read
+with ``allow_pickle=False``) whose keys are the sample ids and whose values are float arrays
+``[words, dim]`` (one row per token or word, at least one row; the same ``dim`` for every sample),
+e.g.::
+
+    np.savez("mintrec_text.npz", **{"S05_E02_99": bert_hidden_states_of_that_utterance, ...})
+
+Classes are the 20 intents in the order of MIntRec's ``benchmarks['MIntRec']['intent_labels']``
+(``data/__init__.py``).  Splits train/dev/test become train/val/test.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from admc.data import DatasetError, Modality, Schema, split_from_samples, write_dataset
+from admc.importers._safe_pickle import load_feature_pickle
+
+INTENT_LABELS = (
+    "Complain", "Praise", "Apologise", "Thank", "Criticize",
+    "Agree", "Taunt", "Flaunt",
+    "Joke", "Oppose",
+    "Comfort", "Care", "Inform", "Advise", "Arrange", "Introduce", "Leave",
+    "Prevent", "Greet", "Ask for help",
+)
+SPLIT_MAP = {"train": "train", "dev": "val", "test": "test"}
+AUDIO_FILE = Path("audio_data") / "audio_feats.pkl"
+VIDEO_FILE = Path("video_data") / "video_feats.pkl"
+AUDIO_DIM = 768
+VIDEO_DIM = 256
+
+
+def schema(text_dim: int) -> Schema:
+    return Schema(
+        (
+            Modality("A", AUDIO_DIM, "sequence", "lstm"),
+            Modality("V", VIDEO_DIM, "sequence", "lstm"),
+            Modality("T", text_dim, "sequence", "textcnn"),
+        ),
+        INTENT_LABELS,
+    )
+
+
+def read_tsv(path: Path, texts: dict[str, str] | None = None) -> tuple[list[str], list[int]]:
+    """Ids and label indexes of one split file, as MIntRec's ``_get_indexes_annotations``
+    (``texts``, when given, receives id -> text utterance)."""
+    if not path.is_file():
+        raise DatasetError(f"{path}: missing split file")
+    label_map = {label: i for i, label in enumerate(INTENT_LABELS)}
+    ids, labels = [], []
+    with open(path, newline="", encoding="utf-8") as f:
+        for i, line in enumerate(csv.reader(f, delimiter="\t")):
+            if i == 0:
+                continue  # header: season, episode, clip, text, label
+            if not line:
+                continue
+            if len(line) < 5:
+                raise DatasetError(f"{path}: line {i + 1}: {len(line)} columns, expected season, episode, "
+                                   f"clip, text, label")
+            if line[4] not in label_map:
+                raise DatasetError(f"{path}: line {i + 1}: unknown intent label {line[4]!r} "
+                                   f"(known: {list(INTENT_LABELS)})")
+            ids.append("_".join([line[0], line[1], line[2]]))
+            labels.append(label_map[line[4]])
+            if texts is not None:
+                texts[ids[-1]] = line[3]
+    if not ids:
+        raise DatasetError(f"{path}: no samples")
+    return ids, labels
+
+
+def _to_numpy(x, where: str) -> np.ndarray:
+    if isinstance(x, np.ndarray):
+        return x
+    if type(x).__module__.startswith("torch"):
+        import torch
+
+        if isinstance(x, torch.Tensor):
+            return x.detach().cpu().numpy()
+    if isinstance(x, (list, tuple)):
+        if not x:
+            raise DatasetError(f"{where}: empty list of frames")
+        parts = [_to_numpy(y, where) for y in x]
+        shapes = {p.shape for p in parts}
+        if len(shapes) != 1:
+            raise DatasetError(f"{where}: frames have different shapes {sorted(shapes)}")
+        return np.stack(parts)  # == np.array(list) in MIntRec
+    raise DatasetError(f"{where}: value is {type(x).__name__}, expected a tensor, array or list of them")
+
+
+def _feature(feats: dict, path: Path, key: str, dim: int, video: bool) -> np.ndarray:
+    if key not in feats:
+        raise DatasetError(f"{path}: key '{key}': missing (sample listed in the split .tsv)")
+    where = f"{path}: key '{key}'"
+    x = _to_numpy(feats[key], where)
+    if video and x.ndim == 3 and x.shape[1] == 1:
+        x = x.squeeze(1)  # MIntRec video_pre: np.array(feat).squeeze(1)
+    if x.ndim != 2 or x.shape[1] != dim:
+        raise DatasetError(f"{where}: shape {x.shape}, expected [frames, {dim}]")
+    if len(x) == 0:
+        raise DatasetError(f"{where}: no frames")
+    if not np.issubdtype(x.dtype, np.number):
+        raise DatasetError(f"{where}: dtype {x.dtype} is not numeric")
+    x = x.astype(np.float32)
+    if not np.isfinite(x).all():
+        raise DatasetError(f"{where}: NaN or inf values")
+    return x
+
+
+def _load_feature_dict(path: Path) -> dict:
+    if not path.is_file():
+        raise DatasetError(f"{path}: missing feature file")
+    obj = load_feature_pickle(path)
+    if not isinstance(obj, dict):
+        raise DatasetError(f"{path}: holds {type(obj).__name__}, expected a dict of sample id -> features")
+    return obj
+
+
+def import_mintrec(root: str | Path, out: str | Path, text_features: str | Path | None = None,
+                   progress: bool = True, text_encoder=None) -> Path:
+    """Convert the MIntRec release at ``root`` into a dataset directory ``out``; returns it.
+
+    ``text_features``: an ``.npz`` of text features per sample id (see the module docstring); when
+    None the tsv text is encoded with :class:`extractors.text.TextEncoder` (``text_encoder``: an
+    already built one to reuse).
+    Raises :class:`~admc.data.DatasetError` naming the file and key for every problem.
+    """
+    from tqdm import tqdm
+
+    root = Path(root)
+    texts: dict[str, str] = {}
+    split_rows = {s: read_tsv(root / f"{s}.tsv", texts) for s in SPLIT_MAP}
+    if text_features is None:
+        return _import_with_text_encoder(root, out, split_rows, texts, text_encoder, progress)
+    text_path = Path(text_features)
+    if not text_path.is_file():
+        raise DatasetError(f"{text_path}: missing text features file")
+
+    audio_path, video_path = root / AUDIO_FILE, root / VIDEO_FILE
+    for p in (audio_path, video_path):
+        if not p.is_file():
+            raise DatasetError(f"{p}: missing feature file")
+
+    try:
+        text_npz = np.load(text_path, allow_pickle=False)
+    except Exception as e:  # noqa: BLE001
+        raise DatasetError(f"{text_path}: not a readable .npz file ({type(e).__name__}: {e})") from None
+    if not hasattr(text_npz, "files"):
+        raise DatasetError(f"{text_path}: expected an .npz archive of sample id -> [words, dim] arrays")
+
+    audio = _load_feature_dict(audio_path)
+    video = _load_feature_dict(video_path)
+
+    total = sum(len(ids) for ids, _ in split_rows.values())
+    text_dim = None
+    splits = {}
+    with text_npz, tqdm(total=total, desc="MIntRec", unit="clip", disable=not progress) as bar:
+        text_keys = set(text_npz.files)
+        for s, (ids, labels) in split_rows.items():
+            samples = {"A": [], "V": [], "T": []}
+            for key in ids:
+                samples["A"].append(_feature(audio, audio_path, key, AUDIO_DIM, video=False))
+                samples["V"].append(_feature(video, video_path, key, VIDEO_DIM, video=True))
+                if key not in text_keys:
+                    raise DatasetError(f"{text_path}: key '{key}': missing (sample listed in {s}.tsv)")
+                try:
+                    t = text_npz[key]
+                except ValueError as e:
+                    raise DatasetError(f"{text_path}: key '{key}': cannot be read without pickle ({e})") from None
+                if t.ndim != 2 or not np.issubdtype(t.dtype, np.number) or len(t) == 0:
+                    raise DatasetError(f"{text_path}: key '{key}': expected a numeric [words, dim] array with "
+                                       f"at least one row, got {t.dtype} {t.shape}")
+                if text_dim is None:
+                    text_dim = int(t.shape[1])
+                elif t.shape[1] != text_dim:
+                    raise DatasetError(f"{text_path}: key '{key}': dim {t.shape[1]} differs from the first "
+                                       f"sample's dim {text_dim}")
+                t = t.astype(np.float32)
+                if not np.isfinite(t).all():
+                    raise DatasetError(f"{text_path}: key '{key}': NaN or inf values")
+                samples["T"].append(t)
+                bar.update(1)
+            ours = SPLIT_MAP[s]
+            splits[ours] = split_from_samples(ours, labels, ids, samples)
+
+    extra = {
+        "source": {
+            "kind": "mintrec",
+            "files": {
+                "A": str(AUDIO_FILE),
+                "V": str(VIDEO_FILE),
+                "T": text_path.name,
+                "splits": "{train,dev,test}.tsv",
+            },
+            "splits": {v: k for k, v in SPLIT_MAP.items()},
+        }
+    }
+    return write_dataset(out, "mintrec", schema(text_dim), splits, extra_meta=extra)
+
+
+def _import_with_text_encoder(root: Path, out, split_rows: dict, texts: dict[str, str], encoder,
+                              progress: bool) -> Path:
+    """``import_mintrec`` with T computed from the tsv text by the live text extractor."""
+    from tqdm import tqdm
+
+    audio_path, video_path = root / AUDIO_FILE, root / VIDEO_FILE
+    for p in (audio_path, video_path):
+        if not p.is_file():
+            raise DatasetError(f"{p}: missing feature file")
+    if encoder is None:
+        from extractors.text import TextEncoder
+
+        encoder = TextEncoder()
+    audio = _load_feature_dict(audio_path)
+    video = _load_feature_dict(video_path)
+    total = sum(len(ids) for ids, _ in split_rows.values())
+    splits = {}
+    with tqdm(total=total, desc="MIntRec", unit="clip", disable=not progress) as bar:
+        for s, (ids, labels) in split_rows.items():
+            samples = {"A": [], "V": [], "T": []}
+            t_present = []
+            for start in range(0, len(ids), 64):
+                chunk = ids[start:start + 64]
+                encoded = encoder.encode_batch([texts.get(k, "") for k in chunk])
+                for key, enc in zip(chunk, encoded):
+                    samples["A"].append(_feature(audio, audio_path, key, AUDIO_DIM, video=False))
+                    samples["V"].append(_feature(video, video_path, key, VIDEO_DIM, video=True))
+                    t_present.append(enc is not None)
+                    samples["T"].append(enc[0] if enc is not None else np.zeros((1, encoder.dim), np.float32))
+                    bar.update(1)
+            ours = SPLIT_MAP[s]
+            splits[ours] = split_from_samples(ours, labels, ids, samples, {"T": np.array(t_present, bool)})
+    extra = {
+        "source": {
+            "kind": "mintrec",
+            "files": {
+                "A": str(AUDIO_FILE),
+                "V": str(VIDEO_FILE),
+                "T": f"text column of the tsv files, encoded by extractors.text.TextEncoder ({encoder.path.name})",
+                "splits": "{train,dev,test}.tsv",
+            },
+            "splits": {v: k for k, v in SPLIT_MAP.items()},
+        }
+    }
+    return write_dataset(out, "mintrec", schema(encoder.dim), splits, extra_meta=extra)
