@@ -1,0 +1,1 @@
+"""Live feature extractors (face V, audio A, speech/text T) and stream-health detectors."""

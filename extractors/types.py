@@ -1,0 +1,58 @@
+"""Result types shared by the live extractors and the stream-health detectors.
+
+Data flows one way: capture -> extractors (these results) -> stream health -> window assembly
+-> ADMC pipeline.  These dataclasses are the contract between the stages.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class FaceResult:
+    """One video frame through the face extractor (modality ``V``)."""
+
+    t: float                                  # seconds since stream start
+    detected: bool                            # a face was found
+    score: float                              # detection probability (0 when none)
+    box: np.ndarray | None = None             # [4] x1, y1, x2, y2 in frame pixels
+    landmarks: np.ndarray | None = None       # [5, 2] eyes, nose, mouth corners
+    feature: np.ndarray | None = None         # [dim] expression-network feature vector
+    expression: dict[str, float] | None = None  # expression-network class probabilities
+
+
+@dataclass
+class VadResult:
+    """Voice activity for one chunk of audio."""
+
+    t: float                                  # chunk start, seconds since stream start
+    duration: float                           # seconds
+    speech_prob: float
+
+
+@dataclass
+class AsrSegment:
+    """One recognised speech segment (modality ``T`` is built from these)."""
+
+    start: float
+    end: float
+    text: str
+    words: list[tuple[float, float, str]] = field(default_factory=list)  # (start, end, word)
+    avg_logprob: float = 0.0
+    no_speech_prob: float = 0.0
+    compression_ratio: float = 1.0
+    final: bool = True
+
+
+@dataclass
+class HealthDecision:
+    """Whether one modality is usable right now, and why."""
+
+    modality: str                             # "A", "V" or "T"
+    live: bool
+    reason: str                               # e.g. "ok", "silence", "no face", "occlusion", "asr failure"
+    score: float                              # the evidence the decision rests on (probability, ratio...)
+    t: float = 0.0
