@@ -154,6 +154,9 @@ def train_adn(model: ADMCModel, z_tr: torch.Tensor, p_tr: torch.Tensor, z_va: to
     opt = torch.optim.Adam(model.denoiser.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda_rule(cfg.epochs))
     best, best_state, bad, history = float("inf"), None, 0, []
+    # The conditional variant is selected on what it is for: completion error on validation.
+    # The paper variant's start step n is chosen after training, so it is selected on the loss.
+    select_on_completion = cfg.variant == "conditional"
     bar = progress(range(cfg.epochs), desc="ADN")
     for epoch in bar:
         model.denoiser.train()
@@ -167,10 +170,16 @@ def train_adn(model: ADMCModel, z_tr: torch.Tensor, p_tr: torch.Tensor, z_va: to
         sched.step()
         val = _adn_val_loss(model, sch, full_va, seed)
         train_bins = (per_bin[0] / np.maximum(per_bin[1], 1)).tolist()
-        history.append({"epoch": epoch + 1, "val_loss": val, "train_loss_per_noise_bin": train_bins})
-        bar.set_postfix(val_loss=f"{val:.4f}")
-        if val < best - 1e-6:
-            best, best_state, bad = val, copy.deepcopy(model.denoiser.state_dict()), 0
+        h = {"epoch": epoch + 1, "val_loss": val, "train_loss_per_noise_bin": train_bins}
+        if select_on_completion:
+            errs = completion_errors(model, z_va, p_va, seed)
+            h["val_completion_mse"] = float(np.mean([e["mse"] for e in errs.values()]))
+        history.append(h)
+        score = h.get("val_completion_mse", val)
+        bar.set_postfix(val_loss=f"{val:.4f}", score=f"{score:.4f}")
+        if score < best - 1e-6:
+            best_epoch = h
+            best, best_state, bad = score, copy.deepcopy(model.denoiser.state_dict()), 0
         else:
             bad += 1
             if bad >= cfg.patience:
@@ -181,11 +190,12 @@ def train_adn(model: ADMCModel, z_tr: torch.Tensor, p_tr: torch.Tensor, z_va: to
     with torch.no_grad():
         model.denoiser.eval()
         adn_loss(model, sch, full_va, torch.Generator().manual_seed(seed + 99), val_bins)
-    best_epoch = min(history, key=lambda h: h["val_loss"])
     info = {
         "epochs": len(history),
         "best_epoch": best_epoch["epoch"],
-        "best_val_loss": best,
+        "selected_on": "val completion MSE" if select_on_completion else "val denoising loss",
+        "best_val_loss": best_epoch["val_loss"],
+        "best_val_completion_mse": best_epoch.get("val_completion_mse"),
         "train_loss_per_noise_bin": best_epoch["train_loss_per_noise_bin"],
         "val_loss_per_noise_bin": (val_bins[0] / np.maximum(val_bins[1], 1)).tolist(),
         "noise_bins": [[b * cfg.num_train_timesteps // NOISE_BINS, (b + 1) * cfg.num_train_timesteps // NOISE_BINS]
@@ -193,7 +203,7 @@ def train_adn(model: ADMCModel, z_tr: torch.Tensor, p_tr: torch.Tensor, z_va: to
         "clip_range": model.clip_range,
         "val_loss_curve": [h["val_loss"] for h in history],
     }
-    log(f"ADN: best val loss {best:.4f} at epoch {info['best_epoch']}")
+    log(f"ADN: selected epoch {info['best_epoch']} ({info['selected_on']} {best:.4f})")
     return info
 
 
@@ -313,7 +323,9 @@ def train_fusion(model: ADMCModel, z_tr, p_tr, y_tr, z_va, p_va, y_va, seed: int
     rng = np.random.default_rng(seed + 3)
     info = {}
     if model.fusion_mode == "shared":
-        masks = _fusion_masks(model.M, rng)
+        if cfg.shared_patterns not in ("all", "full"):
+            raise ValueError(f"fusion.shared_patterns must be all or full, got {cfg.shared_patterns!r}")
+        masks = _fusion_masks(model.M, rng) if cfg.shared_patterns == "all" else [tuple(True for _ in range(model.M))]
         tr = _pattern_set(model, z_tr, p_tr, y_tr, masks, seed)
         va = _pattern_set(model, z_va, p_va, y_va, masks, seed + 1)
         info["shared"] = fit_fusion(model.fusion["shared"], tr, va, cfg, seed + 11, "fusion shared")

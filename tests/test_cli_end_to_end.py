@@ -118,3 +118,17 @@ def test_console_script_reports_bad_data_clearly(tmp_path):
     p = subprocess.run([sys.executable, "-m", "admc.cli", "train", "--data", str(tmp_path), "--out", str(tmp_path / "r")],
                        capture_output=True, text=True)
     assert p.returncode == 2 and "meta.json: missing" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_more_than_three_modalities_default_to_one_shared_mask_aware_fusion(tmp_path):
+    ds = make_dataset(tmp_path / "ds4", kinds=("vector",) * 4, dims=(5, 6, 7, 8))
+    run = tmp_path / "run4"
+    assert main(["train", "--data", str(ds), "--out", str(run), "--quiet", *FAST]) == 0
+    meta = json.loads((run / "run.json").read_text())
+    assert meta["fusion_mode"] == "shared" and list(meta["train"]["fusion"]) == ["shared"]
+    assert len(meta["train"]["fusion"]["shared"]["patterns"]) == 2**4 - 1
+    f = tmp_path / "e.json"
+    assert main(["eval", "--run", str(run), "--data", str(ds), "--json", str(f), "--quiet"]) == 0
+    res = json.loads(f.read_text())["methods"]["admc"]
+    assert len(res["conditions"]) == 2**4 - 2
+    assert res["full"]["ua"] > 50
