@@ -81,7 +81,8 @@ def run_bench(ds: FeatureDataset, out: Path, methods: list[str], base: TrainConf
                 log(f"training {method} (seed {seed})")
                 model, info = train(ds, cfg, device, encoders_from=encoders_from)
                 save_run(model, run_dir, info, command, {"path": str(ds.path), "fingerprint": fingerprint(ds)})
-            encoders_from = encoders_from or model
+            if encoders_from is None:
+                encoders_from = model
             emb = model.embed(ds[split])
             per_method[method].append(evaluate(model, ds[split], seed, missing_rates, runs, embedded=emb))
             if model.uses_adn:

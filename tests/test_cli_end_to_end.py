@@ -132,3 +132,22 @@ def test_more_than_three_modalities_default_to_one_shared_mask_aware_fusion(tmp_
     res = json.loads(f.read_text())["methods"]["admc"]
     assert len(res["conditions"]) == 2**4 - 2
     assert res["full"]["ua"] > 50
+
+
+def test_predict_window_completes_missing_modalities_and_rejects_bad_input(run_dir, ds_dir):
+    from admc.data import load_dataset
+    from admc.pipeline import predict_window
+
+    model, _ = load_run(run_dir)
+    test = load_dataset(ds_dir, splits=("test",))["test"]
+    feats = {m: test.rows[m][test.offsets[m][0]:test.offsets[m][1]] for m in ("A", "B", "C")}
+    full = predict_window(model, feats)
+    assert full["imputed"] == [] and abs(sum(full["probs"].values()) - 1) < 1e-5
+    part = predict_window(model, {"A": feats["A"], "B": None, "C": feats["C"]})
+    assert part["imputed"] == ["B"] and part["label"] in model.schema.classes
+    with pytest.raises(ValueError, match="modality B: expected"):
+        predict_window(model, {"A": feats["A"], "B": np.zeros((1, 3)), "C": None})
+    with pytest.raises(ValueError, match="NaN"):
+        predict_window(model, {"A": np.full_like(feats["A"], np.nan)})
+    with pytest.raises(ValueError, match="no modality"):
+        predict_window(model, {"A": None})
