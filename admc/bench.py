@@ -1,7 +1,8 @@
 """``admc bench``: train (or reuse) each method on the same split and compare them.
 
 Methods share one interface: a :class:`~admc.config.TrainConfig` whose ``method`` selects how missing
-rows are filled (``admc``: ADN completion + MMER; ``zero_fill``: the paper's "w/o ADN" ablation).
+rows are handled (``admc``: ADN completion + MMER; ``zero_fill``: the paper's "w/o ADN" ablation;
+``late_fusion``: the mean of the unimodal heads' probabilities over the available modalities).
 Within a seed every method reuses the same frozen ITFN encoders, as in the paper's ablation.
 """
 
@@ -19,11 +20,11 @@ from admc.config import TrainConfig
 from admc.data import FeatureDataset, missing_conditions
 from admc.diagnostics import RidgeCompleter, completion_report
 from admc.evaluate import evaluate
+from admc.pipeline import METHODS
 from admc.run import RunError, load_run, read_run_meta, save_run
 from admc.runtime import log, seed_everything
 from admc.train import train
 
-METHODS = ("admc", "zero_fill")
 
 
 def _config_for(base: TrainConfig, method: str, seed: int) -> TrainConfig:

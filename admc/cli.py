@@ -232,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--data", required=True, help="feature dataset directory (admc-features/1)")
     t.add_argument("--out", required=True, help="run directory to write")
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--method", choices=["admc", "zero_fill"], default="admc")
+    t.add_argument("--method", choices=["admc", "zero_fill", "late_fusion"], default="admc")
     _train_opts(t)
     _common(t)
     t.set_defaults(func=cmd_train)

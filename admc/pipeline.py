@@ -20,6 +20,9 @@ from admc.models.encoders import UnimodalNet
 from admc.models.fusion import FusionNet
 
 
+METHODS = ("admc", "zero_fill", "late_fusion")
+
+
 def mask_key(mask) -> str:
     """Module-safe key for an availability mask: ``c101`` = modalities 0 and 2 available."""
     return "c" + "".join("1" if bool(a) else "0" for a in mask)
@@ -49,11 +52,15 @@ class ADMCModel(nn.Module):
             Denoiser(M, E, a.d_model, a.layers, a.heads, a.ff, a.dropout, conditional=a.variant == "conditional")
             if self.uses_adn else None
         )
-        self.fusion_mode = resolve_fusion_mode(cfg.fusion.mode, M)
+        if cfg.method not in METHODS:
+            raise ValueError(f"method must be one of {', '.join(METHODS)}, got {cfg.method!r}")
+        self.fusion_mode = "late" if cfg.method == "late_fusion" else resolve_fusion_mode(cfg.fusion.mode, M)
         self.mmer = self.uses_adn and cfg.fusion.mmer
         self.fusion = nn.ModuleDict()
         f = cfg.fusion
-        if self.fusion_mode == "shared":
+        if self.fusion_mode == "late":
+            pass  # averages the unimodal heads: nothing more to train
+        elif self.fusion_mode == "shared":
             self.fusion["shared"] = FusionNet(M, E, C, f.d_model, f.layers, f.heads, f.ff, f.dropout, f.hidden,
                                               mask_aware=True)
         else:
@@ -123,6 +130,8 @@ class ADMCModel(nn.Module):
         avail = avail.bool()
         if (~avail.any(dim=1)).any():
             raise ValueError("every sample needs at least one available modality")
+        if self.fusion_mode == "late":
+            return self.late_fusion_proba(z, avail)
         probs = torch.zeros(z.shape[0], self.C, device=z.device)
         patterns = torch.unique(avail, dim=0)
         for pat in patterns:
@@ -133,6 +142,16 @@ class ADMCModel(nn.Module):
                 tokens = self.fusion_inputs(z[r], avail[r], generator, start_step)
                 probs[r] = torch.softmax(net(tokens, avail[r]) if net.mask_aware else net(tokens), dim=-1)
         return probs
+
+    @torch.no_grad()
+    def late_fusion_proba(self, z: torch.Tensor, avail: torch.Tensor) -> torch.Tensor:
+        """Mean of the unimodal heads' class probabilities over the available modalities."""
+        total = torch.zeros(z.shape[0], self.C, device=z.device)
+        for i, mod in enumerate(self.schema.modalities):
+            head = self.encoders[mod.name].head.eval()
+            p = torch.softmax(head(z[:, i] * self.emb_std[i] + self.emb_mean[i]), dim=-1)
+            total += p * avail[:, i : i + 1]
+        return total / avail.sum(dim=1, keepdim=True)
 
     def condition_name(self, mask) -> str:
         return condition_name(self.schema.names, mask)

@@ -366,6 +366,8 @@ def train(ds: FeatureDataset, cfg: TrainConfig, device: torch.device, encoders_f
         if cfg.adn.variant == "paper" and cfg.adn.start_step is None:
             info["adn"].update(choose_start_step(model, z_va, p_va, cfg.seed))
         info["adn"]["val_completion"] = completion_errors(model, z_va, p_va, cfg.seed)
-    info["fusion"] = train_fusion(model, z_tr, p_tr, train_split.labels, z_va, p_va, val_split.labels, cfg.seed)
+    if model.fusion_mode != "late":
+        info["fusion"] = train_fusion(model, z_tr, p_tr, train_split.labels, z_va, p_va, val_split.labels,
+                                      cfg.seed)
     info["train_seconds"] = round(time.time() - t0, 1)
     return model, info

@@ -87,16 +87,19 @@ def test_corrupt_run_is_refused(run_dir, tmp_path):
 
 def test_bench_end_to_end_and_reuse(ds_dir, tmp_path):
     out = tmp_path / "bench"
-    args = ["bench", "--data", str(ds_dir), "--out", str(out), "--methods", "admc,zero_fill",
+    args = ["bench", "--data", str(ds_dir), "--out", str(out), "--methods", "admc,zero_fill,late_fusion",
             "--missing-rates", "0,0.2", "--runs", "2", "--quiet", *FAST]
     assert main(args) == 0
     res = json.loads((out / "results.json").read_text())
-    assert set(res["methods"]) == {"admc", "zero_fill"}
+    assert set(res["methods"]) == {"admc", "zero_fill", "late_fusion"}
     for m in res["methods"].values():
         assert set(m["conditions"]) == {"A", "B", "C", "A+B", "A+C", "B+C"}
         _check_scores(m["average"])
         _check_scores(m["full"])
         assert set(m["missing_rate"]) == {"0", "0.2"}
+    assert "completion" not in res["methods"]["late_fusion"]
+    # averaging the ITFN heads also learns the separable synthetic classes
+    assert res["methods"]["late_fusion"]["full"]["ua"] > 50
     comp = res["methods"]["admc"]["completion"]
     assert set(comp["A+B"]) == {"mse", "cos", "mse_zero", "mse_ridge", "ua_generated"}
     md = (out / "results.md").read_text()
