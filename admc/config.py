@@ -37,6 +37,8 @@ class ADNConfig:
     patience: int = 20
     batch_size: int = 128
     lr: float = 1e-3               # paper: 1e-4; measured too slow to converge within a CPU budget (docs/completion.md)
+    weight_decay: float = 0.0      # AdamW decoupled weight decay
+    ema_decay: float | None = None  # evaluate and keep an exponential moving average of the weights
     # sampling
     sampler: str = "mean"          # "ddpm" | "ddim" | "mean" (one x0 prediction from the prior mean)
     sample_steps: int = 10         # reverse steps for the conditional variant

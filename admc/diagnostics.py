@@ -38,33 +38,52 @@ class RidgeCompleter:
         return out
 
 
+def _full_rows(z: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+    return present.all(dim=1)
+
+
 @torch.no_grad()
-def completion_report(model: ADMCModel, z: torch.Tensor, present: torch.Tensor, labels: np.ndarray,
-                      ridge: RidgeCompleter, seed: int) -> dict[str, dict[str, float]]:
-    full_rows = present.all(dim=1)
-    zf = z[full_rows]
-    y = labels[full_rows.cpu().numpy()]
-    raw_std, raw_mean = model.emb_std, model.emb_mean
-    out = {}
+def completions(model: ADMCModel, z: torch.Tensor, present: torch.Tensor, seed: int, start_step: int | None = None):
+    """For every missing condition: (name, mask, availability [n, M], completed rows [n, M, E], true rows)
+    over the samples that have every modality (so the truth is known)."""
+    zf = z[_full_rows(z, present)]
     for cond, mask in missing_conditions(model.schema.names):
         avail = torch.tensor(mask, device=z.device).expand(len(zf), -1)
-        gen = torch.Generator().manual_seed(seed + 5)
-        filled = model.fill(zf, avail, gen)
-        miss = ~avail
-        a, b = filled[miss], zf[miss]
+        filled = model.fill(zf, avail, torch.Generator().manual_seed(seed + 5), start_step)
+        yield cond, mask, avail, filled, zf
+
+
+def _errors(filled: torch.Tensor, truth: torch.Tensor, avail: torch.Tensor) -> dict[str, float]:
+    a, b = filled[~avail], truth[~avail]
+    return {"mse": float(((a - b) ** 2).mean()),
+            "cos": float(torch.nn.functional.cosine_similarity(a, b, dim=-1).mean())}
+
+
+def completion_errors(model: ADMCModel, z: torch.Tensor, present: torch.Tensor, seed: int,
+                      start_step: int | None = None) -> dict[str, dict[str, float]]:
+    """Per missing condition: MSE and cosine of the generated rows against the true rows."""
+    return {cond: _errors(filled, zf, avail) for cond, _, avail, filled, zf in
+            completions(model, z, present, seed, start_step)}
+
+
+def completion_report(model: ADMCModel, z: torch.Tensor, present: torch.Tensor, labels: np.ndarray,
+                      ridge: RidgeCompleter, seed: int) -> dict[str, dict[str, float]]:
+    y = labels[_full_rows(z, present).cpu().numpy()]
+    out = {}
+    for cond, mask, avail, filled, zf in completions(model, z, present, seed):
         ridge_filled = torch.from_numpy(ridge.complete(zf.cpu().numpy(), mask)).to(z.device)
         uas = []
         for i, mod in enumerate(model.schema.modalities):
             if mask[i]:
                 continue
             head = model.encoders[mod.name].head.eval()
-            logits = head(filled[:, i] * raw_std[i] + raw_mean[i])
+            with torch.no_grad():
+                logits = head(filled[:, i] * model.emb_std[i] + model.emb_mean[i])
             uas.append(scores(y, logits.argmax(-1).cpu().numpy())["ua"])
         out[cond] = {
-            "mse": float(((a - b) ** 2).mean()),
-            "cos": float(torch.nn.functional.cosine_similarity(a, b, dim=-1).mean()),
-            "mse_zero": float((b**2).mean()),
-            "mse_ridge": float(((ridge_filled[miss] - b) ** 2).mean()),
+            **_errors(filled, zf, avail),
+            "mse_zero": float((zf[~avail] ** 2).mean()),
+            "mse_ridge": float(((ridge_filled[~avail] - zf[~avail]) ** 2).mean()),
             "ua_generated": float(np.mean(uas)),
         }
     return out

@@ -105,13 +105,15 @@ class ADMCModel(nn.Module):
 
     @torch.no_grad()
     def cross_generate(self, z: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """MMER (paper Eq. 5): for each modality m, F'_m generated from all the others."""
-        out = torch.empty_like(z)
-        for i in range(self.M):
-            avail = torch.ones(z.shape[0], self.M, dtype=torch.bool, device=z.device)
-            avail[:, i] = False
-            out[:, i] = self.fill(z, avail, generator)[:, i]
-        return out
+        """MMER (paper Eq. 5): for each modality m, F'_m generated from all the others.
+
+        The M leave-one-out completions run as one batch of M * B rows."""
+        B, M = z.shape[0], self.M
+        avail = torch.ones(M, B, M, dtype=torch.bool, device=z.device)
+        for i in range(M):
+            avail[i, :, i] = False
+        filled = self.fill(z.repeat(M, 1, 1), avail.view(M * B, M), generator).view(M, B, M, -1)
+        return torch.stack([filled[i, :, i] for i in range(M)], dim=1)
 
     def fusion_inputs(self, z: torch.Tensor, avail: torch.Tensor, generator: torch.Generator | None = None,
                       start_step: int | None = None) -> torch.Tensor:

@@ -10,10 +10,12 @@ import time
 import numpy as np
 import torch
 from torch import nn
+from torch.optim.swa_utils import get_ema_multi_avg_fn
 
 from admc.batching import batches, modality_batch
 from admc.config import TrainConfig
-from admc.data import FeatureDataset, Split, missing_conditions
+from admc.data import FeatureDataset, Split
+from admc.diagnostics import completion_errors
 from admc.diffusion import schedule
 from admc.metrics import scores
 from admc.pipeline import ADMCModel, all_masks, mask_key
@@ -44,6 +46,7 @@ def train_unimodal(model: ADMCModel, train: Split, val: Split, device, seed: int
     out = {}
     for i, mod in enumerate(model.schema.modalities):
         net = model.encoders[mod.name]
+        net.fit_input_norm(train.rows[mod.name][np.repeat(train.present[mod.name], np.diff(train.offsets[mod.name]))])
         torch.manual_seed(seed * 1000 + i)
         rng = np.random.default_rng(seed * 1000 + i)
         opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -137,6 +140,12 @@ def adn_loss(model: ADMCModel, sch, x0: torch.Tensor, gen: torch.Generator, per_
     return err.mean()
 
 
+def clip_range(cfg, full_train: torch.Tensor) -> float | None:
+    """Predicted clean rows are clipped to this quantile of |standardized train embeddings|."""
+    q = cfg.clip_quantile
+    return None if q is None else float(torch.quantile(full_train.abs().flatten()[:1_000_000], q))
+
+
 def train_adn(model: ADMCModel, z_tr: torch.Tensor, p_tr: torch.Tensor, z_va: torch.Tensor, p_va: torch.Tensor,
               seed: int) -> dict:
     cfg = model.cfg.adn
@@ -146,13 +155,15 @@ def train_adn(model: ADMCModel, z_tr: torch.Tensor, p_tr: torch.Tensor, z_va: to
     full_va = z_va[p_va.all(dim=1)]
     if len(full_tr) < 2 or len(full_va) < 1:
         raise ValueError("the ADN trains on samples with every modality present: too few in train/val")
-    q = cfg.clip_quantile
-    model.clip_range = None if q is None else float(torch.quantile(full_tr.abs().flatten()[:1_000_000], q))
+    model.clip_range = clip_range(cfg, full_tr)
     torch.manual_seed(seed + 17)
     gen = torch.Generator().manual_seed(seed + 17)
     rng = np.random.default_rng(seed + 17)
-    opt = torch.optim.Adam(model.denoiser.parameters(), lr=cfg.lr)
+    opt = torch.optim.AdamW(model.denoiser.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda_rule(cfg.epochs))
+    # an exponential moving average of the weights is what gets evaluated and kept
+    ema = (torch.optim.swa_utils.AveragedModel(model.denoiser, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay))
+           if cfg.ema_decay else None)
     best, best_state, bad, history = float("inf"), None, 0, []
     # The conditional variant is selected on what it is for: completion error on validation.
     # The paper variant's start step n is chosen after training, so it is selected on the loss.
@@ -167,7 +178,13 @@ def train_adn(model: ADMCModel, z_tr: torch.Tensor, p_tr: torch.Tensor, z_va: to
             loss.backward()
             nn.utils.clip_grad_norm_(model.denoiser.parameters(), 1.0)
             opt.step()
+            if ema is not None:
+                ema.update_parameters(model.denoiser)
         sched.step()
+        train_state = None
+        if ema is not None:  # evaluate (and keep) the averaged weights
+            train_state = copy.deepcopy(model.denoiser.state_dict())
+            model.denoiser.load_state_dict(ema.module.state_dict())
         val = _adn_val_loss(model, sch, full_va, seed)
         train_bins = (per_bin[0] / np.maximum(per_bin[1], 1)).tolist()
         h = {"epoch": epoch + 1, "val_loss": val, "train_loss_per_noise_bin": train_bins}
@@ -182,8 +199,10 @@ def train_adn(model: ADMCModel, z_tr: torch.Tensor, p_tr: torch.Tensor, z_va: to
             best, best_state, bad = score, copy.deepcopy(model.denoiser.state_dict()), 0
         else:
             bad += 1
-            if bad >= cfg.patience:
-                break
+        if train_state is not None:
+            model.denoiser.load_state_dict(train_state)
+        if bad >= cfg.patience:
+            break
     model.denoiser.load_state_dict(best_state)
     model.denoiser.requires_grad_(False)
     val_bins = np.zeros((2, NOISE_BINS))
@@ -214,27 +233,6 @@ def _adn_val_loss(model: ADMCModel, sch, full_va: torch.Tensor, seed: int) -> fl
     losses = [adn_loss(model, sch, full_va[s : s + 1024], gen).item() * len(full_va[s : s + 1024])
               for s in range(0, len(full_va), 1024)]
     return float(sum(losses) / len(full_va))
-
-
-@torch.no_grad()
-def completion_errors(model: ADMCModel, z: torch.Tensor, present: torch.Tensor, seed: int,
-                      start_step: int | None = None) -> dict[str, dict[str, float]]:
-    """Per missing condition: MSE and cosine of the generated rows against the true rows
-    (samples with every modality present only)."""
-    full = z[present.all(dim=1)]
-    names = model.schema.names
-    out = {}
-    for cond, mask in missing_conditions(names):
-        avail = torch.tensor(mask, device=z.device).expand(len(full), -1)
-        gen = torch.Generator().manual_seed(seed + 5)
-        filled = model.fill(full, avail, gen, start_step)
-        miss = ~avail
-        a, b = filled[miss], full[miss]
-        out[cond] = {
-            "mse": float(((a - b) ** 2).mean()),
-            "cos": float(nn.functional.cosine_similarity(a, b, dim=-1).mean()),
-        }
-    return out
 
 
 def choose_start_step(model: ADMCModel, z_va: torch.Tensor, p_va: torch.Tensor, seed: int) -> dict:
