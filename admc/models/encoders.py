@@ -6,6 +6,7 @@ Padding never reaches the embedding: the LSTM and TextCNN max-pool only over val
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
@@ -87,7 +88,32 @@ class UnimodalNet(nn.Module):
         super().__init__()
         self.encoder = ENCODER_CLASSES[encoder](in_dim, emb_dim)
         self.head = nn.Sequential(nn.Linear(emb_dim, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, n_classes))
+        # Per-dimension standardization of the raw input features (e.g. openSMILE LLDs span 1e-3..1e7),
+        # fitted on the training rows by fit_input_norm; identity until then, and for runs saved before
+        # these buffers existed (see _load_from_state_dict).
+        self.register_buffer("in_mean", torch.zeros(in_dim))
+        self.register_buffer("in_std", torch.ones(in_dim))
+
+    @torch.no_grad()
+    def fit_input_norm(self, rows: np.ndarray) -> None:
+        """Mean and std per input dimension from ``rows [N, in_dim]`` (constant dims keep std 1)."""
+        rows = np.asarray(rows)
+        if len(rows) == 0:
+            return
+        mean = rows.mean(axis=0, dtype=np.float64)
+        std = np.sqrt(np.mean((rows - mean) ** 2, axis=0, dtype=np.float64))
+        std = np.where(std > 1e-8, std, 1.0)
+        self.in_mean.copy_(torch.from_numpy(mean).float())
+        self.in_std.copy_(torch.from_numpy(std).float())
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        for k in ("in_mean", "in_std"):  # runs saved without input standardization: identity
+            if prefix + k not in state_dict:
+                state_dict[prefix + k] = getattr(self, k).detach().clone()
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        emb = self.encoder(x, lengths)
+        emb = self.encoder((x - self.in_mean) / self.in_std, lengths)
         return emb, self.head(emb)
