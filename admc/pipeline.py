@@ -116,17 +116,20 @@ class ADMCModel(nn.Module):
         return torch.stack([filled[i, :, i] for i in range(M)], dim=1)
 
     def fusion_inputs(self, z: torch.Tensor, avail: torch.Tensor, generator: torch.Generator | None = None,
-                      start_step: int | None = None) -> torch.Tensor:
-        """Tokens for the fusion network of one availability pattern (all rows share ``avail``)."""
+                      start_step: int | None = None, mmer: bool = True) -> torch.Tensor:
+        """Tokens for the fusion network of one availability pattern (all rows share ``avail``).
+
+        ``mmer=False`` switches the enhancement off at inference for a model trained with it: the
+        full-input tokens become cat(F, F) instead of cat(F, F')."""
         filled = self.fill(z, avail, generator, start_step)
         if self.fusion_mode == "per-condition" and self.mmer and bool(avail.all()):
-            return torch.cat([filled, self.cross_generate(z, generator)], dim=-1)
+            return torch.cat([filled, self.cross_generate(z, generator) if mmer else filled], dim=-1)
         return filled
 
     # ---- classification --------------------------------------------------------------------------
     @torch.no_grad()
     def predict_proba(self, z: torch.Tensor, avail: torch.Tensor, generator: torch.Generator | None = None,
-                      start_step: int | None = None, batch_size: int = 1024) -> torch.Tensor:
+                      start_step: int | None = None, batch_size: int = 1024, mmer: bool = True) -> torch.Tensor:
         """Class probabilities ``[n, C]`` for standardized embeddings with availability ``[n, M]``."""
         self.eval()
         avail = avail.bool()
@@ -141,7 +144,7 @@ class ADMCModel(nn.Module):
             net = self.fusion["shared" if self.fusion_mode == "shared" else mask_key(pat.tolist())]
             for s in range(0, len(rows), batch_size):
                 r = rows[s : s + batch_size]
-                tokens = self.fusion_inputs(z[r], avail[r], generator, start_step)
+                tokens = self.fusion_inputs(z[r], avail[r], generator, start_step, mmer)
                 probs[r] = torch.softmax(net(tokens, avail[r]) if net.mask_aware else net(tokens), dim=-1)
         return probs
 
@@ -197,7 +200,8 @@ def embed_features(model: ADMCModel, features: dict[str, "np.ndarray | None"]) -
 
 @torch.no_grad()
 def predict_window(model: ADMCModel, features: dict[str, "np.ndarray | None"],
-                   generator: torch.Generator | None = None, start_step: int | None = None) -> dict:
+                   generator: torch.Generator | None = None, start_step: int | None = None,
+                   mmer: bool = True) -> dict:
     """One analysis window -> ``{"probs": {class: p}, "label": class, "imputed": [modality, ...]}``.
 
     Missing modalities (``None``) are completed by the ADN (or zero-filled for a zero_fill run).
@@ -206,7 +210,7 @@ def predict_window(model: ADMCModel, features: dict[str, "np.ndarray | None"],
     z, avail = embed_features(model, features)
     if not bool(avail.any()):
         raise ValueError("no modality available in this window")
-    probs = model.predict_proba(z, avail, generator, start_step)[0].cpu().numpy()
+    probs = model.predict_proba(z, avail, generator, start_step, mmer=mmer)[0].cpu().numpy()
     classes = list(model.schema.classes)
     return {
         "probs": {c: float(p) for c, p in zip(classes, probs)},

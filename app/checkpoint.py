@@ -1,0 +1,116 @@
+"""Load an ``admc train`` run for live use and refuse one the live extractors cannot feed.
+
+A live checkpoint must have exactly :func:`extractors.live_schema.live_schema` (A audio 130-d,
+V face 128-d, T text 384-d sequences) for its own classes.  An optional second head (e.g. an intent
+classifier trained on the same live features) is a run directory ``RUN/intent/`` or one given with
+``--intent-checkpoint``; it is shown in the UI beside the emotion bars.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CHECKPOINT = REPO_ROOT / "weights" / "starter"
+CARD_FILES = ("MODEL_CARD.md", "model_card.md", "README.md")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used live; the message says why, for a person."""
+
+
+@dataclass
+class Checkpoint:
+    path: Path
+    model: object                    # admc.pipeline.ADMCModel
+    meta: dict
+    heads: dict = field(default_factory=dict)   # extra heads: name -> (model, meta)
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.model.schema.classes)
+
+    @property
+    def trained_with_mmer(self) -> bool:
+        return bool(getattr(self.model, "mmer", False))
+
+    def provenance(self) -> dict:
+        """What the UI shows: where the weights come from."""
+        return provenance(self.path, self.meta)
+
+
+def provenance(path: Path, meta: dict) -> dict:
+    ds = meta.get("dataset") or {}
+    card = meta.get("model_card") or (ds.get("model_card") if isinstance(ds, dict) else None)
+    if not card:
+        for name in CARD_FILES:
+            if (Path(path) / name).is_file():
+                card = str(Path(path) / name)
+                break
+    cmd = meta.get("command") or []
+    return {
+        "path": str(path),
+        "method": meta.get("method"),
+        "dataset": ds if isinstance(ds, dict) else {"name": str(ds)},
+        "command": " ".join(map(str, cmd)) if isinstance(cmd, (list, tuple)) else str(cmd),
+        "model_card": card,
+        "classes": list((meta.get("schema") or {}).get("classes", [])),
+        "admc_version": meta.get("admc_version"),
+    }
+
+
+def expected_schema(classes, text_dim: int | None = None):
+    from extractors.live_schema import TEXT_DIM, live_schema
+
+    return live_schema(list(classes), text_dim=text_dim or TEXT_DIM)
+
+
+def check_schema(model, path, text_dim: int | None = None) -> None:
+    """Raise :class:`CheckpointError` listing what differs from the live extractors' schema."""
+    want = expected_schema(model.schema.classes, text_dim)
+    diff = want.differences(model.schema)
+    if diff:
+        raise CheckpointError(
+            f"checkpoint {path} does not match the live extractors (live schema vs checkpoint): "
+            + "; ".join(diff)
+            + ". A live checkpoint needs modalities A (audio, 130-d), V (face, 128-d) and T (text, "
+            "384-d), all sequences, e.g. trained on features from `admc extract`.")
+
+
+def _load_one(path: Path, device, text_dim):
+    from admc.run import RunError, load_run
+
+    try:
+        model, meta = load_run(path, device)
+    except RunError as e:
+        raise CheckpointError(f"cannot load checkpoint {path}: {e}") from None
+    check_schema(model, path, text_dim)
+    return model, meta
+
+
+def load_checkpoint(path: str | os.PathLike | None = None, device="cpu", *,
+                    text_dim: int | None = None, intent: str | os.PathLike | None = None) -> Checkpoint:
+    """The run at ``path`` (default ``weights/starter/``), checked against the live schema."""
+    default = path is None
+    p = Path(path) if path is not None else DEFAULT_CHECKPOINT
+    if not p.exists():
+        if default or p.resolve() == DEFAULT_CHECKPOINT.resolve():
+            shown = DEFAULT_CHECKPOINT
+            if DEFAULT_CHECKPOINT.is_relative_to(REPO_ROOT):
+                shown = DEFAULT_CHECKPOINT.relative_to(REPO_ROOT)
+            raise CheckpointError(
+                f"the default starter checkpoint {shown}/ is not "
+                "there yet (it is built separately); pass --checkpoint RUN with a run directory "
+                "written by `admc train` on live-schema features")
+        raise CheckpointError(f"checkpoint {p} does not exist (expected a run directory from `admc train`)")
+    if not p.is_dir():
+        raise CheckpointError(f"checkpoint {p} is not a directory (expected a run directory from `admc train`)")
+    model, meta = _load_one(p, device, text_dim)
+    ck = Checkpoint(p, model, meta)
+    ipath = Path(intent) if intent is not None else (p / "intent")
+    if intent is not None or (ipath / "run.json").is_file():
+        im, imeta = _load_one(ipath, device, text_dim)
+        ck.heads["intent"] = (im, imeta)
+    return ck

@@ -1,0 +1,215 @@
+"""``--source local``: this machine's camera (OpenCV) and microphone (sounddevice).
+
+Both packages are optional (not in requirements/app.txt: a server or CI has no camera):
+``pip install opencv-python-headless sounddevice`` (sounddevice needs PortAudio,
+``apt-get install libportaudio2``).  Whatever is missing is reported and the app goes on with
+what is there: no camera -> V missing ("no frames"), no microphone -> A and T missing.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+
+
+class LocalCapture:
+    def __init__(self, camera: int = 0, width: int = 640, height: int = 480, fps: float = 15.0,
+                 sr: int = 16000, block_s: float = 0.1):
+        self.camera, self.width, self.height, self.fps = camera, width, height, fps
+        self.sr, self.block_s = sr, block_s
+        self.problems: list[str] = []
+        self.cv2 = self.sd = None
+        try:
+            import cv2  # noqa: F401
+
+            self.cv2 = cv2
+        except Exception as e:  # noqa: BLE001
+            self.problems.append(f"no camera capture: OpenCV is not installed ({type(e).__name__}); "
+                                 "pip install opencv-python-headless")
+        try:
+            import sounddevice  # noqa: F401
+
+            self.sd = sounddevice
+        except Exception as e:  # noqa: BLE001 - OSError when PortAudio is missing
+            self.problems.append(f"no microphone capture: sounddevice unavailable ({type(e).__name__}: {e}); "
+                                 "pip install sounddevice, apt-get install libportaudio2")
+        self.last_frame = None
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._stream = None
+        self.video_on = self.audio_on = False
+
+    @property
+    def available(self) -> bool:
+        return self.cv2 is not None or self.sd is not None
+
+    @property
+    def problem(self) -> str:
+        return "; ".join(self.problems)
+
+    def describe(self) -> str:
+        return (f"this machine's camera ({'on' if self.video_on else 'off'}) and microphone "
+                f"({'on' if self.audio_on else 'off'})" + (f"; {self.problem}" if self.problems else ""))
+
+    def start(self, session) -> None:
+        if self.cv2 is not None:
+            cap = self.cv2.VideoCapture(self.camera)
+            if not cap.isOpened():
+                self.problems.append(f"camera {self.camera} could not be opened")
+            else:
+                cap.set(self.cv2.CAP_PROP_FRAME_WIDTH, self.width)
+                cap.set(self.cv2.CAP_PROP_FRAME_HEIGHT, self.height)
+                self.video_on = True
+                th = threading.Thread(target=self._video, args=(cap, session), daemon=True, name="local-cam")
+                th.start()
+                self._threads.append(th)
+        if self.sd is not None:
+            try:
+                def cb(indata, frames, time_info, status):
+                    session.push_audio(indata[:, 0].copy(), self.sr)
+
+                self._stream = self.sd.InputStream(samplerate=self.sr, channels=1, dtype="float32",
+                                                   blocksize=int(self.sr * self.block_s), callback=cb)
+                self._stream.start()
+                self.audio_on = True
+            except Exception as e:  # noqa: BLE001
+                self.problems.append(f"microphone could not be opened ({type(e).__name__}: {e})")
+
+    def _video(self, cap, session) -> None:
+        period = 1.0 / self.fps
+        fails = 0
+        while not self._stop.is_set():
+            t0 = time.perf_counter()
+            ok, bgr = cap.read()
+            if not ok:
+                fails += 1
+                if fails > 50:
+                    self.problems.append("the camera stopped delivering frames")
+                    self.video_on = False
+                    break           # V goes "stalled" in the session
+                time.sleep(0.1)
+                continue
+            fails = 0
+            rgb = bgr[..., ::-1].copy()
+            frame = session.cap_frame(rgb)
+            self.last_frame = frame
+            session.push_video(frame)
+            dt = time.perf_counter() - t0
+            if dt < period:
+                time.sleep(period - dt)
+        cap.release()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._stream is not None:
+            try:
+                self._stream.stop()
+                self._stream.close()
+            except Exception:  # noqa: BLE001
+                pass
+        for th in self._threads:
+            th.join(timeout=2.0)
+
+
+def run_local_headless(ck, comp, cfg, heads, out, duration, quiet=False) -> int:
+    """``--source local --no-ui``: capture until Ctrl-C (or ``duration`` s), JSONL to ``out``."""
+    from app.session import LiveSession
+
+    cap = LocalCapture()
+    if not cap.available:
+        print(f"app: --source local: {cap.problem}", file=sys.stderr)
+        return 2
+    fh = sys.stdout if out in (None, "-") else open(out, "w", encoding="utf-8")
+    lock = threading.Lock()
+
+    def write(r):
+        with lock:
+            fh.write(json.dumps(r) + "\n")
+            fh.flush()
+
+    session = LiveSession(ck.model, comp, cfg, heads=heads, threaded=True, on_result=write)
+    cap.start(session)
+    if cap.problems:
+        print(f"app: --source local: {cap.problem}", file=sys.stderr)
+    if not (cap.video_on or cap.audio_on):
+        session.close()
+        print("app: --source local: neither camera nor microphone could be opened", file=sys.stderr)
+        return 2
+    t0 = time.monotonic()
+    try:
+        while duration is None or time.monotonic() - t0 < duration:
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        cap.stop()
+        session.close()
+        if fh is not sys.stdout:
+            fh.close()
+    return 0
+
+
+class FileCapture:
+    """``python -m app --source FILE`` (with the UI): the file played in real time, looped, as if
+    it came from a camera and microphone (same interface as :class:`LocalCapture`)."""
+
+    def __init__(self, path, loop: bool = True):
+        self.path = str(path)
+        self.loop = loop
+        self.problems: list[str] = []
+        self.last_frame = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.video_on = self.audio_on = False
+        try:
+            from app.replay import media_streams
+
+            kinds = media_streams(self.path)
+            self.video_on, self.audio_on = "V" in kinds, "A" in kinds
+        except Exception as e:  # noqa: BLE001
+            self.problems.append(f"cannot read {self.path} ({type(e).__name__}: {e})")
+
+    @property
+    def available(self) -> bool:
+        return self.video_on or self.audio_on
+
+    @property
+    def problem(self) -> str:
+        return "; ".join(self.problems)
+
+    def describe(self) -> str:
+        return f"file {self.path}" + (", looped" if self.loop else "")
+
+    def start(self, session) -> None:
+        self._thread = threading.Thread(target=self._run, args=(session,), daemon=True, name="file-capture")
+        self._thread.start()
+
+    def _run(self, session) -> None:
+        from app.replay import iter_media
+
+        while not self._stop.is_set():
+            start = time.perf_counter()
+            end = 0.0
+            for kind, t, data, sr in iter_media(self.path):
+                if self._stop.is_set():
+                    return
+                delay = start + t - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+                if kind == "V":
+                    frame = session.cap_frame(data)
+                    self.last_frame = frame
+                    session.push_video(frame, session.clock())
+                    end = max(end, t)
+                else:
+                    session.push_audio(data, sr)
+                    end = max(end, t + data.size / sr)
+            if not self.loop:
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2.0)

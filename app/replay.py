@@ -1,0 +1,157 @@
+"""Replay a recorded file (video with or without sound, or audio only) through a LiveSession.
+
+``python -m app --source FILE --no-ui --out RESULT.jsonl [--realtime]`` writes one JSON object
+per analysis window (keys: :data:`app.RESULT_KEYS`).
+
+* as fast as possible (default): frames and audio are pushed as fast as they decode, windows are
+  run in stream order as soon as every stream has reached their end, and each window waits for
+  the ASR jobs queued so far -- the transcripts land at the stream times they would land at if
+  the ASR kept up, so the output is reproducible;
+* ``--realtime``: the file is paced to the wall clock and the session runs threaded, exactly as
+  with a live camera and microphone (the ASR is fully asynchronous).
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+
+
+def _iter_video(path: str | Path) -> Iterator[tuple[str, float, object, int]]:
+    import av
+
+    with av.open(str(path)) as c:
+        if not c.streams.video:
+            return
+        st = c.streams.video[0]
+        n = 0
+        for frame in c.decode(st):
+            t = float(frame.time) if frame.time is not None else n / float(st.average_rate or 25)
+            n += 1
+            yield "V", t, frame.to_ndarray(format="rgb24"), 0
+
+
+def _iter_audio(path: str | Path) -> Iterator[tuple[str, float, object, int]]:
+    import av
+
+    with av.open(str(path)) as c:
+        if not c.streams.audio:
+            return
+        st = c.streams.audio[0]
+        resampler = None
+        a_next = None
+        a_sr = None
+        for frame in c.decode(st):
+            if resampler is None:
+                a_sr = int(frame.sample_rate)
+                resampler = av.AudioResampler(format="flt", layout="mono", rate=a_sr)
+            t0 = float(frame.time) if frame.time is not None else (a_next or 0.0)
+            for rf in resampler.resample(frame):
+                x = rf.to_ndarray().reshape(-1).astype(np.float32)
+                t = t0 if a_next is None or abs(t0 - a_next) > 0.05 else a_next
+                yield "A", t, x, a_sr
+                a_next = t + x.size / a_sr
+                t0 = a_next
+        if resampler is not None:
+            for rf in resampler.resample(None):
+                x = rf.to_ndarray().reshape(-1).astype(np.float32)
+                if x.size:
+                    yield "A", a_next or 0.0, x, a_sr
+                    a_next = (a_next or 0.0) + x.size / a_sr
+
+
+def iter_media(path: str | Path) -> Iterator[tuple[str, float, object, int]]:
+    """``("V", t, rgb_frame, 0)`` and ``("A", t, mono_float32_chunk, sr)`` in time order (the two
+    streams are decoded separately and merged, whatever the file's interleaving)."""
+    kinds = media_streams(path)
+    if not kinds:
+        raise ValueError(f"{path}: no video or audio stream")
+    return heapq.merge(_iter_video(path), _iter_audio(path), key=lambda item: item[1])
+
+
+def media_streams(path: str | Path) -> set[str]:
+    import av
+
+    with av.open(str(path)) as c:
+        return ({"V"} if c.streams.video else set()) | ({"A"} if c.streams.audio else set())
+
+
+def replay(session, path: str | Path, *, realtime: bool = False,
+           on_result: Callable[[dict], None] | None = None, keep: bool = True) -> list[dict]:
+    """Push the file through ``session``; every window's result goes to ``on_result`` (and, with
+    ``keep``, into the returned list).  ``session`` must be threaded for ``realtime`` and not
+    threaded otherwise."""
+    results: list[dict] = []
+
+    def emit(r: dict) -> None:
+        if keep:
+            results.append(r)
+        if on_result is not None:
+            on_result(r)
+
+    kinds = media_streams(path)
+    if realtime:
+        session.on_result = emit
+        start = time.perf_counter()
+        end_t = 0.0
+        for kind, t, data, sr in iter_media(path):
+            delay = start + t - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            if kind == "V":
+                session.push_video(data, t)
+                end_t = max(end_t, t)
+            else:
+                session.push_audio(data, sr, t)
+                end_t = max(end_t, t + data.size / sr)
+        # let the last windows run (the ticker follows the wall clock)
+        while time.perf_counter() - start < end_t + session.cfg.hop_s:
+            time.sleep(0.02)
+        session.on_result = None
+        return results
+
+    last = {k: 0.0 for k in kinds}
+    end_t = 0.0
+    for kind, t, data, sr in iter_media(path):
+        if kind == "V":
+            session.push_video(data, t)
+            last["V"] = t
+            end_t = max(end_t, t)
+        else:
+            session.push_audio(data, sr, t)
+            last["A"] = t + data.size / sr
+            end_t = max(end_t, last["A"])
+        for r in session.advance(min(last.values())):
+            emit(r)
+    session.finish()
+    for r in session.advance(end_t + 1e-6):
+        emit(r)
+    return results
+
+
+def replay_to_jsonl(session, path: str | Path, out: str | Path | None, *, realtime: bool = False,
+                    progress: Callable[[dict], None] | None = None) -> int:
+    """Replay ``path`` and write one JSON object per window to ``out`` (``-``/None: stdout)."""
+    import sys
+
+    fh = sys.stdout if out in (None, "-") else open(out, "w", encoding="utf-8")
+    n = 0
+    try:
+        def write(r: dict) -> None:
+            nonlocal n
+            fh.write(json.dumps(r, allow_nan=False) + "\n")
+            fh.flush()
+            n += 1
+            if progress is not None:
+                progress(r)
+
+        replay(session, path, realtime=realtime, on_result=write, keep=False)
+    finally:
+        if fh is not sys.stdout:
+            fh.close()
+    return n

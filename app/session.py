@@ -1,0 +1,854 @@
+"""LiveSession: timestamped video frames and audio chunks in, one result per analysis window out.
+
+Data flow (all times are stream seconds, the clock of the pushed frames/chunks)::
+
+    push_video(frame, t) -> FaceExtractor (MTCNN + mini-Xception) -> VideoHealth, V row buffer
+    push_audio(chunk, sr, t) -> StreamingTranscriber.feed (silero VAD inline, ASR on its worker)
+                              -> AudioHealth; 16 kHz ring buffer -> openSMILE LLD stream
+    ASR results (polled)      -> TextHealth; TextEncoder -> T word features of the latest transcript
+    step(t) every 200 ms      -> StreamHealth decides what is missing -> window assembly
+                              -> admc.pipeline.predict_window -> result dict (see RESULT_KEYS)
+
+Window assembly for a window ending at ``t`` (3 s long, :mod:`extractors.live_schema`):
+
+* ``A``: the last 3 s of the stream's A rows (``[<=30, 130]``): ComParE LLD+deltas computed
+  incrementally every 200 ms (:class:`LldStream`; equal to one pass over the whole stream, as
+  ``admc extract`` runs on whole clips) and downsampled to 10 rows/s as the extractor does;
+* ``V``: face features sampled at 10 rows/s over the last 3 s: for each 100 ms slot the newest
+  frame at or before it with a usable face (sample-and-hold over at most two slots);
+* ``T``: word-piece features of the latest finalized transcript (a newer partial of the utterance
+  being spoken is used until its final arrives);
+
+each only while StreamHealth says that stream is live, else ``None`` -> completed by the ADN.
+
+Modes.  ``threaded=False`` (replay, tests): frames are processed inline in ``push_video``; the
+caller drives windows with :meth:`LiveSession.advance` (or :meth:`step`).  ``threaded=True`` (the
+UI, local capture, real-time replay): ``push_video`` only hands the newest frame to a face worker
+thread (older unprocessed frames are dropped, never queued), ``push_audio`` only resamples and
+runs the VAD, an aux thread extracts the audio LLDs and polls the ASR / encodes transcripts, and a
+ticker thread runs :meth:`step` every hop; the caller never waits on any extractor.  ASR always runs on the StreamingTranscriber's own worker.
+
+Robustness.  An extractor exception, a garbage frame or chunk, or a source that stops delivering
+never raises out of the session: the stream is marked missing with the reason and the other
+streams go on.  With all three missing the window carries no prediction (``probs`` empty,
+``label`` None).  Every buffer is bounded, so memory stays flat over long sessions.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from app import RESULT_KEYS
+from extractors.health import HealthConfig, StreamHealth
+from extractors.live_schema import AUDIO_FRAME_RATE, HOP_SECONDS, VIDEO_FRAME_RATE, WINDOW_SECONDS
+from extractors.types import FaceResult
+
+MODS = ("A", "V", "T")
+TARGET_SR = 16000
+_CORE_LOCK = threading.Lock()   # one core call at a time (models are shared between sessions)
+
+
+def _short(e: BaseException, n: int = 120) -> str:
+    s = f"{type(e).__name__}: {e}"
+    return s if len(s) <= n else s[: n - 3] + "..."
+
+
+# ------------------------------------------------------------------------------------------ config
+@dataclass
+class SessionConfig:
+    window_s: float = WINDOW_SECONDS      # analysis window length
+    hop_s: float = HOP_SECONDS            # a result every hop (200 ms)
+    video_rate: float = VIDEO_FRAME_RATE  # V rows per second in a window
+    audio_rate: float = AUDIO_FRAME_RATE  # A rows per second (openSMILE, fixed by the extractor)
+    face_fps: float | None = 15.0         # at most this many frames/s through the face extractor
+    max_frame_width: int = 640            # wider frames are downscaled first (resolution cap)
+    start_step: int | None = None         # diffusion start step n (None: the checkpoint's)
+    mmer: bool = True                     # MMER enhancement (only if the checkpoint has it)
+    health: HealthConfig = field(default_factory=HealthConfig)
+    fault_hold_s: float = 1.0             # an extractor exception keeps its stream missing this long
+    asr_sync: bool = False                # wait for pending ASR before each window (fast replay)
+    asr_partial_every_s: float | None = 2.0  # partial transcripts of a long utterance this often
+    seed: int = 0                         # diffusion noise seed, per window (reproducible results)
+    history: int = 3000                   # results kept in memory (10 min at 5/s)
+    record_limit: int = 18000             # recorded results kept for export (1 h at 5/s)
+    transcript_lines: int = 20            # finalized utterances kept for the running transcript
+
+
+# ------------------------------------------------------------------------------------------ components
+class Components:
+    """The extractors, loaded once and shared by every session (each guarded by a lock).
+
+    A component that cannot be loaded is ``None`` and its modality is reported missing with the
+    reason in ``errors`` (e.g. ``{"T": "unavailable: ..."}``) -- the others still work.
+    """
+
+    def __init__(self, face=None, audio=None, recognizer=None, text=None, vad_factory=None,
+                 errors: dict[str, str] | None = None):
+        self.face = face
+        self.audio = audio
+        self.recognizer = recognizer
+        self.text = text
+        self.vad_factory = vad_factory
+        self.errors = dict(errors or {})
+        self.face_lock = threading.Lock()
+        self.text_lock = threading.Lock()
+
+    @property
+    def text_dim(self) -> int | None:
+        return getattr(self.text, "dim", None)
+
+    @classmethod
+    def load(cls, device="cpu", *, face: bool = True, audio: bool = True, asr: bool = True,
+             text: bool = True, face_kwargs: dict | None = None, asr_threads: int = 1,
+             asr_model: str | None = None, text_model: str | None = None) -> "Components":
+        errors: dict[str, str] = {}
+        fx = ax = rec = tx = vad_factory = None
+        if face:
+            try:
+                from extractors.face import FaceExtractor
+
+                fx = FaceExtractor(device=device, **(face_kwargs or {}))
+            except Exception as e:  # noqa: BLE001
+                errors["V"] = f"unavailable: face extractor ({_short(e)})"
+        if audio:
+            try:
+                from extractors.audio import AudioFeatureExtractor, VoiceActivityDetector
+
+                ax = AudioFeatureExtractor()
+                VoiceActivityDetector()           # the model file is there
+                vad_factory = VoiceActivityDetector
+            except Exception as e:  # noqa: BLE001
+                errors["A"] = f"unavailable: audio extractor ({_short(e)})"
+        if asr and vad_factory is not None:
+            try:
+                from extractors.speech import SpeechRecognizer
+
+                rec = SpeechRecognizer("faster-whisper", asr_model, cpu_threads=int(asr_threads))
+            except Exception as e:  # noqa: BLE001
+                errors["T"] = f"unavailable: speech recognizer ({_short(e)})"
+        elif not asr:
+            errors["T"] = "unavailable: ASR switched off"
+        if text and "T" not in errors:
+            try:
+                try:
+                    from transformers.utils import logging as hf_logging
+
+                    hf_logging.disable_progress_bar()
+                except Exception:  # noqa: BLE001
+                    pass
+                from extractors.text import TextEncoder
+
+                tx = TextEncoder(text_model)
+            except Exception as e:  # noqa: BLE001
+                errors["T"] = f"unavailable: text encoder ({_short(e)})"
+        if "A" in errors and "T" not in errors:
+            errors["T"] = "unavailable: needs the audio stream"
+        return cls(fx, ax, rec, tx, vad_factory, errors)
+
+
+# ------------------------------------------------------------------------------------------ buffers
+class AudioRing:
+    """The last ``seconds`` of 16 kHz audio of the current run (since the stream (re)started at
+    stream time ``t0``), indexed by the run's sample count ``total`` (bounded)."""
+
+    def __init__(self, seconds: float, sr: int = TARGET_SR):
+        self.sr = sr
+        self.cap = int(seconds * sr)
+        self.buf = np.zeros(self.cap, np.float32)
+        self.reset(0.0)
+
+    def reset(self, t0: float) -> None:
+        self.n = 0                   # valid samples (<= cap), at the end of buf
+        self.total = 0               # samples of the current run so far
+        self.t0 = float(t0)
+
+    def append(self, y: np.ndarray) -> None:
+        y = np.asarray(y, np.float32)
+        if y.size >= self.cap:
+            self.buf[:] = y[-self.cap:]
+        elif y.size:
+            self.buf[:-y.size] = self.buf[y.size:]
+            self.buf[-y.size:] = y
+        self.n = min(self.cap, self.n + y.size)
+        self.total += y.size
+
+    def samples(self, a: int, b: int) -> np.ndarray:
+        """Run samples ``[a, b)`` (clipped to what is held; a copy)."""
+        first = self.total - self.n
+        a, b = max(a, first), min(b, self.total)
+        if b <= a:
+            return np.zeros(0, np.float32)
+        base = self.cap - self.n
+        return self.buf[base + a - first: base + b - first].copy()
+
+
+class LldStream:
+    """openSMILE ComParE LLD frames (100 fps) of the audio stream, computed incrementally.
+
+    Every ``block_s`` of new audio, openSMILE runs on it plus ``ctx_s`` of left context and the
+    frames that are final (all but the last ``margin``, whose deltas/smoothing still need the
+    future) are kept.  The frames equal those of one pass over the whole stream (as ``admc
+    extract`` runs on whole clips) up to the context effects on a few smoothed features, at a
+    fraction of the cost of re-extracting every 3 s window.  Frame ``g`` starts at run sample
+    ``160 * g``.  Bounded: the last ``keep_s`` seconds of frames.
+    """
+
+    HOP = 160                        # 10 ms at 16 kHz
+
+    def __init__(self, extractor, ctx_s: float = 1.0, margin: int = 5, block_s: float = 0.2,
+                 keep_s: float = 5.0):
+        self.fx = extractor
+        self.ctx = int(ctx_s * TARGET_SR)
+        self.margin = int(margin)
+        self.block = int(block_s * TARGET_SR)
+        self.frames: deque[tuple[int, np.ndarray]] = deque(maxlen=int(keep_s * 100))
+        self.reset()
+
+    def reset(self) -> None:
+        self.frames.clear()
+        self.ptr = 0                 # next frame index to produce
+
+    def update(self, ring: AudioRing, lock, force: bool = False) -> None:
+        """Extract what is due; ``lock`` guards ring and frames (openSMILE runs outside it)."""
+        with lock:
+            lag = ring.total - self.ptr * self.HOP
+            if lag < self.block + (self.margin + 6) * self.HOP and not (force and lag > 0):
+                return
+            first = ring.total - ring.n
+            s0 = max(first, self.ptr * self.HOP - self.ctx)
+            s0 = -(-s0 // self.HOP) * self.HOP           # frame grid
+            seg = ring.samples(s0, ring.total)
+            run = id(ring), ring.t0
+        if seg.size < int(0.06 * TARGET_SR):
+            return
+        lld = self.fx.lld(seg, TARGET_SR)
+        g0 = s0 // self.HOP
+        usable = len(lld) if force else len(lld) - self.margin
+        with lock:
+            if (id(ring), ring.t0) != run:               # the stream restarted meanwhile
+                return
+            for i in range(max(0, self.ptr - g0), usable):
+                self.frames.append((g0 + i, lld[i]))
+            if usable > 0:
+                self.ptr = max(self.ptr, g0 + usable)
+
+    def rows(self, g_end: int, window_frames: int, pre_frames: int = 100) -> np.ndarray | None:
+        """A rows (``fx.downsample_frames``: 10 LLD frames per row) of the frames before ``g_end``
+        that lie in the last ``window_frames``; ``pre_frames`` of earlier frames feed the
+        downsampling filter, as in a longer clip.  None when there are none."""
+        lo = g_end - window_frames
+        start = (lo - pre_frames) // 10 * 10
+        fr = [(g, f) for g, f in self.frames if start <= g < g_end]
+        if not fr:
+            return None
+        g_first = -(-fr[0][0] // 10) * 10              # rows on the run's 100 ms grid
+        fr = [(g, f) for g, f in fr if g >= g_first]
+        if not fr:
+            return None
+        rows = self.fx.downsample_frames(np.stack([f for _, f in fr]))
+        keep = [j for j in range(len(rows)) if g_first + 10 * j >= lo - 5]
+        out = rows[keep] if keep else rows[:0]
+        return out if len(out) else None
+
+
+@dataclass
+class FaceRow:
+    t: float
+    feature: np.ndarray | None     # None: no usable face in this frame
+
+
+class RateMeter:
+    """Events per second over the last ``span`` seconds of wall time (bounded)."""
+
+    def __init__(self, span: float = 5.0, maxlen: int = 2000):
+        self.span = span
+        self.times: deque[float] = deque(maxlen=maxlen)
+
+    def tick(self, now: float | None = None) -> None:
+        self.times.append(time.perf_counter() if now is None else now)
+
+    def rate(self, now: float | None = None) -> float:
+        now = time.perf_counter() if now is None else now
+        while self.times and now - self.times[0] > self.span:
+            self.times.popleft()
+        if len(self.times) < 2:
+            return 0.0
+        dt = now - self.times[0]
+        return (len(self.times) - 1) / dt if dt > 0 else 0.0
+
+
+# ------------------------------------------------------------------------------------------ session
+class LiveSession:
+    """One live stream (one person in front of one camera/microphone)."""
+
+    def __init__(self, model, components: Components, config: SessionConfig | None = None, *,
+                 heads: dict | None = None, threaded: bool = False,
+                 on_result: Callable[[dict], None] | None = None):
+        import torch
+
+        self.model = model
+        self.heads = dict(heads or {})          # name -> model (extra classifier heads, e.g. intent)
+        self.c = components
+        self.cfg = config or SessionConfig()
+        self.classes = list(model.schema.classes)
+        self.names = list(model.schema.names)
+        self.threaded = threaded
+        self.on_result = on_result
+        self._torch = torch
+        self._lock = threading.RLock()
+        self._closed = False
+        self.core_error: str | None = None
+        self._t0_wall = time.perf_counter()
+
+        self.health = StreamHealth(self.cfg.health)
+        face_cap = int(self.cfg.window_s * 60) + 16
+        self._faces: deque[FaceRow] = deque(maxlen=face_cap)
+        self._audio = AudioRing(self.cfg.window_s + 2.0)
+        self._lld = LldStream(components.audio, keep_s=self.cfg.window_s + 2.0) if components.audio else None
+        self._a_resampler = None
+        self._a_sr: int | None = None
+        self._a_next_t: float | None = None
+        self._faults: dict[str, tuple[str, float]] = {}     # modality -> (reason, until t)
+        self._last_face_t = -math.inf
+        self.last_face: FaceResult | None = None
+        self.last_frame_t: float | None = None
+
+        # text
+        self.transcript_lines: deque[str] = deque(maxlen=self.cfg.transcript_lines)
+        self.partial: str | None = None
+        self._text_feat: np.ndarray | None = None
+        self._text_src: str | None = None
+        self._text_final_end = -math.inf
+        self._asr_errors_seen = 0
+
+        self.transcriber = None
+        self._vad = None
+        if components.recognizer is not None and components.vad_factory is not None:
+            from extractors.speech import StreamingTranscriber
+
+            self.transcriber = StreamingTranscriber(
+                components.recognizer, components.vad_factory(threshold=self.cfg.health.vad_on),
+                threshold=self.cfg.health.vad_on, partial_every_s=self.cfg.asr_partial_every_s)
+        elif components.vad_factory is not None:
+            self._vad = components.vad_factory(threshold=self.cfg.health.vad_on)
+
+        # results
+        self.results: deque[dict] = deque(maxlen=self.cfg.history)
+        self.recording = False
+        self.recorded: deque[dict] = deque(maxlen=self.cfg.record_limit)
+        self.extra: dict[str, dict] = {}        # latest extra-head probabilities
+        self._next_t: float | None = None
+        self.preview_rate = RateMeter()
+        self.face_rate = RateMeter()
+        self.result_rate = RateMeter()
+        self.latencies: deque[float] = deque(maxlen=1000)
+        self.face_ms: deque[float] = deque(maxlen=1000)
+        self.counts = {"frames": 0, "faces": 0, "windows": 0, "audio_chunks": 0}
+
+        # threads (threaded mode)
+        self._frame_slot: tuple | None = None
+        self._frame_cv = threading.Condition()
+        self._threads: list[threading.Thread] = []
+        if threaded:
+            for name, target in (("face", self._face_loop), ("aux", self._aux_loop),
+                                 ("ticker", self._tick_loop)):
+                th = threading.Thread(target=target, name=f"live-{name}", daemon=True)
+                th.start()
+                self._threads.append(th)
+
+    # -------------------------------------------------------------------- clock / controls
+    def clock(self) -> float:
+        """Seconds since the session started (wall clock): the stream time of live capture."""
+        return time.perf_counter() - self._t0_wall
+
+    @property
+    def can_mmer(self) -> bool:
+        """Whether MMER can be switched (the checkpoint was trained with it)."""
+        return bool(getattr(self.model, "mmer", False))
+
+    def set_mmer(self, on: bool) -> None:
+        """MMER on/off for this session.  A checkpoint trained with MMER feeds its full-input
+        classifier ``cat(F, F')``; off replaces the cross-generated ``F'`` by ``F`` itself (saves
+        the M extra ADN passes).  Without MMER in the checkpoint this is a no-op."""
+        self.cfg.mmer = bool(on)
+
+    def set_model(self, model, heads: dict | None = None) -> None:
+        """Swap the checkpoint (same live schema; its classes may differ)."""
+        with self._lock:
+            self.model = model
+            self.heads = dict(heads or {})
+            self.classes = list(model.schema.classes)
+            self.names = list(model.schema.names)
+            self.extra = {}
+
+    def preview_face(self, max_age: float = 1.0) -> FaceResult | None:
+        """The newest face result if it is recent enough to draw on the current frame."""
+        f = self.last_face
+        if f is None or self.last_frame_t is None:
+            return None
+        newest = self._frame_slot[1] if self._frame_slot is not None else self.last_frame_t
+        return f if newest - float(f.t) <= max_age else None
+
+    def set_health(self, **kw) -> None:
+        """Change detector thresholds (HealthConfig fields) on the fly."""
+        with self._lock:
+            for k, v in kw.items():
+                if not hasattr(self.cfg.health, k):
+                    raise ValueError(f"unknown health setting {k!r}")
+                setattr(self.cfg.health, k, v)   # the monitors read the config on every update
+
+    def start_recording(self) -> None:
+        with self._lock:
+            self.recorded.clear()
+            self.recording = True
+
+    def stop_recording(self) -> list[dict]:
+        with self._lock:
+            self.recording = False
+            return list(self.recorded)
+
+    # -------------------------------------------------------------------- faults
+    def _fault(self, mod: str, reason: str, t: float, hold: float | None = None) -> None:
+        until = t + (self.cfg.fault_hold_s if hold is None else hold)
+        with self._lock:
+            self._faults[mod] = (reason, until)
+
+    def _active_fault(self, mod: str, t: float) -> str | None:
+        if mod in self.c.errors:
+            return self.c.errors[mod]
+        f = self._faults.get(mod)
+        if f is not None and t <= f[1] + 1e-9:
+            return f[0]
+        return None
+
+    # -------------------------------------------------------------------- video
+    def cap_frame(self, frame):
+        """RGB uint8 at most ``max_frame_width`` wide (garbage passes through untouched)."""
+        if not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[2] not in (3, 4):
+            return frame
+        if frame.shape[2] == 4:
+            frame = frame[..., :3]
+        if frame.dtype != np.uint8:
+            if np.issubdtype(frame.dtype, np.floating) and frame.size and np.isfinite(frame).all() \
+                    and float(frame.max()) <= 1.0:
+                frame = (frame * 255).round().astype(np.uint8)
+            else:
+                return frame                          # garbage: frame_problem names it
+        w = frame.shape[1]
+        if self.cfg.max_frame_width and w > self.cfg.max_frame_width:
+            from PIL import Image
+
+            h = max(1, round(frame.shape[0] * self.cfg.max_frame_width / w))
+            frame = np.asarray(Image.fromarray(np.ascontiguousarray(frame)).resize(
+                (self.cfg.max_frame_width, h), Image.Resampling.BILINEAR))
+        return np.ascontiguousarray(frame)
+
+    def push_video(self, frame, t: float | None = None) -> FaceResult | None:
+        """One video frame (uint8 RGB ``[H, W, 3]``) at stream time ``t`` (default: now).
+
+        Returns the newest face result (for drawing the preview).  Never raises.
+        """
+        if self._closed:
+            return self.last_face
+        t = self.clock() if t is None else float(t)
+        self.preview_rate.tick()
+        self.counts["frames"] += 1
+        try:
+            frame = self.cap_frame(frame)
+        except Exception as e:  # noqa: BLE001
+            self._fault("V", f"bad frame: {_short(e)}", t)
+            return self.last_face
+        if self.threaded:
+            with self._frame_cv:
+                self._frame_slot = (frame, t)       # the newest frame wins; never a queue
+                self._frame_cv.notify()
+            return self.last_face
+        if self.cfg.face_fps and t - self._last_face_t < 1.0 / self.cfg.face_fps - 1e-6:
+            return self.last_face
+        self._process_frame(frame, t)
+        return self.last_face
+
+    def _process_frame(self, frame, t: float) -> None:
+        self._last_face_t = t
+        res = None
+        if self.c.face is not None:
+            t0 = time.perf_counter()
+            try:
+                with self.c.face_lock:
+                    res = self.c.face(frame, t)
+            except Exception as e:  # noqa: BLE001 - an extractor failure must not stop the stream
+                self._fault("V", f"extractor error: {_short(e)}", t)
+            self.face_ms.append((time.perf_counter() - t0) * 1000)
+        if res is None:
+            res = FaceResult(t=t, detected=False, score=0.0)
+        self.face_rate.tick()
+        self.counts["faces"] += 1
+        with self._lock:
+            try:
+                self.health.update_video(res, frame)
+            except Exception as e:  # noqa: BLE001
+                self._fault("V", f"health error: {_short(e)}", t)
+            feat = None
+            if (res.detected and res.feature is not None
+                    and float(res.score) >= self.cfg.health.v_min_score
+                    and np.isfinite(res.feature).all()):
+                feat = np.asarray(res.feature, np.float32)
+            self._faces.append(FaceRow(t, feat))
+            self.last_face = res
+            self.last_frame_t = t
+
+    def _face_loop(self) -> None:
+        while True:
+            with self._frame_cv:
+                while self._frame_slot is None and not self._closed:
+                    self._frame_cv.wait(0.5)
+                if self._closed:
+                    return
+                frame, t = self._frame_slot
+                self._frame_slot = None
+            if self.cfg.face_fps and t - self._last_face_t < 1.0 / self.cfg.face_fps - 1e-6:
+                continue
+            try:
+                self._process_frame(frame, t)
+            except Exception as e:  # noqa: BLE001
+                self._fault("V", f"extractor error: {_short(e)}", t)
+
+    # -------------------------------------------------------------------- audio
+    def push_audio(self, chunk, sr: int, t: float | None = None) -> None:
+        """A chunk of microphone audio (mono or ``[n, channels]``, float or integer PCM) starting
+        at stream time ``t`` (default: right after the previous chunk).  Never raises."""
+        if self._closed:
+            return
+        from extractors.audio import StreamingResampler, to_mono_float32
+
+        now = self.clock() if t is None else float(t)
+        self.counts["audio_chunks"] += 1
+        try:
+            sr = int(sr)
+            if sr <= 0:
+                raise ValueError(f"sample rate {sr}")
+            x = to_mono_float32(chunk)
+            if x.size == 0:
+                return
+            if not np.isfinite(x).all():
+                raise ValueError("non-finite samples")
+        except Exception as e:  # noqa: BLE001
+            self._fault("A", f"bad audio: {_short(e, 80)}", self._a_next_t or now)
+            return
+        if t is None:
+            t = self._a_next_t if self._a_next_t is not None else now
+            if self.threaded and t < now - 3.0:       # the microphone stopped for a while
+                t = now - x.size / sr
+        t = float(t)
+        try:
+            restart = self._a_next_t is None or abs(t - self._a_next_t) > 0.1 or sr != self._a_sr
+            if restart:                               # start, a drop-out or a new rate: a new run at t
+                self._a_sr, self._a_resampler = sr, StreamingResampler(sr, TARGET_SR)
+                with self._lock:
+                    self._audio.reset(t)
+                    if self._lld is not None:
+                        self._lld.reset()
+            y = self._a_resampler.process(x)
+            end = t + x.size / sr
+            self._a_next_t = end
+            if self.transcriber is not None:
+                vads = self.transcriber.feed(x, sr, t)
+            elif self._vad is not None:
+                vads = self._vad.process(x, sr, t)
+            else:
+                vads = []
+            with self._lock:
+                self._audio.append(y)
+                for r in vads:
+                    self.health.update_audio(r)
+            if self._lld is not None and not self.threaded:
+                self._update_lld()                    # threaded: on the aux thread
+        except Exception as e:  # noqa: BLE001
+            self._fault("A", f"extractor error: {_short(e)}", t)
+
+    def _update_lld(self, force: bool = False) -> None:
+        try:
+            self._lld.update(self._audio, self._lock, force=force)
+        except Exception as e:  # noqa: BLE001
+            self._fault("A", f"extractor error: {_short(e)}", self._a_next_t or 0.0)
+
+    def _a_rows(self, t: float) -> np.ndarray | None:
+        if self._lld is None:
+            return None
+        g_end = int(math.floor((t - self._audio.t0) * 100 + 1e-6))
+        return self._lld.rows(g_end, int(round(self.cfg.window_s * 100)))
+
+    # -------------------------------------------------------------------- text
+    def pump_text(self, segs: list | None = None) -> None:
+        """Collect ASR results (polled, or ``segs`` already taken from the transcriber): T health,
+        transcript, text features (TextEncoder)."""
+        tr = self.transcriber
+        if tr is None:
+            return
+        segs = list(segs or []) + tr.poll()
+        errs = tr.errors
+        if len(errs) > self._asr_errors_seen:
+            e = errs[-1]
+            self._asr_errors_seen = len(errs)
+            self._fault("T", f"asr failure: {_short(e, 80)}", self.health.now, hold=3.0)
+        for s in segs:
+            with self._lock:
+                try:
+                    self.health.update_text(s)
+                except Exception as e:  # noqa: BLE001
+                    self._fault("T", f"health error: {_short(e)}", self.health.now)
+            text = (s.text or "").strip()
+            if s.final:
+                if text:
+                    self.transcript_lines.append(text)
+                self.partial = None
+            elif text:
+                self.partial = text
+            if not text or (not s.final and s.start <= self._text_final_end):
+                continue
+            feat = None
+            if self.c.text is not None:
+                try:
+                    with self.c.text_lock:
+                        enc = self.c.text(text)
+                    feat = None if enc is None else enc[0]
+                except Exception as e:  # noqa: BLE001
+                    self._fault("T", f"extractor error: {_short(e)}", self.health.now)
+            with self._lock:
+                if feat is not None:
+                    self._text_feat, self._text_src = feat, text
+                if s.final:
+                    self._text_final_end = max(self._text_final_end, float(s.end))
+
+    @property
+    def transcript(self) -> str:
+        """The running transcript (finalized utterances, then the current partial)."""
+        parts = list(self.transcript_lines)
+        if self.partial:
+            parts.append(self.partial + " ...")
+        return " ".join(parts)
+
+    def _aux_loop(self) -> None:
+        """Threaded mode: audio features (openSMILE LLD stream) and ASR results / text features,
+        off the capture handlers and off the window ticker."""
+        while not self._closed:
+            if self._lld is not None:
+                self._update_lld()
+            try:
+                self.pump_text()
+            except Exception as e:  # noqa: BLE001
+                self._fault("T", f"extractor error: {_short(e)}", self.health.now)
+            time.sleep(0.05)
+
+    # -------------------------------------------------------------------- windows
+    def _v_rows(self, t: float) -> np.ndarray | None:
+        rate, W = self.cfg.video_rate, self.cfg.window_s
+        rows = [r for r in self._faces if t - W - 1e-6 < r.t <= t + 1e-6]
+        if not rows:
+            return None
+        hold = max(2.0 / rate, 0.25)
+        out, j, last = [], 0, None
+        n_slots = int(round(W * rate))
+        for k in range(n_slots):
+            slot = t - W + (k + 1) / rate
+            while j < len(rows) and rows[j].t <= slot + 1e-6:
+                last = rows[j]
+                j += 1
+            if last is not None and last.feature is not None and slot - last.t <= hold + 1e-6:
+                out.append(last.feature)
+        return np.stack(out) if out else None
+
+    def step(self, t: float | None = None, due_wall: float | None = None) -> dict:
+        """Analyse the window ending at stream time ``t``; returns the result dict."""
+        t = self.clock() if t is None else float(t)
+        if not self.threaded:
+            segs = None
+            if self.cfg.asr_sync and self.transcriber is not None:
+                segs = self.transcriber.drain(timeout=30.0)
+            self.pump_text(segs)
+            due_wall = None          # ASR waits and text encoding are not window latency
+        due = time.perf_counter() if due_wall is None else due_wall
+        with self._lock:
+            dec = self.health.poll(t)
+            dec = {m: (d.live, d.reason) for m, d in dec.items()}
+            v_rows = self._v_rows(t)
+            a_rows = self._a_rows(t)
+            text_feat, text_src = self._text_feat, self._text_src
+        streams: dict[str, str] = {}
+        reasons: dict[str, str] = {}
+        feats: dict[str, np.ndarray | None] = {}
+        for m in self.names:
+            live, reason = dec.get(m, (False, "unknown modality"))
+            fault = self._active_fault(m, t)
+            if fault is not None:
+                live, reason = False, fault
+            x = None
+            if live:
+                if m == "A":
+                    x = a_rows
+                    if x is None:
+                        reason = "no audio rows"
+                elif m == "V":
+                    x = v_rows
+                    if x is None:
+                        reason = "no face rows"
+                elif m == "T":
+                    x = text_feat
+                    if x is None:
+                        reason = "waiting for transcript"
+            streams[m] = "live" if x is not None else "missing"
+            reasons[m] = "ok" if x is not None else reason
+            feats[m] = x
+        probs: dict[str, float] = {}
+        label = None
+        imputed: list[str] = []
+        if any(v is not None for v in feats.values()):
+            try:
+                out = self._predict(self.model, feats, streams, reasons)
+                if out is not None:
+                    probs, label, imputed = out["probs"], out["label"], list(out["imputed"])
+                    for name, hm in self.heads.items():
+                        ho = self._predict(hm, dict(feats), dict(streams), dict(reasons))
+                        if ho is not None:
+                            self.extra[name] = ho["probs"]
+            except Exception as e:  # noqa: BLE001 - a core failure gives a window without prediction
+                probs, label, imputed = {}, None, []
+                self.core_error = _short(e)
+        transcript = text_src if text_src is not None else (
+            self.transcript_lines[-1] if self.transcript_lines else None)
+        res = {
+            "t": round(t, 3),
+            "streams": streams,
+            "reasons": reasons,
+            "imputed": imputed,
+            "probs": probs,
+            "label": label,
+            "transcript": transcript,
+            "latency_ms": round((time.perf_counter() - due) * 1000.0, 2),
+        }
+        assert tuple(res) == RESULT_KEYS
+        self.latencies.append(res["latency_ms"])
+        self.result_rate.tick()
+        self.counts["windows"] += 1
+        with self._lock:
+            self.results.append(res)
+            if self.recording:
+                self.recorded.append(res)
+        if self.on_result is not None:
+            try:
+                self.on_result(res)
+            except Exception:  # noqa: BLE001
+                pass
+        return res
+
+    def _predict(self, model, feats, streams, reasons) -> dict | None:
+        """predict_window; a modality whose features the core rejects is dropped (missing)."""
+        from admc.pipeline import predict_window
+
+        feats = {m: feats.get(m) for m in model.schema.names}
+        while any(v is not None for v in feats.values()):
+            gen = self._torch.Generator().manual_seed(int(self.cfg.seed))
+            try:
+                with _CORE_LOCK:
+                    return predict_window(model, feats, generator=gen, start_step=self.cfg.start_step,
+                                          mmer=bool(self.cfg.mmer))
+            except ValueError as e:
+                msg = str(e)
+                bad = next((m for m in feats if feats[m] is not None and msg.startswith(f"modality {m}")), None)
+                if bad is None:
+                    raise
+                feats[bad] = None
+                streams[bad] = "missing"
+                reasons[bad] = f"bad features: {msg.split(':', 1)[-1].strip()}"
+        for m in streams:
+            streams[m] = "missing"
+        return None
+
+    def advance(self, now: float) -> list[dict]:
+        """Run every window whose end (a multiple of the hop) is <= ``now``; returns them."""
+        hop = self.cfg.hop_s
+        if self._next_t is None:
+            self._next_t = hop
+        out = []
+        due = time.perf_counter()
+        while self._next_t <= now + 1e-9:
+            out.append(self.step(round(self._next_t, 6), due_wall=due))
+            self._next_t += hop
+        return out
+
+    def _tick_loop(self) -> None:
+        hop = self.cfg.hop_s
+        next_wall = time.perf_counter() + hop
+        while not self._closed:
+            delay = next_wall - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            if self._closed:
+                return
+            due = next_wall
+            next_wall += hop
+            if time.perf_counter() - next_wall > hop:     # fell behind: skip, never pile up
+                next_wall = time.perf_counter() + hop
+            try:
+                self.step(due - self._t0_wall, due_wall=due)
+            except Exception:  # noqa: BLE001 - the ticker must survive anything
+                pass
+
+    # -------------------------------------------------------------------- stats / close
+    def stats(self) -> dict:
+        lat = sorted(self.latencies)
+
+        def pct(p):
+            if not lat:
+                return None
+            return round(lat[min(len(lat) - 1, int(math.ceil(p / 100 * len(lat))) - 1)], 1)
+
+        return {
+            "preview_fps": round(self.preview_rate.rate(), 1),
+            "face_fps": round(self.face_rate.rate(), 1),
+            "predictions_per_s": round(self.result_rate.rate(), 2),
+            "latency_p50_ms": pct(50),
+            "latency_p95_ms": pct(95),
+            "face_ms_p50": round(float(np.median(self.face_ms)), 1) if self.face_ms else None,
+        }
+
+    def finish(self, timeout: float = 30.0) -> None:
+        """End of stream: flush the ASR (final utterance) and collect its results."""
+        if self._lld is not None:
+            self._update_lld(force=True)
+        tr = self.transcriber
+        if tr is not None:
+            segs = []
+            try:
+                tr.flush()
+                segs = tr.drain(timeout=timeout)
+            except Exception:  # noqa: BLE001
+                pass
+            self.pump_text(segs)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with self._frame_cv:
+            self._frame_cv.notify_all()
+        for th in self._threads:
+            th.join(timeout=2.0)
+        if self.transcriber is not None:
+            try:
+                self.transcriber.close(timeout=5.0)
+            except Exception:  # noqa: BLE001
+                pass
+
+    def __enter__(self) -> "LiveSession":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

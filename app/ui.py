@@ -1,0 +1,364 @@
+"""The Gradio Blocks UI: a thin layer over :class:`app.session.LiveSession`.
+
+One LiveSession per browser session (threaded: the stream handlers only hand frames and audio
+over, a ticker analyses a window every 200 ms), all sharing the loaded checkpoint and extractors.
+With ``--source local`` one session is fed by this machine's camera and microphone and every
+browser shows it.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+
+from app.render import (annotate, badges_html, export_csv, export_json, perf_html, probs_label,
+                        provenance_md, timeline_svg)
+
+LOCAL = "local"
+UI_REFRESH_S = 0.5          # badges / bars / timeline refresh
+WEBCAM_EVERY_S = 1 / 15     # webcam frames sent per second by the page
+MIC_EVERY_S = 0.2
+IDLE_CLOSE_S = 600          # a browser session without frames or audio for this long is closed
+
+CSS = """
+#admc-badges .admc-badge {font-size: 0.95em}
+#admc-title {margin-bottom: 0}
+"""
+
+THRESHOLDS = (  # HealthConfig field, label, min, max, step
+    ("v_min_score", "face: min detection score", 0.5, 1.0, 0.01),
+    ("v_min_expression_conf", "face: min expression confidence", 0.0, 0.6, 0.01),
+    ("vad_on", "audio: VAD speech threshold", 0.1, 0.95, 0.01),
+    ("a_min_silence_s", "audio: silence before missing (s)", 0.1, 3.0, 0.1),
+    ("t_logprob", "text: min ASR avg log-prob", -3.0, 0.0, 0.1),
+)
+
+
+class Engine:
+    """The loaded checkpoint + extractors, and the live sessions using them."""
+
+    def __init__(self, ck, comp, make_config, device="cpu"):
+        self.ck = ck
+        self.comp = comp
+        self.make_config = make_config
+        self.device = device
+        self.sessions: dict[str, object] = {}
+        self.last_seen: dict[str, float] = {}
+        self.settings: dict[str, dict] = {}
+        self.lock = threading.Lock()
+        self.local = None          # app.local.LocalCapture when --source local
+
+    @property
+    def heads(self) -> dict:
+        return {n: m for n, (m, _meta) in self.ck.heads.items()}
+
+    def get(self, key: str | None, create: bool = True):
+        from app.session import LiveSession
+
+        key = key or "anon"
+        with self.lock:
+            self._expire()
+            s = self.sessions.get(key)
+            if s is None and create:
+                s = LiveSession(self.ck.model, self.comp, self.make_config(), heads=self.heads, threaded=True)
+                self.sessions[key] = s
+                self._apply(s, self.settings.get(key, {}))
+            if s is not None and create:
+                self.last_seen[key] = time.monotonic()
+            return s
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        for k in [k for k, t in self.last_seen.items() if now - t > IDLE_CLOSE_S and k != LOCAL]:
+            s = self.sessions.pop(k, None)
+            self.last_seen.pop(k, None)
+            if s is not None:
+                s.close()
+
+    def close(self, key: str | None) -> None:
+        if key == LOCAL:
+            return
+        with self.lock:
+            s = self.sessions.pop(key or "anon", None)
+            self.last_seen.pop(key or "anon", None)
+            self.settings.pop(key or "anon", None)
+        if s is not None:
+            s.close()
+
+    def set(self, key: str | None, **kw) -> None:
+        key = key or "anon"
+        self.settings.setdefault(key, {}).update(kw)
+        s = self.sessions.get(key)
+        if s is not None:
+            self._apply(s, kw)
+
+    @staticmethod
+    def _apply(s, kw: dict) -> None:
+        for k, v in kw.items():
+            if k == "start_step":
+                s.cfg.start_step = None if v in (None, 0, "") else int(v)
+            elif k == "mmer":
+                s.set_mmer(bool(v))
+            else:
+                s.set_health(**{k: v})
+
+    def load(self, path: str) -> str:
+        from app.checkpoint import CheckpointError, load_checkpoint
+
+        try:
+            ck = load_checkpoint(path or None, self.device)
+        except CheckpointError as e:
+            return f"**Not loaded:** {e}"
+        self.ck = ck
+        with self.lock:
+            for s in self.sessions.values():
+                s.set_model(ck.model, self.heads)
+        return f"Loaded `{ck.path}`."
+
+
+def _key(request) -> str:
+    return getattr(request, "session_hash", None) or "anon"
+
+
+def build_ui(engine: Engine):
+    ck = engine.ck
+    local = engine.local is not None
+    classes = ck.classes
+    has_intent = "intent" in ck.heads
+    adn = ck.model.cfg.adn
+    paper = adn.variant == "paper"
+    default_n = ck.model.start_step or adn.start_step or 0
+
+    with gr.Blocks(title="ADMC live emotion") as demo:
+        gr.Markdown("## ADMC live emotion recognition &mdash; keeps going when a stream drops out",
+                    elem_id="admc-title")
+        prov = gr.Markdown(provenance_md(ck.provenance()), elem_id="admc-provenance")
+        with gr.Row():
+            with gr.Column(scale=5):
+                if not local:
+                    cam = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="Camera",
+                                   elem_id="admc-webcam", height=300,
+                                   webcam_options=gr.WebcamOptions(mirror=False, constraints={
+                                       "video": {"width": {"ideal": 640, "max": 640},
+                                                 "height": {"ideal": 480, "max": 480},
+                                                 "frameRate": {"ideal": 15, "max": 30}}}))
+                preview = gr.Image(label="Preview: face box and landmarks", streaming=not local, format="jpeg",
+                                   elem_id="admc-preview", height=300, interactive=False)
+                if not local:
+                    mic = gr.Audio(sources=["microphone"], streaming=True, type="numpy",
+                                   label="Microphone", elem_id="admc-mic")
+                else:
+                    gr.Markdown(f"Source: {engine.local.describe()}")
+            with gr.Column(scale=6):
+                badges = gr.HTML(badges_html(None), elem_id="admc-badges")
+                emotion = gr.Label(num_top_classes=len(classes), label="Emotion", elem_id="admc-emotion")
+                intent = gr.Label(label="Intent", visible=has_intent, elem_id="admc-intent")
+                transcript = gr.Textbox(label="Transcript", lines=2, interactive=False, elem_id="admc-transcript")
+                timeline = gr.HTML(timeline_svg([], classes), elem_id="admc-timeline")
+                perf = gr.HTML(perf_html({}), elem_id="admc-perf")
+        with gr.Accordion("Controls", open=False):
+            with gr.Row():
+                ck_path = gr.Textbox(value=str(ck.path), label="Checkpoint (run directory)", scale=4)
+                ck_btn = gr.Button("Load checkpoint", scale=1)
+            ck_msg = gr.Markdown()
+            with gr.Row():
+                n_step = gr.Slider(0, adn.num_train_timesteps, value=default_n, step=1,
+                                   label="Diffusion start step n (0 = checkpoint's)",
+                                   info=None if paper else "used by the paper-variant ADN; this checkpoint's ADN "
+                                                           f"is '{adn.variant}' ({adn.sample_steps} DDIM steps)")
+                mmer = gr.Checkbox(value=bool(getattr(ck.model, "mmer", False)), label="MMER enhancement",
+                                   interactive=bool(getattr(ck.model, "mmer", False)),
+                                   info=None if getattr(ck.model, "mmer", False) else "checkpoint trained without MMER")
+            from extractors.health import HealthConfig
+
+            hc = HealthConfig()
+            sliders = []
+            with gr.Row():
+                for field, label, lo, hi, st in THRESHOLDS:
+                    sliders.append(gr.Slider(lo, hi, value=getattr(hc, field), step=st, label=label))
+        with gr.Row():
+            rec_btn = gr.Button("Start recording", elem_id="admc-record")
+            stop_btn = gr.Button("Stop recording", elem_id="admc-stop")
+            csv_btn = gr.Button("Export CSV", elem_id="admc-export-csv")
+            json_btn = gr.Button("Export JSON", elem_id="admc-export-json")
+        rec_msg = gr.Markdown(elem_id="admc-rec-msg")
+        export_file = gr.File(label="Export", interactive=False, elem_id="admc-export", visible=False)
+        timer = gr.Timer(UI_REFRESH_S)
+
+        # ---------------------------------------------------------------- streams
+        def session_key(request: gr.Request) -> str:
+            return LOCAL if local else _key(request)
+
+        if not local:
+            def on_frame(frame, request: gr.Request):
+                s = engine.get(_key(request))
+                if frame is None:
+                    return None
+                frame = s.cap_frame(frame)
+                s.push_video(frame)
+                label = s.results[-1]["label"] if s.results else None
+                return annotate(frame, s.preview_face(), label)
+
+            cam.stream(on_frame, [cam], [preview], stream_every=WEBCAM_EVERY_S, time_limit=None,
+                       concurrency_limit=None, show_progress="hidden", api_visibility="private")
+
+            def on_audio(chunk, request: gr.Request):
+                if chunk is None:
+                    return
+                sr, data = chunk
+                engine.get(_key(request)).push_audio(np.asarray(data), int(sr))
+
+            mic.stream(on_audio, [mic], [], stream_every=MIC_EVERY_S, time_limit=None,
+                       concurrency_limit=None, show_progress="hidden", api_visibility="private")
+
+        # ---------------------------------------------------------------- refresh
+        def refresh(request: gr.Request):
+            s = engine.get(session_key(request), create=local)
+            outs = []
+            if s is None:
+                outs = [badges_html(None), None, None, "", timeline_svg([], classes), perf_html({})]
+            else:
+                rs = list(s.results)
+                res = rs[-1] if rs else None
+                outs = [badges_html(res), probs_label(res), s.extra.get("intent"), s.transcript,
+                        timeline_svg(rs[-160:], s.classes), perf_html(s.stats())]
+            if local:
+                img = engine.local.last_frame if engine.local is not None else None
+                if img is not None and s is not None:
+                    label = s.results[-1]["label"] if s.results else None
+                    img = annotate(img, s.preview_face(), label)
+                outs.append(img)
+            return outs
+
+        refresh_outs = [badges, emotion, intent, transcript, timeline, perf] + ([preview] if local else [])
+        timer.tick(refresh, None, refresh_outs, show_progress="hidden", api_visibility="private")
+
+        # ---------------------------------------------------------------- controls
+        def on_load(path):
+            msg = engine.load(path)
+            return msg, provenance_md(engine.ck.provenance())
+
+        ck_btn.click(on_load, [ck_path], [ck_msg, prov], api_visibility="private")
+        def set_n(v, request: gr.Request):
+            engine.set(session_key(request), start_step=v)
+
+        def set_mmer(v, request: gr.Request):
+            engine.set(session_key(request), mmer=v)
+
+        n_step.change(set_n, [n_step], None, api_visibility="private")
+        mmer.change(set_mmer, [mmer], None, api_visibility="private")
+        for (field, *_), sl in zip(THRESHOLDS, sliders):
+            def set_thr(v, request: gr.Request, _f=field):
+                engine.set(session_key(request), **{_f: float(v)})
+            sl.change(set_thr, [sl], None, api_visibility="private")
+
+        # ---------------------------------------------------------------- record / export
+        def start_rec(request: gr.Request):
+            s = engine.get(session_key(request))
+            s.start_recording()
+            return "Recording&hellip;"
+
+        def stop_rec(request: gr.Request):
+            s = engine.get(session_key(request), create=False)
+            if s is None:
+                return "Nothing recorded."
+            rows = s.stop_recording()
+            return f"Recorded {len(rows)} windows."
+
+        def export(kind: str, request):
+            s = engine.get(session_key(request), create=False)
+            rows = list(s.recorded) if s is not None and s.recorded else (list(s.results) if s is not None else [])
+            if not rows:
+                return gr.File(visible=False), "Nothing to export yet."
+            d = Path(tempfile.mkdtemp(prefix="admc-export-"))
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            if kind == "csv":
+                p = export_csv(rows, s.classes, d / f"admc-{stamp}.csv")
+            else:
+                p = export_json(rows, d / f"admc-{stamp}.json")
+            src = "recording" if s.recorded else "recent windows (nothing recorded)"
+            return gr.File(value=str(p), visible=True), f"Exported {len(rows)} windows ({src})."
+
+        rec_btn.click(start_rec, None, [rec_msg], api_visibility="private")
+        stop_btn.click(stop_rec, None, [rec_msg], api_visibility="private")
+        def export_csv_(request: gr.Request):
+            return export("csv", request)
+
+        def export_json_(request: gr.Request):
+            return export("json", request)
+
+        csv_btn.click(export_csv_, None, [export_file, rec_msg], api_visibility="private")
+        json_btn.click(export_json_, None, [export_file, rec_msg], api_visibility="private")
+
+        def on_unload(request: gr.Request):
+            engine.close(_key(request))
+
+        demo.unload(on_unload)
+    return demo
+
+
+def launch(engine: Engine, *, host: str = "127.0.0.1", port: int | None = 7860, share: bool = False,
+           auth: tuple[str, str] | None = None, quiet: bool = False, say=print):
+    """Build and start the UI (non-blocking); returns the Gradio app.  ``share`` that cannot open
+    a tunnel (offline) is reported through ``say`` and the app keeps serving locally."""
+    demo = build_ui(engine)
+    demo.queue(default_concurrency_limit=4)
+    kw = dict(server_name=host, server_port=port, auth=auth, quiet=quiet, show_error=True,
+              allowed_paths=[str(engine.ck.path)], prevent_thread_lock=True, css=CSS, ssr_mode=False)
+    demo.share_ok = False
+    if share:
+        try:
+            demo.launch(share=True, **kw)
+            demo.share_ok = bool(getattr(demo, "share_url", None))
+        except Exception as e:  # noqa: BLE001 - no tunnel offline: keep serving locally
+            say(f"app: --share: could not open a share link ({type(e).__name__}: {e})")
+        if not demo.share_ok:
+            say("app: --share: no public link (offline, or the tunnel service is unreachable); "
+                "serving locally only")
+            if getattr(demo, "server", None) is None:
+                demo.launch(share=False, **kw)
+    else:
+        demo.launch(share=False, **kw)
+    return demo
+
+
+def serve(ck, comp, args, make_config) -> int:
+    """``python -m app`` with the UI: serve until interrupted."""
+    import sys
+
+    def say(msg):
+        print(msg, file=sys.stderr, flush=True)
+
+    engine = Engine(ck, comp, lambda: make_config(face_fps=args.face_fps or 15.0), device=ck.model.emb_mean.device)
+    if args.source is not None:
+        from app.local import FileCapture, LocalCapture
+
+        cap = LocalCapture() if args.source == LOCAL else FileCapture(args.source)
+        if not cap.available:
+            say(f"app: --source {args.source}: {cap.problem}; serving the browser-capture UI instead")
+        else:
+            engine.local = cap
+            cap.start(engine.get(LOCAL))
+            if cap.problem:
+                say(f"app: --source {args.source}: {cap.problem}")
+    auth = tuple(args.auth.split(":", 1)) if args.auth else None
+    demo = launch(engine, host=args.host, port=args.port, share=args.share, auth=auth, quiet=args.quiet, say=say)
+    say(f"app: serving on http://{args.host}:{demo.server_port}"
+        + (f"  (public: {demo.share_url})" if demo.share_ok else ""))
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if engine.local is not None:
+            engine.local.stop()
+        for s in list(engine.sessions.values()):
+            s.close()
+        demo.close()
+    return 0

@@ -1,0 +1,585 @@
+"""The real-time app: LiveSession (library), the --no-ui replay contract, checkpoint checks, rendering.
+
+The replay test runs the real extractors (MTCNN + mini-Xception, openSMILE, silero VAD, Whisper
+tiny.en, MiniLM) on a generated clip: scikit-image's astronaut for 4 s, black frames for 3 s, the
+face again; espeak-ng speech for about 7.5 s, then silence.  The checkpoint is a tiny model trained
+here on random live-schema features (its predictions mean nothing; the plumbing is what is tested).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app import RESULT_KEYS
+from app.devtools import cached_test_clip, cached_tiny_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    return cached_tiny_checkpoint(tmp_path_factory.getbasetemp(), small=True)
+
+
+@pytest.fixture(scope="session")
+def clip(tmp_path_factory) -> dict:
+    return cached_test_clip(tmp_path_factory.getbasetemp())
+
+
+# ------------------------------------------------------------------------------------------ fakes
+LM = np.array([[150, 150], [210, 150], [180, 185], [155, 225], [205, 225]], np.float32)
+
+
+class FakeFace:
+    """Stands in for FaceExtractor: a plausible face in every usable frame (or an exception)."""
+
+    def __init__(self):
+        self.rng = np.random.default_rng(0)
+        self.fail = False
+
+    def __call__(self, frame, t):
+        from extractors.face import frame_problem
+        from extractors.types import FaceResult
+
+        if self.fail:
+            raise RuntimeError("face network exploded")
+        if frame_problem(frame) is not None:
+            return FaceResult(t=t, detected=False, score=0.0)
+        return FaceResult(t=t, detected=True, score=0.999, box=np.array([100, 80, 260, 280], np.float32),
+                          landmarks=LM.copy(), feature=self.rng.normal(size=128).astype(np.float32),
+                          expression={"happy": 0.9, "neutral": 0.1})
+
+
+class FakeAudio:
+    """AudioFeatureExtractor's interface: 100 fps LLD frames, downsampled by 10."""
+
+    def lld(self, audio, sr):
+        n = max(0, len(audio) // (sr // 100) - 4)
+        return np.random.default_rng(n).normal(size=(n, 130)).astype(np.float32)
+
+    def downsample_frames(self, lld):
+        n = -(-len(lld) // 10)
+        return np.stack([lld[10 * j:10 * j + 10].mean(0) for j in range(n)]) if n else lld[:0]
+
+
+class FakeVad:
+    """Energy VAD with the VoiceActivityDetector interface the session uses."""
+
+    def __init__(self, threshold=0.5):
+        self.t = None
+
+    def process(self, x, sr, t=None):
+        from extractors.types import VadResult
+
+        if self.t is None or (t is not None and abs(t - self.t) > 0.05):
+            self.t = 0.0 if t is None else float(t)
+        out, win = [], int(0.032 * sr)
+        for i in range(0, len(x) - win + 1, win):
+            rms = float(np.sqrt(np.mean(x[i:i + win] ** 2)))
+            out.append(VadResult(t=self.t, duration=0.032, speech_prob=0.95 if rms > 0.01 else 0.02))
+            self.t += 0.032
+        return out
+
+
+def noise_frame(rng, h=320, w=400):
+    return rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
+
+
+def tone(n, sr=16000, amp=0.2):
+    return (amp * np.sin(2 * np.pi * 220 * np.arange(n) / sr)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tiny_run):
+    import torch
+
+    from app.checkpoint import load_checkpoint
+
+    torch.set_num_threads(1)
+    return load_checkpoint(tiny_run).model
+
+
+def fake_components(**kw):
+    from app.session import Components
+
+    return Components(face=kw.get("face", FakeFace()), audio=FakeAudio(), vad_factory=FakeVad,
+                      errors={"T": "unavailable: ASR switched off"})
+
+
+# ------------------------------------------------------------------------------------------ replay (contract)
+@pytest.mark.slow
+def test_replay_jsonl_contract(tiny_run, clip, tmp_path):
+    out = tmp_path / "result.jsonl"
+    p = subprocess.run([sys.executable, "-m", "app", "--source", str(clip["mp4"]), "--no-ui", "--out", str(out),
+                        "--checkpoint", str(tiny_run)], cwd=REPO, capture_output=True, text=True, timeout=240)
+    assert p.returncode == 0, p.stderr[-3000:]
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    dur, (off0, off1), s_end = clip["duration"], clip["face_off"], clip["speech_end"]
+    assert abs(len(rows) - dur / 0.2) <= 2
+    for r in rows:
+        assert list(r) == list(RESULT_KEYS)                      # exactly the contract's keys
+        assert set(r["streams"]) == set(r["reasons"]) == {"A", "V", "T"}
+        assert set(r["streams"].values()) <= {"live", "missing"}
+        assert all(isinstance(v, str) and v for v in r["reasons"].values())
+        assert isinstance(r["latency_ms"], float) and r["latency_ms"] >= 0
+        assert r["transcript"] is None or isinstance(r["transcript"], str)
+    ts = [r["t"] for r in rows]
+    assert all(abs(b - a - 0.2) < 1e-6 for a, b in zip(ts, ts[1:]))
+
+    def at(a, b):
+        return [r for r in rows if a <= r["t"] <= b]
+
+    # V goes missing when the face disappears (0.5 s of black frames at most), with the reason,
+    # and the ADN completes it; it comes back with the face
+    gone = at(off0 + 0.6, off1)
+    assert gone and all(r["streams"]["V"] == "missing" and r["reasons"]["V"] == "black frame" for r in gone)
+    assert all("V" in r["imputed"] for r in gone)
+    assert all(r["streams"]["V"] == "live" for r in at(0.6, off0) + at(off1 + 0.6, dur))
+    # A is live while the person speaks and goes missing after the speech stops
+    speaking = at(1.0, s_end - 0.2)
+    assert sum(r["streams"]["A"] == "live" for r in speaking) >= 0.8 * len(speaking)
+    silent = at(s_end + 0.6, dur)
+    assert silent and all(r["streams"]["A"] == "missing" and r["reasons"]["A"] == "silence" for r in silent)
+    assert all("A" in r["imputed"] for r in silent)
+    # predictions keep coming throughout
+    for r in at(0.4, dur):
+        assert r["probs"] and math.isclose(sum(r["probs"].values()), 1.0, abs_tol=1e-4)
+        assert r["label"] == max(r["probs"], key=r["probs"].get)
+    # the speech was recognised; T is live for a while
+    words = " ".join(r["transcript"] or "" for r in rows).lower()
+    assert any(w in words for w in ("fox", "dog", "happy", "wonderful")), words[-300:]
+    assert any(r["streams"]["T"] == "live" for r in rows)
+
+
+@pytest.mark.slow
+def test_replay_audio_only_file(tiny_run, clip, tmp_path):
+    out = tmp_path / "audio.jsonl"
+    p = subprocess.run([sys.executable, "-m", "app", "--source", str(clip["wav"]), "--no-ui", "--out", str(out),
+                        "--checkpoint", str(tiny_run), "--no-asr"], cwd=REPO, capture_output=True, text=True,
+                       timeout=180)
+    assert p.returncode == 0, p.stderr[-3000:]
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert rows and all(r["streams"]["V"] == "missing" and r["reasons"]["V"] in ("no frames", "stalled") for r in rows)
+    assert all(r["reasons"]["T"].startswith("unavailable") for r in rows)
+    live = [r for r in rows if r["streams"]["A"] == "live"]
+    assert live and all(set(r["imputed"]) == {"V", "T"} and r["probs"] for r in live)
+    # nothing live at all: a window without prediction, not a crash
+    none = [r for r in rows if r["streams"]["A"] == "missing"]
+    assert none and all(r["probs"] == {} and r["label"] is None and r["imputed"] == [] for r in none)
+
+
+# ------------------------------------------------------------------------------------------ checkpoints
+def test_missing_default_checkpoint_is_a_clear_error(monkeypatch, capsys, tmp_path, clip):
+    import app.checkpoint as ckmod
+    from app.cli import main
+
+    monkeypatch.setattr(ckmod, "DEFAULT_CHECKPOINT", tmp_path / "weights" / "starter")
+    rc = main(["--source", str(clip["wav"]), "--no-ui", "--out", str(tmp_path / "x.jsonl")])
+    err = capsys.readouterr().err
+    assert rc != 0
+    assert "default starter checkpoint" in err and "not there yet" in err and "--checkpoint" in err
+    assert "Traceback" not in err
+
+
+def test_default_checkpoint_absent_from_the_command_line(tmp_path):
+    """The real command without --checkpoint: if weights/starter/ is not built yet, a message, no trace."""
+    from app.checkpoint import DEFAULT_CHECKPOINT
+
+    if (DEFAULT_CHECKPOINT / "run.json").is_file():
+        pytest.skip("weights/starter/ exists")
+    wav = tmp_path / "s.wav"
+    import soundfile as sf
+
+    sf.write(str(wav), np.zeros(16000, np.float32), 16000)
+    p = subprocess.run([sys.executable, "-m", "app", "--source", str(wav), "--no-ui"], cwd=REPO,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2
+    assert "weights/starter" in p.stderr and "not there yet" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_schema_mismatch_is_refused_with_the_differences(tmp_path, capsys, clip):
+    from admc.config import TrainConfig
+    from admc.data import Modality, Schema
+    from admc.pipeline import ADMCModel
+    from admc.run import save_run
+    from app.checkpoint import CheckpointError, load_checkpoint
+    from app.cli import main
+
+    cfg = TrainConfig()
+    cfg.adn.d_model, cfg.adn.ff, cfg.adn.layers = 32, 64, 1
+    schema = Schema((Modality("A", 130, "sequence", "lstm"), Modality("V", 64, "sequence", "lstm"),
+                     Modality("T", 768, "sequence", "textcnn")), ("calm", "upset"))
+    run = save_run(ADMCModel(schema, cfg), tmp_path / "wrong", {})
+    with pytest.raises(CheckpointError) as ei:
+        load_checkpoint(run)
+    msg = str(ei.value)
+    assert "modality V: dim/kind 128/sequence != 64/sequence" in msg
+    assert "modality T: dim/kind 384/sequence != 768/sequence" in msg
+    rc = main(["--source", str(clip["wav"]), "--no-ui", "--checkpoint", str(run)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "does not match the live extractors" in err and "Traceback" not in err
+
+    # a different set of modalities
+    schema2 = Schema((Modality("A", 130, "sequence", "lstm"), Modality("V", 128, "sequence", "lstm")), ("x", "y"))
+    run2 = save_run(ADMCModel(schema2, cfg), tmp_path / "two", {})
+    with pytest.raises(CheckpointError, match=r"modalities \['A', 'V', 'T'\] != \['A', 'V'\]"):
+        load_checkpoint(run2)
+    with pytest.raises(CheckpointError, match="not a directory|does not exist"):
+        load_checkpoint(tmp_path / "nope")
+
+
+def test_checkpoint_provenance(tiny_run):
+    from app.checkpoint import load_checkpoint
+    from app.render import provenance_md
+
+    ck = load_checkpoint(tiny_run)
+    prov = ck.provenance()
+    assert prov["dataset"]["name"] == "tiny-live-random" and "make_tiny_checkpoint" in prov["command"]
+    md = provenance_md(prov)
+    assert "tiny-live-random" in md and "Model card" in md
+
+
+# ------------------------------------------------------------------------------------------ session (library)
+def run_sync(session, seconds, *, video=True, audio=True, fps=10, speech=(0, 1e9), video_until=1e9,
+             garbage_at=(), rng=None):
+    """Push synthetic frames/audio in stream order, windows every hop; returns the results."""
+    rng = rng or np.random.default_rng(0)
+    out = []
+    n = int(seconds * fps)
+    chunk = 16000 // fps
+    for i in range(n):
+        t = i / fps
+        if video and t < video_until:
+            frame = noise_frame(rng)
+            if i in garbage_at:
+                frame = [None, "not a frame", np.zeros((5, 5)), np.full((64, 64, 3), np.nan)][i % 4]
+            session.push_video(frame, t)
+        if audio:
+            x = tone(chunk) if speech[0] <= t < speech[1] else np.zeros(chunk, np.float32)
+            session.push_audio(x, 16000, t)
+        out += session.advance(t + 1 / fps - 1e-9)
+    return out
+
+
+def test_session_windows_and_missing_streams(tiny_model):
+    from app.session import LiveSession, SessionConfig
+
+    s = LiveSession(tiny_model, fake_components(), SessionConfig(face_fps=None))
+    res = run_sync(s, 8, speech=(0, 4), video_until=6)
+    s.close()
+    assert all(list(r) == list(RESULT_KEYS) for r in res)
+    by_t = {r["t"]: r for r in res}
+    assert by_t[2.0]["streams"] == {"A": "live", "V": "live", "T": "missing"}
+    assert by_t[2.0]["reasons"]["T"].startswith("unavailable") and by_t[2.0]["imputed"] == ["T"]
+    assert by_t[5.0]["streams"]["A"] == "missing" and by_t[5.0]["reasons"]["A"] == "silence"
+    assert set(by_t[5.0]["imputed"]) == {"A", "T"}
+    assert by_t[7.8]["streams"]["V"] == "missing" and by_t[7.8]["reasons"]["V"] == "stalled"   # source vanished
+    assert by_t[7.8]["probs"] == {} and by_t[7.8]["label"] is None                           # all missing
+    for r in res:
+        if r["probs"]:
+            assert math.isclose(sum(r["probs"].values()), 1.0, abs_tol=1e-4)
+
+
+def test_session_survives_garbage_and_extractor_exceptions(tiny_model):
+    from app.session import LiveSession, SessionConfig
+
+    face = FakeFace()
+    s = LiveSession(tiny_model, fake_components(face=face), SessionConfig(face_fps=None))
+    res = run_sync(s, 3, garbage_at=set(range(5, 30, 3)))
+    # garbage audio of every kind: the A stream is marked missing with the reason, nothing raises
+    for bad in (np.full(1600, np.nan, np.float32), np.zeros((2, 2, 2)), "noise", None):
+        s.push_audio(bad, 16000, 3.0)
+    s.push_audio(np.zeros(1600, np.float32), 0, 3.0)
+    r = s.step(3.0)
+    assert r["streams"]["A"] == "missing" and r["reasons"]["A"].startswith("bad audio")
+    assert all(list(x) == list(RESULT_KEYS) for x in res)
+    # the face extractor raises: V missing with the reason, A goes on
+    face.fail = True
+    more = []
+    rng = np.random.default_rng(1)
+    for i in range(31, 50):
+        t = i / 10
+        s.push_video(noise_frame(rng), t)
+        s.push_audio(tone(1600), 16000, t)
+        more += s.advance(t + 0.1 - 1e-9)
+    last = more[-1]
+    assert last["streams"]["V"] == "missing" and "extractor error: RuntimeError: face network exploded" in last["reasons"]["V"]
+    assert last["streams"]["A"] == "live" and last["probs"] and "V" in last["imputed"]
+    # a core failure is a window without prediction, never an exception
+    s.model = None
+    r = s.step(5.0)
+    assert r["probs"] == {} and r["label"] is None and s.core_error
+    s.close()
+
+
+def test_session_memory_is_bounded(tiny_model):
+    """A long session (5 min of stream) keeps every buffer at its cap."""
+    import tracemalloc
+
+    from app.session import LiveSession, SessionConfig
+
+    s = LiveSession(tiny_model, fake_components(), SessionConfig(face_fps=None, history=50, record_limit=40))
+    s.start_recording()
+    rng = np.random.default_rng(0)
+    frame = noise_frame(rng, 120, 160)
+    sizes = []
+    tracemalloc.start()
+    for sec in range(300):
+        for k in range(10):
+            t = sec + k / 10
+            f = frame.copy()
+            f[0, 0, 0] = k                      # not frozen
+            s.push_video(f, t)
+            s.push_audio(tone(1600) if (sec // 20) % 2 == 0 else np.zeros(1600, np.float32), 16000, t)
+        if sec % 5 == 4:
+            s.step(sec + 1.0)                   # a window now and then is enough for the buffers
+        if sec in (60, 299):
+            sizes.append(tracemalloc.get_traced_memory()[0])
+    tracemalloc.stop()
+    assert len(s.results) == 50 and len(s.recorded) == 40
+    assert len(s._faces) <= s._faces.maxlen and s._audio.n <= s._audio.cap
+    assert len(s.health.text.vad) <= s.health.text.vad.maxlen
+    assert sizes[1] - sizes[0] < 2_000_000, sizes
+    s.close()
+
+
+def test_slow_asr_never_stalls_the_stream(tiny_model, clip):
+    """ASR that takes seconds per utterance: pushes stay fast and windows keep coming (threaded)."""
+    import soundfile as sf
+
+    from app.session import Components, LiveSession, SessionConfig
+    from extractors.audio import VoiceActivityDetector
+    from extractors.types import AsrSegment
+
+    class SlowRecognizer:
+        calls = 0
+
+        def transcribe(self, audio, sr=16000, *, offset=0.0, final=True):
+            SlowRecognizer.calls += 1
+            time.sleep(2.5)
+            end = offset + len(audio) / sr
+            return [AsrSegment(start=offset, end=end, text="hello there my friend", words=[],
+                               avg_logprob=-0.2, no_speech_prob=0.01, final=final)]
+
+    class TinyText:
+        dim = 384
+
+        def __call__(self, text):
+            n = len(text.split())
+            return np.ones((n, 384), np.float32), np.ones(384, np.float32)
+
+    comp = Components(face=FakeFace(), audio=FakeAudio(), recognizer=SlowRecognizer(), text=TinyText(),
+                      vad_factory=VoiceActivityDetector)
+    s = LiveSession(tiny_model, comp, SessionConfig(face_fps=None, asr_partial_every_s=0.5), threaded=True)
+    audio, sr = sf.read(str(clip["wav"]), dtype="float32")
+    rng = np.random.default_rng(0)
+    push_ms = []
+    start = time.perf_counter()
+    i = 0
+    while time.perf_counter() - start < 5.0:
+        t = i * 0.1
+        a = time.perf_counter()
+        s.push_video(noise_frame(rng), t)
+        s.push_audio(audio[int(t * sr):int((t + 0.1) * sr)], sr, t)
+        push_ms.append((time.perf_counter() - a) * 1000)
+        i += 1
+        time.sleep(max(0.0, start + i * 0.1 - time.perf_counter()))
+    time.sleep(3.0)                 # the slow transcript arrives while windows go on
+    res = list(s.results)
+    s.close()
+    assert SlowRecognizer.calls >= 1
+    assert max(push_ms) < 150, max(push_ms)
+    assert len(res) >= 25                                   # ~5 per second for 8 s
+    assert any(r["streams"]["V"] == "live" for r in res[5:])
+    assert any(r["streams"]["T"] == "live" for r in res), [r["reasons"]["T"] for r in res]
+
+
+def test_session_controls(tiny_model):
+    from app.session import LiveSession, SessionConfig
+
+    s = LiveSession(tiny_model, fake_components(), SessionConfig(face_fps=None))
+    run_sync(s, 2)
+    on = s.step(2.0)
+    s.set_mmer(False)
+    off = s.step(2.0)
+    assert on["probs"] and off["probs"] and on["streams"] == off["streams"]
+    assert "cross_generate" not in tiny_model.__dict__          # the per-call patch is gone
+    s.set_health(v_min_score=0.9999)        # the fake face (0.999) no longer counts
+    run_sync(s, 1)
+    s.set_health(vad_on=0.6)
+    with pytest.raises(ValueError):
+        s.set_health(no_such_threshold=1)
+    s.cfg.start_step = 30
+    assert s.step(3.0)["t"] == 3.0
+    s.close()
+
+
+# ------------------------------------------------------------------------------------------ rendering
+def test_render_badges_timeline_exports(tmp_path):
+    from app.render import annotate, badges_html, export_csv, export_json, timeline_svg
+    from extractors.types import FaceResult
+
+    r1 = {"t": 1.0, "streams": {"A": "live", "V": "missing", "T": "missing"},
+          "reasons": {"A": "ok", "V": "black frame", "T": "no speech"}, "imputed": ["V", "T"],
+          "probs": {"happy": 0.7, "sad": 0.3}, "label": "happy", "transcript": "hi", "latency_ms": 12.0}
+    r2 = {**r1, "t": 1.2, "streams": {"A": "missing", "V": "missing", "T": "missing"}, "imputed": [],
+          "probs": {}, "label": None}
+    h = badges_html(r1)
+    assert 'data-mod="V" data-state="imputed"' in h and "black frame" in h and "completed by ADN" in h
+    assert 'data-mod="A" data-state="live"' in h and "admc-imputed-marker" in h
+    assert 'data-state="missing"' in badges_html(r2) and "admc-imputed-marker" not in badges_html(r2)
+    svg = timeline_svg([r1, r2], ["happy", "sad"])
+    assert svg.startswith("<svg") and "admc-imputed-span" in svg and "admc-nopred" in svg
+    c = export_csv([r1, r2], ["happy", "sad"], tmp_path / "r.csv").read_text().splitlines()
+    assert c[0].startswith("t,label,p_happy,p_sad,A_stream") and len(c) == 3 and "V+T" in c[1]
+    assert json.loads(export_json([r1, r2], tmp_path / "r.json").read_text())[0] == r1
+    img = np.zeros((200, 200, 3), np.uint8) + 50
+    face = FaceResult(t=0, detected=True, score=0.99, box=np.array([20, 20, 120, 150], np.float32),
+                      landmarks=LM / 2)
+    out = annotate(img, face, "happy")
+    assert out.shape == img.shape and (out != img).any() and (img == 50).all()
+    assert annotate("garbage", face) == "garbage"
+
+
+# ------------------------------------------------------------------------------------------ CLI / UI plumbing
+def test_intent_head_and_engine_sessions(tiny_run, tmp_path):
+    """A second head (RUN/intent/) is loaded and predicted beside emotion; the UI engine keeps one
+    session per browser and applies the controls to it."""
+    import shutil
+
+    from app.checkpoint import load_checkpoint
+    from app.session import SessionConfig
+    from app.ui import Engine
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    shutil.copytree(tiny_run, run / "intent")
+    ck = load_checkpoint(run)
+    assert set(ck.heads) == {"intent"}
+    eng = Engine(ck, fake_components(), lambda: SessionConfig(face_fps=None))
+    s = eng.get("browser-1")
+    assert eng.get("browser-1") is s and eng.get("browser-2") is not s
+    eng.set("browser-1", start_step=25, mmer=False, v_min_score=0.85)
+    assert s.cfg.start_step == 25 and s.cfg.mmer is False and s.cfg.health.v_min_score == 0.85
+    s.threaded = False                      # drive it by hand
+    rng = np.random.default_rng(0)
+    for i in range(12):
+        s.push_video(noise_frame(rng), i / 10)
+        s.push_audio(tone(1600), 16000, i / 10)
+    s.step(1.2)
+    assert set(s.extra) == {"intent"} and math.isclose(sum(s.extra["intent"].values()), 1, abs_tol=1e-4)
+    eng.close("browser-1")
+    eng.close("browser-2")
+    assert not eng.sessions
+
+
+def test_ui_auth_and_offline_share(tiny_run):
+    """--auth protects the app; --share offline says so and keeps serving locally."""
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    from app.checkpoint import load_checkpoint
+    from app.session import SessionConfig
+    from app.ui import Engine, launch
+
+    said = []
+    eng = Engine(load_checkpoint(tiny_run), fake_components(), lambda: SessionConfig())
+    demo = launch(eng, port=None, auth=("ada", "s3cret"), quiet=True, share=False, say=said.append)
+    try:
+        base = demo.local_url.rstrip("/")
+        with pytest.raises(urllib.error.HTTPError) as ei:
+            urllib.request.urlopen(base + "/config", timeout=10)
+        assert ei.value.code == 401
+        bad = urllib.parse.urlencode({"username": "ada", "password": "nope"}).encode()
+        with pytest.raises(urllib.error.HTTPError):
+            urllib.request.urlopen(base + "/login", data=bad, timeout=10)
+        good = urllib.parse.urlencode({"username": "ada", "password": "s3cret"}).encode()
+        with urllib.request.urlopen(base + "/login", data=good, timeout=10) as r:
+            assert r.status == 200
+    finally:
+        demo.close()
+
+
+def test_source_local_without_devices_is_a_clear_message(tiny_run, capsys):
+    from app.cli import main
+    from app.local import LocalCapture
+
+    cap = LocalCapture()
+    if cap.cv2 is not None and cap.sd is not None:
+        pytest.skip("OpenCV and sounddevice are installed here")
+    assert cap.problems and all("pip install" in p or "could not" in p for p in cap.problems)
+    rc = main(["--source", "local", "--no-ui", "--checkpoint", str(tiny_run), "--no-asr", "--duration", "1"])
+    err = capsys.readouterr().err
+    if not cap.available:
+        assert rc == 2 and "--source local" in err and "Traceback" not in err
+
+
+def test_realtime_replay_is_paced(tiny_run, clip, tmp_path):
+    import soundfile as sf
+
+    x, sr = sf.read(str(clip["wav"]), dtype="float32")
+    short = tmp_path / "short.wav"
+    sf.write(str(short), x[: 3 * sr], sr)
+    out = tmp_path / "rt.jsonl"
+    t0 = time.perf_counter()
+    p = subprocess.run([sys.executable, "-m", "app", "--source", str(short), "--no-ui", "--out", str(out),
+                        "--checkpoint", str(tiny_run), "--no-asr", "--realtime", "--quiet"], cwd=REPO,
+                       capture_output=True, text=True, timeout=180)
+    assert p.returncode == 0, p.stderr[-2000:]
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert 10 <= len(rows) <= 20 and all(list(r) == list(RESULT_KEYS) for r in rows)
+    assert any(r["streams"]["A"] == "live" for r in rows)
+    assert time.perf_counter() - t0 > 3.0
+
+
+def test_unreadable_source_is_reported(tiny_run, tmp_path, capsys):
+    from app.cli import main
+
+    bad = tmp_path / "notes.mp4"
+    bad.write_text("this is not a video")
+    rc = main(["--source", str(bad), "--no-ui", "--checkpoint", str(tiny_run), "--no-asr",
+               "--out", str(tmp_path / "o.jsonl")])
+    err = capsys.readouterr().err
+    assert rc == 1 and "cannot replay" in err and "Traceback" not in err
+    assert main(["--source", str(tmp_path / "missing.mp4"), "--no-ui"]) == 2
+    assert main(["--no-ui"]) == 2
+    assert main(["--auth", "nocolon"]) == 2
+
+
+def test_incremental_audio_rows_match_one_pass_over_the_stream(clip):
+    """A rows from the incremental LLD stream == rows of one openSMILE pass over the whole audio."""
+    import soundfile as sf
+
+    from app.session import TARGET_SR, AudioRing, LldStream
+    from extractors.audio import AudioFeatureExtractor
+
+    fx = AudioFeatureExtractor()
+    x, sr = sf.read(str(clip["wav"]), dtype="float32")
+    assert sr == TARGET_SR
+    ring, lock = AudioRing(5.0), threading.Lock()
+    ring.reset(0.0)
+    lld = LldStream(fx, keep_s=5.0)
+    for i in range(0, int(6.0 * sr), 1600):          # 100 ms chunks up to t = 6 s
+        ring.append(x[i:i + 1600])
+        lld.update(ring, lock)
+    rows = lld.rows(600, 300)                         # the window (3 s, 6 s]
+    full = fx.downsample_frames(fx.lld(x, sr))[30:60]
+    assert 26 <= len(rows) <= 30
+    # the newest rows cannot see the future (the downsampling filter's edge, as at a clip's
+    # end); the rest are the one-pass rows
+    n = len(rows) - 4
+    err = np.abs(rows[:n] - full[:n]) / (full.std(axis=0) + 1e-6)
+    assert np.median(err) < 1e-3 and np.mean(err) < 0.15, (np.median(err), np.mean(err))
+    # per-window extraction (openSMILE on the 3 s alone) is further off than the stream
+    win = fx(x[3 * sr:6 * sr], sr)[:n]
+    assert np.mean(np.abs(win - full[:n]) / (full.std(axis=0) + 1e-6)) > np.mean(err)

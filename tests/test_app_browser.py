@@ -1,0 +1,152 @@
+"""The UI in a real browser: Debian's Chromium (Playwright) with a fake camera and microphone.
+
+Chromium plays the generated clip as its webcam (``--use-file-for-fake-video-capture``, a y4m of
+the same frames: face, black, face) and microphone (``--use-file-for-fake-audio-capture``: speech
+then silence), looping.  The app runs as ``python -m app --checkpoint <tiny run> --port <free>``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from tests.test_app import REPO, clip, tiny_run  # noqa: F401 - fixtures
+
+CHROMIUM = "/usr/bin/chromium"
+SCREENSHOT = REPO / "docs" / "screenshots" / "app.png"
+BASE_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+              "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+STATE_JS = """() => {
+  const b = {};
+  document.querySelectorAll('#admc-badges .admc-badge').forEach(e => b[e.dataset.mod] = [e.dataset.state, e.title]);
+  const t = document.querySelector('#admc-badges .admc-t');
+  const m = document.querySelector('#admc-badges .admc-imputed-marker');
+  const probs = Array.from(document.querySelectorAll('#admc-emotion .bar, #admc-emotion [data-testid="label-output-value"] *'))
+      .length;
+  return {badges: b, t: t ? t.dataset.t : '', marker: m ? m.dataset.imputed : null,
+          emotion: document.querySelector('#admc-emotion') ? document.querySelector('#admc-emotion').innerText : '',
+          preview: !!document.querySelector('#admc-preview img[src]'), probs: probs};
+}"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tiny_run, tmp_path_factory):  # noqa: F811
+    port = free_port()
+    log = tmp_path_factory.mktemp("app-ui") / "server.log"
+    fh = open(log, "w")
+    proc = subprocess.Popen([sys.executable, "-m", "app", "--checkpoint", str(tiny_run), "--port", str(port),
+                             "--share"], cwd=REPO, stdout=fh, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            fh.close()
+            pytest.fail(f"app exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail(f"app did not start:\n{log.read_text()[-3000:]}")
+    yield url, log
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+    fh.close()
+
+
+@pytest.mark.slow
+def test_browser_live_badges_imputation_and_updates(server, clip):  # noqa: F811
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not shutil.which(CHROMIUM):
+        pytest.fail("Debian's chromium is not installed: apt-get install -y chromium (requirements/apt.txt)")
+    url, log = server
+    flags = BASE_FLAGS + ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                          f"--use-file-for-fake-video-capture={clip['y4m']}",
+                          f"--use-file-for-fake-audio-capture={clip['wav']}"]
+    seen = []
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=flags, headless=True)
+        try:
+            page = browser.new_context(viewport={"width": 1280, "height": 1100},
+                                       permissions=["camera", "microphone"]).new_page()
+            page.goto(url, wait_until="load")
+            page.wait_for_selector("#admc-badges .admc-badge", timeout=60000)
+            assert "tiny-live-random" in page.locator("#admc-provenance").inner_text()   # provenance shown
+            page.get_by_text("Click to Access Webcam").click()
+            page.locator("#admc-webcam button[aria-label='capture photo']").click(timeout=20000)
+            page.locator("#admc-mic button", has_text="Record").first.click(timeout=20000)
+            shot = False
+            v_was_imputed = False
+            start = time.time()
+            while time.time() - start < 75:
+                time.sleep(0.5)
+                st = page.evaluate(STATE_JS)
+                seen.append(st)
+                v = st["badges"].get("V", ["", ""])[0]
+                a = st["badges"].get("A", ["", ""])[0]
+                v_was_imputed |= v == "imputed"
+                # screenshot: the face is back (box drawn) after the ADN completed it, and the
+                # speech has stopped (A completed by the ADN); the timeline shows both spans
+                if not shot and v_was_imputed and v == "live" and a == "imputed" and st["preview"]:
+                    time.sleep(1.0)
+                    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+                    page.screenshot(path=str(SCREENSHOT), full_page=True)
+                    shot = True
+                states = {m: {x["badges"].get(m, ["", ""])[0] for x in seen} for m in "AV"}
+                ts = {x["t"] for x in seen if x["t"]}
+                if shot and {"live", "imputed"} <= states["V"] and states["A"] - {"live"} \
+                        and "live" in states["A"] and len(ts) >= 20:
+                    break
+            if not shot:
+                SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+                page.screenshot(path=str(SCREENSHOT), full_page=True)
+            # export what was seen (the download is served by the app)
+            page.locator("#admc-export-csv").click()
+            page.wait_for_selector("#admc-export a[href]", timeout=20000)
+            href = page.locator("#admc-export a[href]").first.get_attribute("href")
+            csv_text = page.request.get(href if href.startswith("http") else url.rstrip("/") + href).text()
+        finally:
+            browser.close()
+    v_states = [s["badges"].get("V", ["", ""])[0] for s in seen]
+    a_states = [s["badges"].get("A", ["", ""])[0] for s in seen]
+    # the badges change: V live with the face, missing and completed by the ADN on black frames
+    assert "live" in v_states and "imputed" in v_states, v_states
+    reasons = {s["badges"]["V"][1] for s in seen if s["badges"].get("V", [""])[0] == "imputed"}
+    assert reasons & {"black frame", "no face", "stalled"}, reasons
+    assert "live" in a_states and set(a_states) - {"live"}, a_states
+    # the imputed marker appears
+    assert any(s["marker"] for s in seen)
+    # predictions keep updating: the window time moves on, emotion bars are shown
+    ts = [float(s["t"]) for s in seen if s["t"]]
+    assert len(set(ts)) >= 20 and ts[-1] > ts[0] + 8, ts
+    assert sum(1 for s in seen if s["emotion"].strip()) >= len(seen) // 2
+    assert any(s["preview"] for s in seen)
+    assert SCREENSHOT.is_file() and SCREENSHOT.stat().st_size > 10_000
+    # the export is a CSV of the windows seen
+    lines = csv_text.splitlines()
+    assert lines[0].startswith("t,label,p_neutral") and len(lines) > 20, csv_text[:300]
+    # --share offline: a clear message, and the app kept serving locally
+    text = log.read_text()
+    assert "share" in text.lower() and ("serving locally" in text or "gradio.live" in text), text[-2000:]
