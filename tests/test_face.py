@@ -13,8 +13,9 @@ import torch
 from extractors.face import FER_TEMPLATE, FaceExtractor, align_face, frame_problem
 from extractors.mini_xception import CLASSES, DEFAULT_META, MiniXception, _tf_same_pad
 from extractors.types import FaceResult
+from tests.shared_data import SHARED_DATA
 
-FER_ROOT = Path("/work/shared/data/fer2013")
+FER_ROOT = SHARED_DATA / "fer2013"
 needs_fer = pytest.mark.skipif(not (FER_ROOT / "manifest.csv").is_file(), reason="FER2013 not in shared/")
 
 torch.set_num_threads(1)
