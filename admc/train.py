@@ -273,7 +273,7 @@ def _pattern_set(model: ADMCModel, z, present, labels, masks, seed: int):
     return out
 
 
-def fit_fusion(net: nn.Module, train_sets, val_sets, cfg, seed: int, desc: str) -> dict:
+def fit_fusion(net: nn.Module, train_sets, val_sets, cfg, seed: int) -> dict:
     """Train one fusion network on the union of ``train_sets``; keep the epoch with the best mean
     validation UA over ``val_sets`` (one entry per availability pattern)."""
     X = torch.cat([s[1] for s in train_sets])
@@ -326,14 +326,13 @@ def train_fusion(model: ADMCModel, z_tr, p_tr, y_tr, z_va, p_va, y_va, seed: int
         masks = _fusion_masks(model.M, rng) if cfg.shared_patterns == "all" else [tuple(True for _ in range(model.M))]
         tr = _pattern_set(model, z_tr, p_tr, y_tr, masks, seed)
         va = _pattern_set(model, z_va, p_va, y_va, masks, seed + 1)
-        info["shared"] = fit_fusion(model.fusion["shared"], tr, va, cfg, seed + 11, "fusion shared")
+        info["shared"] = fit_fusion(model.fusion["shared"], tr, va, cfg, seed + 11)
         info["shared"]["patterns"] = [model.condition_name(m) for m in masks]
     else:
         for k, mask in enumerate(progress(all_masks(model.M), desc="fusion")):
             tr = _pattern_set(model, z_tr, p_tr, y_tr, [mask], seed + k)
             va = _pattern_set(model, z_va, p_va, y_va, [mask], seed + 1000 + k)
-            info[model.condition_name(mask)] = fit_fusion(model.fusion[mask_key(mask)], tr, va, cfg, seed + 11 + k,
-                                                          f"fusion {model.condition_name(mask)}")
+            info[model.condition_name(mask)] = fit_fusion(model.fusion[mask_key(mask)], tr, va, cfg, seed + 11 + k)
     return info
 
 
