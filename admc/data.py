@@ -272,6 +272,20 @@ def load_dataset(path: str | os.PathLike, splits=SPLITS) -> FeatureDataset:
     return ds
 
 
+def make_staging_dir(final: Path) -> Path:
+    """A temporary sibling of ``final`` to write into before an atomic rename, with the permissions
+    a normal ``mkdir`` would give (``mkdtemp`` makes it private)."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    tmp.chmod(0o777 & ~current_umask())
+    return tmp
+
+
+def current_umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
 def write_dataset(path: str | os.PathLike, name: str, schema: Schema, splits: dict[str, Split | dict],
                   extra_meta: dict | None = None) -> Path:
     """Write a dataset atomically: into a temporary sibling directory, validated, then renamed.
@@ -281,7 +295,7 @@ def write_dataset(path: str | os.PathLike, name: str, schema: Schema, splits: di
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    tmp = make_staging_dir(path)
     try:
         meta = {"format": FORMAT, "name": name, **schema.to_json(), **(extra_meta or {})}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -20,7 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from admc import __version__
 from admc.config import TrainConfig
-from admc.data import Schema
+from admc.data import Schema, current_umask, make_staging_dir
 from admc.pipeline import ADMCModel
 
 RUN_FORMAT = "admc-run/1"
@@ -34,10 +33,11 @@ def save_run(model: ADMCModel, path: str | os.PathLike, info: dict, command: lis
              dataset: dict | None = None) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    tmp = make_staging_dir(path)
     try:
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         save_file(state, tmp / "model.safetensors", metadata={"format": RUN_FORMAT})
+        (tmp / "model.safetensors").chmod(0o666 & ~current_umask())  # safetensors writes it private
         meta = {
             "format": RUN_FORMAT,
             "admc_version": __version__,

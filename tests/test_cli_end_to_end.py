@@ -154,3 +154,13 @@ def test_predict_window_completes_missing_modalities_and_rejects_bad_input(run_d
         predict_window(model, {"A": np.full_like(feats["A"], np.nan)})
     with pytest.raises(ValueError, match="no modality"):
         predict_window(model, {"A": None})
+
+
+def test_run_and_dataset_directories_get_normal_permissions(run_dir, ds_dir):
+    import os
+    import stat
+
+    umask = os.umask(0)
+    os.umask(umask)
+    for p, mode in ((run_dir, 0o777), (run_dir / "model.safetensors", 0o666), (ds_dir, 0o777)):
+        assert stat.S_IMODE(p.stat().st_mode) == mode & ~umask, p
