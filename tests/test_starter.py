@@ -1,0 +1,108 @@
+"""The shipped starter checkpoint (weights/starter, built by scripts/build_starter.py).
+
+It must load, have exactly the live schema, and classify a few clearly expressive real held-out
+recordings through the live path (`predict_window` with one modality, the other two completed).
+Examples were picked by the rule in weights/starter/MODEL_CARD.md ("Test examples") and are fixed
+here by id: FER2013 PublicTest faces (V only: the crop's mini-Xception features held for 30 rows)
+and speech clips of the test speakers (A only: the centred 3 s window, features as in the build).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from admc.pipeline import predict_window
+from admc.run import load_run
+from extractors.live_schema import live_schema
+
+torch.set_num_threads(1)
+
+REPO = Path(__file__).resolve().parents[1]
+STARTER = REPO / "weights" / "starter"
+DATA = next((p for p in (REPO.parent / "shared" / "data", Path("/work/shared/data")) if p.is_dir()),
+            REPO.parent / "shared" / "data")
+CLASSES = ["anger", "disgust", "fear", "happiness", "sadness", "surprise", "neutral"]
+
+FACES = [  # FER2013 PublicTest path -> expected class
+    ("test/angry/PublicTest_12693575.jpg", "anger"),
+    ("test/disgust/PublicTest_85587942.jpg", "disgust"),
+    ("test/fear/PublicTest_86498201.jpg", "fear"),
+    ("test/happy/PublicTest_90998942.jpg", "happiness"),
+    ("test/sad/PublicTest_69913046.jpg", "sadness"),
+    ("test/surprise/PublicTest_44603096.jpg", "surprise"),
+    ("test/neutral/PublicTest_25894490.jpg", "neutral"),
+]
+SPEECH = [  # path under shared/data (test speakers: RAVDESS actors 19-24, EmoDB 15/16) -> expected class
+    ("ravdess_speech/angry/03-01-05-01-01-01-21.flac", "anger"),
+    ("ravdess_speech/disgust/03-01-07-02-02-02-24.flac", "disgust"),
+    ("emodb/fear/15b03Aa.wav", "fear"),
+    ("ravdess_speech/happy/03-01-03-02-01-01-20.flac", "happiness"),
+    ("ravdess_speech/sad/03-01-04-01-01-02-19.flac", "sadness"),
+    ("ravdess_speech/surprised/03-01-08-02-02-02-24.flac", "surprise"),
+    ("ravdess_speech/calm/03-01-02-01-01-01-23.flac", "neutral"),    # RAVDESS calm -> neutral
+]
+
+needs_data = pytest.mark.skipif(not (DATA / "fer2013").is_dir(), reason="shared/data not present")
+
+
+@pytest.fixture(scope="module")
+def starter():
+    model, meta = load_run(STARTER, "cpu")
+    return model, meta
+
+
+def test_starter_loads_with_the_live_schema(starter):
+    model, meta = starter
+    assert list(model.schema.classes) == CLASSES
+    assert model.schema == live_schema(CLASSES)
+    assert meta["method"] == "admc"
+    assert (STARTER / "model.safetensors").stat().st_size < 30e6
+    card = (STARTER / "MODEL_CARD.md").read_text()
+    for needle in ("FER2013", "RAVDESS", "EmoDB", "GoEmotions", "non-commercial", "research use only"):
+        assert needle in card
+
+
+@pytest.fixture(scope="module")
+def face_extractor():
+    from extractors.face import FaceExtractor
+
+    return FaceExtractor(device="cpu")
+
+
+@pytest.fixture(scope="module")
+def build_script():
+    spec = importlib.util.spec_from_file_location("build_starter", REPO / "scripts" / "build_starter.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@needs_data
+@pytest.mark.parametrize("path,label", FACES)
+def test_starter_classifies_real_faces(starter, face_extractor, path, label):
+    from PIL import Image
+
+    model, _ = starter
+    gray = np.asarray(Image.open(DATA / "fer2013" / path).convert("L"), np.uint8)
+    feat = face_extractor.from_crop(gray).feature
+    out = predict_window(model, {"V": np.repeat(feat[None], 30, axis=0), "A": None, "T": None},
+                         generator=torch.Generator().manual_seed(0))
+    assert out["label"] == label, out["probs"]
+    assert set(out["imputed"]) == {"A", "T"}
+
+
+@needs_data
+@pytest.mark.parametrize("path,label", SPEECH)
+def test_starter_classifies_real_speech(starter, build_script, path, label):
+    model, _ = starter
+    clip_id = ("ravdess/" if path.startswith("ravdess") else "emodb/") + Path(path).stem   # the build's clip id
+    windows, _span = build_script.speech_windows(DATA / path, clip_id, train=False)
+    assert windows.shape == (1, 30, 130)
+    out = predict_window(model, {"A": windows[0], "V": None, "T": None}, generator=torch.Generator().manual_seed(0))
+    assert out["label"] == label, out["probs"]
+    assert set(out["imputed"]) == {"V", "T"}
