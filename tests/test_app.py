@@ -190,20 +190,25 @@ def test_missing_default_checkpoint_is_a_clear_error(monkeypatch, capsys, tmp_pa
     assert "Traceback" not in err
 
 
-def test_default_checkpoint_absent_from_the_command_line(tmp_path):
-    """The real command without --checkpoint: if weights/starter/ is not built yet, a message, no trace."""
-    from app.checkpoint import DEFAULT_CHECKPOINT
+def test_default_checkpoint_is_the_shipped_starter(tmp_path):
+    """The real command without --checkpoint loads weights/starter/ and predicts its classes."""
+    import json
 
-    if (DEFAULT_CHECKPOINT / "run.json").is_file():
-        pytest.skip("weights/starter/ exists")
-    wav = tmp_path / "s.wav"
     import soundfile as sf
 
-    sf.write(str(wav), np.zeros(16000, np.float32), 16000)
-    p = subprocess.run([sys.executable, "-m", "app", "--source", str(wav), "--no-ui"], cwd=REPO,
-                       capture_output=True, text=True, timeout=120)
-    assert p.returncode == 2
-    assert "weights/starter" in p.stderr and "not there yet" in p.stderr and "Traceback" not in p.stderr
+    from app.checkpoint import DEFAULT_CHECKPOINT
+
+    classes = json.loads((DEFAULT_CHECKPOINT / "run.json").read_text())["schema"]["classes"]
+    wav, out = tmp_path / "s.wav", tmp_path / "r.jsonl"
+    rng = np.random.default_rng(0)
+    sf.write(str(wav), (0.01 * rng.standard_normal(3 * 16000)).astype(np.float32), 16000)
+    p = subprocess.run([sys.executable, "-m", "app", "--source", str(wav), "--no-ui", "--no-asr", "--out", str(out)],
+                       cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert "weights/starter" in p.stderr
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert rows and all(r["streams"]["V"] == "missing" for r in rows)  # an audio file has no face
+    assert all(set(r["probs"]) == set(classes) for r in rows if r["probs"])
 
 
 def test_schema_mismatch_is_refused_with_the_differences(tmp_path, capsys, clip):
