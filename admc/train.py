@@ -34,6 +34,25 @@ def lambda_rule(epochs: int):
     return f
 
 
+class EarlyStopping:
+    """Keeps the state of the best epoch; says stop after ``patience`` epochs without improvement."""
+
+    def __init__(self, patience: int, mode: str = "max"):
+        self.patience, self.sign = patience, 1.0 if mode == "max" else -1.0
+        self.best, self.best_state, self.bad = None, None, 0
+
+    def step(self, score: float, module: nn.Module) -> bool:
+        if self.best is None or self.sign * (score - self.best) > 1e-9:
+            self.best, self.best_state, self.bad = score, copy.deepcopy(module.state_dict()), 0
+        else:
+            self.bad += 1
+        return self.bad >= self.patience
+
+    @property
+    def improved(self) -> bool:
+        return self.bad == 0
+
+
 def _ua(y, pred) -> float:
     return scores(y, pred)["ua"]
 
@@ -53,7 +72,7 @@ def train_unimodal(model: ADMCModel, train: Split, val: Split, device, seed: int
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda_rule(cfg.epochs))
         tr_idx = np.flatnonzero(train.present[mod.name])
         va_idx = np.flatnonzero(val.present[mod.name])
-        best, best_state, bad = -1.0, None, 0
+        stopper = EarlyStopping(cfg.patience)
         bar = progress(range(cfg.epochs), desc=f"ITFN {mod.name}")
         for epoch in bar:
             net.train()
@@ -68,13 +87,9 @@ def train_unimodal(model: ADMCModel, train: Split, val: Split, device, seed: int
             sched.step()
             ua = _ua(val.labels[va_idx], _predict_unimodal(net, val, mod.name, va_idx, cfg.max_len, device))
             bar.set_postfix(val_ua=f"{ua:.1f}")
-            if ua > best:
-                best, best_state, bad = ua, copy.deepcopy(net.state_dict()), 0
-            else:
-                bad += 1
-                if bad >= cfg.patience:
-                    break
-        net.load_state_dict(best_state)
+            if stopper.step(ua, net):
+                break
+        net.load_state_dict(stopper.best_state)
         net.requires_grad_(False)
         pred = _predict_unimodal(net, val, mod.name, va_idx, cfg.max_len, device)
         out[mod.name] = {**scores(val.labels[va_idx], pred), "epochs": epoch + 1}
@@ -164,7 +179,7 @@ def train_adn(model: ADMCModel, z_tr: torch.Tensor, p_tr: torch.Tensor, z_va: to
     # an exponential moving average of the weights is what gets evaluated and kept
     ema = (torch.optim.swa_utils.AveragedModel(model.denoiser, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay))
            if cfg.ema_decay else None)
-    best, best_state, bad, history = float("inf"), None, 0, []
+    stopper, history = EarlyStopping(cfg.patience, mode="min"), []
     # The conditional variant is selected on what it is for: completion error on validation.
     # The paper variant's start step n is chosen after training, so it is selected on the loss.
     select_on_completion = cfg.variant == "conditional"
@@ -194,16 +209,14 @@ def train_adn(model: ADMCModel, z_tr: torch.Tensor, p_tr: torch.Tensor, z_va: to
         history.append(h)
         score = h.get("val_completion_mse", val)
         bar.set_postfix(val_loss=f"{val:.4f}", score=f"{score:.4f}")
-        if score < best - 1e-6:
+        stop = stopper.step(score, model.denoiser)
+        if stopper.improved:
             best_epoch = h
-            best, best_state, bad = score, copy.deepcopy(model.denoiser.state_dict()), 0
-        else:
-            bad += 1
         if train_state is not None:
             model.denoiser.load_state_dict(train_state)
-        if bad >= cfg.patience:
+        if stop:
             break
-    model.denoiser.load_state_dict(best_state)
+    model.denoiser.load_state_dict(stopper.best_state)
     model.denoiser.requires_grad_(False)
     val_bins = np.zeros((2, NOISE_BINS))
     with torch.no_grad():
@@ -222,7 +235,7 @@ def train_adn(model: ADMCModel, z_tr: torch.Tensor, p_tr: torch.Tensor, z_va: to
         "clip_range": model.clip_range,
         "val_loss_curve": [h["val_loss"] for h in history],
     }
-    log(f"ADN: selected epoch {info['best_epoch']} ({info['selected_on']} {best:.4f})")
+    log(f"ADN: selected epoch {info['best_epoch']} ({info['selected_on']} {stopper.best:.4f})")
     return info
 
 
@@ -283,7 +296,7 @@ def fit_fusion(net: nn.Module, train_sets, val_sets, cfg, seed: int) -> dict:
     rng = np.random.default_rng(seed)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda_rule(cfg.epochs))
-    best, best_state, bad = -1.0, None, 0
+    stopper = EarlyStopping(cfg.patience)
     for epoch in range(cfg.epochs):
         net.train()
         for idx in batches(len(Y), cfg.batch_size, rng):
@@ -294,16 +307,11 @@ def fit_fusion(net: nn.Module, train_sets, val_sets, cfg, seed: int) -> dict:
             loss.backward()
             opt.step()
         sched.step()
-        ua = _fusion_val_ua(net, val_sets)
-        if ua > best:
-            best, best_state, bad = ua, copy.deepcopy(net.state_dict()), 0
-        else:
-            bad += 1
-            if bad >= cfg.patience:
-                break
-    net.load_state_dict(best_state)
+        if stopper.step(_fusion_val_ua(net, val_sets), net):
+            break
+    net.load_state_dict(stopper.best_state)
     net.requires_grad_(False)
-    return {"val_ua": best, "epochs": epoch + 1}
+    return {"val_ua": stopper.best, "epochs": epoch + 1}
 
 
 @torch.no_grad()
