@@ -9,30 +9,19 @@ from __future__ import annotations
 import csv
 import math
 import os
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
 from scipy.signal import resample_poly
 
 from extractors.audio import (FEATURE_DIM, AudioFeatureExtractor, StreamingResampler,
                               VoiceActivityDetector, load_audio, resample, speech_regions)
 from extractors.types import VadResult
+from tests.media import espeak
 
 SENTENCE = "the quick brown fox jumps over the lazy dog"
 REPO = Path(__file__).resolve().parents[1]
-
-
-def espeak(text: str, path: Path, speed: int = 130) -> tuple[np.ndarray, int]:
-    if shutil.which("espeak-ng") is None:
-        pytest.fail("espeak-ng is not installed: apt-get install -y espeak-ng (requirements/apt.txt)")
-    subprocess.run(["espeak-ng", "-s", str(speed), "-w", str(path), text], check=True,
-                   capture_output=True)
-    x, sr = sf.read(str(path), dtype="float32")
-    return x, sr
 
 
 def voiced_bounds(x: np.ndarray, sr: int, level: float = 0.02) -> tuple[float, float]:

@@ -8,33 +8,21 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import shutil
-import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
 
 from extractors.audio import resample
 from extractors.speech import (AsrUnavailableError, OpenAIWhisperBackend, SpeechRecognizer,
                                StreamingTranscriber, bundled_whisper_path, compression_ratio,
                                merge_segments)
 from extractors.types import AsrSegment
+from tests.media import espeak
 
 SENTENCE = "the quick brown fox jumps over the lazy dog"
 EXPECTED = {"quick", "brown", "fox", "jump", "jumps", "over", "lazy", "dog"}
-
-
-def espeak(text: str, path: Path, speed: int = 130) -> tuple[np.ndarray, int]:
-    if shutil.which("espeak-ng") is None:
-        pytest.fail("espeak-ng is not installed: apt-get install -y espeak-ng (requirements/apt.txt)")
-    subprocess.run(["espeak-ng", "-s", str(speed), "-w", str(path), text], check=True,
-                   capture_output=True)
-    x, sr = sf.read(str(path), dtype="float32")
-    return x, sr
 
 
 def words_of(text: str) -> set[str]:
