@@ -226,6 +226,8 @@ def iter_frames(path: Path, fps: float, start: float | None = None, end: float |
     """
     import av
 
+    from extractors.face import subsample_gate
+
     t0 = start or 0.0
     with av.open(str(path)) as c:
         if not c.streams.video:
@@ -246,12 +248,9 @@ def iter_frames(path: Path, fps: float, start: float | None = None, end: float |
             if end is not None and t_abs >= end:
                 return
             t = t_abs - t0
-            if t + 1e-6 < next_t:
-                continue
-            next_t += 1.0 / fps
-            while next_t <= t:
-                next_t += 1.0 / fps
-            yield t, frame.to_ndarray(format="rgb24")
+            keep, next_t = subsample_gate(t, next_t, fps)
+            if keep:
+                yield t, frame.to_ndarray(format="rgb24")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -283,6 +283,16 @@ class FaceExtractor:
         return {c: float(v) for c, v in zip(CLASSES, p)}
 
 
+def subsample_gate(t: float, next_t: float, fps: float) -> tuple[bool, float]:
+    """Keep the first frame at or after each 1/fps tick: (keep this frame at t, the next tick)."""
+    if t + 1e-6 < next_t:
+        return False, next_t
+    next_t += 1.0 / fps
+    while next_t <= t:
+        next_t += 1.0 / fps
+    return True, next_t
+
+
 def iter_video_frames(path: str | Path, *, fps: float | None = None,
                       max_frames: int | None = None) -> Iterator[tuple[float, np.ndarray]]:
     """(t seconds, uint8 RGB frame) from a video file, decoded with PyAV; ``fps`` subsamples."""
@@ -295,11 +305,9 @@ def iter_video_frames(path: str | Path, *, fps: float | None = None,
         for frame in container.decode(stream):
             t = float(frame.time) if frame.time is not None else n / float(stream.average_rate or 25)
             if fps is not None:
-                if t + 1e-6 < next_t:
+                keep, next_t = subsample_gate(t, next_t, fps)
+                if not keep:
                     continue
-                next_t += 1.0 / fps
-                while next_t <= t:
-                    next_t += 1.0 / fps
             yield t, frame.to_ndarray(format="rgb24")
             n += 1
             if max_frames is not None and n >= max_frames:
