@@ -68,6 +68,7 @@ class SessionConfig:
     video_rate: float = VIDEO_FRAME_RATE  # V rows per second in a window
     audio_rate: float = AUDIO_FRAME_RATE  # A rows per second (openSMILE, fixed by the extractor)
     face_fps: float | None = 15.0         # at most this many frames/s through the face extractor
+    face_tracking: bool = True            # follow the face with O-Net between full MTCNN searches
     max_frame_width: int = 640            # wider frames are downscaled first (resolution cap)
     start_step: int | None = None         # diffusion start step n (None: the checkpoint's)
     mmer: bool = True                     # MMER enhancement (only if the checkpoint has it)
@@ -318,6 +319,10 @@ class LiveSession:
         self._faults: dict[str, tuple[str, float]] = {}     # modality -> (reason, until t)
         self._last_face_t = -math.inf
         self.last_face: FaceResult | None = None
+        # this stream's face tracker (state per session; the extractor's networks are shared)
+        face = components.face
+        self._face = (face.tracker() if face is not None and self.cfg.face_tracking and hasattr(face, "tracker")
+                      else face)
         self.last_frame_t: float | None = None
 
         # text
@@ -478,11 +483,11 @@ class LiveSession:
     def _process_frame(self, frame, t: float) -> None:
         self._last_face_t = t
         res = None
-        if self.c.face is not None:
+        if self._face is not None:
             t0 = time.perf_counter()
             try:
                 with self.c.face_lock:
-                    res = self.c.face(frame, t)
+                    res = self._face(frame, t)
             except Exception as e:  # noqa: BLE001 - an extractor failure must not stop the stream
                 self._fault("V", f"extractor error: {_short(e)}", t)
             self.face_ms.append((time.perf_counter() - t0) * 1000)

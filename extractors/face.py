@@ -90,6 +90,10 @@ def _no_face(t: float) -> FaceResult:
     return FaceResult(t=float(t), detected=False, score=0.0)
 
 
+def _no_faces() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), np.zeros((0, 5, 2), np.float32)
+
+
 def alignment_matrix(landmarks: np.ndarray, size: int = 48) -> np.ndarray:
     """``[2, 3]`` affine map from aligned-crop pixels (x, y, 1) to frame pixels, for 5 landmarks.
 
@@ -160,6 +164,13 @@ class FaceExtractor:
         self.mtcnn = MTCNN(min_face_size=int(min_face_size), thresholds=list(thresholds), keep_all=True,
                            post_process=False, select_largest=True, device=self.device)
         self.mtcnn.eval()
+        # torch's CPU max-pool is ~8x slower on NCHW tensors than on channels-last ones for the R-Net
+        # and O-Net 3x3 pools (measured: 5.2 vs 0.65 ms on a 30x28x22x22 batch); with channels-last
+        # weights the convolutions hand channels-last activations on.  Same boxes to 1e-4 px.
+        import torch
+
+        for net in (self.mtcnn.pnet, self.mtcnn.rnet, self.mtcnn.onet):
+            net.to(memory_format=torch.channels_last)
         self.net = mini_xception.load_mini_xception(weights, device=self.device)
 
     # ---------------------------------------------------------------- network on crops
@@ -212,13 +223,44 @@ class FaceExtractor:
         with torch.inference_mode():
             boxes, probs, lms = self.mtcnn.detect(img, landmarks=True)
         if boxes is None or len(boxes) == 0:
-            return np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), np.zeros((0, 5, 2), np.float32)
+            return _no_faces()
         boxes = np.asarray(boxes, dtype=np.float32) / scale
         probs = np.asarray(probs, dtype=np.float32)
         lms = np.asarray(lms, dtype=np.float32) / scale
         area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
         order = np.argsort(-area)
         return boxes[order], probs[order], lms[order]
+
+    def refine(self, frame_rgb: np.ndarray, box: Sequence[float]) -> tuple[np.ndarray, float, np.ndarray] | None:
+        """MTCNN's last stage (O-Net) on one candidate box, in frame pixels: (box ``[4]``, score,
+        landmarks ``[5, 2]``), or None when O-Net finds no face there (score <= its threshold).
+
+        The same crop, scaling and regression as inside :meth:`detect`, for a box known from the
+        previous frame: tracking without the image pyramid (:class:`FaceTracker`)."""
+        import torch
+        from facenet_pytorch.models.utils.detect_face import bbreg, imresample, pad, rerec
+
+        h, w = frame_rgb.shape[:2]
+        b = rerec(torch.tensor([[float(v) for v in box[:4]] + [1.0]], dtype=torch.float32))
+        y, ey, x, ex = (int(v[0]) for v in pad(b, w, h))
+        if ey - y < 11 or ex - x < 11:
+            return None
+        crop = torch.from_numpy(np.ascontiguousarray(frame_rgb[y - 1:ey, x - 1:ex])).permute(2, 0, 1)[None]
+        im = (imresample(crop.float(), (48, 48)) - 127.5) * 0.0078125
+        with torch.inference_mode():
+            reg, lm, prob = self.mtcnn.onet(im.to(self.device).contiguous(memory_format=torch.channels_last))
+        score = float(prob[0, 1])
+        if not score > self.mtcnn.thresholds[2]:
+            return None
+        bw, bh = float(b[0, 2] - b[0, 0] + 1), float(b[0, 3] - b[0, 1] + 1)
+        lm = lm[0].float().cpu().numpy()
+        lms = np.stack([bw * lm[:5] + float(b[0, 0]) - 1, bh * lm[5:] + float(b[0, 1]) - 1], axis=1)
+        out = bbreg(b, reg.float().cpu())[0, :4].numpy()
+        return out.astype(np.float32), score, lms.astype(np.float32)
+
+    def tracker(self, **kwargs) -> "FaceTracker":
+        """A per-stream :class:`FaceTracker` on this extractor (its state is one stream's)."""
+        return FaceTracker(self, **kwargs)
 
     # ---------------------------------------------------------------- frames
     def __call__(self, frame_rgb: np.ndarray, t: float) -> FaceResult:
@@ -242,16 +284,19 @@ class FaceExtractor:
                 results.append(_no_face(t))
                 continue
             res = FaceResult(t=float(t), detected=True, score=float(probs[0]), box=boxes[0], landmarks=lms[0])
-            gray = Image.fromarray(frame).convert("L")
-            crops.append(align_face(gray, lms[0], self.crop_size))
+            crops.append(align_face(Image.fromarray(frame).convert("L"), lms[0], self.crop_size))
             owners.append(res)
             results.append(res)
+        self._describe(owners, crops)
+        return results
+
+    def _describe(self, results: Sequence[FaceResult], crops: Sequence[np.ndarray]) -> None:
+        """Fill in feature and expression of detected faces from their aligned crops (one batch)."""
         if crops:
-            feats, prob = self.classify_crops(crops)
-            for res, f, p in zip(owners, feats, prob):
+            feats, prob = self.classify_crops(list(crops))
+            for res, f, p in zip(results, feats, prob):
                 res.feature = f
                 res.expression = self._probs(p)
-        return results
 
     def aligned_crop(self, frame_rgb: np.ndarray) -> np.ndarray | None:
         """The aligned grey crop of the largest face, or None (for inspection / saving)."""
@@ -281,6 +326,72 @@ class FaceExtractor:
 
     def _probs(self, p: np.ndarray) -> dict[str, float]:
         return {c: float(v) for c, v in zip(CLASSES, p)}
+
+
+class FaceTracker:
+    """Face detection + features for one live stream, at a fraction of the per-frame cost.
+
+    Once a face is found, each new frame runs only MTCNN's last stage (O-Net, :meth:`FaceExtractor.refine`)
+    on the previous box, twice (the second pass re-centres the crop on the moved face): it returns the
+    face probability, the regressed box and the five landmarks, so alignment and mini-Xception features
+    are computed exactly as after a full detection.  Measured on the 640x480 test clip shifted by up to
+    15 px (18% of the face width) per frame: ~4 ms per frame instead of ~27 ms, landmarks within 3% of
+    the face width of a full detection's.  The whole frame is searched when there is no face yet, when
+    O-Net loses the face (then on that same frame, so an occluded face is reported missing at once),
+    and every ``redetect_every`` frames so a new, larger face in front of the camera is picked up.
+
+    Call it like the extractor: ``tracker(frame_rgb, t) -> FaceResult``.  One stream's state: not
+    thread-safe.  Never raises on a bad frame.  ``stats`` counts full searches and tracked frames.
+    """
+
+    def __init__(self, extractor: FaceExtractor, *, redetect_every: int = 15, passes: int = 2):
+        if redetect_every < 1 or passes < 1:
+            raise ValueError("redetect_every and passes must be >= 1")
+        self.fx = extractor
+        self.redetect_every = int(redetect_every)
+        self.passes = int(passes)
+        self.box: np.ndarray | None = None
+        self._since_full = 0
+        self.stats = {"full": 0, "tracked": 0, "lost": 0}
+
+    def reset(self) -> None:
+        self.box = None
+
+    def _track(self, frame_rgb: np.ndarray):
+        found = None
+        box = self.box
+        for _ in range(self.passes):
+            r = self.fx.refine(frame_rgb, box)
+            if r is None:
+                break
+            found, box = r, r[0]
+        return found
+
+    def __call__(self, frame_rgb: np.ndarray, t: float) -> FaceResult:
+        if frame_problem(frame_rgb) is not None:
+            self.reset()
+            return _no_face(t)
+        try:
+            found = None
+            if self.box is not None and self._since_full < self.redetect_every:
+                self._since_full += 1
+                found = self._track(frame_rgb)
+                self.stats["tracked" if found else "lost"] += 1
+            if found is None:
+                self.stats["full"] += 1
+                self._since_full = 0
+                boxes, probs, lms = self.fx.detect(frame_rgb)
+                found = (boxes[0], float(probs[0]), lms[0]) if len(boxes) else None
+        except Exception:  # noqa: BLE001 - a malformed frame must not stop a live stream
+            found = None
+        if found is None:
+            self.reset()
+            return _no_face(t)
+        box, score, lms = found
+        self.box = np.asarray(box, np.float32).copy()
+        res = FaceResult(t=float(t), detected=True, score=float(score), box=self.box.copy(), landmarks=lms)
+        self.fx._describe([res], [align_face(Image.fromarray(frame_rgb).convert("L"), lms, self.fx.crop_size)])
+        return res
 
 
 def subsample_gate(t: float, next_t: float, fps: float) -> tuple[bool, float]:

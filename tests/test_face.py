@@ -200,3 +200,73 @@ def test_fer2013_accuracy_on_seeded_sample(fx):
     acc = float(np.mean([CLASSES[i] == r["label"] for i, r in zip(probs.argmax(1), rows)]))
     print(f"FER2013 accuracy on 300 seeded test faces: {acc:.3f}")
     assert acc > 0.60, acc  # brief: > 0.55; symmetric pool padding gets 0.57 here
+
+
+# ---------------------------------------------------------------- tracking (live streams)
+def _shifted(img: np.ndarray, dx: int, dy: int, fill: int = 96) -> np.ndarray:
+    out = np.full_like(img, fill)
+    h, w = img.shape[:2]
+    src = img[max(0, -dy):h - max(0, dy), max(0, -dx):w - max(0, dx)]
+    out[max(0, dy):max(0, dy) + src.shape[0], max(0, dx):max(0, dx) + src.shape[1]] = src
+    return out
+
+
+def _iou(a, b) -> float:
+    x1, y1, x2, y2 = max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])
+    inter = max(0.0, x2 - x1) * max(0.0, y2 - y1)
+    area = lambda q: (q[2] - q[0]) * (q[3] - q[1])  # noqa: E731
+    return inter / (area(a) + area(b) - inter)
+
+
+@pytest.fixture(scope="module")
+def moving_face(astronaut):
+    """The astronaut on a 640x480 frame, moving by up to ~15 px per frame."""
+    from PIL import Image
+
+    base = np.full((480, 640, 3), 96, np.uint8)
+    base[:, 80:560] = np.asarray(Image.fromarray(astronaut).resize((480, 480)))
+    return [_shifted(base, int(60 * np.sin(i / 6)), int(20 * np.cos(i / 8))) for i in range(40)]
+
+
+def test_tracker_follows_the_face_like_full_detection(fx, moving_face):
+    tracker = fx.tracker(redetect_every=100)
+    for i, frame in enumerate(moving_face):
+        full, tracked = fx(frame, i / 15), tracker(frame, i / 15)
+        assert full.detected and tracked.detected
+        width = full.box[2] - full.box[0]
+        assert _iou(full.box, tracked.box) > 0.75
+        assert np.abs(full.landmarks - tracked.landmarks).max() < 0.08 * width
+        cos = full.feature @ tracked.feature / np.linalg.norm(full.feature) / np.linalg.norm(tracked.feature)
+        assert cos > 0.9
+    # one full search, then O-Net on the previous box for every other frame
+    assert tracker.stats == {"full": 1, "tracked": len(moving_face) - 1, "lost": 0}
+
+
+def test_tracker_reports_an_occluded_face_on_the_same_frame(fx, moving_face):
+    tracker = fx.tracker()
+    assert tracker(moving_face[0], 0.0).detected
+    covered = moving_face[1].copy()
+    box = tracker.box.astype(int)
+    covered[max(0, box[1] - 20):box[3] + 20, max(0, box[0] - 20):box[2] + 20] = 128  # a grey card, not a black frame
+    res = tracker(covered, 0.1)
+    assert not res.detected and res.feature is None
+    assert tracker.stats["lost"] == 1 and tracker.stats["full"] == 2   # O-Net lost it, the full search agreed
+    assert tracker(moving_face[2], 0.2).detected                        # found again once uncovered
+    assert not tracker(np.zeros((480, 640, 3), np.uint8), 0.3).detected
+    assert not tracker("garbage", 0.4).detected
+
+
+def test_tracker_searches_the_whole_frame_periodically(fx, moving_face):
+    tracker = fx.tracker(redetect_every=5)
+    for i, frame in enumerate(moving_face[:12]):
+        assert tracker(frame, i).detected
+    # frames 0 and 6 searched in full, the five after each tracked
+    assert tracker.stats == {"full": 2, "tracked": 10, "lost": 0}
+    with pytest.raises(ValueError):
+        fx.tracker(redetect_every=0)
+
+
+def test_refine_rejects_a_box_without_a_face(fx, moving_face):
+    assert fx.refine(moving_face[0], [0, 0, 60, 60]) is None
+    box, score, lms = fx.refine(moving_face[0], fx.detect(moving_face[0])[0][0])
+    assert score > 0.9 and lms.shape == (5, 2) and box.shape == (4,)
