@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from app import RESULT_KEYS
+from extractors.face import subsample_gate
 from extractors.health import HealthConfig, StreamHealth
 from extractors.live_schema import AUDIO_FRAME_RATE, HOP_SECONDS, VIDEO_FRAME_RATE, WINDOW_SECONDS
 from extractors.types import FaceResult
@@ -317,7 +318,7 @@ class LiveSession:
         self._a_sr: int | None = None
         self._a_next_t: float | None = None
         self._faults: dict[str, tuple[str, float]] = {}     # modality -> (reason, until t)
-        self._last_face_t = -math.inf
+        self._next_face_t = -math.inf     # the face extractor's next 1/face_fps tick (subsample_gate)
         self.last_face: FaceResult | None = None
         # this stream's face tracker (state per session; the extractor's networks are shared)
         face = components.face
@@ -475,13 +476,25 @@ class LiveSession:
                 self._frame_slot = (frame, t)       # the newest frame wins; never a queue
                 self._frame_cv.notify()
             return self.last_face
-        if self.cfg.face_fps and t - self._last_face_t < 1.0 / self.cfg.face_fps - 1e-6:
+        if not self._face_due(t):
             return self.last_face
         self._process_frame(frame, t)
         return self.last_face
 
+    def _face_due(self, t: float) -> bool:
+        """Whether the frame at ``t`` goes through the face extractor: the first frame at or after each
+        1/face_fps tick, a quarter period of tolerance for early frames.  (A minimum gap since the last
+        frame would, with a 30 fps camera and a 15 fps cap, drop to 10 fps whenever a frame arrives a
+        millisecond early.)"""
+        if not self.cfg.face_fps:
+            return True
+        if self._next_face_t == -math.inf:
+            self._next_face_t = t
+        keep, self._next_face_t = subsample_gate(t + 0.25 / self.cfg.face_fps, self._next_face_t,
+                                                 self.cfg.face_fps)
+        return keep
+
     def _process_frame(self, frame, t: float) -> None:
-        self._last_face_t = t
         res = None
         if self._face is not None:
             t0 = time.perf_counter()
@@ -518,7 +531,7 @@ class LiveSession:
                     return
                 frame, t = self._frame_slot
                 self._frame_slot = None
-            if self.cfg.face_fps and t - self._last_face_t < 1.0 / self.cfg.face_fps - 1e-6:
+            if not self._face_due(t):
                 continue
             try:
                 self._process_frame(frame, t)

@@ -294,6 +294,29 @@ def test_session_windows_and_missing_streams(tiny_model):
             assert math.isclose(sum(r["probs"].values()), 1.0, abs_tol=1e-4)
 
 
+def test_face_rate_cap_keeps_every_other_frame_of_a_jittery_30fps_camera(tiny_model):
+    """15 fps through the face extractor from a 30 fps camera whose frames arrive up to 3 ms early or
+    late (a minimum gap since the last face frame would fall to about 10 fps)."""
+    from app.devtools import clip_frame
+    from app.session import LiveSession, SessionConfig
+
+    calls = []
+
+    class CountingFace(FakeFace):
+        def __call__(self, frame, t):
+            calls.append(t)
+            return super().__call__(frame, t)
+
+    s = LiveSession(tiny_model, fake_components(face=CountingFace()), SessionConfig(face_fps=15.0))
+    frame = clip_frame("face", size=(160, 120))
+    jitter = np.random.default_rng(0).uniform(-0.003, 0.003, 300)
+    for i in range(300):                                   # 10 s
+        s.push_video(frame, i / 30 + jitter[i])
+    s.close()
+    assert 149 <= len(calls) <= 151
+    assert np.diff(calls).max() < 0.075                    # every other frame, never two skipped in a row
+
+
 def test_session_survives_garbage_and_extractor_exceptions(tiny_model):
     from app.session import LiveSession, SessionConfig
 
