@@ -21,6 +21,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="FILE (a video or audio file to replay; with the UI: played in real time, looped) "
                         "or 'local' (this machine's camera and microphone); default: the browser's webcam "
                         "and microphone (UI only)")
+    p.add_argument("--camera", default="0",
+                   help="--source local: OpenCV camera index, device path or video URL (default 0)")
+    p.add_argument("--microphone", default=None,
+                   help="--source local: sounddevice input device, index or name (default: the system's)")
     p.add_argument("--no-ui", action="store_true", help="no browser UI: write results as JSON lines")
     p.add_argument("--out", default=None, help="with --no-ui: JSONL output file (default: stdout)")
     p.add_argument("--realtime", action="store_true",
@@ -104,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
             from app.local import run_local_headless
 
             return run_local_headless(ck, comp, config(face_fps=args.face_fps or 15.0), heads,
-                                      args.out, args.duration, quiet=args.quiet)
+                                      args.out, args.duration, quiet=args.quiet, camera=args.camera,
+                                      microphone=args.microphone)
         from app.replay import replay_to_jsonl
 
         cfg = config(face_fps=args.face_fps or (15.0 if args.realtime else 10.0),

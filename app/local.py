@@ -1,9 +1,11 @@
 """``--source local``: this machine's camera (OpenCV) and microphone (sounddevice).
 
-Both packages are optional (not in requirements/app.txt: a server or CI has no camera):
-``pip install opencv-python-headless sounddevice`` (sounddevice needs PortAudio,
-``apt-get install libportaudio2``).  Whatever is missing is reported and the app goes on with
-what is there: no camera -> V missing ("no frames"), no microphone -> A and T missing.
+``--camera`` is an OpenCV camera index (0), a device path (``/dev/video2``) or a video file / stream
+URL; ``--microphone`` a sounddevice input device (index or name; default: the system's).  Both
+packages are in requirements/app.txt (sounddevice needs Debian's libportaudio2).  Whatever cannot be
+opened is reported and the app goes on with what is there: no camera -> V missing, no microphone ->
+A and T missing; a camera that stops delivering frames mid-session is reported after
+``stall_after_s`` and V goes "stalled".
 """
 
 from __future__ import annotations
@@ -15,10 +17,14 @@ import time
 
 
 class LocalCapture:
-    def __init__(self, camera: int = 0, width: int = 640, height: int = 480, fps: float = 15.0,
-                 sr: int = 16000, block_s: float = 0.1):
-        self.camera, self.width, self.height, self.fps = camera, width, height, fps
-        self.sr, self.block_s = sr, block_s
+    def __init__(self, camera: int | str = 0, microphone: int | str | None = None, width: int = 640,
+                 height: int = 480, fps: float = 30.0, sr: int = 16000, block_s: float = 0.1,
+                 stall_after_s: float = 5.0):
+        self.camera = int(camera) if isinstance(camera, str) and camera.strip().isdigit() else camera
+        self.microphone = (int(microphone) if isinstance(microphone, str) and microphone.strip().isdigit()
+                           else microphone)
+        self.width, self.height, self.fps = width, height, fps
+        self.sr, self.block_s, self.stall_after_s = sr, block_s, stall_after_s
         self.problems: list[str] = []
         self.cv2 = self.sd = None
         try:
@@ -70,7 +76,8 @@ class LocalCapture:
                 def cb(indata, frames, time_info, status):
                     session.push_audio(indata[:, 0].copy(), self.sr)
 
-                self._stream = self.sd.InputStream(samplerate=self.sr, channels=1, dtype="float32",
+                self._stream = self.sd.InputStream(device=self.microphone, samplerate=self.sr, channels=1,
+                                                   dtype="float32",
                                                    blocksize=int(self.sr * self.block_s), callback=cb)
                 self._stream.start()
                 self.audio_on = True
@@ -79,19 +86,21 @@ class LocalCapture:
 
     def _video(self, cap, session) -> None:
         period = 1.0 / self.fps
-        fails = 0
+        last_ok = time.perf_counter()
         while not self._stop.is_set():
             t0 = time.perf_counter()
-            ok, bgr = cap.read()
-            if not ok:
-                fails += 1
-                if fails > 50:
-                    self.problems.append("the camera stopped delivering frames")
+            try:
+                ok, bgr = cap.read()
+            except Exception:  # noqa: BLE001 - an unplugged device may raise instead of returning False
+                ok, bgr = False, None
+            if not ok or bgr is None or getattr(bgr, "ndim", 0) != 3:
+                if t0 - last_ok > self.stall_after_s:
+                    self.problems.append(f"the camera stopped delivering frames ({self.stall_after_s:g} s)")
                     self.video_on = False
                     break           # V goes "stalled" in the session
-                time.sleep(0.1)
+                time.sleep(0.05)
                 continue
-            fails = 0
+            last_ok = t0
             rgb = bgr[..., ::-1].copy()
             frame = session.cap_frame(rgb)
             self.last_frame = frame
@@ -113,11 +122,12 @@ class LocalCapture:
             th.join(timeout=2.0)
 
 
-def run_local_headless(ck, comp, cfg, heads, out, duration, quiet=False) -> int:
+def run_local_headless(ck, comp, cfg, heads, out, duration, quiet=False, camera: int | str = 0,
+                       microphone: int | str | None = None) -> int:
     """``--source local --no-ui``: capture until Ctrl-C (or ``duration`` s), JSONL to ``out``."""
     from app.session import LiveSession
 
-    cap = LocalCapture()
+    cap = LocalCapture(camera, microphone)
     if not cap.available:
         print(f"app: --source local: {cap.problem}", file=sys.stderr)
         return 2

@@ -338,7 +338,8 @@ def serve(ck, comp, args, make_config) -> int:
     if args.source is not None:
         from app.local import FileCapture, LocalCapture
 
-        cap = LocalCapture() if args.source == LOCAL else FileCapture(args.source)
+        cap = (LocalCapture(getattr(args, "camera", 0), getattr(args, "microphone", None)) if args.source == LOCAL
+               else FileCapture(args.source))
         if not cap.available:
             say(f"app: --source {args.source}: {cap.problem}; serving the browser-capture UI instead")
         else:

@@ -538,18 +538,55 @@ def test_ui_auth_and_offline_share(tiny_run):
         demo.close()
 
 
-def test_source_local_without_devices_is_a_clear_message(tiny_run, capsys):
+def test_source_local_reads_the_camera_and_reports_a_missing_microphone(tiny_run, clip, tmp_path, capsys):
+    """--source local end to end with real OpenCV capture (the test clip opened as the camera, as
+    OpenCV opens a device path or stream URL) and sounddevice (no input device on a CI machine)."""
+    pytest.importorskip("cv2")
     from app.cli import main
-    from app.local import LocalCapture
 
-    cap = LocalCapture()
-    if cap.cv2 is not None and cap.sd is not None:
-        pytest.skip("OpenCV and sounddevice are installed here")
-    assert cap.problems and all("pip install" in p or "could not" in p for p in cap.problems)
-    rc = main(["--source", "local", "--no-ui", "--checkpoint", str(tiny_run), "--no-asr", "--duration", "1"])
+    out = tmp_path / "local.jsonl"
+    rc = main(["--source", "local", "--camera", str(clip["mp4"]), "--no-ui", "--checkpoint", str(tiny_run),
+               "--no-asr", "--duration", "3.5", "--out", str(out), "--quiet"])
     err = capsys.readouterr().err
-    if not cap.available:
-        assert rc == 2 and "--source local" in err and "Traceback" not in err
+    assert rc == 0 and "Traceback" not in err
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) >= 8 and all(list(r) == list(RESULT_KEYS) for r in rows)
+    # the astronaut's face (the clip's first 4 s, read at the capture's 30 fps, not the file's rate),
+    # then its black frames
+    assert rows[0]["streams"]["V"] == "live" and rows[0]["probs"]
+    assert {r["reasons"]["V"] for r in rows} <= {"ok", "black frame"}
+    if "microphone could not be opened" in err:                      # no input device here
+        assert all(r["streams"]["A"] == "missing" for r in rows)
+
+
+def test_camera_that_stops_mid_session_is_reported_and_v_goes_missing(tiny_model, tmp_path):
+    cv2 = pytest.importorskip("cv2")
+    from app.devtools import clip_frame
+    from app.local import LocalCapture
+    from app.session import LiveSession, SessionConfig
+
+    path = tmp_path / "one_second.mp4"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 15, (320, 240))
+    for _ in range(15):
+        writer.write(clip_frame("face", size=(320, 240))[..., ::-1])
+    writer.release()
+    results = []
+    s = LiveSession(tiny_model, fake_components(), SessionConfig(face_fps=None), threaded=True,
+                    on_result=results.append)
+    cap = LocalCapture(camera=str(path), microphone="no such microphone", fps=15, stall_after_s=0.5)
+    cap.start(s)
+    try:
+        assert cap.video_on and not cap.audio_on and "microphone could not be opened" in cap.problem
+        deadline = time.monotonic() + 8
+        while time.monotonic() < deadline and not (
+                not cap.video_on and results and results[-1]["streams"]["V"] == "missing"):
+            time.sleep(0.1)
+    finally:
+        cap.stop()
+        s.close()
+    assert "the camera stopped delivering frames" in cap.problem
+    assert any(r["streams"]["V"] == "live" for r in results)          # frames arrived while the file lasted
+    assert results[-1]["streams"]["V"] == "missing" and results[-1]["reasons"]["V"] == "stalled"
 
 
 def test_realtime_replay_is_paced(tiny_run, clip, tmp_path):
