@@ -23,6 +23,11 @@ class ADNConfig:
     """Attention-based diffusion network (paper 3.2) and how it completes missing rows."""
 
     variant: str = "conditional"   # "paper": unconditional eps model + Eq. 3-4 re-injection; "conditional"
+    # conditional variant: diffuse around "linear" (the ridge conditional mean of the missing rows given
+    # the available ones, CARD-style; admc/models/linear_prior.py) or around zero ("none")
+    prior: str = "linear"
+    prior_shrinkage: float | None = None  # the linear prior's lambda; None = chosen on validation from prior_grid
+    prior_grid: list[float] = field(default_factory=lambda: [0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0])
     prediction: str = "sample"     # "epsilon" | "sample" (x0) | "v_prediction"
     schedule: str = "linear"       # diffusers beta_schedule: "linear" | "squaredcos_cap_v2" | "scaled_linear"
     beta_start: float = 3e-4
@@ -88,6 +93,10 @@ class TrainConfig:
             return klass(**d)
 
         obj = dict(obj)
+        adn = dict(obj.get("adn", {}))
+        if adn and "prior" not in adn:   # runs saved before the linear prior existed diffused around zero
+            adn["prior"] = "none"
+        obj["adn"] = adn
         return cls(
             method=obj.get("method", "admc"),
             seed=obj.get("seed", 0),

@@ -18,6 +18,7 @@ from admc.diffusion import sampling
 from admc.models.denoiser import Denoiser
 from admc.models.encoders import UnimodalNet
 from admc.models.fusion import FusionNet
+from admc.models.linear_prior import LinearPrior
 
 
 METHODS = ("admc", "zero_fill", "late_fusion")
@@ -52,6 +53,11 @@ class ADMCModel(nn.Module):
             Denoiser(M, E, a.d_model, a.layers, a.heads, a.ff, a.dropout, conditional=a.variant == "conditional")
             if self.uses_adn else None
         )
+        if a.prior not in ("linear", "none"):
+            raise ValueError(f"adn.prior must be linear or none, got {a.prior!r}")
+        # the conditional denoiser diffuses around the linear prior's conditional mean (fitted at train time)
+        self.prior = (LinearPrior(M, E) if self.uses_adn and a.variant == "conditional" and a.prior == "linear"
+                      else None)
         if cfg.method not in METHODS:
             raise ValueError(f"method must be one of {', '.join(METHODS)}, got {cfg.method!r}")
         self.fusion_mode = "late" if cfg.method == "late_fusion" else resolve_fusion_mode(cfg.fusion.mode, M)
@@ -101,7 +107,8 @@ class ADMCModel(nn.Module):
             return z * avail[..., None]
         self.denoiser.eval()
         return sampling.complete(self.denoiser, z * avail[..., None], avail, self.cfg.adn, self.clip_range,
-                                 start_step if start_step is not None else self.start_step, generator)
+                                 start_step if start_step is not None else self.start_step, generator,
+                                 prior=self.prior)
 
     @torch.no_grad()
     def cross_generate(self, z: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -14,7 +14,7 @@ from torch.optim.swa_utils import get_ema_multi_avg_fn
 
 from admc.batching import batches, modality_batch
 from admc.config import TrainConfig
-from admc.data import FeatureDataset, Split
+from admc.data import FeatureDataset, Split, missing_conditions
 from admc.diagnostics import completion_errors
 from admc.diffusion import schedule
 from admc.metrics import scores
@@ -134,15 +134,19 @@ def adn_loss(model: ADMCModel, sch, x0: torch.Tensor, gen: torch.Generator, per_
     dev = x0.device
     t = torch.randint(0, cfg.num_train_timesteps, (B,), generator=gen).to(dev)
     noise = torch.randn(x0.shape, generator=gen).to(dev)
-    x_t = schedule.forward_noise(sch, x0, noise, t)
-    target = schedule.training_target(sch, x0, noise, t, cfg.prediction)
     if cfg.variant == "conditional":
+        # diffusion on the residual y = x - mu around the prior mean mu of the missing rows (zero
+        # without a prior); the denoiser sees the available rows clean and mu + y_t on the others
         avail = random_proper_masks(B, M, gen, dev)
         keep = avail[..., None].float()
-        out = model.denoiser(keep * x0 + (1 - keep) * x_t, t, avail)
+        mu = (1 - keep) * model.prior(keep * x0, avail) if model.prior is not None else torch.zeros_like(x0)
+        y0 = x0 - mu
+        target = schedule.training_target(sch, y0, noise, t, cfg.prediction)
+        out = model.denoiser(keep * x0 + (1 - keep) * (mu + schedule.forward_noise(sch, y0, noise, t)), t, avail)
         weight = (1 - keep).expand_as(x0)
     else:
-        out = model.denoiser(x_t, t)
+        target = schedule.training_target(sch, x0, noise, t, cfg.prediction)
+        out = model.denoiser(schedule.forward_noise(sch, x0, noise, t), t)
         weight = torch.ones_like(x0)
     err = ((out - target) ** 2 * weight).sum(dim=(1, 2)) / weight.sum(dim=(1, 2))
     if per_bin is not None:
@@ -161,6 +165,29 @@ def clip_range(cfg, full_train: torch.Tensor) -> float | None:
     return None if q is None else float(torch.quantile(full_train.abs().flatten()[:1_000_000], q))
 
 
+@torch.no_grad()
+def fit_prior(model: ADMCModel, full_tr: torch.Tensor, full_va: torch.Tensor) -> dict:
+    """Fit the conditional ADN's linear prior on full training samples; its shrinkage is the one of
+    ``adn.prior_grid`` with the lowest validation completion MSE (mean over missing conditions)."""
+    cfg = model.cfg.adn
+    model.prior.fit(full_tr)
+    grid = [cfg.prior_shrinkage] if cfg.prior_shrinkage else list(cfg.prior_grid)
+    scores = {}
+    for lam in grid:
+        model.prior.set_shrinkage(lam)
+        errs = []
+        for _, mask in missing_conditions(model.schema.names):
+            avail = torch.tensor(mask, device=full_va.device).expand(len(full_va), -1)
+            mu = model.prior(full_va * avail[..., None], avail)
+            errs.append(float(((mu - full_va)[~avail] ** 2).mean()))
+        scores[float(lam)] = float(np.mean(errs))
+    best = min(scores, key=scores.get)
+    model.prior.set_shrinkage(best)
+    log(f"ADN linear prior: shrinkage {best:g} (val completion MSE {scores[best]:.4f})")
+    return {"prior_shrinkage": best, "prior_val_completion_mse": scores[best],
+            "prior_grid_val_completion_mse": {f"{k:g}": v for k, v in scores.items()}}
+
+
 def train_adn(model: ADMCModel, z_tr: torch.Tensor, p_tr: torch.Tensor, z_va: torch.Tensor, p_va: torch.Tensor,
               seed: int) -> dict:
     cfg = model.cfg.adn
@@ -171,6 +198,7 @@ def train_adn(model: ADMCModel, z_tr: torch.Tensor, p_tr: torch.Tensor, z_va: to
     if len(full_tr) < 2 or len(full_va) < 1:
         raise ValueError("the ADN trains on samples with every modality present: too few in train/val")
     model.clip_range = clip_range(cfg, full_tr)
+    prior_info = fit_prior(model, full_tr, full_va) if model.prior is not None else {}
     torch.manual_seed(seed + 17)
     gen = torch.Generator().manual_seed(seed + 17)
     rng = np.random.default_rng(seed + 17)
@@ -233,6 +261,7 @@ def train_adn(model: ADMCModel, z_tr: torch.Tensor, p_tr: torch.Tensor, z_va: to
         "noise_bins": [[b * cfg.num_train_timesteps // NOISE_BINS, (b + 1) * cfg.num_train_timesteps // NOISE_BINS]
                        for b in range(NOISE_BINS)],
         "clip_range": model.clip_range,
+        **prior_info,
         "val_loss_curve": [h["val_loss"] for h in history],
     }
     log(f"ADN: selected epoch {info['best_epoch']} ({info['selected_on']} {stopper.best:.4f})")

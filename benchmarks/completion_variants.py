@@ -31,27 +31,40 @@ from admc.train import choose_start_step, clip_range, fit_standardization, train
 # paper: unconditional epsilon model, Eq. 3-4 re-injection from start step n chosen on validation;
 # cond: conditional denoiser (available rows clean + mask embedding, loss on missing rows);
 # eps / x0 / v: what the denoiser predicts; ddim10 / ddpm10: 10 reverse steps; k8: mean of 8 samples;
-# mean: one x0 prediction from the prior mean (deterministic); clip: x0 clipped to the 99.9% quantile.
+# mean: one x0 prediction from the prior mean (deterministic); clip: x0 clipped to the 99.9% quantile;
+# cond-*: diffusion around zero (prior="none"); prior-*: around the linear prior (the default).
 VARIANTS = {
     "paper": dict(variant="paper", prediction="epsilon", sampler="ddpm", clip_quantile=None),
     "paper-clip": dict(variant="paper", prediction="epsilon", sampler="ddpm"),
     "paper-clip-code-schedule": dict(variant="paper", prediction="epsilon", sampler="ddpm",
                                                    beta_start=2e-4, beta_end=4e-2),
-    "cond-eps-ddim10": dict(variant="conditional", prediction="epsilon", sampler="ddim"),
-    "cond-x0-ddim10": dict(variant="conditional", prediction="sample", sampler="ddim"),
-    "cond-x0-ddpm10": dict(variant="conditional", prediction="sample", sampler="ddpm"),
-    "cond-x0-ddim10-k8": dict(variant="conditional", prediction="sample", sampler="ddim", num_samples=8),
-    "cond-x0-mean": dict(variant="conditional", prediction="sample", sampler="mean"),
-    "cond-v-ddim10": dict(variant="conditional", prediction="v_prediction", sampler="ddim"),
-    "cond-x0-cosine-mean": dict(variant="conditional", prediction="sample", sampler="mean",
+    "cond-eps-ddim10": dict(variant="conditional", prior="none", prediction="epsilon", sampler="ddim"),
+    "cond-x0-ddim10": dict(variant="conditional", prior="none", prediction="sample", sampler="ddim"),
+    "cond-x0-ddpm10": dict(variant="conditional", prior="none", prediction="sample", sampler="ddpm"),
+    "cond-x0-ddim10-k8": dict(variant="conditional", prior="none", prediction="sample", sampler="ddim", num_samples=8),
+    "cond-x0-mean": dict(variant="conditional", prior="none", prediction="sample", sampler="mean"),
+    "cond-v-ddim10": dict(variant="conditional", prior="none", prediction="v_prediction", sampler="ddim"),
+    "cond-x0-cosine-mean": dict(variant="conditional", prior="none", prediction="sample", sampler="mean",
                                            schedule="squaredcos_cap_v2"),
+    # train length: 4x the optimizer steps through smaller batches or more epochs; EMA; weight decay
+    "cond-x0-mean-bs32": dict(variant="conditional", prior="none", prediction="sample", sampler="mean", batch_size=32),
+    "cond-x0-mean-e360": dict(variant="conditional", prior="none", prediction="sample", sampler="mean", epochs=360, patience=40),
+    "cond-x0-mean-bs32-ema": dict(variant="conditional", prior="none", prediction="sample", sampler="mean", batch_size=32,
+                                  ema_decay=0.999),
+    "cond-x0-mean-wd": dict(variant="conditional", prior="none", prediction="sample", sampler="mean", weight_decay=0.05),
+    "cond-x0-mean-drop3": dict(variant="conditional", prior="none", prediction="sample", sampler="mean", dropout=0.3),
+    # around the linear prior (ridge conditional mean, CARD-style): the default since session 2
+    "prior-x0-mean": dict(variant="conditional", prior="linear", prediction="sample", sampler="mean"),
+    "prior-x0-ddim10-k8": dict(variant="conditional", prior="linear", prediction="sample", sampler="ddim",
+                               num_samples=8),
+    "prior-eps-ddim10": dict(variant="conditional", prior="linear", prediction="epsilon", sampler="ddim"),
 }
 
 
 # settings that change the trained denoiser; variants differing only in sampling share one training
 # (selected on validation with the first variant's sampler)
-TRAINING_KEYS = ("variant", "prediction", "schedule", "beta_start", "beta_end", "num_train_timesteps", "d_model",
-                 "layers", "heads", "ff", "dropout", "epochs", "patience", "batch_size", "lr")
+TRAINING_KEYS = ("variant", "prior", "prediction", "schedule", "beta_start", "beta_end", "num_train_timesteps", "d_model",
+                 "layers", "heads", "ff", "dropout", "epochs", "patience", "batch_size", "lr", "weight_decay", "ema_decay")
 
 
 def run(data: Path, out: Path, seeds: list[int], variants: list[str], adn_epochs: int | None) -> dict:
@@ -82,12 +95,14 @@ def run(data: Path, out: Path, seeds: list[int], variants: list[str], adn_epochs
             t0 = time.time()
             key = tuple(getattr(c.adn, k) for k in TRAINING_KEYS)
             if key in trained:  # same denoiser, another sampler: reuse it
-                m.denoiser.load_state_dict(trained[key][0].state_dict())
+                m.denoiser.load_state_dict(trained[key][0].denoiser.state_dict())
+                if m.prior is not None:
+                    m.prior.load_state_dict(trained[key][0].prior.state_dict())
                 z_tr, p_tr = emb["train"]
                 m.clip_range, info = clip_range(c.adn, z_tr[p_tr.all(1)]), {}
             else:
                 info = train_adn(m, *emb["train"], *emb["val"], seed)
-                trained[key] = (m.denoiser,)
+                trained[key] = (m,)
             if c.adn.variant == "paper":
                 info.update(choose_start_step(m, *emb["val"], seed))
             rows[v]["seconds"].append(time.time() - t0)

@@ -131,3 +131,77 @@ def test_mmer_cross_generation_is_each_modality_completed_from_the_others():
         z2 = z.clone()
         z2[:, i] += 5
         assert torch.allclose(model.cross_generate(z2)[:, i], out[:, i], atol=1e-5)
+
+
+# ---- the linear prior (CARD-style centre of the conditional ADN) ------------------------------------
+def _correlated(n, M, E, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    latent = torch.randn(n, 4, generator=g)
+    mix = torch.randn(4, M * E, generator=g)
+    return (latent @ mix + 0.3 * torch.randn(n, M * E, generator=g)).reshape(n, M, E)
+
+
+def test_linear_prior_is_ridge_regression_from_the_available_rows():
+    from sklearn.linear_model import Ridge
+
+    from admc.models.linear_prior import LinearPrior
+
+    M, E, n, lam = 3, 5, 400, 0.3
+    train, test = _correlated(n, M, E), _correlated(50, M, E, seed=1)
+    prior = LinearPrior(M, E).fit(train, lam)
+    avail = torch.tensor([[True, False, True], [False, True, False], [True, True, False]]).repeat(17, 1)[:50]
+    mu = prior(test * avail[..., None], avail)
+    for mask in {tuple(a.tolist()) for a in avail}:
+        a = torch.tensor(mask)
+        rows = (avail == a).all(dim=1)
+        # C = X^T X / n, so lambda on C is alpha = n * lambda for scikit-learn's unnormalized ridge
+        ridge = Ridge(alpha=n * lam, fit_intercept=False).fit(train[:, a].reshape(n, -1).numpy(),
+                                                              train[:, ~a].reshape(n, -1).numpy())
+        want = ridge.predict(test[rows][:, a].reshape(int(rows.sum()), -1).numpy())
+        got = mu[rows][:, ~a].reshape(int(rows.sum()), -1).numpy()
+        assert np.allclose(got, want, atol=1e-4)
+        assert torch.count_nonzero(mu[rows][:, a]) == 0          # nothing on the available rows
+    # a bounded cache gives the same answer
+    small = LinearPrior(M, E, cache_bytes=1).fit(train, lam)
+    assert torch.allclose(small(test * avail[..., None], avail), mu, atol=1e-5) and len(small._maps) == 1
+    # state dict round trip (what a run stores): C and lambda, nothing cached
+    again = LinearPrior(M, E)
+    again.load_state_dict(prior.state_dict())
+    assert torch.allclose(again(test * avail[..., None], avail), mu, atol=1e-5)
+
+
+class _ZeroResidual(torch.nn.Module):
+    """A denoiser whose clean-sample prediction (in residual space) is always 0."""
+
+    def forward(self, x, t, avail=None):
+        return torch.zeros_like(x)
+
+
+def test_sampling_runs_on_the_residual_around_the_prior_mean():
+    from admc.models.linear_prior import LinearPrior
+
+    M, E = 3, 4
+    train = _correlated(300, M, E)
+    prior = LinearPrior(M, E).fit(train, 0.1)
+    z = _correlated(8, M, E, seed=2)
+    avail = torch.tensor([[True, False, False], [False, True, True]]).repeat(4, 1)
+    mu = prior(z * avail[..., None], avail)
+    for sampler in ("mean", "ddim"):
+        cfg = ADNConfig(variant="conditional", prediction="sample", sampler=sampler, sample_steps=5)
+        out = sampling.complete(_ZeroResidual(), z * avail[..., None], avail, cfg, None,
+                                generator=torch.Generator().manual_seed(0), prior=prior)
+        # a zero residual is the prior mean itself; available rows stay exact
+        assert torch.allclose(out[~avail], mu[~avail], atol=1e-5)
+        assert torch.equal(out[avail], z[avail])
+        without = sampling.complete(_ZeroResidual(), z * avail[..., None], avail, cfg, None,
+                                    generator=torch.Generator().manual_seed(0))
+        assert torch.count_nonzero(without[~avail]) == 0
+
+
+def test_runs_saved_before_the_prior_keep_diffusing_around_zero():
+    from admc.config import TrainConfig
+
+    old = TrainConfig().to_json()
+    del old["adn"]["prior"]
+    assert TrainConfig.from_json(old).adn.prior == "none"
+    assert TrainConfig.from_json(TrainConfig().to_json()).adn.prior == "linear"

@@ -10,7 +10,10 @@ Two variants:
   step (Eq. 4).
 - ``conditional``: the denoiser sees the available rows clean plus the mask and generates only
   the missing rows, with a DDPM or DDIM chain of ``sample_steps`` steps, or in one step from
-  the prior mean (``mean``); ``num_samples`` stochastic completions can be averaged.
+  the prior mean (``mean``); ``num_samples`` stochastic completions can be averaged.  With a
+  linear prior (``admc.models.linear_prior``) the chain runs on the residual ``y = x - mu``
+  around the prior mean ``mu`` (CARD): the denoiser is shown ``mu + y_t`` and predicts in y-space,
+  so ``y_T`` ~ N(0, I) and the ``mean`` sampler starts from ``mu`` itself.
 """
 
 from __future__ import annotations
@@ -51,17 +54,19 @@ def inpaint_paper(denoiser, z: torch.Tensor, avail: torch.Tensor, cfg: ADNConfig
 
 @torch.no_grad()
 def sample_conditional(denoiser, z: torch.Tensor, avail: torch.Tensor, cfg: ADNConfig,
-                       clip_range: float | None, generator: torch.Generator | None = None) -> torch.Tensor:
+                       clip_range: float | None, generator: torch.Generator | None = None,
+                       prior_mean: torch.Tensor | None = None) -> torch.Tensor:
     keep = avail[..., None].to(z.dtype)
     given = keep * z
+    mu = (1 - keep) * prior_mean if prior_mean is not None else torch.zeros_like(z)
     B = z.shape[0]
     if cfg.sampler == "mean":
         t_int = cfg.num_train_timesteps - 1
         sch = schedule.ddpm(cfg, clip_range)
-        x_t = torch.zeros_like(z)  # the mean of q(x_T | x_0) is ~0 for every x_0
+        y_t = torch.zeros_like(z)  # the mean of q(y_T | y_0) is ~0 for every y_0
         tb = torch.full((B,), t_int, dtype=torch.long, device=z.device)
-        out = denoiser(given + (1 - keep) * x_t, tb, avail)
-        x0 = schedule.predicted_x0(sch, out, x_t, t_int, cfg.prediction)
+        out = denoiser(given + (1 - keep) * (mu + y_t), tb, avail)
+        x0 = mu + schedule.predicted_x0(sch, out, y_t, t_int, cfg.prediction)
         if clip_range is not None:
             x0 = x0.clamp(-clip_range, clip_range)
         return given + (1 - keep) * x0
@@ -74,22 +79,23 @@ def sample_conditional(denoiser, z: torch.Tensor, avail: torch.Tensor, cfg: ADNC
     else:
         raise ValueError(f"ADN sampler must be ddpm, ddim or mean, got {cfg.sampler!r}")
     sch.set_timesteps(min(cfg.sample_steps, cfg.num_train_timesteps))
-    x = _randn(z.shape, generator, z.device)
+    y = _randn(z.shape, generator, z.device)
     for t in sch.timesteps:
         t_int = int(t)
         tb = torch.full((B,), t_int, dtype=torch.long, device=z.device)
-        out = denoiser(given + (1 - keep) * x, tb, avail)
+        out = denoiser(given + (1 - keep) * (mu + y), tb, avail)
         if cfg.sampler == "ddpm":
-            x = sch.step(out, t_int, x, generator=generator).prev_sample
+            y = sch.step(out, t_int, y, generator=generator).prev_sample
         else:
-            x = sch.step(out, t_int, x, generator=generator, **step_kw).prev_sample
-    return given + (1 - keep) * x
+            y = sch.step(out, t_int, y, generator=generator, **step_kw).prev_sample
+    return given + (1 - keep) * (mu + y)
 
 
 def complete(denoiser, z: torch.Tensor, avail: torch.Tensor, cfg: ADNConfig, clip_range: float | None,
              start_step: int | None = None, generator: torch.Generator | None = None,
-             batch_size: int = 4096) -> torch.Tensor:
-    """Fill the rows of ``z [B, M, D]`` where ``avail [B, M]`` is False; available rows stay exact."""
+             batch_size: int = 4096, prior=None) -> torch.Tensor:
+    """Fill the rows of ``z [B, M, D]`` where ``avail [B, M]`` is False; available rows stay exact.
+    ``prior``: the conditional variant's linear prior (a callable ``(z, avail) -> mean``), or None."""
     avail = avail.bool()
     out = z.clone()
     todo = torch.nonzero(~avail.all(dim=1)).flatten()
@@ -104,7 +110,8 @@ def complete(denoiser, z: torch.Tensor, avail: torch.Tensor, cfg: ADNConfig, cli
                 raise ValueError("paper variant needs a start step n (chosen on validation at train time)")
             gen = inpaint_paper(denoiser, zi, ai, cfg, n, clip_range, generator)
         elif cfg.variant == "conditional":
-            gen = sample_conditional(denoiser, zi, ai, cfg, clip_range, generator)
+            mu = prior(zi * ai[..., None], ai) if prior is not None else None
+            gen = sample_conditional(denoiser, zi, ai, cfg, clip_range, generator, prior_mean=mu)
         else:
             raise ValueError(f"ADN variant must be paper or conditional, got {cfg.variant!r}")
         gen = gen.view(K, len(idx), *z.shape[1:]).mean(dim=0)

@@ -1,0 +1,84 @@
+"""Linear prior of the ADN: the Gaussian conditional mean of missing rows given the available ones.
+
+The conditional ADN diffuses around this prior instead of around zero (CARD, Han et al., NeurIPS
+2022: a diffusion model whose prior is centred on a pre-trained conditional-mean estimate).  With the
+stacked, standardized embeddings ``x = vec(z) [M*E]`` of the full training samples and their second
+moment ``C = E[x x^T]``, the prior for availability mask ``a`` (missing ``m``) is
+
+    mu_m = C_ma (C_aa + lambda I)^{-1} x_a        (ridge regression from the available rows)
+
+with one shrinkage ``lambda`` chosen on validation.  Only ``C`` and ``lambda`` are saved with a run;
+the per-mask maps are solved on first use and cached (bounded by ``cache_bytes``).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+from torch import nn
+
+
+class LinearPrior(nn.Module):
+    def __init__(self, n_modalities: int, dim: int, cache_bytes: int = 512 * 2**20):
+        super().__init__()
+        self.M, self.E = n_modalities, dim
+        self.register_buffer("second_moment", torch.zeros(n_modalities * dim, n_modalities * dim))
+        self.register_buffer("shrinkage", torch.tensor(1.0))
+        self.cache_bytes = int(cache_bytes)
+        self._maps: OrderedDict[tuple[bool, ...], torch.Tensor] = OrderedDict()
+
+    def fit(self, full: torch.Tensor, shrinkage: float | None = None) -> "LinearPrior":
+        """Second moment of full samples ``[n, M, E]`` (standardized, so centred)."""
+        x = full.reshape(len(full), -1).double()
+        self.second_moment.copy_((x.T @ x / max(len(x), 1)).to(self.second_moment.dtype))
+        if shrinkage is not None:
+            self.set_shrinkage(shrinkage)
+        self._maps.clear()
+        return self
+
+    def set_shrinkage(self, value: float) -> None:
+        if not value > 0:
+            raise ValueError(f"prior shrinkage must be > 0, got {value}")
+        self.shrinkage.fill_(float(value))
+        self._maps.clear()
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self._maps.clear()
+        super()._load_from_state_dict(*args, **kwargs)
+
+    def _map(self, mask: tuple[bool, ...]) -> torch.Tensor:
+        """``[|a| * E, |m| * E]``: available rows (flattened) -> missing rows (flattened)."""
+        w = self._maps.get(mask)
+        if w is not None:
+            self._maps.move_to_end(mask)
+            return w
+        a = torch.tensor(mask, device=self.second_moment.device).repeat_interleave(self.E)
+        C = self.second_moment.double()
+        Caa = C[a][:, a]
+        Cam = C[a][:, ~a]
+        eye = torch.eye(Caa.shape[0], dtype=C.dtype, device=C.device)
+        w = torch.linalg.solve(Caa + float(self.shrinkage) * eye, Cam).to(self.second_moment.dtype)
+        self._maps[mask] = w
+        while sum(v.numel() * v.element_size() for v in self._maps.values()) > self.cache_bytes and len(self._maps) > 1:
+            self._maps.popitem(last=False)
+        return w
+
+    @torch.no_grad()
+    def forward(self, z: torch.Tensor, avail: torch.Tensor) -> torch.Tensor:
+        """``z [B, M, E]``, ``avail [B, M]`` -> prior mean ``[B, M, E]``: the conditional mean on the
+        missing rows, 0 on the available ones (and everywhere for a sample with nothing available)."""
+        avail = avail.bool()
+        out = torch.zeros_like(z)
+        codes = (avail.long() << torch.arange(self.M, device=z.device)).sum(dim=1)
+        for code in codes.unique().tolist():
+            mask = tuple(bool(code >> i & 1) for i in range(self.M))
+            if all(mask) or not any(mask):
+                continue
+            sel = torch.nonzero(codes == code).flatten()
+            a = torch.tensor(mask, device=z.device)
+            xa = z[sel][:, a].reshape(len(sel), -1)
+            rows = out[sel]
+            rows[:, ~a] = (xa @ self._map(mask).to(z.dtype)).reshape(len(sel), int((~a).sum()), self.E)
+            out[sel] = rows
+        return out
