@@ -23,6 +23,8 @@ Per frame::
 Images that already are face crops (FER2013 48x48 faces, on which MTCNN often fails) skip the
 detector: :meth:`FaceExtractor.from_crop` / :meth:`FaceExtractor.classify_crops`.
 Batches: :meth:`FaceExtractor.extract_batch` (frames), :meth:`FaceExtractor.extract_video` (a file).
+Live streams: :class:`FaceTracker` (``fx.tracker()``) follows the face with MTCNN's O-Net stage on
+the previous box between full searches (what the app runs: ~4 ms instead of ~27 ms per frame).
 
 The extractor never raises on a bad frame (wrong shape/dtype, empty): it returns
 ``FaceResult(detected=False, score=0.0)``; :func:`frame_problem` says what is wrong with a frame and
