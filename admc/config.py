@@ -27,7 +27,7 @@ class ADNConfig:
     # the available ones, CARD-style; admc/models/linear_prior.py) or around zero ("none")
     prior: str = "linear"
     prior_shrinkage: float | None = None  # the linear prior's lambda; None = chosen on validation from prior_grid
-    prior_grid: list[float] = field(default_factory=lambda: [0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0])
+    prior_grid: list[float] = field(default_factory=lambda: [0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0])
     prediction: str = "sample"     # "epsilon" | "sample" (x0) | "v_prediction"
     schedule: str = "linear"       # diffusers beta_schedule: "linear" | "squaredcos_cap_v2" | "scaled_linear"
     beta_start: float = 3e-4
