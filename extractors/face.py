@@ -24,7 +24,7 @@ Images that already are face crops (FER2013 48x48 faces, on which MTCNN often fa
 detector: :meth:`FaceExtractor.from_crop` / :meth:`FaceExtractor.classify_crops`.
 Batches: :meth:`FaceExtractor.extract_batch` (frames), :meth:`FaceExtractor.extract_video` (a file).
 Live streams: :class:`FaceTracker` (``fx.tracker()``) follows the face with MTCNN's O-Net stage on
-the previous box between full searches (what the app runs: ~4 ms instead of ~27 ms per frame).
+the previous box between full searches (what the app runs: 6.4 instead of 21 ms per frame).
 
 The extractor never raises on a bad frame (wrong shape/dtype, empty): it returns
 ``FaceResult(detected=False, score=0.0)``; :func:`frame_problem` says what is wrong with a frame and
@@ -337,8 +337,8 @@ class FaceTracker:
     on the previous box, twice (the second pass re-centres the crop on the moved face): it returns the
     face probability, the regressed box and the five landmarks, so alignment and mini-Xception features
     are computed exactly as after a full detection.  Measured on the 640x480 test clip shifted by up to
-    15 px (18% of the face width) per frame: ~4 ms per frame instead of ~27 ms, landmarks within 3% of
-    the face width of a full detection's.  The whole frame is searched when there is no face yet, when
+    15 px (18% of the face width) per frame: 6.4 ms instead of 21.0 ms per frame with features (p50,
+    one idle core), landmarks within 3% of the face width of a full detection's.  The whole frame is searched when there is no face yet, when
     O-Net loses the face (then on that same frame, so an occluded face is reported missing at once),
     and every ``redetect_every`` frames so a new, larger face in front of the camera is picked up.
 
