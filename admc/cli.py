@@ -155,6 +155,9 @@ def cmd_info(args) -> int:
         print(f"ADN       {adn['variant']} ({adn['prediction']}), sampler {adn['sampler']} steps {adn['sample_steps']} "
               f"K={adn['num_samples']}, start step n = {meta.get('start_step')}, clip {meta.get('clip_range')}")
     tr = meta.get("train", {})
+    if meta["method"] == "admc" and adn["variant"] == "conditional":
+        shrink = tr.get("adn", {}).get("prior_shrinkage") if isinstance(tr.get("adn"), dict) else None
+        print(f"ADN prior {adn.get('prior', 'none')}" + (f" (shrinkage {shrink:g})" if shrink is not None else ""))
     if isinstance(tr.get("itfn"), dict):
         print("ITFN val  " + ", ".join(f"{k} UA {v['ua']:.1f}" for k, v in tr["itfn"].items()))
     if "fusion" in tr:

@@ -93,10 +93,6 @@ class TrainConfig:
             return klass(**d)
 
         obj = dict(obj)
-        adn = dict(obj.get("adn", {}))
-        if adn and "prior" not in adn:   # runs saved before the linear prior existed diffused around zero
-            adn["prior"] = "none"
-        obj["adn"] = adn
         return cls(
             method=obj.get("method", "admc"),
             seed=obj.get("seed", 0),

@@ -80,8 +80,11 @@ def load_run(path: str | os.PathLike, device: torch.device | str = "cpu") -> tup
     meta = read_run_meta(path)
     try:
         schema = Schema.from_json(meta["schema"], str(path / "run.json"))
-        cfg = TrainConfig.from_json(meta["config"])
-    except (KeyError, ValueError) as e:
+        config = dict(meta["config"])
+        # runs saved before the linear prior existed diffused around zero
+        config["adn"] = {"prior": "none", **config.get("adn", {})}
+        cfg = TrainConfig.from_json(config)
+    except (KeyError, ValueError, TypeError) as e:
         raise RunError(f"{path / 'run.json'}: bad schema or config ({e})") from None
     model = ADMCModel(schema, cfg)
     wf = path / "model.safetensors"

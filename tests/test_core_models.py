@@ -198,10 +198,25 @@ def test_sampling_runs_on_the_residual_around_the_prior_mean():
         assert torch.count_nonzero(without[~avail]) == 0
 
 
-def test_runs_saved_before_the_prior_keep_diffusing_around_zero():
-    from admc.config import TrainConfig
+def test_runs_saved_before_the_prior_keep_diffusing_around_zero(tmp_path):
+    import json
 
-    old = TrainConfig().to_json()
-    del old["adn"]["prior"]
-    assert TrainConfig.from_json(old).adn.prior == "none"
-    assert TrainConfig.from_json(TrainConfig().to_json()).adn.prior == "linear"
+    from admc.config import TrainConfig
+    from admc.data import load_dataset
+    from admc.pipeline import ADMCModel
+    from admc.run import load_run, save_run
+    from tests.synthetic import make_dataset
+
+    schema = load_dataset(make_dataset(tmp_path / "ds")).schema
+    old = ADMCModel(schema, TrainConfig(adn=ADNConfig(prior="none")))
+    run = save_run(old, tmp_path / "run", {})
+    meta = json.loads((run / "run.json").read_text())
+    del meta["config"]["adn"]["prior"]                    # what a session-1 run.json looks like
+    (run / "run.json").write_text(json.dumps(meta))
+    model, _ = load_run(run)
+    assert model.cfg.adn.prior == "none" and model.prior is None
+    # a new run keeps its prior, and a config without the key gets today's default
+    new = save_run(ADMCModel(schema, TrainConfig()), tmp_path / "new", {})
+    model, _ = load_run(new)
+    assert model.cfg.adn.prior == "linear" and model.prior is not None
+    assert TrainConfig.from_json({"adn": {"epochs": 5}}).adn.prior == "linear"
