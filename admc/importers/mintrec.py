@@ -211,19 +211,18 @@ def import_mintrec(root: str | Path, out: str | Path, text_features: str | Path 
             ours = SPLIT_MAP[s]
             splits[ours] = split_from_samples(ours, labels, ids, samples)
 
-    extra = {
+    return write_dataset(out, "mintrec", schema(text_dim), splits, extra_meta=_source_meta(text_path.name))
+
+
+def _source_meta(text_source: str) -> dict:
+    """meta.json ``source``: where each modality of an imported MIntRec dataset came from."""
+    return {
         "source": {
             "kind": "mintrec",
-            "files": {
-                "A": str(AUDIO_FILE),
-                "V": str(VIDEO_FILE),
-                "T": text_path.name,
-                "splits": "{train,dev,test}.tsv",
-            },
+            "files": {"A": str(AUDIO_FILE), "V": str(VIDEO_FILE), "T": text_source, "splits": "{train,dev,test}.tsv"},
             "splits": {v: k for k, v in SPLIT_MAP.items()},
         }
     }
-    return write_dataset(out, "mintrec", schema(text_dim), splits, extra_meta=extra)
 
 
 def _import_with_text_encoder(root: Path, out, split_rows: dict, texts: dict[str, str], encoder,
@@ -258,16 +257,5 @@ def _import_with_text_encoder(root: Path, out, split_rows: dict, texts: dict[str
                     bar.update(1)
             ours = SPLIT_MAP[s]
             splits[ours] = split_from_samples(ours, labels, ids, samples, {"T": np.array(t_present, bool)})
-    extra = {
-        "source": {
-            "kind": "mintrec",
-            "files": {
-                "A": str(AUDIO_FILE),
-                "V": str(VIDEO_FILE),
-                "T": f"text column of the tsv files, encoded by extractors.text.TextEncoder ({encoder.path.name})",
-                "splits": "{train,dev,test}.tsv",
-            },
-            "splits": {v: k for k, v in SPLIT_MAP.items()},
-        }
-    }
-    return write_dataset(out, "mintrec", schema(encoder.dim), splits, extra_meta=extra)
+    text_source = f"text column of the tsv files, encoded by extractors.text.TextEncoder ({encoder.path.name})"
+    return write_dataset(out, "mintrec", schema(encoder.dim), splits, extra_meta=_source_meta(text_source))
