@@ -113,6 +113,15 @@ def clip_frame(kind: str, size=(640, 480), rng=None) -> np.ndarray:
     return np.clip(img.astype(np.int16) + rng.integers(-3, 4, img.shape), 0, 255).astype(np.uint8)
 
 
+def shifted_frame(img: np.ndarray, dx: int, dy: int, fill: int = 96) -> np.ndarray:
+    """``img`` moved by (dx, dy) pixels on a ``fill`` background, same size (a face moving in view)."""
+    out = np.full_like(img, fill)
+    h, w = img.shape[:2]
+    src = img[max(0, -dy):h - max(0, dy), max(0, -dx):w - max(0, dx)]
+    out[max(0, dy):max(0, dy) + src.shape[0], max(0, dx):max(0, dx) + src.shape[1]] = src
+    return out
+
+
 def espeak(text: str, path: Path, speed: int = 140) -> tuple[np.ndarray, int]:
     import shutil
     import subprocess

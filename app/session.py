@@ -322,7 +322,7 @@ class LiveSession:
         self.last_face: FaceResult | None = None
         # this stream's face tracker (state per session; the extractor's networks are shared)
         face = components.face
-        self._face = (face.tracker() if face is not None and self.cfg.face_tracking and hasattr(face, "tracker")
+        self._face_fn = (face.tracker() if face is not None and self.cfg.face_tracking and hasattr(face, "tracker")
                       else face)
         self.last_frame_t: float | None = None
 
@@ -496,11 +496,11 @@ class LiveSession:
 
     def _process_frame(self, frame, t: float) -> None:
         res = None
-        if self._face is not None:
+        if self._face_fn is not None:
             t0 = time.perf_counter()
             try:
                 with self.c.face_lock:
-                    res = self._face(frame, t)
+                    res = self._face_fn(frame, t)
             except Exception as e:  # noqa: BLE001 - an extractor failure must not stop the stream
                 self._fault("V", f"extractor error: {_short(e)}", t)
             self.face_ms.append((time.perf_counter() - t0) * 1000)

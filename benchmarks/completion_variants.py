@@ -80,7 +80,7 @@ def run(data: Path, out: Path, seeds: list[int], variants: list[str], adn_epochs
         train_unimodal(base, ds["train"], ds["val"], torch.device("cpu"), seed)
         fit_standardization(base, ds["train"])
         emb = {s: base.embed(ds[s]) for s in ("train", "val", "test")}
-        trained: dict[tuple, tuple] = {}
+        trained: dict[tuple, ADMCModel] = {}
         ridge = RidgeCompleter(emb["train"][0][emb["train"][1].all(1)].numpy())
         for v in variants:
             c = copy.deepcopy(cfg)
@@ -95,14 +95,14 @@ def run(data: Path, out: Path, seeds: list[int], variants: list[str], adn_epochs
             t0 = time.time()
             key = tuple(getattr(c.adn, k) for k in TRAINING_KEYS)
             if key in trained:  # same denoiser, another sampler: reuse it
-                m.denoiser.load_state_dict(trained[key][0].denoiser.state_dict())
+                m.denoiser.load_state_dict(trained[key].denoiser.state_dict())
                 if m.prior is not None:
-                    m.prior.load_state_dict(trained[key][0].prior.state_dict())
+                    m.prior.load_state_dict(trained[key].prior.state_dict())
                 z_tr, p_tr = emb["train"]
                 m.clip_range, info = clip_range(c.adn, z_tr[p_tr.all(1)]), {}
             else:
                 info = train_adn(m, *emb["train"], *emb["val"], seed)
-                trained[key] = (m,)
+                trained[key] = m
             if c.adn.variant == "paper":
                 info.update(choose_start_step(m, *emb["val"], seed))
             rows[v]["seconds"].append(time.time() - t0)

@@ -92,13 +92,9 @@ def main(argv: list[str] | None = None) -> int:
 
     # live streams (the app): FaceTracker on a face moving up to ~15 px per frame, against full
     # detection + features on the same frames
-    def shifted(img, dx, dy):
-        out = np.full_like(img, 96)
-        src = img[max(0, -dy):480 - max(0, dy), max(0, -dx):640 - max(0, dx)]
-        out[max(0, dy):max(0, dy) + src.shape[0], max(0, dx):max(0, dx) + src.shape[1]] = src
-        return out
+    from app.devtools import shifted_frame
 
-    moving = [shifted(f, int(60 * np.sin(i / 6)), int(20 * np.cos(i / 8))) for i, f in enumerate(faces)]
+    moving = [shifted_frame(f, int(60 * np.sin(i / 6)), int(20 * np.cos(i / 8))) for i, f in enumerate(faces)]
     sync = (lambda: torch.cuda.synchronize()) if fx.device.type == "cuda" else (lambda: None)  # noqa: E731
     tracker = fx.tracker()
     tracked = _time(lambda f: (tracker(f, 0.0), sync()), moving)

@@ -203,14 +203,6 @@ def test_fer2013_accuracy_on_seeded_sample(fx):
 
 
 # ---------------------------------------------------------------- tracking (live streams)
-def _shifted(img: np.ndarray, dx: int, dy: int, fill: int = 96) -> np.ndarray:
-    out = np.full_like(img, fill)
-    h, w = img.shape[:2]
-    src = img[max(0, -dy):h - max(0, dy), max(0, -dx):w - max(0, dx)]
-    out[max(0, dy):max(0, dy) + src.shape[0], max(0, dx):max(0, dx) + src.shape[1]] = src
-    return out
-
-
 def _iou(a, b) -> float:
     x1, y1, x2, y2 = max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])
     inter = max(0.0, x2 - x1) * max(0.0, y2 - y1)
@@ -223,9 +215,11 @@ def moving_face(astronaut):
     """The astronaut on a 640x480 frame, moving by up to ~15 px per frame."""
     from PIL import Image
 
+    from app.devtools import shifted_frame
+
     base = np.full((480, 640, 3), 96, np.uint8)
     base[:, 80:560] = np.asarray(Image.fromarray(astronaut).resize((480, 480)))
-    return [_shifted(base, int(60 * np.sin(i / 6)), int(20 * np.cos(i / 8))) for i in range(40)]
+    return [shifted_frame(base, int(60 * np.sin(i / 6)), int(20 * np.cos(i / 8))) for i in range(40)]
 
 
 def test_tracker_follows_the_face_like_full_detection(fx, moving_face):
