@@ -82,6 +82,7 @@ def _train_opts(p: argparse.ArgumentParser) -> None:
 def cmd_train(args) -> int:
     from admc.bench import fingerprint
     from admc.data import load_dataset
+    from admc.outdir import check_out
     from admc.run import save_run
     from admc.runtime import log, resolve_device, seed_everything
     from admc.train import train
@@ -91,6 +92,7 @@ def cmd_train(args) -> int:
     cfg.method = args.method
     device = resolve_device(args.device)
     ds = load_dataset(args.data, splits=("train", "val"))
+    check_out(args.out, "run", overwrite=args.overwrite, inputs={"--data": args.data})
     seed_everything(args.seed)
     model, info = train(ds, cfg, device)
     save_run(model, args.out, info, args.command_line, {"path": str(ds.path), "name": ds.name, "fingerprint": fingerprint(ds)})
@@ -123,12 +125,15 @@ def cmd_eval(args) -> int:
 def cmd_bench(args) -> int:
     from admc.bench import run_bench
     from admc.data import load_dataset
+    from admc.outdir import check_out
     from admc.runtime import resolve_device
 
     cfg = build_config(args)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     seeds = args.seeds or [args.seed]
     ds = load_dataset(args.data)
+    # a bench output of ours is resumed (runs with the same config and data are reused); nothing else is touched
+    check_out(args.out, "bench", overwrite=True, inputs={"--data": args.data})
     res = run_bench(ds, Path(args.out), methods, cfg, seeds, args.split, args.missing_rates or (), args.runs,
                     resolve_device(args.device), args.command_line)
     if not args.quiet:
@@ -172,11 +177,12 @@ def cmd_import(args) -> int:
     if args.layout == "mmin-iemocap":
         from admc.importers.mmin_iemocap import import_mmin_iemocap
 
-        path = import_mmin_iemocap(args.root, args.fold, args.out, progress=not args.quiet)
+        path = import_mmin_iemocap(args.root, args.fold, args.out, progress=not args.quiet, overwrite=args.overwrite)
     else:
         from admc.importers.mintrec import import_mintrec
 
-        path = import_mintrec(args.root, args.out, text_features=args.text_features, progress=not args.quiet)
+        path = import_mintrec(args.root, args.out, text_features=args.text_features, progress=not args.quiet,
+                              overwrite=args.overwrite)
     if not args.quiet:
         print(f"wrote {path}")
     return 0
@@ -233,7 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train ITFN + ADN + fusion on a feature dataset")
     t.add_argument("--data", required=True, help="feature dataset directory (admc-features/1)")
-    t.add_argument("--out", required=True, help="run directory to write")
+    t.add_argument("--out", required=True, help="run directory to write (new or empty; not inside --data)")
+    t.add_argument("--overwrite", action="store_true", help="replace the run already at --out")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--method", choices=["admc", "zero_fill", "late_fusion"], default="admc")
     _train_opts(t)
@@ -275,12 +282,14 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--root", required=True)
     a.add_argument("--fold", type=int, required=True, help="1..10 (leave one session out)")
     a.add_argument("--out", required=True)
+    a.add_argument("--overwrite", action="store_true", help="replace the dataset already at --out")
     a.add_argument("--quiet", action="store_true")
     a.set_defaults(func=cmd_import)
     m = isub.add_parser("mintrec", help="MIntRec's released features (audio_feats.pkl, video_feats.pkl, tsv)")
     m.add_argument("--root", required=True)
     m.add_argument("--out", required=True)
     m.add_argument("--text-features", help=".npz of text features per sample key (see admc/importers/mintrec.py)")
+    m.add_argument("--overwrite", action="store_true", help="replace the dataset already at --out")
     m.add_argument("--quiet", action="store_true")
     m.set_defaults(func=cmd_import)
 

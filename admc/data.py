@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
@@ -272,29 +271,18 @@ def load_dataset(path: str | os.PathLike, splits=SPLITS) -> FeatureDataset:
     return ds
 
 
-def make_staging_dir(final: Path) -> Path:
-    """A temporary sibling of ``final`` to write into before an atomic rename, with the permissions
-    a normal ``mkdir`` would give (``mkdtemp`` makes it private)."""
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-    tmp.chmod(0o777 & ~current_umask())
-    return tmp
-
-
-def current_umask() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return umask
-
-
 def write_dataset(path: str | os.PathLike, name: str, schema: Schema, splits: dict[str, Split | dict],
                   extra_meta: dict | None = None) -> Path:
     """Write a dataset atomically: into a temporary sibling directory, validated, then renamed.
 
     ``splits`` maps split name to a :class:`Split` or a dict of arrays in the file layout.
-    An existing directory at ``path`` is replaced only once the new one is complete.
+    An existing dataset at ``path`` is replaced only once the new one is complete; anything else
+    there (a file, a directory that is not a dataset) is refused with
+    :class:`~admc.outdir.OutputError` (see :func:`admc.outdir.check_out` to refuse before the work).
     """
+    from admc.outdir import install, make_staging_dir
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = make_staging_dir(path)
     try:
         meta = {"format": FORMAT, "name": name, **schema.to_json(), **(extra_meta or {})}
@@ -303,14 +291,7 @@ def write_dataset(path: str | os.PathLike, name: str, schema: Schema, splits: di
             arrays = data.to_arrays() if isinstance(data, Split) else data
             validate_split(tmp / f"{s}.npz", arrays, schema, s)
             np.savez(tmp / f"{s}.npz", **arrays)
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            path.rename(old)
-            tmp.rename(path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(path)
+        install(tmp, path, "dataset")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

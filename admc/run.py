@@ -19,10 +19,9 @@ from safetensors.torch import load_file, save_file
 
 from admc import __version__
 from admc.config import TrainConfig
-from admc.data import Schema, current_umask, make_staging_dir
+from admc.data import Schema
+from admc.outdir import RUN_FORMAT, current_umask, install, make_staging_dir
 from admc.pipeline import ADMCModel
-
-RUN_FORMAT = "admc-run/1"
 
 
 class RunError(ValueError):
@@ -31,8 +30,12 @@ class RunError(ValueError):
 
 def save_run(model: ADMCModel, path: str | os.PathLike, info: dict, command: list[str] | None = None,
              dataset: dict | None = None) -> Path:
+    """Write a run directory atomically (a temporary sibling renamed into place at the end).
+
+    An existing run at ``path`` is replaced only once the new one is complete; anything else there
+    is refused with :class:`~admc.outdir.OutputError` (``admc train`` refuses before training:
+    :func:`admc.outdir.check_out`)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = make_staging_dir(path)
     try:
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -52,9 +55,7 @@ def save_run(model: ADMCModel, path: str | os.PathLike, info: dict, command: lis
             "train": info,
         }
         (tmp / "run.json").write_text(json.dumps(meta, indent=2) + "\n")
-        if path.exists():
-            shutil.rmtree(path)
-        tmp.rename(path)
+        install(tmp, path, "run")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from admc.data import DatasetError, Modality, Schema, split_from_samples, write_dataset
+from admc.outdir import check_out
 from admc.importers._safe_pickle import load_feature_pickle
 
 INTENT_LABELS = (
@@ -145,17 +146,20 @@ def _load_feature_dict(path: Path) -> dict:
 
 
 def import_mintrec(root: str | Path, out: str | Path, text_features: str | Path | None = None,
-                   progress: bool = True, text_encoder=None) -> Path:
+                   progress: bool = True, text_encoder=None, overwrite: bool = False) -> Path:
     """Convert the MIntRec release at ``root`` into a dataset directory ``out``; returns it.
 
     ``text_features``: an ``.npz`` of text features per sample id (see the module docstring); when
     None the tsv text is encoded with :class:`extractors.text.TextEncoder` (``text_encoder``: an
     already built one to reuse).
-    Raises :class:`~admc.data.DatasetError` naming the file and key for every problem.
+    Raises :class:`~admc.data.DatasetError` naming the file and key for every problem and, before
+    reading anything, :class:`~admc.outdir.OutputError` when ``out`` holds anything but a dataset
+    (a dataset only with ``overwrite``) or is, contains or lies inside an input.
     """
     from tqdm import tqdm
 
     root = Path(root)
+    check_out(out, "dataset", overwrite=overwrite, inputs={"--root": root, "--text-features": text_features})
     texts: dict[str, str] = {}
     split_rows = {s: read_tsv(root / f"{s}.tsv", texts) for s in SPLIT_MAP}
     if text_features is None:

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from admc.data import DatasetError, Modality, Schema, split_from_samples, write_dataset
+from admc.outdir import check_out
 from admc.importers._safe_pickle import load_npy_restricted
 
 CLASSES = ("ang", "hap", "neu", "sad")
@@ -146,16 +147,20 @@ def _read_feature(h5, path: Path, uid: str, dim: int, where: str) -> np.ndarray:
     return x
 
 
-def import_mmin_iemocap(root: str | Path, fold: int, out: str | Path, progress: bool = True) -> Path:
+def import_mmin_iemocap(root: str | Path, fold: int, out: str | Path, progress: bool = True,
+                        overwrite: bool = False) -> Path:
     """Convert one fold of the MMIN IEMOCAP release at ``root`` into a dataset directory ``out``.
 
     Returns the written directory.  Raises :class:`~admc.data.DatasetError` naming the file and
-    key for missing files or ids, wrong dims, NaN values, and malformed targets.
+    key for missing files or ids, wrong dims, NaN values, and malformed targets, and, before
+    reading anything, :class:`~admc.outdir.OutputError` when ``out`` holds anything but a dataset
+    (a dataset only with ``overwrite``) or is, contains or lies inside ``root``.
     """
     from tqdm import tqdm
 
-    h5py = _h5py()
     root = Path(root)
+    check_out(out, "dataset", overwrite=overwrite, inputs={"--root": root})
+    h5py = _h5py()
     if isinstance(fold, bool) or not isinstance(fold, (int, np.integer)):
         raise DatasetError(f"fold must be an integer in 1..10, got {fold!r}")
     fold = int(fold)
