@@ -4,6 +4,10 @@ A live checkpoint must have exactly :func:`extractors.live_schema.live_schema` (
 V face 128-d, T text 384-d sequences) for its own classes.  An optional second head (e.g. an intent
 classifier trained on the same live features) is a run directory ``RUN/intent/`` or one given with
 ``--intent-checkpoint``; it is shown in the UI beside the emotion bars.
+
+The page can switch checkpoints only among :func:`checkpoint_choices`, fixed when the server
+starts (``--checkpoint`` and the run directories in ``--checkpoint-dir``): the browser sends a
+name, never a path, so no request can make the server open a directory of its choosing.
 """
 
 from __future__ import annotations
@@ -114,3 +118,25 @@ def load_checkpoint(path: str | os.PathLike | None = None, device="cpu", *,
         im, imeta = _load_one(ipath, device, text_dim)
         ck.heads["intent"] = (im, imeta)
     return ck
+
+
+def checkpoint_choices(start: str | os.PathLike, directory: str | os.PathLike | None = None) -> dict[str, Path]:
+    """Name -> run directory of every checkpoint the page may switch to: ``start`` (the one the
+    server was started with) and each run directory (holding ``run.json``) directly inside
+    ``directory``, by folder name.  Raises :class:`CheckpointError` when ``directory`` is not a
+    directory."""
+    start = Path(start)
+    choices = {start.name or str(start): start}
+    if directory is None:
+        return choices
+    d = Path(directory)
+    if not d.is_dir():
+        raise CheckpointError(f"--checkpoint-dir {d}: not a directory")
+    for sub in sorted(d.iterdir()):
+        if not (sub / "run.json").is_file() or any(sub.resolve() == p.resolve() for p in choices.values()):
+            continue
+        name, k = sub.name, 2
+        while name in choices:
+            name, k = f"{sub.name} ({k})", k + 1
+        choices[name] = sub
+    return choices

@@ -39,14 +39,31 @@ THRESHOLDS = (  # HealthConfig field, label, min, max, step
 )
 
 
-class Engine:
-    """The loaded checkpoint + extractors, and the live sessions using them."""
+NOT_LOADED = "**Not loaded:** not one of this server's checkpoints; choose one from the list."
 
-    def __init__(self, ck, comp, make_config, device="cpu"):
+
+class Engine:
+    """The loaded checkpoints + extractors, and the live sessions using them.
+
+    ``ck`` is every new session's checkpoint.  ``choices`` (name -> run directory, fixed at start,
+    :func:`app.checkpoint.checkpoint_choices`) are the only ones a page may switch to, each for its
+    own session; each is loaded once, on first use, and shared by the sessions that chose it.
+    """
+
+    def __init__(self, ck, comp, make_config, device="cpu", choices: dict | None = None):
+        from app.checkpoint import checkpoint_choices
+
         self.ck = ck
         self.comp = comp
         self.make_config = make_config
         self.device = device
+        self.choices = dict(choices) if choices else checkpoint_choices(ck.path)
+        self.default_name = next((n for n, p in self.choices.items() if Path(p) == Path(ck.path)), None)
+        if self.default_name is None:
+            self.default_name = Path(ck.path).name or str(ck.path)
+            self.choices = {self.default_name: Path(ck.path), **self.choices}
+        self.loaded = {self.default_name: ck}
+        self._load_lock = threading.Lock()
         self.sessions: dict[str, object] = {}
         self.last_seen: dict[str, float] = {}
         self.settings: dict[str, dict] = {}
@@ -55,7 +72,16 @@ class Engine:
 
     @property
     def heads(self) -> dict:
-        return {n: m for n, (m, _meta) in self.ck.heads.items()}
+        return self.heads_of(self.ck)
+
+    @staticmethod
+    def heads_of(ck) -> dict:
+        return {n: m for n, (m, _meta) in ck.heads.items()}
+
+    def checkpoint_of(self, key: str | None):
+        """The checkpoint the session ``key`` uses (its choice, else the default)."""
+        name = self.settings.get(key or "anon", {}).get("checkpoint")
+        return self.loaded.get(name, self.ck)
 
     def get(self, key: str | None, create: bool = True):
         from app.session import LiveSession
@@ -92,33 +118,43 @@ class Engine:
 
     def set(self, key: str | None, **kw) -> None:
         key = key or "anon"
-        self.settings.setdefault(key, {}).update(kw)
-        s = self.sessions.get(key)
+        with self.lock:
+            self.settings.setdefault(key, {}).update(kw)
+            s = self.sessions.get(key)
         if s is not None:
             self._apply(s, kw)
 
-    @staticmethod
-    def _apply(s, kw: dict) -> None:
+    def _apply(self, s, kw: dict) -> None:
         for k, v in kw.items():
-            if k == "start_step":
+            if k == "checkpoint":
+                ck = self.loaded[v]
+                s.set_model(ck.model, self.heads_of(ck))
+            elif k == "start_step":
                 s.cfg.start_step = None if v in (None, 0, "") else int(v)
             elif k == "mmer":
                 s.set_mmer(bool(v))
             else:
                 s.set_health(**{k: v})
 
-    def load(self, path: str) -> str:
+    def load(self, name, key: str | None):
+        """Switch the session ``key`` to the checkpoint called ``name`` (one of :attr:`choices`;
+        anything else, a path included, is refused with the same message, whether or not it
+        exists).  Returns (message, the session's checkpoint)."""
         from app.checkpoint import CheckpointError, load_checkpoint
 
-        try:
-            ck = load_checkpoint(path or None, self.device)
-        except CheckpointError as e:
-            return f"**Not loaded:** {e}"
-        self.ck = ck
-        with self.lock:
-            for s in self.sessions.values():
-                s.set_model(ck.model, self.heads)
-        return f"Loaded `{ck.path}`."
+        path = self.choices.get(name) if isinstance(name, str) else None
+        if path is None:
+            return NOT_LOADED, self.checkpoint_of(key)
+        with self._load_lock:
+            ck = self.loaded.get(name)
+            if ck is None:
+                try:
+                    ck = load_checkpoint(path, self.device)
+                except CheckpointError as e:
+                    return f"**Not loaded:** {e}", self.checkpoint_of(key)
+                self.loaded[name] = ck
+        self.set(key, checkpoint=name)
+        return f"Loaded `{name}` for this session.", ck
 
 
 def _key(request) -> str:
@@ -163,8 +199,10 @@ def build_ui(engine: Engine):
                 perf = gr.HTML(perf_html({}), elem_id="admc-perf")
         with gr.Accordion("Controls", open=False):
             with gr.Row():
-                ck_path = gr.Textbox(value=str(ck.path), label="Checkpoint (run directory)", scale=4)
-                ck_btn = gr.Button("Load checkpoint", scale=1)
+                ck_name = gr.Dropdown(choices=list(engine.choices), value=engine.default_name,
+                                      label="Checkpoint (this session)", allow_custom_value=False,
+                                      elem_id="admc-checkpoint", scale=4)
+                ck_btn = gr.Button("Load checkpoint", scale=1, elem_id="admc-load-checkpoint")
             ck_msg = gr.Markdown()
             with gr.Row():
                 n_step = gr.Slider(0, adn.num_train_timesteps, value=default_n, step=1,
@@ -239,11 +277,11 @@ def build_ui(engine: Engine):
         timer.tick(refresh, None, refresh_outs, show_progress="hidden", api_visibility="private")
 
         # ---------------------------------------------------------------- controls
-        def on_load(path):
-            msg = engine.load(path)
-            return msg, provenance_md(engine.ck.provenance())
+        def on_load(name, request: gr.Request):
+            msg, ck_now = engine.load(name, session_key(request))
+            return msg, provenance_md(ck_now.provenance())
 
-        ck_btn.click(on_load, [ck_path], [ck_msg, prov], api_visibility="private")
+        ck_btn.click(on_load, [ck_name], [ck_msg, prov], api_visibility="private")
         def set_n(v, request: gr.Request):
             engine.set(session_key(request), start_step=v)
 
@@ -302,14 +340,55 @@ def build_ui(engine: Engine):
     return demo
 
 
+def is_loopback(host: str | None) -> bool:
+    import ipaddress
+
+    if host is None:                   # Gradio's default: 127.0.0.1
+        return True
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def exposure_warning(host: str | None, auth, share: bool = False) -> str | None:
+    """The warning printed when the app is reachable beyond this machine without a login."""
+    if auth:
+        return None
+    if share:
+        return ("app: WARNING: --share without --auth: anyone with the public link can use this app "
+                "(and see its camera and microphone results); add --auth USER:PASSWORD")
+    if not is_loopback(host):
+        return (f"app: WARNING: serving on {host} without --auth: anyone who can reach this address "
+                "can use the app; add --auth USER:PASSWORD, or serve on 127.0.0.1")
+    return None
+
+
+def model_cards(engine: Engine) -> list[str]:
+    """The only files the page may fetch: the offered checkpoints' model cards (not their weights)."""
+    from app.checkpoint import CARD_FILES
+
+    cards = {str(Path(p) / n) for p in engine.choices.values() for n in CARD_FILES if (Path(p) / n).is_file()}
+    for ck in engine.loaded.values():
+        card = ck.provenance().get("model_card")
+        if card and not str(card).startswith(("http://", "https://")) and Path(card).is_file():
+            cards.add(str(card))
+    return sorted(cards)
+
+
 def launch(engine: Engine, *, host: str = "127.0.0.1", port: int | None = 7860, share: bool = False,
            auth: tuple[str, str] | None = None, quiet: bool = False, say=print):
     """Build and start the UI (non-blocking); returns the Gradio app.  ``share`` that cannot open
     a tunnel (offline) is reported through ``say`` and the app keeps serving locally."""
     demo = build_ui(engine)
     demo.queue(default_concurrency_limit=4)
+    warning = exposure_warning(host, auth, share)
+    if warning:
+        say(warning)
     kw = dict(server_name=host, server_port=port, auth=auth, quiet=quiet, show_error=True,
-              allowed_paths=[str(engine.ck.path)], prevent_thread_lock=True, css=CSS, ssr_mode=False)
+              allowed_paths=model_cards(engine), prevent_thread_lock=True, css=CSS, ssr_mode=False)
     demo.share_ok = False
     if share:
         try:
@@ -327,14 +406,15 @@ def launch(engine: Engine, *, host: str = "127.0.0.1", port: int | None = 7860, 
     return demo
 
 
-def serve(ck, comp, args, make_config) -> int:
+def serve(ck, comp, args, make_config, choices: dict | None = None) -> int:
     """``python -m app`` with the UI: serve until interrupted."""
     import sys
 
     def say(msg):
         print(msg, file=sys.stderr, flush=True)
 
-    engine = Engine(ck, comp, lambda: make_config(face_fps=args.face_fps or 15.0), device=ck.model.emb_mean.device)
+    engine = Engine(ck, comp, lambda: make_config(face_fps=args.face_fps or 15.0), device=ck.model.emb_mean.device,
+                    choices=choices)
     if args.source is not None:
         from app.local import FileCapture, LocalCapture
 
