@@ -32,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, default=None, help="--source local --no-ui: stop after this many seconds")
     p.add_argument("--checkpoint", default=None,
                    help="run directory from `admc train` (default: weights/starter/)")
+    p.add_argument("--checkpoint-dir", default=None, metavar="DIR",
+                   help="UI: the run directories in DIR may also be chosen on the page, each for its own "
+                        "session (by name; the page can never name a path)")
     p.add_argument("--intent-checkpoint", default=None, help="optional second head (run directory), shown beside emotion")
     p.add_argument("--device", default="auto", help="core (and face detector) device: auto (CUDA when present), cpu, cuda")
     p.add_argument("--start-step", type=int, default=None, help="diffusion start step n (default: the checkpoint's)")
@@ -65,13 +68,24 @@ def main(argv: list[str] | None = None) -> int:
     if args.source not in (None, "local") and not os.path.isfile(args.source):
         _say(f"app: --source {args.source}: no such file")
         return 2
+    if args.no_ui and args.source not in (None, "local"):
+        from app.replay import SourceError, media_streams
+
+        try:
+            media_streams(args.source)
+        except SourceError as e:
+            _say(f"app: --source {e}")
+            return 2
+        except Exception as e:  # noqa: BLE001 - unreadable: one line, not a traceback
+            _say(f"app: cannot replay {args.source}: {type(e).__name__}: {e}")
+            return 1
 
     import torch
 
     torch.set_num_threads(max(1, int(args.threads)))
 
     from admc.runtime import resolve_device
-    from app.checkpoint import CheckpointError, load_checkpoint
+    from app.checkpoint import CheckpointError, checkpoint_choices, load_checkpoint
 
     try:
         device = resolve_device(args.device)
@@ -80,6 +94,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         ck = load_checkpoint(args.checkpoint, device, intent=args.intent_checkpoint)
+    except CheckpointError as e:
+        _say(f"app: {e}")
+        return 2
+    try:
+        choices = checkpoint_choices(ck.path, args.checkpoint_dir)
     except CheckpointError as e:
         _say(f"app: {e}")
         return 2
@@ -122,13 +141,17 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         finally:
             session.close()
+        if n == 0:
+            _say(f"app: --source {args.source}: no analysis window (shorter than one "
+                 f"{cfg.hop_s:g} s hop)")
+            return 1
         if not args.quiet:
             _say(f"app: {n} windows -> {args.out or 'stdout'}")
         return 0
 
     from app.ui import serve
 
-    return serve(ck, comp, args, config)
+    return serve(ck, comp, args, config, choices)
 
 
 if __name__ == "__main__":

@@ -65,20 +65,33 @@ def _iter_audio(path: str | Path) -> Iterator[tuple[str, float, object, int]]:
                     a_next = (a_next or 0.0) + x.size / a_sr
 
 
+class SourceError(ValueError):
+    """A file that cannot be replayed as a stream; the message names the file, for a person."""
+
+
 def iter_media(path: str | Path) -> Iterator[tuple[str, float, object, int]]:
     """``("V", t, rgb_frame, 0)`` and ``("A", t, mono_float32_chunk, sr)`` in time order (the two
     streams are decoded separately and merged, whatever the file's interleaving)."""
-    kinds = media_streams(path)
-    if not kinds:
-        raise ValueError(f"{path}: no video or audio stream")
+    media_streams(path)
     return heapq.merge(_iter_video(path), _iter_audio(path), key=lambda item: item[1])
 
 
 def media_streams(path: str | Path) -> set[str]:
+    """The file's streams (``{"V", "A"}`` or a part).  Raises :class:`SourceError` for a file with
+    neither, or a still image (an image demuxer, or one video frame and no audio): one frame is
+    not a stream -- replayed it gives no window, looped it would spin."""
     import av
 
     with av.open(str(path)) as c:
-        return ({"V"} if c.streams.video else set()) | ({"A"} if c.streams.audio else set())
+        kinds = ({"V"} if c.streams.video else set()) | ({"A"} if c.streams.audio else set())
+        if not kinds:
+            raise SourceError(f"{path}: no video or audio stream")
+        fmt = c.format.name or ""
+        if kinds == {"V"} and (fmt.endswith("_pipe") or fmt.startswith("image2")
+                               or c.streams.video[0].frames == 1):
+            raise SourceError(f"{path}: a still image ({fmt}), not a recording; "
+                              "give a video or audio file")
+    return kinds
 
 
 def replay(session, path: str | Path, *, realtime: bool = False,

