@@ -1,8 +1,10 @@
 """``admc bench``: train (or reuse) each method on the same split and compare them.
 
-Methods share one interface: a :class:`~admc.config.TrainConfig` whose ``method`` selects how missing
-rows are handled (``admc``: ADN completion + MMER; ``zero_fill``: the paper's "w/o ADN" ablation;
-``late_fusion``: the mean of the unimodal heads' probabilities over the available modalities).
+Methods share one interface: a :class:`~admc.config.TrainConfig` whose ``method`` (one of
+``admc.pipeline.METHODS``) selects the completer of missing rows (``admc``: the ADN + MMER;
+``admc_paper``: the paper's own ADN recipe; ``ridge_fill``: the ridge estimate alone, no diffusion;
+``zero_fill``: the train mean, the paper's "w/o ADN" ablation; ``late_fusion``: the mean of the
+unimodal heads' probabilities over the available modalities).
 Within a seed every method reuses the same frozen ITFN encoders, as in the paper's ablation.
 """
 
@@ -20,7 +22,7 @@ from admc.config import TrainConfig
 from admc.data import FeatureDataset, missing_conditions
 from admc.diagnostics import RidgeCompleter, completion_report
 from admc.evaluate import evaluate
-from admc.pipeline import METHODS
+from admc.pipeline import METHODS, config_for_method
 from admc.run import RunError, load_run, read_run_meta, save_run
 from admc.runtime import log, seed_everything
 from admc.train import train
@@ -65,6 +67,8 @@ def _agg(values: list[dict]) -> tuple[dict, dict]:
 def run_bench(ds: FeatureDataset, out: Path, methods: list[str], base: TrainConfig, seeds: list[int],
               split: str = "test", missing_rates=(), runs: int = 1, device=torch.device("cpu"),
               command: list[str] | None = None) -> dict:
+    for method in methods:  # every method's settings are checked before anything trains
+        config_for_method(_config_for(base, method, 0))
     out.mkdir(parents=True, exist_ok=True)
     per_method: dict[str, list[dict]] = {m: [] for m in methods}
     diag: dict[str, dict[str, list]] = {m: {"val": [], split: []} for m in methods}
@@ -86,7 +90,7 @@ def run_bench(ds: FeatureDataset, out: Path, methods: list[str], base: TrainConf
                 encoders_from = model
             emb = model.embed(ds[split])
             per_method[method].append(evaluate(model, ds[split], seed, missing_rates, runs, embedded=emb))
-            if model.uses_adn:
+            if model.completes:
                 z_tr, p_tr = model.embed(ds["train"])
                 ridge = RidgeCompleter(z_tr[p_tr.all(dim=1)].cpu().numpy())
                 for sp, e in (("val", model.embed(ds["val"])), (split, emb)):

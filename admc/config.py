@@ -22,13 +22,15 @@ class ITFNConfig:
 class ADNConfig:
     """Attention-based diffusion network (paper 3.2) and how it completes missing rows."""
 
-    variant: str = "conditional"   # "paper": unconditional eps model + Eq. 3-4 re-injection; "conditional"
+    variant: str = "conditional"   # "paper": unconditional model + a reading of Eq. 3-4; "conditional"
     # conditional variant: diffuse around "linear" (the ridge conditional mean of the missing rows given
     # the available ones, CARD-style; admc/models/linear_prior.py) or around zero ("none")
     prior: str = "linear"
     prior_shrinkage: float | None = None  # the linear prior's lambda; None = chosen on validation from prior_grid
     prior_grid: list[float] = field(default_factory=lambda: [0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0])
-    prediction: str = "sample"     # "epsilon" | "sample" (x0) | "v_prediction"
+    # "epsilon" | "sample" (x0) | "v_prediction"; None = the variant's own: epsilon for the paper
+    # variant (its Eq. 2 loss), sample for the conditional one
+    prediction: str | None = None
     schedule: str = "linear"       # diffusers beta_schedule: "linear" | "squaredcos_cap_v2" | "scaled_linear"
     beta_start: float = 3e-4
     beta_end: float = 0.06
@@ -49,8 +51,62 @@ class ADNConfig:
     sample_steps: int = 10         # reverse steps for the conditional variant
     num_samples: int = 1           # average of K stochastic completions
     start_step: int | None = None  # paper variant: reverse chain start n; None = choose on validation
-    start_grid: list[int] = field(default_factory=lambda: [30, 50, 80, 1000])
+    start_grid: list[int] = field(default_factory=lambda: [10, 30, 50, 80, 200, 500, 1000])
+    start_select: str = "mse"      # paper variant: n chosen by validation completion "mse" or by "ua"
+    # paper variant: what the missing rows are at step n (admc/diffusion/readings.py); None = PAPER_READING
+    reading: str | None = None
+    resample: int = 1              # RePaint (Lugmayr et al. 2022): U passes over every jump; 1 = off
+    jump: int = 10                 # RePaint jump length r (steps re-noised before each resampling)
     clip_quantile: float | None = 0.999  # clip predicted x0 to this quantile of |train embeddings|; None: no clip
+
+
+    def __post_init__(self):
+        if self.variant not in VARIANTS:
+            raise ValueError(f"adn.variant must be one of {', '.join(VARIANTS)}, got {self.variant!r}")
+        if self.prediction is not None and self.prediction not in PREDICTIONS:
+            raise ValueError(f"adn.prediction must be one of {', '.join(PREDICTIONS)} or null, got {self.prediction!r}")
+        if self.variant == "paper" and self.prediction not in (None, "epsilon"):
+            raise ValueError(f"adn.prediction={self.prediction!r} contradicts adn.variant='paper' (the paper's "
+                             "denoiser predicts the noise, Eq. 2): leave adn.prediction unset or use epsilon")
+        if self.reading is not None and self.reading not in READINGS:
+            raise ValueError(f"adn.reading must be one of {', '.join(READINGS)}, got {self.reading!r}")
+        if self.start_select not in ("mse", "ua"):
+            raise ValueError(f"adn.start_select must be mse or ua, got {self.start_select!r}")
+        if not (isinstance(self.resample, int) and self.resample >= 1):
+            raise ValueError(f"adn.resample must be an integer >= 1, got {self.resample!r}")
+        if not (isinstance(self.jump, int) and self.jump >= 1):
+            raise ValueError(f"adn.jump must be an integer >= 1, got {self.jump!r}")
+        if self.resample > 1 and (self.reading or PAPER_READING) in ("official", "official_clamp"):
+            raise ValueError("adn.resample (RePaint) works on top of Eq. 4 re-injection: readings noise, "
+                             f"sdedit_mean, sdedit_ridge; not {self.reading_or_default()!r}")
+
+    def check_variant(self, method: str) -> None:
+        """Settings of the paper variant given to a method that uses the conditional one are refused
+        (checked once the method's own settings are applied: ``admc.pipeline.config_for_method``)."""
+        if self.variant == "conditional":
+            for key, value, default in (("reading", self.reading, None), ("resample", self.resample, 1)):
+                if value != default:
+                    raise ValueError(f"adn.{key} applies to the paper variant (method admc_paper, or "
+                                     f"adn.variant=paper); method {method} uses the conditional variant")
+
+    def prediction_or_default(self) -> str:
+        return self.prediction or ("epsilon" if self.variant == "paper" else "sample")
+
+    def reading_or_default(self) -> str | None:
+        return (self.reading or PAPER_READING) if self.variant == "paper" else None
+
+
+VARIANTS = ("conditional", "paper")
+PREDICTIONS = ("epsilon", "sample", "v_prediction")
+# The paper variant's readings of Eq. 3-4 (what the missing rows are at the start step n):
+#   noise          missing rows N(0, I) at step n, available rows forward-noised, Eq. 4 re-injection
+#   sdedit_mean    all rows = the input with missing rows at the train mean (0), forward-noised to n, Eq. 4
+#   sdedit_ridge   the same with missing rows at the ridge estimate from the available ones
+#   official       the authors' code: missing rows = an unconditional sample, available rows noised to n,
+#                  n reverse steps without re-injection, clean available rows restored at the end
+#   official_clamp the authors' other path: all N steps, available rows clamped to their clean values
+READINGS = ("noise", "sdedit_mean", "sdedit_ridge", "official", "official_clamp")
+PAPER_READING = "noise"  # the paper variant's default reading (docs/completion.md: chosen on validation)
 
 
 @dataclass
@@ -70,11 +126,14 @@ class FusionConfig:
     patience: int = 8
     batch_size: int = 64
     lr: float = 1e-4
+    # fusion and MMER train on out-of-fold completions of the training set: the completer is refitted
+    # on K-1 folds and completes the K-th (0 = off: in-sample completions)
+    cross_fit: int = 0
 
 
 @dataclass
 class TrainConfig:
-    method: str = "admc"           # "admc" | "zero_fill"
+    method: str = "admc"           # one of admc.pipeline.METHODS
     seed: int = 0
     itfn: ITFNConfig = field(default_factory=ITFNConfig)
     adn: ADNConfig = field(default_factory=ADNConfig)

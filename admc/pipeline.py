@@ -12,16 +12,48 @@ import torch
 from torch import nn
 
 from admc.batching import batches, modality_batch
-from admc.config import TrainConfig, resolve_fusion_mode
+from dataclasses import asdict, dataclass, field, replace
+
+from admc.completion import ZeroFill, build_completer
+from admc.config import ADNConfig, TrainConfig, resolve_fusion_mode
 from admc.data import Schema, Split, condition_name
-from admc.diffusion import sampling
-from admc.models.denoiser import Denoiser
 from admc.models.encoders import UnimodalNet
 from admc.models.fusion import FusionNet
-from admc.models.linear_prior import LinearPrior
 
 
-METHODS = ("admc", "zero_fill", "late_fusion")
+@dataclass(frozen=True)
+class Method:
+    """What a method of ``admc train --method`` / ``admc bench --methods`` is made of."""
+
+    completer: str                      # admc.completion.build_completer kind
+    late: bool = False                  # average the unimodal heads instead of a fusion network
+    adn: dict = field(default_factory=dict)  # ADN settings the method fixes
+    about: str = ""
+
+
+METHODS: dict[str, Method] = {
+    "admc": Method("diffusion", about="ADN completion (the configured variant, by default conditional "
+                                      "around the linear prior) + per-condition fusion + MMER"),
+    "admc_paper": Method("diffusion", adn={"variant": "paper"},
+                         about="the paper's ADN: unconditional noise predictor, Eq. 3-4 in the paper "
+                               "variant's reading (adn.reading), start step n chosen on validation"),
+    "ridge_fill": Method("ridge", about="missing rows = the ridge (linear prior) estimate alone, no "
+                                        "diffusion; same ITFN, fusion and MMER as admc"),
+    "zero_fill": Method("zero", about="missing rows = the train mean (= mean_fill); the paper's w/o ADN"),
+    "late_fusion": Method("none", late=True, about="mean of the unimodal heads' probabilities"),
+}
+
+
+def config_for_method(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` with the ADN settings its method fixes (``admc_paper``: the paper variant)."""
+    if cfg.method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {cfg.method!r}")
+    fixed = METHODS[cfg.method].adn
+    if fixed:
+        cfg = replace(cfg, adn=ADNConfig(**{**asdict(cfg.adn), **fixed}))
+    if METHODS[cfg.method].completer == "diffusion":
+        cfg.adn.check_variant(cfg.method)
+    return cfg
 
 
 def mask_key(mask) -> str:
@@ -38,6 +70,7 @@ def all_masks(M: int) -> list[tuple[bool, ...]]:
 class ADMCModel(nn.Module):
     def __init__(self, schema: Schema, cfg: TrainConfig):
         super().__init__()
+        cfg = config_for_method(cfg)
         self.schema = schema
         self.cfg = cfg
         M, E, C = len(schema.modalities), cfg.itfn.emb_dim, len(schema.classes)
@@ -47,21 +80,15 @@ class ADMCModel(nn.Module):
         )
         self.register_buffer("emb_mean", torch.zeros(M, E))
         self.register_buffer("emb_std", torch.ones(M, E))
-        self.uses_adn = cfg.method == "admc"
-        a = cfg.adn
-        self.denoiser = (
-            Denoiser(M, E, a.d_model, a.layers, a.heads, a.ff, a.dropout, conditional=a.variant == "conditional")
-            if self.uses_adn else None
-        )
-        if a.prior not in ("linear", "none"):
-            raise ValueError(f"adn.prior must be linear or none, got {a.prior!r}")
-        # the conditional denoiser diffuses around the linear prior's conditional mean (fitted at train time)
-        self.prior = (LinearPrior(M, E) if self.uses_adn and a.variant == "conditional" and a.prior == "linear"
-                      else None)
-        if cfg.method not in METHODS:
-            raise ValueError(f"method must be one of {', '.join(METHODS)}, got {cfg.method!r}")
-        self.fusion_mode = "late" if cfg.method == "late_fusion" else resolve_fusion_mode(cfg.fusion.mode, M)
-        self.mmer = self.uses_adn and cfg.fusion.mmer
+        method = METHODS[cfg.method]
+        self.completer = build_completer(method.completer, cfg, M, E)
+        # the completer's modules, registered here so that a run's weights keep their names
+        self.denoiser = getattr(self.completer, "denoiser", None)
+        self.prior = getattr(self.completer, "prior", None)
+        self.uses_adn = method.completer == "diffusion"
+        self.completes = self.completer.completes  # missing rows are estimated (not the train mean)
+        self.fusion_mode = "late" if method.late else resolve_fusion_mode(cfg.fusion.mode, M)
+        self.mmer = self.completes and cfg.fusion.mmer
         self.fusion = nn.ModuleDict()
         f = cfg.fusion
         if self.fusion_mode == "late":
@@ -75,9 +102,25 @@ class ADMCModel(nn.Module):
                 in_dim = 2 * E if (full and self.mmer) else E
                 self.fusion[mask_key(mask)] = FusionNet(M, in_dim, C, f.d_model, f.layers, f.heads, f.ff,
                                                         f.dropout, f.hidden)
-        # set at train time, saved in the run's JSON
-        self.clip_range: float | None = None
-        self.start_step: int | None = a.start_step
+
+    # set at train time, saved in the run's JSON
+    @property
+    def clip_range(self) -> float | None:
+        return self.completer.clip_range
+
+    @clip_range.setter
+    def clip_range(self, value: float | None) -> None:
+        if not isinstance(self.completer, ZeroFill) or value is not None:
+            self.completer.clip_range = value
+
+    @property
+    def start_step(self) -> int | None:
+        return self.completer.start_step
+
+    @start_step.setter
+    def start_step(self, value: int | None) -> None:
+        if not isinstance(self.completer, ZeroFill) or value is not None:
+            self.completer.start_step = value
 
     # ---- embeddings ------------------------------------------------------------------------------
     @torch.no_grad()
@@ -101,14 +144,9 @@ class ADMCModel(nn.Module):
     @torch.no_grad()
     def fill(self, z: torch.Tensor, avail: torch.Tensor, generator: torch.Generator | None = None,
              start_step: int | None = None) -> torch.Tensor:
-        """Rows where ``avail`` is False: generated by the ADN (admc) or the train mean (zero_fill)."""
+        """Rows where ``avail`` is False filled by the method's completer (ADN, ridge or train mean)."""
         avail = avail.bool()
-        if not self.uses_adn:
-            return z * avail[..., None]
-        self.denoiser.eval()
-        return sampling.complete(self.denoiser, z * avail[..., None], avail, self.cfg.adn, self.clip_range,
-                                 start_step if start_step is not None else self.start_step, generator,
-                                 prior=self.prior)
+        return self.completer.complete(z * avail[..., None], avail, generator, start_step)
 
     @torch.no_grad()
     def cross_generate(self, z: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -222,5 +260,5 @@ def predict_window(model: ADMCModel, features: dict[str, "np.ndarray | None"],
     return {
         "probs": {c: float(p) for c, p in zip(classes, probs)},
         "label": classes[int(probs.argmax())],
-        "imputed": [m for m, a in zip(model.schema.names, avail[0].tolist()) if not a] if model.uses_adn else [],
+        "imputed": [m for m, a in zip(model.schema.names, avail[0].tolist()) if not a] if model.completes else [],
     }

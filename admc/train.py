@@ -10,48 +10,15 @@ import time
 import numpy as np
 import torch
 from torch import nn
-from torch.optim.swa_utils import get_ema_multi_avg_fn
 
 from admc.batching import batches, modality_batch
 from admc.config import TrainConfig
-from admc.data import FeatureDataset, Split, missing_conditions
-from admc.diagnostics import completion_errors
-from admc.diffusion import schedule
+from admc.data import FeatureDataset, Split
+from admc.diagnostics import completion_errors, generated_ua
 from admc.metrics import scores
+from admc.optim import EarlyStopping, lambda_rule  # noqa: F401 - re-exported for the benchmarks
 from admc.pipeline import ADMCModel, all_masks, mask_key
 from admc.runtime import log, progress
-
-NOISE_BINS = 10
-
-
-def lambda_rule(epochs: int):
-    """Constant learning rate for the first half, then linear decay (MMIN's LambdaLR rule)."""
-    keep = max(1, epochs // 2)
-
-    def f(epoch: int) -> float:
-        return 1.0 - max(0, epoch - keep) / float(epochs - keep + 1)
-
-    return f
-
-
-class EarlyStopping:
-    """Keeps the state of the best epoch; says stop after ``patience`` epochs without improvement."""
-
-    def __init__(self, patience: int, mode: str = "max"):
-        self.patience, self.sign = patience, 1.0 if mode == "max" else -1.0
-        self.best, self.best_state, self.bad = None, None, 0
-
-    def step(self, score: float, module: nn.Module) -> bool:
-        if self.best is None or self.sign * (score - self.best) > 1e-9:
-            self.best, self.best_state, self.bad = score, copy.deepcopy(module.state_dict()), 0
-        else:
-            self.bad += 1
-        return self.bad >= self.patience
-
-    @property
-    def improved(self) -> bool:
-        return self.bad == 0
-
 
 def _ua(y, pred) -> float:
     return scores(y, pred)["ua"]
@@ -118,45 +85,21 @@ def fit_standardization(model: ADMCModel, train: Split) -> None:
         model.emb_std[i] = rows.std(0).clamp_min(1e-4)
 
 
-# ---- stage 2: ADN ----------------------------------------------------------------------------------
+# ---- stage 2: completion (ADN, ridge prior or nothing) ----------------------------------------------
 
-def random_proper_masks(n: int, M: int, gen: torch.Generator, device) -> torch.Tensor:
-    """[n, M] availability masks drawn uniformly from the non-empty proper subsets."""
-    codes = torch.randint(1, 2**M - 1, (n,), generator=gen).to(device)
-    return (codes[:, None] >> torch.arange(M, device=device)[None]) & 1 == 1
+def train_completer(model: ADMCModel, z_tr: torch.Tensor, p_tr: torch.Tensor, z_va: torch.Tensor,
+                    p_va: torch.Tensor, y_va: np.ndarray, seed: int) -> dict:
+    """Fit the method's completer on the full training samples (selection on full validation ones);
+    the paper variant's start step n is then chosen on validation (:func:`choose_start_step`)."""
+    info = model.completer.fit(z_tr[p_tr.all(dim=1)], z_va[p_va.all(dim=1)], seed)
+    if model.completer.uses_start_step and model.cfg.adn.start_step is None:
+        info.update(choose_start_step(model, z_va, p_va, y_va, seed))
+    return info
 
 
-def adn_loss(model: ADMCModel, sch, x0: torch.Tensor, gen: torch.Generator, per_bin: np.ndarray | None = None):
-    """One denoising loss. Paper variant: epsilon (or x0/v) MSE on all rows of full samples.
-    Conditional variant: available rows clean, loss on the rows to generate."""
-    cfg = model.cfg.adn
-    B, M, _ = x0.shape
-    dev = x0.device
-    t = torch.randint(0, cfg.num_train_timesteps, (B,), generator=gen).to(dev)
-    noise = torch.randn(x0.shape, generator=gen).to(dev)
-    if cfg.variant == "conditional":
-        # diffusion on the residual y = x - mu around the prior mean mu of the missing rows (zero
-        # without a prior); the denoiser sees the available rows clean and mu + y_t on the others
-        avail = random_proper_masks(B, M, gen, dev)
-        keep = avail[..., None].float()
-        mu = (1 - keep) * model.prior(keep * x0, avail) if model.prior is not None else torch.zeros_like(x0)
-        y0 = x0 - mu
-        target = schedule.training_target(sch, y0, noise, t, cfg.prediction)
-        out = model.denoiser(keep * x0 + (1 - keep) * (mu + schedule.forward_noise(sch, y0, noise, t)), t, avail)
-        weight = (1 - keep).expand_as(x0)
-    else:
-        target = schedule.training_target(sch, x0, noise, t, cfg.prediction)
-        out = model.denoiser(schedule.forward_noise(sch, x0, noise, t), t)
-        weight = torch.ones_like(x0)
-    err = ((out - target) ** 2 * weight).sum(dim=(1, 2)) / weight.sum(dim=(1, 2))
-    if per_bin is not None:
-        bins = (t * NOISE_BINS // cfg.num_train_timesteps).cpu().numpy()
-        e = err.detach().cpu().numpy()
-        for b in range(NOISE_BINS):
-            sel = bins == b
-            per_bin[0, b] += e[sel].sum()
-            per_bin[1, b] += sel.sum()
-    return err.mean()
+def train_adn(model: ADMCModel, z_tr, p_tr, z_va, p_va, seed: int) -> dict:
+    """The ADN stage alone (no start step choice); kept for the benchmark scripts."""
+    return model.completer.fit(z_tr[p_tr.all(dim=1)], z_va[p_va.all(dim=1)], seed)
 
 
 def clip_range(cfg, full_train: torch.Tensor) -> float | None:
@@ -165,128 +108,24 @@ def clip_range(cfg, full_train: torch.Tensor) -> float | None:
     return None if q is None else float(torch.quantile(full_train.abs().flatten()[:1_000_000], q))
 
 
-@torch.no_grad()
-def fit_prior(model: ADMCModel, full_tr: torch.Tensor, full_va: torch.Tensor) -> dict:
-    """Fit the conditional ADN's linear prior on full training samples; its shrinkage is the one of
-    ``adn.prior_grid`` with the lowest validation completion MSE (mean over missing conditions)."""
-    cfg = model.cfg.adn
-    model.prior.fit(full_tr)
-    grid = [cfg.prior_shrinkage] if cfg.prior_shrinkage else list(cfg.prior_grid)
-    scores = {}
-    for lam in grid:
-        model.prior.set_shrinkage(lam)
-        errs = []
-        for _, mask in missing_conditions(model.schema.names):
-            avail = torch.tensor(mask, device=full_va.device).expand(len(full_va), -1)
-            mu = model.prior(full_va * avail[..., None], avail)
-            errs.append(float(((mu - full_va)[~avail] ** 2).mean()))
-        scores[float(lam)] = float(np.mean(errs))
-    best = min(scores, key=scores.get)
-    model.prior.set_shrinkage(best)
-    log(f"ADN linear prior: shrinkage {best:g} (val completion MSE {scores[best]:.4f})")
-    return {"prior_shrinkage": best, "prior_val_completion_mse": scores[best],
-            "prior_grid_val_completion_mse": {f"{k:g}": v for k, v in scores.items()}}
-
-
-def train_adn(model: ADMCModel, z_tr: torch.Tensor, p_tr: torch.Tensor, z_va: torch.Tensor, p_va: torch.Tensor,
-              seed: int) -> dict:
-    cfg = model.cfg.adn
-    dev = z_tr.device
-    sch = schedule.ddpm(cfg)
-    full_tr = z_tr[p_tr.all(dim=1)]
-    full_va = z_va[p_va.all(dim=1)]
-    if len(full_tr) < 2 or len(full_va) < 1:
-        raise ValueError("the ADN trains on samples with every modality present: too few in train/val")
-    model.clip_range = clip_range(cfg, full_tr)
-    prior_info = fit_prior(model, full_tr, full_va) if model.prior is not None else {}
-    torch.manual_seed(seed + 17)
-    gen = torch.Generator().manual_seed(seed + 17)
-    rng = np.random.default_rng(seed + 17)
-    opt = torch.optim.AdamW(model.denoiser.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda_rule(cfg.epochs))
-    # an exponential moving average of the weights is what gets evaluated and kept
-    ema = (torch.optim.swa_utils.AveragedModel(model.denoiser, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay))
-           if cfg.ema_decay else None)
-    stopper, history = EarlyStopping(cfg.patience, mode="min"), []
-    # The conditional variant is selected on what it is for: completion error on validation.
-    # The paper variant's start step n is chosen after training, so it is selected on the loss.
-    select_on_completion = cfg.variant == "conditional"
-    bar = progress(range(cfg.epochs), desc="ADN")
-    for epoch in bar:
-        model.denoiser.train()
-        per_bin = np.zeros((2, NOISE_BINS))
-        for idx in batches(len(full_tr), cfg.batch_size, rng):
-            loss = adn_loss(model, sch, full_tr[torch.from_numpy(idx).to(dev)], gen, per_bin)
-            opt.zero_grad()
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.denoiser.parameters(), 1.0)
-            opt.step()
-            if ema is not None:
-                ema.update_parameters(model.denoiser)
-        sched.step()
-        train_state = None
-        if ema is not None:  # evaluate (and keep) the averaged weights
-            train_state = copy.deepcopy(model.denoiser.state_dict())
-            model.denoiser.load_state_dict(ema.module.state_dict())
-        val = _adn_val_loss(model, sch, full_va, seed)
-        train_bins = (per_bin[0] / np.maximum(per_bin[1], 1)).tolist()
-        h = {"epoch": epoch + 1, "val_loss": val, "train_loss_per_noise_bin": train_bins}
-        if select_on_completion:
-            errs = completion_errors(model, z_va, p_va, seed)
-            h["val_completion_mse"] = float(np.mean([e["mse"] for e in errs.values()]))
-        history.append(h)
-        score = h.get("val_completion_mse", val)
-        bar.set_postfix(val_loss=f"{val:.4f}", score=f"{score:.4f}")
-        stop = stopper.step(score, model.denoiser)
-        if stopper.improved:
-            best_epoch = h
-        if train_state is not None:
-            model.denoiser.load_state_dict(train_state)
-        if stop:
-            break
-    model.denoiser.load_state_dict(stopper.best_state)
-    model.denoiser.requires_grad_(False)
-    val_bins = np.zeros((2, NOISE_BINS))
-    with torch.no_grad():
-        model.denoiser.eval()
-        adn_loss(model, sch, full_va, torch.Generator().manual_seed(seed + 99), val_bins)
-    info = {
-        "epochs": len(history),
-        "best_epoch": best_epoch["epoch"],
-        "selected_on": "val completion MSE" if select_on_completion else "val denoising loss",
-        "best_val_loss": best_epoch["val_loss"],
-        "best_val_completion_mse": best_epoch.get("val_completion_mse"),
-        "train_loss_per_noise_bin": best_epoch["train_loss_per_noise_bin"],
-        "val_loss_per_noise_bin": (val_bins[0] / np.maximum(val_bins[1], 1)).tolist(),
-        "noise_bins": [[b * cfg.num_train_timesteps // NOISE_BINS, (b + 1) * cfg.num_train_timesteps // NOISE_BINS]
-                       for b in range(NOISE_BINS)],
-        "clip_range": model.clip_range,
-        **prior_info,
-        "val_loss_curve": [h["val_loss"] for h in history],
-    }
-    log(f"ADN: selected epoch {info['best_epoch']} ({info['selected_on']} {stopper.best:.4f})")
-    return info
-
-
-@torch.no_grad()
-def _adn_val_loss(model: ADMCModel, sch, full_va: torch.Tensor, seed: int) -> float:
-    model.denoiser.eval()
-    gen = torch.Generator().manual_seed(seed + 99)  # same t, noise and masks every epoch
-    losses = [adn_loss(model, sch, full_va[s : s + 1024], gen).item() * len(full_va[s : s + 1024])
-              for s in range(0, len(full_va), 1024)]
-    return float(sum(losses) / len(full_va))
-
-
-def choose_start_step(model: ADMCModel, z_va: torch.Tensor, p_va: torch.Tensor, seed: int) -> dict:
-    """Paper variant: pick the reverse-chain start n from the grid by validation completion MSE."""
-    grid = {}
+def choose_start_step(model: ADMCModel, z_va: torch.Tensor, p_va: torch.Tensor, y_va: np.ndarray | None,
+                      seed: int) -> dict:
+    """Paper variant: the reverse-chain start n from ``adn.start_grid``, chosen on validation twice:
+    by completion MSE (mean over missing conditions) and by UA of the frozen unimodal heads on the
+    generated rows (paper Table 4).  Both choices are recorded; ``adn.start_select`` says which is used."""
+    mse, ua = {}, {}
     for n in progress(model.cfg.adn.start_grid, desc="choose n"):
         errs = completion_errors(model, z_va, p_va, seed, start_step=n)
-        grid[str(n)] = float(np.mean([e["mse"] for e in errs.values()]))
-    best = int(min(grid, key=grid.get))
-    model.start_step = best
-    log(f"ADN start step n = {best} (validation completion MSE {grid})")
-    return {"start_step": best, "val_mse_by_start_step": grid}
+        mse[str(n)] = float(np.mean([e["mse"] for e in errs.values()]))
+        if y_va is not None:
+            ua[str(n)] = generated_ua(model, z_va, p_va, y_va, seed, start_step=n)
+    by_mse = int(min(mse, key=mse.get))
+    by_ua = int(max(ua, key=ua.get)) if ua else None
+    select = model.cfg.adn.start_select
+    model.start_step = by_ua if select == "ua" and by_ua is not None else by_mse
+    log(f"ADN start step n = {model.start_step} (by val MSE: {by_mse}, by val UA: {by_ua}; using {select})")
+    return {"start_step": model.start_step, "start_step_by_mse": by_mse, "start_step_by_ua": by_ua,
+            "start_selected_on": select, "val_mse_by_start_step": mse, "val_generated_ua_by_start_step": ua}
 
 
 # ---- stage 3: fusion -------------------------------------------------------------------------------
@@ -299,8 +138,39 @@ def _fusion_masks(M: int, rng: np.random.Generator, max_patterns: int = 16) -> l
     return picked + [masks[-1]]
 
 
+class CrossFit:
+    """Out-of-fold completions of the training set: fold k's rows are completed by a copy of the model
+    whose completer was refitted on the full training samples of the other folds, so the fusion
+    network trains on completions like the ones it meets at test time (not in-sample ones)."""
+
+    def __init__(self, model: ADMCModel, z_tr, p_tr, z_va, p_va, folds: int, seed: int):
+        n = len(z_tr)
+        self.fold_of = torch.from_numpy(np.random.default_rng(seed + 71).permutation(n) % folds).to(z_tr.device)
+        full_va = z_va[p_va.all(dim=1)]
+        self.models = []
+        for k in progress(range(folds), desc="cross-fit"):
+            fm = copy.deepcopy(model)
+            sel = (self.fold_of != k) & p_tr.all(dim=1)
+            fm.completer.fit(z_tr[sel], full_va, seed + 1000 * (k + 1))
+            fm.start_step = model.start_step  # the paper variant keeps the n chosen on the whole train set
+            fm.requires_grad_(False)
+            self.models.append(fm)
+
+    @torch.no_grad()
+    def fusion_inputs(self, z, rows, avail, gen) -> torch.Tensor:
+        parts = []
+        for k, fm in enumerate(self.models):
+            sel = torch.nonzero(self.fold_of[rows] == k).flatten()
+            if len(sel):
+                parts.append((sel, fm.fusion_inputs(z[rows[sel]], avail[sel], gen)))
+        out = torch.empty(len(rows), *parts[0][1].shape[1:], device=z.device)
+        for sel, tok in parts:
+            out[sel] = tok
+        return out
+
+
 @torch.no_grad()
-def _pattern_set(model: ADMCModel, z, present, labels, masks, seed: int):
+def _pattern_set(model: ADMCModel, z, present, labels, masks, seed: int, cross_fit: CrossFit | None = None):
     """Fusion inputs for each availability pattern over the samples that have those modalities."""
     out = []
     for k, mask in enumerate(masks):
@@ -310,7 +180,10 @@ def _pattern_set(model: ADMCModel, z, present, labels, masks, seed: int):
             continue
         avail = m.expand(len(rows), -1)
         gen = torch.Generator().manual_seed(seed * 7919 + k)
-        tokens = model.fusion_inputs(z[rows], avail, gen)
+        if cross_fit is not None:
+            tokens = cross_fit.fusion_inputs(z, rows, avail, gen)
+        else:
+            tokens = model.fusion_inputs(z[rows], avail, gen)
         out.append((mask, tokens, avail.clone(), torch.from_numpy(labels[rows.cpu().numpy()]).to(z.device)))
     return out
 
@@ -357,17 +230,21 @@ def train_fusion(model: ADMCModel, z_tr, p_tr, y_tr, z_va, p_va, y_va, seed: int
     cfg = model.cfg.fusion
     rng = np.random.default_rng(seed + 3)
     info = {}
+    xfit = None
+    if cfg.cross_fit and cfg.cross_fit > 1 and model.completes:
+        xfit = CrossFit(model, z_tr, p_tr, z_va, p_va, int(cfg.cross_fit), seed)
+        info["cross_fit_folds"] = int(cfg.cross_fit)
     if model.fusion_mode == "shared":
         if cfg.shared_patterns not in ("all", "full"):
             raise ValueError(f"fusion.shared_patterns must be all or full, got {cfg.shared_patterns!r}")
         masks = _fusion_masks(model.M, rng) if cfg.shared_patterns == "all" else [tuple(True for _ in range(model.M))]
-        tr = _pattern_set(model, z_tr, p_tr, y_tr, masks, seed)
+        tr = _pattern_set(model, z_tr, p_tr, y_tr, masks, seed, xfit)
         va = _pattern_set(model, z_va, p_va, y_va, masks, seed + 1)
         info["shared"] = fit_fusion(model.fusion["shared"], tr, va, cfg, seed + 11)
         info["shared"]["patterns"] = [model.condition_name(m) for m in masks]
     else:
         for k, mask in enumerate(progress(all_masks(model.M), desc="fusion")):
-            tr = _pattern_set(model, z_tr, p_tr, y_tr, [mask], seed + k)
+            tr = _pattern_set(model, z_tr, p_tr, y_tr, [mask], seed + k, xfit)
             va = _pattern_set(model, z_va, p_va, y_va, [mask], seed + 1000 + k)
             info[model.condition_name(mask)] = fit_fusion(model.fusion[mask_key(mask)], tr, va, cfg, seed + 11 + k)
     return info
@@ -395,11 +272,10 @@ def train(ds: FeatureDataset, cfg: TrainConfig, device: torch.device, encoders_f
         fit_standardization(model, train_split)
     z_tr, p_tr = model.embed(train_split)
     z_va, p_va = model.embed(val_split)
-    if model.uses_adn:
-        info["adn"] = train_adn(model, z_tr, p_tr, z_va, p_va, cfg.seed)
-        if cfg.adn.variant == "paper" and cfg.adn.start_step is None:
-            info["adn"].update(choose_start_step(model, z_va, p_va, cfg.seed))
-        info["adn"]["val_completion"] = completion_errors(model, z_va, p_va, cfg.seed)
+    if model.completes:
+        key = "adn" if model.uses_adn else "completion"
+        info[key] = train_completer(model, z_tr, p_tr, z_va, p_va, val_split.labels, cfg.seed)
+        info[key]["val_completion"] = completion_errors(model, z_va, p_va, cfg.seed)
     if model.fusion_mode != "late":
         info["fusion"] = train_fusion(model, z_tr, p_tr, train_split.labels, z_va, p_va, val_split.labels,
                                       cfg.seed)

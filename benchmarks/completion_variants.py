@@ -104,7 +104,7 @@ def run(data: Path, out: Path, seeds: list[int], variants: list[str], adn_epochs
                 info = train_adn(m, *emb["train"], *emb["val"], seed)
                 trained[key] = m
             if c.adn.variant == "paper":
-                info.update(choose_start_step(m, *emb["val"], seed))
+                info.update(choose_start_step(m, *emb["val"], ds["val"].labels, seed))
             rows[v]["seconds"].append(time.time() - t0)
             for s in ("val", "test"):
                 rep = completion_report(m, *emb[s], ds[s].labels, ridge, seed)

@@ -17,7 +17,7 @@ def _common(cfg: ADNConfig, clip_range: float | None) -> dict:
         beta_start=cfg.beta_start,
         beta_end=cfg.beta_end,
         beta_schedule=cfg.schedule,
-        prediction_type=cfg.prediction,
+        prediction_type=cfg.prediction_or_default(),
         # diffusers' default clip range of 1.0 suits images in [-1, 1], not standardized embeddings
         clip_sample=clip_range is not None,
         clip_sample_range=float(clip_range) if clip_range is not None else 1.0,
@@ -62,3 +62,18 @@ def predicted_x0(scheduler, output: torch.Tensor, x_t: torch.Tensor, t: int, pre
     if prediction == "v_prediction":
         return ab.sqrt() * x_t - (1 - ab).sqrt() * output
     raise ValueError(f"unknown prediction type {prediction!r}")
+
+
+def renoise(scheduler, x: torch.Tensor, noise: torch.Tensor, t_from: int, t_to: int) -> torch.Tensor:
+    """q(x_to | x_from) for t_to > t_from: the forward chain run on from step t_from (t_from = -1: clean)
+    to t_to, sqrt(abar_to / abar_from) x + sqrt(1 - abar_to / abar_from) noise (RePaint's jump back)."""
+    ab = scheduler.alphas_cumprod
+    a_to = ab[t_to].to(x.dtype)
+    a_from = ab[t_from].to(x.dtype) if t_from >= 0 else torch.ones((), dtype=x.dtype)
+    ratio = a_to / a_from
+    return ratio.sqrt() * x + (1 - ratio).sqrt() * noise
+
+
+def noise_std(scheduler, t: int) -> float:
+    """Standard deviation of the noise in q(x_t | x_0); 0 for t = -1 (the clean sample)."""
+    return 0.0 if t < 0 else float((1 - scheduler.alphas_cumprod[t]).sqrt())

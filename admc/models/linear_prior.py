@@ -37,6 +37,28 @@ class LinearPrior(nn.Module):
         self._maps.clear()
         return self
 
+    @torch.no_grad()
+    def fit_select(self, full_tr: torch.Tensor, full_va: torch.Tensor, shrinkage: float | None,
+                   grid: list[float]) -> dict:
+        """Fit on full training samples; the shrinkage is ``shrinkage`` when given, else the one of
+        ``grid`` with the lowest validation completion MSE (mean over the missing conditions)."""
+        self.fit(full_tr)
+        lams = [shrinkage] if shrinkage else list(grid)
+        scores = {}
+        for lam in lams:
+            self.set_shrinkage(lam)
+            errs = []
+            for code in range(1, 2**self.M - 1):
+                mask = [bool(code >> i & 1) for i in range(self.M)]
+                avail = torch.tensor(mask, device=full_va.device).expand(len(full_va), -1)
+                mu = self(full_va * avail[..., None], avail)
+                errs.append(float(((mu - full_va)[~avail] ** 2).mean()))
+            scores[float(lam)] = sum(errs) / len(errs)
+        best = min(scores, key=scores.get)
+        self.set_shrinkage(best)
+        return {"prior_shrinkage": best, "prior_val_completion_mse": scores[best],
+                "prior_grid_val_completion_mse": {f"{k:g}": v for k, v in scores.items()}}
+
     def set_shrinkage(self, value: float) -> None:
         if not value > 0:
             raise ValueError(f"prior shrinkage must be > 0, got {value}")

@@ -1,0 +1,151 @@
+"""The ADN as one object: denoiser + prior + noise schedule, owning its training loss and ``complete()``.
+
+Like a diffusers pipeline it composes parts that know nothing of each other: the denoiser
+(``admc.models.denoiser``) maps rows and a timestep to a prediction, the schedule
+(``admc.diffusion.schedule``) is diffusers' maths, the prior (``admc.models.linear_prior``) is a ridge
+estimate.  The variant and, for the paper variant, the reading of Eq. 3-4 are fixed when the object is
+built; nothing else in the code switches on them.
+
+- ``conditional``: the denoiser sees the available rows clean plus the mask and generates the
+  missing rows around the linear prior (``admc.diffusion.sampling``).
+- ``paper``: an unconditional noise predictor trained on full samples; completion runs one of the
+  readings in ``admc.diffusion.readings`` from a start step n.
+
+It has the completer surface of ``admc.completion``: ``fit(full_train, full_val, seed)`` and
+``complete(z, avail, generator)``.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import torch
+
+from admc.config import ADNConfig
+from admc.diffusion import readings, sampling, schedule
+from admc.models.denoiser import Denoiser
+from admc.models.linear_prior import LinearPrior
+
+NOISE_BINS = 10
+
+
+def proper_masks(M: int) -> list[tuple[bool, ...]]:
+    """Every non-empty proper availability pattern (the missing conditions)."""
+    return [m for m in itertools.product([False, True], repeat=M) if any(m) and not all(m)]
+
+
+def random_proper_masks(n: int, M: int, gen: torch.Generator, device) -> torch.Tensor:
+    """[n, M] availability masks drawn uniformly from the non-empty proper subsets."""
+    codes = torch.randint(1, 2**M - 1, (n,), generator=gen).to(device)
+    return (codes[:, None] >> torch.arange(M, device=device)[None]) & 1 == 1
+
+
+class Diffusion:
+    name = "diffusion"
+    completes = True
+
+    def __init__(self, denoiser: Denoiser, cfg: ADNConfig, prior: LinearPrior | None = None):
+        self.denoiser, self.cfg, self.prior = denoiser, cfg, prior
+        self.variant = cfg.variant
+        self.prediction = cfg.prediction_or_default()
+        self.reading = cfg.reading_or_default()
+        if self.variant == "paper":
+            self._read = readings.READERS[self.reading]
+            if self.reading == "sdedit_ridge" and prior is None:
+                raise ValueError("adn.reading=sdedit_ridge needs the linear prior")
+        self.clip_range: float | None = None  # set by fit, saved with the run
+        self.start_step: int | None = cfg.start_step
+
+    @property
+    def uses_start_step(self) -> bool:
+        return self.variant == "paper" and readings.USES_START_STEP[self.reading]
+
+    # ---- training ------------------------------------------------------------------------------
+    def loss(self, x0: torch.Tensor, gen: torch.Generator, per_bin: np.ndarray | None = None) -> torch.Tensor:
+        """One denoising loss on full samples ``x0 [B, M, D]``.  Paper variant: the scheduler's target
+        (noise, Eq. 2) on every row.  Conditional: random availability, available rows clean, loss on the
+        rows to generate, in the residual space around the prior mean."""
+        cfg = self.cfg
+        sch = self._ddpm_for_loss()
+        B, M, _ = x0.shape
+        dev = x0.device
+        t = torch.randint(0, cfg.num_train_timesteps, (B,), generator=gen).to(dev)
+        noise = torch.randn(x0.shape, generator=gen).to(dev)
+        if self.variant == "conditional":
+            avail = random_proper_masks(B, M, gen, dev)
+            keep = avail[..., None].float()
+            mu = (1 - keep) * self.prior(keep * x0, avail) if self.prior is not None else torch.zeros_like(x0)
+            y0 = x0 - mu
+            target = schedule.training_target(sch, y0, noise, t, self.prediction)
+            out = self.denoiser(keep * x0 + (1 - keep) * (mu + schedule.forward_noise(sch, y0, noise, t)), t, avail)
+            weight = (1 - keep).expand_as(x0)
+        else:
+            target = schedule.training_target(sch, x0, noise, t, self.prediction)
+            out = self.denoiser(schedule.forward_noise(sch, x0, noise, t), t)
+            weight = torch.ones_like(x0)
+        err = ((out - target) ** 2 * weight).sum(dim=(1, 2)) / weight.sum(dim=(1, 2))
+        if per_bin is not None:
+            bins = (t * NOISE_BINS // cfg.num_train_timesteps).cpu().numpy()
+            e = err.detach().cpu().numpy()
+            for b in range(NOISE_BINS):
+                sel = bins == b
+                per_bin[0, b] += e[sel].sum()
+                per_bin[1, b] += sel.sum()
+        return err.mean()
+
+    def _ddpm_for_loss(self):
+        if getattr(self, "_loss_sch", None) is None:
+            self._loss_sch = schedule.ddpm(self.cfg)
+        return self._loss_sch
+
+    def fit(self, full_tr: torch.Tensor, full_va: torch.Tensor, seed: int) -> dict:
+        """Fit the prior (shrinkage on validation), then train the denoiser (``admc.diffusion.training``)."""
+        from admc.diffusion.training import train_denoiser
+
+        if len(full_tr) < 2 or len(full_va) < 1:
+            raise ValueError("the ADN trains on samples with every modality present: too few in train/val")
+        q = self.cfg.clip_quantile
+        self.clip_range = None if q is None else float(torch.quantile(full_tr.abs().flatten()[:1_000_000], q))
+        info = self.prior.fit_select(full_tr, full_va, self.cfg.prior_shrinkage, self.cfg.prior_grid) \
+            if self.prior is not None else {}
+        info.update(train_denoiser(self, full_tr, full_va, seed))
+        return info
+
+    # ---- completion ----------------------------------------------------------------------------
+    @torch.no_grad()
+    def complete(self, z: torch.Tensor, avail: torch.Tensor, generator: torch.Generator | None = None,
+                 start_step: int | None = None, trace: readings.Trace | None = None,
+                 batch_size: int = 4096) -> torch.Tensor:
+        """``z [B, M, D]`` with the rows where ``avail [B, M]`` is False generated (the average of
+        ``adn.num_samples`` completions); available rows are returned exactly as given."""
+        self.denoiser.eval()
+        avail = avail.bool()
+        out = z.clone()
+        todo = torch.nonzero(~avail.all(dim=1)).flatten()
+        K = max(1, int(self.cfg.num_samples))
+        n = start_step if start_step is not None else self.start_step
+        if self.uses_start_step and n is None:
+            raise ValueError("paper variant needs a start step n (chosen on validation at train time)")
+        for s in range(0, len(todo), batch_size):
+            idx = todo[s : s + batch_size]
+            zi = (z[idx] * avail[idx][..., None]).repeat(K, 1, 1)
+            ai = avail[idx].repeat(K, 1)
+            mu = self.prior(zi, ai) if self.prior is not None else None
+            if self.variant == "paper":
+                gen = self._complete_paper(zi, ai, n, generator, trace, mu)
+            else:
+                gen = sampling.sample_conditional(self.denoiser, zi, ai, self.cfg, self.clip_range, generator,
+                                                  prior_mean=mu)
+            gen = gen.view(K, len(idx), *z.shape[1:]).mean(dim=0)
+            out[idx] = torch.where(avail[idx][..., None], z[idx], gen)
+        return out
+
+    def _complete_paper(self, z, avail, n, generator, trace, prior_mean):
+        cfg = self.cfg
+        sch = schedule.ddpm(cfg, self.clip_range)
+        N = cfg.num_train_timesteps
+        n = N if n is None else int(min(max(n, 1), N))
+        keep = avail[..., None].to(z.dtype)
+        return self._read(self.denoiser, sch, z, keep, n, generator, trace, prior_mean=prior_mean,
+                          jump=cfg.jump, resample=cfg.resample)
