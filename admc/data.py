@@ -1,15 +1,19 @@
 """Feature datasets in the "admc-features/1" interchange format (see docs/feature-dataset.md).
 
 A dataset directory holds ``meta.json`` and one ``.npz`` per split.  Everything is plain NumPy,
-read with ``allow_pickle=False``.  Every problem found while reading is raised as
+read by :class:`NpzReader`: only the keys the format names, never unpickled, sizes checked before
+anything is allocated.  Every problem found while reading is raised as
 :class:`DatasetError` with the file and key it concerns.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
@@ -238,6 +242,14 @@ def validate_split(path: Path, arrays, schema: Schema, split_name: str) -> Split
     return Split(split_name, labels.astype(np.int64), ids, rows, offsets, present)
 
 
+def split_keys(schema: Schema) -> list[str]:
+    """The keys of a split file the format names; nothing else in the file is read."""
+    keys = ["labels", "ids"]
+    for m in schema.names:
+        keys += [m, f"{m}_offsets", f"{m}_present"]
+    return keys
+
+
 def load_dataset(path: str | os.PathLike, splits=SPLITS) -> FeatureDataset:
     """Read and validate a dataset directory. Raises :class:`DatasetError` on any problem."""
     path = Path(path)
@@ -247,7 +259,7 @@ def load_dataset(path: str | os.PathLike, splits=SPLITS) -> FeatureDataset:
     if not meta_path.is_file():
         raise DatasetError(f"{meta_path}: missing (a dataset directory needs meta.json)")
     try:
-        meta = json.loads(meta_path.read_text())
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DatasetError(f"{meta_path}: not valid JSON ({e})") from None
     if not isinstance(meta, dict):
@@ -260,15 +272,134 @@ def load_dataset(path: str | os.PathLike, splits=SPLITS) -> FeatureDataset:
         f = path / f"{s}.npz"
         if not f.is_file():
             raise DatasetError(f"{f}: missing split file")
-        try:
-            with np.load(f, allow_pickle=False) as z:
-                arrays = {k: z[k] for k in z.files}
-        except ValueError as e:  # object arrays need pickle: refused
-            raise DatasetError(f"{f}: cannot be read without unpickling ({e})") from None
-        except Exception as e:  # noqa: BLE001 - zip/npy corruption has many exception types
-            raise DatasetError(f"{f}: not a readable .npz file ({type(e).__name__}: {e})") from None
+        with NpzReader(f) as z:
+            arrays = {k: z.read(k) for k in split_keys(schema) if k in z}
         ds.splits[s] = validate_split(f, arrays, schema, s)
     return ds
+
+
+# --- reading .npz/.npy files without trusting them ------------------------------------------------
+
+MAX_READ_BYTES = 32 * 2**30  # the most one .npz file may expand to in memory (the keys read, together)
+MIN_READ_BUDGET = 64 * 2**20  # any file may expand to this much ...
+MAX_EXPANSION = 200  # ... or to this many times its size (float features stored by np.savez: ~1x)
+DEFLATE_MAX_RATIO = 1032  # the most a deflate stream can expand; a member declaring more lies
+
+
+def _size(n: int) -> str:
+    for unit, k in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= k:
+            return f"{n / k:.1f} {unit}"
+    return f"{n} bytes"
+
+
+def read_npy_header(f, where: str, allow_object: bool = False) -> tuple[tuple[int, ...], bool, np.dtype, int]:
+    """Parse an .npy header from the binary file object ``f``: ``(shape, fortran_order, dtype,
+    data_bytes)``, refusing object (pickled) dtypes unless ``allow_object``, without reading or
+    allocating the data (``data_bytes`` is 0 for object arrays: their size is the pickle's)."""
+    fmt = np.lib.format
+    try:
+        version = fmt.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = fmt.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, fortran, dtype = fmt.read_array_header_2_0(f)
+        else:  # 3.0: a utf-8 header, read by numpy's private helper
+            from numpy.lib import _format_impl
+
+            shape, fortran, dtype = _format_impl._read_array_header(f, version)
+    except (ValueError, OSError, EOFError, SyntaxError, zipfile.BadZipFile, zlib.error) as e:
+        raise DatasetError(f"{where}: not an .npy array ({e})") from None
+    if dtype.hasobject and not allow_object:
+        raise DatasetError(f"{where}: contains pickled data (an object array); refused: store plain numbers "
+                           "or strings")
+    if any(d < 0 for d in shape):
+        raise DatasetError(f"{where}: header declares a negative dimension {shape}")
+    return tuple(shape), bool(fortran), dtype, 0 if dtype.hasobject else math.prod(shape) * dtype.itemsize
+
+
+def _read_into(f, arr: np.ndarray, where: str) -> None:
+    buf = memoryview(arr.reshape(-1).view(np.uint8))
+    pos = 0
+    while pos < len(buf):
+        chunk = f.read(min(16 * 2**20, len(buf) - pos))
+        if not chunk:
+            raise DatasetError(f"{where}: data ends after {pos} of {len(buf)} bytes")
+        buf[pos:pos + len(chunk)] = chunk
+        pos += len(chunk)
+
+
+class NpzReader:
+    """Reads named arrays of an ``.npz`` file (``np.savez``) without unpickling and without trusting
+    its sizes: every size a member declares is checked against the file's size, against what the
+    compression can produce, and against a read budget before anything is allocated; keys that are
+    not asked for are never read.  Every problem is a :class:`DatasetError` naming file and key."""
+
+    def __init__(self, path: str | os.PathLike, max_bytes: int = MAX_READ_BYTES):
+        self.path = Path(path)
+        size = self.path.stat().st_size
+        self.budget = min(max_bytes, max(MIN_READ_BUDGET, MAX_EXPANSION * size))
+        self.used = 0
+        with open(self.path, "rb") as f:
+            head = f.read(8)
+        if not zipfile.is_zipfile(self.path):
+            if head.startswith(b"\x93NUMPY"):
+                raise DatasetError(f"{self.path}: is a single .npy array, not an .npz archive (write it with np.savez)")
+            raise DatasetError(f"{self.path}: not an .npz file (not a zip archive; it starts with {head!r})")
+        try:
+            self.zip = zipfile.ZipFile(self.path)
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
+            raise DatasetError(f"{self.path}: not a readable .npz file (corrupt zip archive: {e})") from None
+        self.members = {i.filename[:-4]: i for i in self.zip.infolist() if i.filename.endswith(".npy")}
+
+    def __enter__(self) -> "NpzReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.zip.close()
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.members
+
+    def keys(self) -> list[str]:
+        return list(self.members)
+
+    def read(self, key: str) -> np.ndarray:
+        info = self.members.get(key)
+        where = f"{self.path}: key '{key}'"
+        if info is None:
+            raise DatasetError(f"{where}: missing")
+        if info.flag_bits & 0x1:
+            raise DatasetError(f"{where}: encrypted member; refused")
+        if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+            raise DatasetError(f"{where}: zip compression method {info.compress_type} is not supported "
+                               "(np.savez and np.savez_compressed write stored or deflated members)")
+        declared, packed = info.file_size, info.compress_size
+        if packed > self.path.stat().st_size or (info.compress_type == zipfile.ZIP_STORED and declared != packed):
+            raise DatasetError(f"{where}: zip header declares {_size(declared)} from {_size(packed)} stored, "
+                               f"which a {_size(self.path.stat().st_size)} file cannot hold")
+        if declared > DEFLATE_MAX_RATIO * packed + 1024:
+            raise DatasetError(f"{where}: zip header declares {_size(declared)} uncompressed from {_size(packed)} "
+                               "compressed, more than deflate can produce; refused")
+        if self.used + declared > self.budget:
+            raise DatasetError(f"{where}: declares {_size(declared)}, over the read limit of {_size(self.budget)} "
+                               f"for this {_size(self.path.stat().st_size)} file; refused")
+        try:
+            with self.zip.open(info) as f:
+                shape, fortran, dtype, nbytes = read_npy_header(f, where)
+                header = f.tell()
+                if header + nbytes != declared:
+                    raise DatasetError(f"{where}: .npy header declares shape {shape} {dtype} = {_size(nbytes)}, "
+                                       f"but the member holds {_size(max(declared - header, 0))} of data; refused")
+                arr = np.empty(shape[::-1] if fortran else shape, dtype)
+                if nbytes:
+                    _read_into(f, arr, where)
+                    if f.read(1):
+                        raise DatasetError(f"{where}: data continues after the declared size")
+        except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as e:
+            raise DatasetError(f"{where}: corrupt member data ({type(e).__name__}: {e})") from None
+        self.used += declared
+        return arr.T if fortran else arr
 
 
 def write_dataset(path: str | os.PathLike, name: str, schema: Schema, splits: dict[str, Split | dict],

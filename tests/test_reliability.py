@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -259,3 +260,220 @@ def test_mmin_import_refuses_out_inside_root(tmp_path, capsys):
                  "--quiet"]) == 2
     one_line_error(capsys, "--out", "--root")
     assert tree(rel.root) == before
+
+
+# --- small hostile files: .npz ---------------------------------------------------------------------
+
+def _copy_dataset(ds: Path, dst: Path) -> Path:
+    import shutil
+
+    shutil.copytree(ds, dst)
+    return dst
+
+
+def _declare_size(zip_path: Path, member: str, size: int) -> None:
+    """Patch the uncompressed size a zip declares for ``member`` (local header and central directory)."""
+    import struct
+    import zipfile
+
+    with zipfile.ZipFile(zip_path) as z:
+        info = z.getinfo(member)
+    data = bytearray(zip_path.read_bytes())
+    struct.pack_into("<I", data, info.header_offset + 22, size)
+    name = member.encode()
+    cd = -1
+    while True:
+        cd = data.find(b"PK\x01\x02", cd + 1)
+        assert cd >= 0
+        n = struct.unpack_from("<H", data, cd + 28)[0]
+        if bytes(data[cd + 46: cd + 46 + n]) == name:
+            struct.pack_into("<I", data, cd + 24, size)
+            break
+    zip_path.write_bytes(bytes(data))
+
+
+def _rewrite_split(path: Path, extra: dict | None = None, compressed: bool = False, **replace) -> None:
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays.update(replace)
+    arrays.update(extra or {})
+    (np.savez_compressed if compressed else np.savez)(path, **arrays)
+
+
+def test_text_file_named_npz_says_it_is_not_a_zip(ds, tmp_path):
+    from admc.data import DatasetError, load_dataset
+
+    d = _copy_dataset(ds, tmp_path / "d")
+    (d / "train.npz").write_text("labels,ids\n1,a\n")
+    with pytest.raises(DatasetError) as e:
+        load_dataset(d)
+    assert "train.npz" in str(e.value) and "not a zip archive" in str(e.value) and "pickl" not in str(e.value)
+
+
+def test_npy_header_declaring_4_gb_says_so_before_allocating(ds, tmp_path):
+    import zipfile
+
+    from admc.data import DatasetError, load_dataset
+
+    d = _copy_dataset(ds, tmp_path / "d")
+    import io
+
+    f = io.BytesIO()
+    np.lib.format.write_array_header_1_0(f, {"descr": "<i4", "fortran_order": False, "shape": (1_000_000_000,)})
+    f.write(np.arange(24, dtype="<i4").tobytes())
+    buf = f.getvalue()
+    _rewrite_split(d / "train.npz")
+    with warnings.catch_warnings(), zipfile.ZipFile(d / "train.npz", "a") as z:
+        warnings.simplefilter("ignore")  # a second 'labels' member: the last one wins
+        z.writestr("labels.npy", buf)
+    with pytest.raises(DatasetError) as e:
+        load_dataset(d)
+    msg = str(e.value)
+    assert "train.npz: key 'labels'" in msg and "(1000000000,)" in msg and "3.7 GiB" in msg and "pickl" not in msg
+
+
+def test_unused_member_declaring_3_gib_is_never_read(ds, tmp_path):
+    from admc.data import load_dataset
+
+    import io
+    import zipfile
+
+    d = _copy_dataset(ds, tmp_path / "d")
+    f = io.BytesIO()
+    np.lib.format.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False, "shape": (3 * 2**28,)})
+    f.write(bytes(4000))
+    with zipfile.ZipFile(d / "train.npz", "a", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("junk.npy", f.getvalue())
+    _declare_size(d / "train.npz", "junk.npy", 3 * 2**30)
+    load_dataset(d)  # reads only the keys the format names
+
+
+def test_named_member_declaring_more_than_deflate_can_produce_is_refused(ds, tmp_path):
+    from admc.data import DatasetError, load_dataset
+
+    d = _copy_dataset(ds, tmp_path / "d")
+    _rewrite_split(d / "train.npz", compressed=True)
+    _declare_size(d / "train.npz", "A.npy", 3 * 2**30)
+    with pytest.raises(DatasetError, match=r"train\.npz: key 'A': zip header declares 3\.0 GiB uncompressed"):
+        load_dataset(d)
+
+
+def test_highly_compressed_member_over_the_read_limit_is_refused(ds, tmp_path, monkeypatch):
+    from admc.data import DatasetError, load_dataset
+
+    monkeypatch.setattr("admc.data.MIN_READ_BUDGET", 2**20, raising=False)
+    d = _copy_dataset(ds, tmp_path / "d")
+    _rewrite_split(d / "val.npz", compressed=True, B=np.zeros((400_000, 3), np.float32))  # 4.6 MiB of zeros
+    assert (d / "val.npz").stat().st_size < 20_000
+    with pytest.raises(DatasetError, match=r"val\.npz: key 'B': declares 4\.6 MiB, over the read limit"):
+        load_dataset(d)
+
+
+def test_pickled_object_array_says_pickled(ds, tmp_path):
+    from admc.data import DatasetError, load_dataset
+
+    d = _copy_dataset(ds, tmp_path / "d")
+    ids = np.empty(9, dtype=object)
+    ids[:] = [f"x{i}" for i in range(9)]
+    _rewrite_split(d / "test.npz", ids=ids)
+    with pytest.raises(DatasetError, match=r"test\.npz: key 'ids': contains pickled data"):
+        load_dataset(d)
+
+
+# --- small hostile files: the MIntRec importer's pickles -------------------------------------------
+
+def test_one_array_repeated_two_million_times_is_refused_not_multiplied(tmp_path):
+    """The issue's case: a 4 MB pickle whose memo repeats one 3.5 KB array two million times
+    (7 GB once every reference becomes an array of its own)."""
+    import pickle
+
+    from admc.data import DatasetError
+    from admc.importers._safe_pickle import load_feature_pickle
+
+    arr = np.zeros(875, np.float32)
+    f = tmp_path / "video_feats.pkl"
+    with open(f, "wb") as fh:
+        pickle.dump({"S04_E01_1": [arr] * 2_000_000}, fh, protocol=4)
+    assert f.stat().st_size < 8 * 2**20
+    with pytest.raises(DatasetError, match=r"video_feats\.pkl: holds more than 64 MiB counting repeated references"):
+        load_feature_pickle(f)
+
+
+def test_import_refuses_repeated_references_before_converting_them(mintrec, tmp_path, monkeypatch, capsys):
+    import pickle
+    import shutil
+
+    monkeypatch.setattr("admc.importers._safe_pickle.MIN_PRODUCED_BYTES", 2**20, raising=False)
+    root = tmp_path / "MIntRec"
+    shutil.copytree(mintrec.root, root)
+    key = next(iter(mintrec.video))
+    video = {k: [r[None] for r in v] for k, v in mintrec.video.items()}
+    video[key] = [np.ones((1, 256), np.float32)] * 5000  # 5 MB once converted, a 20 KB file
+    with open(root / "video_data" / "video_feats.pkl", "wb") as fh:
+        pickle.dump(video, fh)
+    assert main(["import", "mintrec", "--root", str(root), "--text-features", str(mintrec.text_features),
+                 "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    one_line_error(capsys, "video_feats.pkl", "repeated references")
+    assert not (tmp_path / "o").exists()
+
+
+class _TensorLargerThanStorage:
+    """Unpickles as a tensor of 10^6 elements over a storage of 4."""
+
+    def __init__(self, v3: bool):
+        self.v3 = v3
+
+    def __reduce__(self):
+        import collections
+
+        import torch
+
+        storage = torch.storage.TypedStorage(4, dtype=torch.float32)
+        if self.v3:
+            return (torch._utils._rebuild_tensor_v3,
+                    (storage, 0, (10**6,), (1,), False, collections.OrderedDict(), torch.float32))
+        return (torch._utils._rebuild_tensor_v2, (storage, 0, (10**6,), (1,), False, collections.OrderedDict()))
+
+
+@pytest.mark.parametrize("v3", [False, True])
+def test_tensor_declaring_more_elements_than_its_storage_is_refused(tmp_path, v3):
+    import pickle
+
+    from admc.data import DatasetError
+    from admc.importers._safe_pickle import load_feature_pickle
+
+    f = tmp_path / "audio_feats.pkl"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TypedStorage is deprecated
+        with open(f, "wb") as fh:
+            pickle.dump({"S04_E01_1": _TensorLargerThanStorage(v3)}, fh)
+    with pytest.raises(DatasetError, match=r"audio_feats\.pkl: refused to unpickle: tensor of size \(1000000,\).*"
+                                           r"more elements than its storage holds \(4\)"):
+        load_feature_pickle(f)
+
+
+def test_reference_cycle_in_a_pickle_is_refused(tmp_path):
+    import pickle
+
+    from admc.data import DatasetError
+    from admc.importers._safe_pickle import load_feature_pickle
+
+    loop: list = []
+    loop.append(loop)
+    f = tmp_path / "video_feats.pkl"
+    with open(f, "wb") as fh:
+        pickle.dump({"k": loop}, fh)
+    with pytest.raises(DatasetError, match=r"video_feats\.pkl: holds a reference cycle"):
+        load_feature_pickle(f)
+
+
+def test_npy_target_header_larger_than_the_file_is_refused(tmp_path):
+    from admc.data import DatasetError
+    from admc.importers._safe_pickle import load_npy_restricted
+
+    f = tmp_path / "trn_label.npy"
+    with open(f, "wb") as fh:
+        np.lib.format.write_array_header_1_0(fh, {"descr": "<i8", "fortran_order": False, "shape": (10**9, 4)})
+        fh.write(bytes(64))
+    with pytest.raises(DatasetError, match=r"trn_label\.npy: \.npy header declares shape \(1000000000, 4\)"):
+        load_npy_restricted(f)

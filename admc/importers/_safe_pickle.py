@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import io
 import pickle
+import sys
 import zipfile
 from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
 
-from admc.data import DatasetError
+from admc.data import DatasetError, read_npy_header
 
 # magic number that starts a legacy (non-zip) torch.save file
 _TORCH_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
@@ -101,13 +102,31 @@ def _check_hooks(hooks):
         raise _Refused("tensor with backward hooks")
 
 
+def _check_view(n_elements: int, storage_offset, size, stride) -> tuple[int, tuple, tuple]:
+    """A tensor view must lie inside its storage: torch's ``set_`` would otherwise enlarge the
+    storage with uninitialised memory (a small file declaring a huge tensor)."""
+    try:
+        offset, size, stride = int(storage_offset), tuple(int(x) for x in size), tuple(int(x) for x in stride)
+    except (TypeError, ValueError):
+        raise _Refused("tensor with a non-integer size, stride or offset") from None
+    if len(size) != len(stride) or offset < 0 or any(x < 0 for x in size + stride):
+        raise _Refused(f"tensor with size {size}, stride {stride}, offset {offset}")
+    if all(size):
+        last = offset + sum((n - 1) * st for n, st in zip(size, stride))
+        if last >= n_elements:
+            raise _Refused(f"tensor of size {size} (stride {stride}, offset {offset}) declares more elements than "
+                           f"its storage holds ({n_elements})")
+    return offset, size, stride
+
+
 def _rebuild_tensor(storage, storage_offset, size, stride):
     if not _is_storage(storage):
         raise _Refused(f"tensor rebuilt from {type(storage).__name__}, expected a torch storage")
     torch = _torch()
     if isinstance(storage, torch.storage.UntypedStorage):
         raise _Refused("tensor rebuilt from an untyped storage without dtype")
-    return torch._utils._rebuild_tensor(storage, int(storage_offset), tuple(size), tuple(stride))
+    offset, size, stride = _check_view(storage._size(), storage_offset, size, stride)
+    return torch._utils._rebuild_tensor(storage, offset, size, stride)
 
 
 def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None,
@@ -124,7 +143,8 @@ def _rebuild_tensor_v3(storage, storage_offset, size, stride, requires_grad, bac
         raise _Refused("malformed _rebuild_tensor_v3 arguments")
     untyped = storage._untyped_storage if isinstance(storage, torch.storage.TypedStorage) else storage
     t = torch.empty((0,), dtype=dtype, device="cpu")
-    return t.set_(untyped, int(storage_offset), tuple(size), tuple(stride))
+    offset, size, stride = _check_view(untyped.nbytes() // t.element_size(), storage_offset, size, stride)
+    return t.set_(untyped, offset, size, stride)
 
 
 def _rebuild_parameter(data, requires_grad=False, backward_hooks=None, *rest):
@@ -227,6 +247,98 @@ def restricted_load(file, *, where: str, allow_torch: bool = False, encoding: st
         raise DatasetError(f"{where}: not a readable pickle ({type(e).__name__}: {e})") from None
 
 
+MIN_PRODUCED_BYTES = 64 * 2**20
+PRODUCED_PER_FILE_BYTE = 2  # pickles and torch files store their array data as raw bytes: ~1x
+
+
+def produced_limit(path: Path) -> int:
+    """How many bytes unpickling ``path`` may produce: a small floor or twice the file's size."""
+    return max(MIN_PRODUCED_BYTES, PRODUCED_PER_FILE_BYTE * path.stat().st_size)
+
+
+def _children(x):
+    if isinstance(x, dict):
+        return [*x.keys(), *x.values()]
+    if isinstance(x, (list, tuple, set, frozenset)):
+        return x
+    if isinstance(x, np.ndarray) and x.dtype.hasobject:
+        return x.ravel().tolist()
+    return None
+
+
+def _leaf_bytes(x) -> int:
+    if isinstance(x, np.ndarray):
+        return int(x.nbytes)
+    if isinstance(x, (bytes, bytearray, str)):
+        return len(x)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        if isinstance(x, torch.Tensor):
+            return x.numel() * x.element_size()
+        if isinstance(x, (torch.storage.TypedStorage, torch.storage.UntypedStorage)):
+            return int(x.nbytes())
+    return 0
+
+
+_END = object()
+
+
+def check_produced_size(obj, limit: int, where: str) -> int:
+    """Bytes of everything ``obj`` holds, each repeated reference counted again (what a consumer that
+    converts every value makes of it: an array referenced two million times by the pickle's memo is
+    two million arrays), plus 8 bytes per reference.  Raises :class:`DatasetError` past ``limit`` or
+    on a reference cycle; returns the total."""
+    memo: dict[int, int] = {}
+    active: set[int] = set()
+    frames: list[list] = []  # [container, iterator over children, bytes so far]
+    total = 0
+
+    def visit(x) -> int | None:
+        ch = _children(x)
+        if ch is None:
+            return 8 + _leaf_bytes(x)
+        if id(x) in memo:
+            return memo[id(x)]
+        if id(x) in active:
+            raise DatasetError(f"{where}: holds a reference cycle (a container inside itself); refused")
+        active.add(id(x))
+        frames.append([x, iter(ch), 8 + (x.nbytes if isinstance(x, np.ndarray) else 0)])
+        return None
+
+    def add(n: int) -> None:
+        nonlocal total
+        if frames:
+            frames[-1][2] += n
+            if frames[-1][2] > limit:
+                over()
+        else:
+            total += n
+
+    def over():
+        raise DatasetError(f"{where}: holds more than {limit / 2**20:.0f} MiB counting repeated references "
+                           f"(the limit for a file of this size); refused")
+
+    first = visit(obj)
+    if first is not None:
+        add(first)
+    while frames:
+        frame = frames[-1]
+        child = next(frame[1], _END)
+        if child is _END:
+            frames.pop()
+            active.discard(id(frame[0]))
+            memo[id(frame[0])] = frame[2]
+            add(frame[2])
+            continue
+        n = visit(child)
+        if n is not None:
+            add(n)
+    if total > limit:
+        over()
+    return total
+
+
+
 def _torch_load_weights_only(path: Path):
     torch = _torch()
     safe = [np.ndarray, np.dtype]
@@ -253,11 +365,13 @@ def load_feature_pickle(path: str | Path):
     if not path.is_file():
         raise DatasetError(f"{path}: missing")
     if zipfile.is_zipfile(path):
-        return _torch_load_weights_only(path)
-    with open(path, "rb") as f:
-        obj = restricted_load(f, where=str(path), allow_torch=True, encoding="latin1")
-    if isinstance(obj, int) and obj == _TORCH_LEGACY_MAGIC:  # a legacy torch.save file
-        return _torch_load_weights_only(path)
+        obj = _torch_load_weights_only(path)
+    else:
+        with open(path, "rb") as f:
+            obj = restricted_load(f, where=str(path), allow_torch=True, encoding="latin1")
+        if isinstance(obj, int) and obj == _TORCH_LEGACY_MAGIC:  # a legacy torch.save file
+            obj = _torch_load_weights_only(path)
+    check_produced_size(obj, produced_limit(path), str(path))
     return obj
 
 
@@ -267,27 +381,22 @@ def load_npy_restricted(path: str | Path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"{path}: missing")
-    try:
-        return np.load(path, allow_pickle=False)
-    except ValueError as e:
-        if "allow_pickle" not in str(e):
-            raise DatasetError(f"{path}: not a readable .npy file ({e})") from None
-    except Exception as e:  # noqa: BLE001
-        raise DatasetError(f"{path}: not a readable .npy file ({type(e).__name__}: {e})") from None
-    # object array: parse the header ourselves, then unpickle the payload with the restricted unpickler
-    fmt = np.lib.format
     with open(path, "rb") as f:
-        try:
-            version = fmt.read_magic(f)
-            if version == (1, 0):
-                shape, _fortran, dtype = fmt.read_array_header_1_0(f)
-            elif version == (2, 0):
-                shape, _fortran, dtype = fmt.read_array_header_2_0(f)
-            else:
-                shape, _fortran, dtype = fmt._read_array_header(f, version)
-        except Exception as e:  # noqa: BLE001
-            raise DatasetError(f"{path}: not a readable .npy file ({e})") from None
+        shape, _fortran, dtype, nbytes = read_npy_header(f, str(path), allow_object=True)
+        header = f.tell()
+        if not dtype.hasobject:
+            size = path.stat().st_size
+            if header + nbytes != size:
+                raise DatasetError(f"{path}: .npy header declares shape {shape} {dtype} = {nbytes} bytes, but the "
+                                   f"file holds {max(size - header, 0)} bytes of data; refused")
+            f.seek(0)
+            try:
+                return np.load(f, allow_pickle=False)
+            except Exception as e:  # noqa: BLE001
+                raise DatasetError(f"{path}: not a readable .npy file ({type(e).__name__}: {e})") from None
+        # object array: unpickle the payload with the restricted unpickler (NumPy only)
         arr = restricted_load(f, where=str(path), allow_torch=False, encoding="ASCII")
+    check_produced_size(arr, produced_limit(path), str(path))
     if not isinstance(arr, np.ndarray):
         raise DatasetError(f"{path}: pickled payload is {type(arr).__name__}, expected an array")
     def walk(x):

@@ -25,8 +25,8 @@ MIntRec feeds raw text to a fine-tuned BERT, so the release has no text features
 (:class:`extractors.text.TextEncoder`: all-MiniLM-L6-v2 word-piece features, 384-d; an empty text
 becomes ``T_present = False``).  To use other features pass ``text_features``: an ``.npz`` file (read
 with ``allow_pickle=False``) whose keys are the sample ids and whose values are float arrays
-``[words, dim]`` (one row per token or word, at least one row; the same ``dim`` for every sample),
-e.g.::
+``[words, dim]`` (one row per token or word, at least one row; the same ``dim`` for every sample;
+keys of samples not in the split files are never read), e.g.::
 
     np.savez("mintrec_text.npz", **{"S05_E02_99": bert_hidden_states_of_that_utterance, ...})
 
@@ -37,11 +37,12 @@ Classes are the 20 intents in the order of MIntRec's ``benchmarks['MIntRec']['in
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 
 import numpy as np
 
-from admc.data import DatasetError, Modality, Schema, split_from_samples, write_dataset
+from admc.data import DatasetError, Modality, NpzReader, Schema, split_from_samples, write_dataset
 from admc.outdir import check_out
 from admc.importers._safe_pickle import load_feature_pickle
 
@@ -77,22 +78,25 @@ def read_tsv(path: Path, texts: dict[str, str] | None = None) -> tuple[list[str]
         raise DatasetError(f"{path}: missing split file")
     label_map = {label: i for i, label in enumerate(INTENT_LABELS)}
     ids, labels = [], []
-    with open(path, newline="", encoding="utf-8") as f:
-        for i, line in enumerate(csv.reader(f, delimiter="\t")):
-            if i == 0:
-                continue  # header: season, episode, clip, text, label
-            if not line:
-                continue
-            if len(line) < 5:
-                raise DatasetError(f"{path}: line {i + 1}: {len(line)} columns, expected season, episode, "
-                                   f"clip, text, label")
-            if line[4] not in label_map:
-                raise DatasetError(f"{path}: line {i + 1}: unknown intent label {line[4]!r} "
-                                   f"(known: {list(INTENT_LABELS)})")
-            ids.append("_".join([line[0], line[1], line[2]]))
-            labels.append(label_map[line[4]])
-            if texts is not None:
-                texts[ids[-1]] = line[3]
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DatasetError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason})") from None
+    for i, line in enumerate(csv.reader(io.StringIO(text, newline=""), delimiter="\t")):
+        if i == 0:
+            continue  # header: season, episode, clip, text, label
+        if not line:
+            continue
+        if len(line) < 5:
+            raise DatasetError(f"{path}: line {i + 1}: {len(line)} columns, expected season, episode, "
+                               f"clip, text, label")
+        if line[4] not in label_map:
+            raise DatasetError(f"{path}: line {i + 1}: unknown intent label {line[4]!r} "
+                               f"(known: {list(INTENT_LABELS)})")
+        ids.append("_".join([line[0], line[1], line[2]]))
+        labels.append(label_map[line[4]])
+        if texts is not None:
+            texts[ids[-1]] = line[3]
     if not ids:
         raise DatasetError(f"{path}: no samples")
     return ids, labels
@@ -173,12 +177,7 @@ def import_mintrec(root: str | Path, out: str | Path, text_features: str | Path 
         if not p.is_file():
             raise DatasetError(f"{p}: missing feature file")
 
-    try:
-        text_npz = np.load(text_path, allow_pickle=False)
-    except Exception as e:  # noqa: BLE001
-        raise DatasetError(f"{text_path}: not a readable .npz file ({type(e).__name__}: {e})") from None
-    if not hasattr(text_npz, "files"):
-        raise DatasetError(f"{text_path}: expected an .npz archive of sample id -> [words, dim] arrays")
+    text_npz = NpzReader(text_path)  # only the keys of listed samples are read, sizes checked first
 
     audio = _load_feature_dict(audio_path)
     video = _load_feature_dict(video_path)
@@ -187,18 +186,14 @@ def import_mintrec(root: str | Path, out: str | Path, text_features: str | Path 
     text_dim = None
     splits = {}
     with text_npz, tqdm(total=total, desc="MIntRec", unit="clip", disable=not progress) as bar:
-        text_keys = set(text_npz.files)
         for s, (ids, labels) in split_rows.items():
             samples = {"A": [], "V": [], "T": []}
             for key in ids:
                 samples["A"].append(_feature(audio, audio_path, key, AUDIO_DIM, video=False))
                 samples["V"].append(_feature(video, video_path, key, VIDEO_DIM, video=True))
-                if key not in text_keys:
+                if key not in text_npz:
                     raise DatasetError(f"{text_path}: key '{key}': missing (sample listed in {s}.tsv)")
-                try:
-                    t = text_npz[key]
-                except ValueError as e:
-                    raise DatasetError(f"{text_path}: key '{key}': cannot be read without pickle ({e})") from None
+                t = text_npz.read(key)
                 if t.ndim != 2 or not np.issubdtype(t.dtype, np.number) or len(t) == 0:
                     raise DatasetError(f"{text_path}: key '{key}': expected a numeric [words, dim] array with "
                                        f"at least one row, got {t.dtype} {t.shape}")
