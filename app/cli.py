@@ -1,6 +1,7 @@
 """``python -m app``: the live emotion app (Gradio UI), or a headless replay / local capture.
 
     python -m app                                   # browser UI: webcam + microphone via the page
+    python -m app --checkpoint-dir DIR              # the page may also pick any run in DIR (per session)
     python -m app --source local                    # UI fed by this machine's camera/mic
     python -m app --source FILE                     # UI fed by a file played in real time, looped
     python -m app --source FILE --no-ui --out R.jsonl [--realtime]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -78,6 +79,7 @@ def test_checkpoint_loader_over_http_is_limited_to_the_servers_checkpoints_per_s
 
     offered = tmp_path / "offered"
     shutil.copytree(tiny_run, offered / "other")
+    (offered / "other" / "MODEL_CARD.md").write_text("# other\n")
     elsewhere = tmp_path / "elsewhere" / "run"          # a valid run the server was not started with
     shutil.copytree(tiny_run, elsewhere)
     ck = load_checkpoint(tiny_run)
@@ -113,6 +115,18 @@ def test_checkpoint_loader_over_http_is_limited_to_the_servers_checkpoints_per_s
         assert victim.model is model0                         # another user's model is untouched
         assert eng.get("newcomer").model is model0            # and new sessions get the default
         assert eng.ck is ck
+
+        # files: the offered model cards, never the weights or run.json
+        def status(path):
+            try:
+                with urllib.request.urlopen(f"{base}/gradio_api/file={path}", timeout=20) as r:
+                    return r.status
+            except urllib.error.HTTPError as e:
+                return e.code
+        assert status(offered / "other" / "MODEL_CARD.md") == 200
+        for f in (Path(tiny_run) / "model.safetensors", Path(tiny_run) / "run.json",
+                  offered / "other" / "model.safetensors", elsewhere / "run.json"):
+            assert status(f) in (403, 404), f
     finally:
         demo.close()
         for key in list(eng.sessions):
