@@ -10,6 +10,16 @@ from pathlib import Path
 from admc import __version__
 
 
+class UsageError(ValueError):
+    """A bad argument or option value; the message names it."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, like every other admc error
+        print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+
 def _floats(s: str) -> list[float]:
     try:
         vals = [float(x) for x in s.split(",") if x.strip()]
@@ -22,12 +32,54 @@ def _floats(s: str) -> list[float]:
 
 def _ints(s: str) -> list[int]:
     try:
-        return [int(x) for x in s.split(",") if x.strip()]
+        vals = [int(x) for x in s.split(",") if x.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {s!r}") from None
+    if not vals:
+        raise argparse.ArgumentTypeError(f"expected at least one integer, got {s!r}")
+    return vals
 
 
-def _parse_value(v: str):
+def _positive(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        v = 0
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}")
+    return v
+
+
+def _device(s: str) -> str:
+    if s == "auto":
+        return s
+    import torch
+
+    try:
+        dev = torch.device(s)
+    except (RuntimeError, ValueError):
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda", "mps"):
+        raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda, cuda:N or mps, got {s!r}")
+    return s
+
+
+def _methods(s: str) -> list[str]:
+    """Method names, checked against :data:`admc.pipeline.METHODS` (the one list of methods)."""
+    from admc.pipeline import METHODS
+
+    names = [m.strip() for m in s.split(",") if m.strip()]
+    unknown = [m for m in names if m not in METHODS]
+    if unknown or not names:
+        raise UsageError(f"--methods {s}: unknown method(s) {unknown or [s]} (choose from {', '.join(METHODS)})")
+    if len(set(names)) != len(names):
+        raise UsageError(f"--methods {s}: a method is listed twice")
+    return names
+
+
+def _parse_value(v: str, hint_is_str: bool):
+    if hint_is_str:
+        return v
     try:
         return json.loads(v)
     except json.JSONDecodeError:
@@ -35,38 +87,74 @@ def _parse_value(v: str):
 
 
 def build_config(args):
-    """TrainConfig from defaults, ``--config FILE`` and ``--set section.key=value`` overrides."""
+    """TrainConfig from defaults, ``--config FILE`` and ``--set section.key=value`` overrides,
+    each value checked against its dataclass field's type and range (:mod:`admc.run_schema`)."""
+    import typing
+
     from admc.config import TrainConfig
+    from admc.run_schema import config_problem, sections, setting_problem
 
     obj = TrainConfig().to_json()
+    secs = sections()
     if getattr(args, "config", None):
         try:
-            user = json.loads(Path(args.config).read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise SystemExit(f"admc: --config {args.config}: {e}")
+            user = json.loads(Path(args.config).read_bytes().decode("utf-8"))
+        except UnicodeDecodeError as e:
+            raise UsageError(f"--config {args.config}: not UTF-8 text (byte {e.start}: {e.reason})") from None
+        except (OSError, json.JSONDecodeError, RecursionError) as e:
+            raise UsageError(f"--config {args.config}: {e}") from None
+        if not isinstance(user, dict):
+            raise UsageError(f"--config {args.config}: must hold a JSON object with sections "
+                             f"{', '.join(secs)}, got a {type(user).__name__}")
         for sec, vals in user.items():
-            if isinstance(vals, dict):
-                obj.setdefault(sec, {}).update(vals)
+            if sec in secs and isinstance(vals, dict):
+                obj[sec].update(vals)
             else:
                 obj[sec] = vals
+        why = config_problem(obj)
+        if why:
+            raise UsageError(f"--config {args.config}: {why}")
     for item in getattr(args, "set", None) or []:
         key, sep, val = item.partition("=")
         if not sep or "." not in key:
-            raise SystemExit(f"admc: --set expects section.key=value (e.g. adn.sampler=mean), got {item!r}")
+            raise UsageError(f"--set expects section.key=value (e.g. adn.sampler=mean), got {item!r}")
         sec, k = key.split(".", 1)
-        if sec not in ("itfn", "adn", "fusion") or k not in obj[sec]:
-            raise SystemExit(f"admc: --set {key}: unknown setting (sections itfn, adn, fusion; see `admc info`)")
-        obj[sec][k] = _parse_value(val)
+        if sec not in secs or k not in obj[sec]:
+            raise UsageError(f"--set {key}: unknown setting (sections {', '.join(secs)}; see admc/config.py)")
+        value = _parse_value(val, typing.get_type_hints(secs[sec]).get(k) is str)
+        why = setting_problem(sec, k, value)
+        if why:
+            raise UsageError(f"--set {item}: {why}")
+        obj[sec][k] = value
     if getattr(args, "fusion", None):
         obj["fusion"]["mode"] = args.fusion
+    why = config_problem(obj)
+    if why:
+        raise UsageError(f"bad configuration: {why}")
     try:
         return TrainConfig.from_json(obj)
     except (TypeError, ValueError) as e:
-        raise SystemExit(f"admc: bad configuration: {e}")
+        raise UsageError(f"bad configuration: {e}") from None
+
+
+def _check_classes(ds, allow: bool) -> None:
+    """A class with no training sample can never be predicted: refused unless ``allow``."""
+    import numpy as np
+
+    counts = np.bincount(ds["train"].labels, minlength=len(ds.classes))
+    absent = [c for c, n in zip(ds.classes, counts) if n == 0]
+    if not absent:
+        return
+    msg = (f"class{'es' if len(absent) > 1 else ''} {', '.join(repr(c) for c in absent)} "
+           f"{'have' if len(absent) > 1 else 'has'} no sample in the train split of {ds.path}")
+    if not allow:
+        raise UsageError(f"{msg} (pass --allow-missing-classes to train anyway)")
+    print(f"admc: WARNING: {msg}: the model will never predict "
+          f"{'them' if len(absent) > 1 else 'it'}, and its scores count them as always wrong", file=sys.stderr)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 ...")
+    p.add_argument("--device", type=_device, default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 ...")
     p.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
 
 
@@ -77,6 +165,8 @@ def _train_opts(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="JSON file with itfn/adn/fusion settings")
     p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
                    help="override one setting, e.g. --set adn.sampler=mean (repeatable)")
+    p.add_argument("--allow-missing-classes", action="store_true",
+                   help="train even when a class has no sample in the train split (with a warning)")
 
 
 def cmd_train(args) -> int:
@@ -87,11 +177,13 @@ def cmd_train(args) -> int:
     from admc.runtime import log, resolve_device, seed_everything
     from admc.train import train
 
+    _methods(args.method)
     cfg = build_config(args)
     cfg.seed = args.seed
     cfg.method = args.method
     device = resolve_device(args.device)
     ds = load_dataset(args.data, splits=("train", "val"))
+    _check_classes(ds, args.allow_missing_classes)
     check_out(args.out, "run", overwrite=args.overwrite, inputs={"--data": args.data})
     seed_everything(args.seed)
     model, info = train(ds, cfg, device)
@@ -106,6 +198,11 @@ def cmd_eval(args) -> int:
     from admc.run import load_run
     from admc.runtime import resolve_device
 
+    out = Path(args.json)
+    if out.is_dir():
+        raise UsageError(f"--json {out}: is a directory; give the results file's name, e.g. {out / 'results.json'}")
+    if out.parent.exists() and not out.parent.is_dir():
+        raise UsageError(f"--json {out}: {out.parent} is not a directory")
     model, meta = load_run(args.run, resolve_device(args.device))
     ds = load_dataset(args.data, splits=(args.split,))
     diff = model.schema.differences(ds.schema)
@@ -128,48 +225,69 @@ def cmd_bench(args) -> int:
     from admc.outdir import check_out
     from admc.runtime import resolve_device
 
+    methods = _methods(args.methods)
     cfg = build_config(args)
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     seeds = args.seeds or [args.seed]
+    device = resolve_device(args.device)
     ds = load_dataset(args.data)
+    _check_classes(ds, args.allow_missing_classes)
     # a bench output of ours is resumed (runs with the same config and data are reused); nothing else is touched
     check_out(args.out, "bench", overwrite=True, inputs={"--data": args.data})
     res = run_bench(ds, Path(args.out), methods, cfg, seeds, args.split, args.missing_rates or (), args.runs,
-                    resolve_device(args.device), args.command_line)
+                    device, args.command_line)
     if not args.quiet:
         print((Path(args.out) / "results.md").read_text())
         print(f"wrote {Path(args.out) / 'results.json'} in {res['seconds']:.0f} s")
     return 0
 
 
+def _train_lines(tr: dict) -> list[str]:
+    """Validation scores of ``run.json``'s ``train`` section; a part that is malformed is left out."""
+    parts = [
+        ("ITFN val  ", lambda: ", ".join(f"{k} UA {v['ua']:.1f}" for k, v in tr["itfn"].items())),
+        ("MF val UA ", lambda: ", ".join(f"{k} {v['val_ua']:.1f}" for k, v in tr["fusion"].items())),
+        ("ADN val completion MSE ",
+         lambda: ", ".join(f"{k} {v['mse']:.3f}" for k, v in tr["adn"]["val_completion"].items())),
+    ]
+    out = []
+    for head, text in parts:
+        try:
+            out.append(head + text())
+        except (KeyError, TypeError, ValueError, AttributeError):
+            pass
+    return out
+
+
 def cmd_info(args) -> int:
-    from admc.run import read_run_meta
+    import dataclasses
+
+    from admc.run import read_run_meta, run_config
 
     meta = read_run_meta(args.run)
+    schema, cfg = run_config(meta, Path(args.run) / "run.json")
     if args.json:
         print(json.dumps(meta, indent=2))
         return 0
-    s = meta["schema"]
-    print(f"run {args.run}  (admc {meta.get('admc_version')}, method {meta['method']}, fusion {meta['fusion_mode']})")
-    print(f"dataset   {meta.get('dataset', {}).get('name', '')} {meta.get('dataset', {}).get('path', '')}")
-    print(f"classes   {', '.join(s['classes'])}")
-    for name, m in s["modalities"].items():
-        print(f"modality  {name}: {m['kind']} dim {m['dim']} encoder {m['encoder']}")
-    adn = meta["config"]["adn"]
-    if meta["method"] == "admc":
-        print(f"ADN       {adn['variant']} ({adn['prediction']}), sampler {adn['sampler']} steps {adn['sample_steps']} "
-              f"K={adn['num_samples']}, start step n = {meta.get('start_step')}, clip {meta.get('clip_range')}")
+    ds = meta.get("dataset", {})
+    print(f"run {args.run}  (admc {meta.get('admc_version')}, method {meta['method']}, "
+          f"fusion {meta.get('fusion_mode')})")
+    print(f"dataset   {ds.get('name', '')} {ds.get('path', '')}")
+    print(f"classes   {', '.join(schema.classes)}")
+    for m in schema.modalities:
+        print(f"modality  {m.name}: {m.kind} dim {m.dim} encoder {m.encoder}")
+    adn = dataclasses.asdict(cfg.adn)
     tr = meta.get("train", {})
-    if meta["method"] == "admc" and adn["variant"] == "conditional":
-        shrink = tr.get("adn", {}).get("prior_shrinkage") if isinstance(tr.get("adn"), dict) else None
-        print(f"ADN prior {adn.get('prior', 'none')}" + (f" (shrinkage {shrink:g})" if shrink is not None else ""))
-    if isinstance(tr.get("itfn"), dict):
-        print("ITFN val  " + ", ".join(f"{k} UA {v['ua']:.1f}" for k, v in tr["itfn"].items()))
-    if "fusion" in tr:
-        print("MF val UA " + ", ".join(f"{k} {v['val_ua']:.1f}" for k, v in tr["fusion"].items()))
-    if "adn" in tr and "val_completion" in tr["adn"]:
-        print("ADN val completion MSE " + ", ".join(f"{k} {v['mse']:.3f}" for k, v in tr["adn"]["val_completion"].items()))
-    print(f"command   {' '.join(meta.get('command', []))}")
+    if meta["method"] == "admc":
+        print(f"ADN       {adn.get('variant')} ({adn.get('prediction')}), sampler {adn.get('sampler')} steps "
+              f"{adn.get('sample_steps')} K={adn.get('num_samples')}, start step n = {meta.get('start_step')}, "
+              f"clip {meta.get('clip_range')}")
+        if adn.get("variant") == "conditional":
+            shrink = tr.get("adn", {}).get("prior_shrinkage") if isinstance(tr.get("adn"), dict) else None
+            shrink = f" (shrinkage {shrink:g})" if isinstance(shrink, (int, float)) else ""
+            print(f"ADN prior {adn.get('prior', 'none')}{shrink}")
+    for line in _train_lines(tr):
+        print(line)
+    print(f"command   {' '.join(str(c) for c in meta.get('command', []))}")
     return 0
 
 
@@ -191,6 +309,12 @@ def cmd_import(args) -> int:
 def cmd_extract(args) -> int:
     from extractors.dataset_builder import ExtractSettings, extract_manifest
 
+    try:
+        Path(args.manifest).read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UsageError(f"--manifest {args.manifest}: not UTF-8 text (byte {e.start}: {e.reason})") from None
+    except OSError:
+        pass  # a missing manifest is reported by extract_manifest
     classes = [c for c in args.classes.split(",") if c.strip()] if args.classes else None
     settings = ExtractSettings(asr=not args.no_asr)
     path = extract_manifest(args.manifest, args.out, workers=args.workers, progress=not args.quiet,
@@ -233,7 +357,9 @@ def cmd_manifest(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="admc", description=__doc__)
+    from admc.data import SPLITS
+
+    p = _Parser(prog="admc", description=__doc__)
     p.add_argument("--version", action="version", version=f"admc {__version__}")
     sub = p.add_subparsers(dest="cmd", required=True)
 
@@ -242,7 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, help="run directory to write (new or empty; not inside --data)")
     t.add_argument("--overwrite", action="store_true", help="replace the run already at --out")
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--method", choices=["admc", "zero_fill", "late_fusion"], default="admc")
+    t.add_argument("--method", default="admc", help="admc, zero_fill, ... (admc.pipeline.METHODS)")
     _train_opts(t)
     _common(t)
     t.set_defaults(func=cmd_train)
@@ -250,10 +376,10 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="evaluate a run on every missing-modality condition")
     e.add_argument("--run", required=True)
     e.add_argument("--data", required=True)
-    e.add_argument("--split", default="test")
+    e.add_argument("--split", choices=SPLITS, default="test")
     e.add_argument("--json", required=True, help="results file to write")
     e.add_argument("--missing-rates", type=_floats, default=None)
-    e.add_argument("--runs", type=int, default=1)
+    e.add_argument("--runs", type=_positive, default=1)
     e.add_argument("--seed", type=int, default=0)
     _common(e)
     e.set_defaults(func=cmd_eval)
@@ -263,10 +389,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", required=True, help="output directory (results.json, results.md, runs/)")
     b.add_argument("--methods", default="admc,zero_fill")
     b.add_argument("--missing-rates", type=_floats, default=None, help="e.g. 0,0.1,0.2,0.3,0.4,0.5")
-    b.add_argument("--runs", type=int, default=1, help="seeded random draws per missing rate")
+    b.add_argument("--runs", type=_positive, default=1, help="seeded random draws per missing rate")
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--seeds", type=_ints, default=None, help="several training seeds, e.g. 0,1,2 (mean and std)")
-    b.add_argument("--split", default="test")
+    b.add_argument("--split", choices=SPLITS, default="test")
     _train_opts(b)
     _common(b)
     b.set_defaults(func=cmd_bench)
@@ -328,19 +454,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from admc.data import DatasetError
-    from admc.run import RunError
-    from admc.runtime import set_quiet
-
-    argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser().parse_args(argv)
-    args.command_line = ["admc", *argv]
-    set_quiet(getattr(args, "quiet", False))
+    """Run one command; every error is one line on stderr (exit 2), Ctrl-C is "admc: interrupted"
+    (exit 130)."""
     try:
-        return args.func(args)
-    except (DatasetError, RunError, ValueError) as e:
-        print(f"admc: error: {e}", file=sys.stderr)
-        return 2
+        argv = sys.argv[1:] if argv is None else list(argv)
+        args = build_parser().parse_args(argv)
+        args.command_line = ["admc", *argv]
+        from admc.runtime import set_quiet
+
+        set_quiet(getattr(args, "quiet", False))
+        try:
+            return args.func(args)
+        except (ValueError, OSError) as e:  # DatasetError, RunError, OutputError, UsageError are ValueErrors
+            print(f"admc: error: {e}", file=sys.stderr)
+            return 2
+        except MemoryError:
+            print("admc: error: out of memory", file=sys.stderr)
+            return 2
+    except KeyboardInterrupt:
+        print("admc: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

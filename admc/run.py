@@ -15,13 +15,17 @@ import shutil
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from admc import __version__
 from admc.config import TrainConfig
-from admc.data import Schema
+from admc.data import DatasetError, Schema
 from admc.outdir import RUN_FORMAT, current_umask, install, make_staging_dir
 from admc.pipeline import ADMCModel
+from admc.run_schema import run_meta_problem
+
+MAX_RUN_JSON_BYTES = 64 * 2**20
 
 
 class RunError(ValueError):
@@ -63,38 +67,102 @@ def save_run(model: ADMCModel, path: str | os.PathLike, info: dict, command: lis
 
 
 def read_run_meta(path: str | os.PathLike) -> dict:
+    """``run.json`` of a run directory, checked against the schema in :mod:`admc.run_schema`
+    (raises :class:`RunError` naming the file and key)."""
     path = Path(path)
     f = path / "run.json"
     if not f.is_file():
         raise RunError(f"{f}: missing (is {path} a run directory from `admc train`?)")
     try:
-        meta = json.loads(f.read_text())
-    except json.JSONDecodeError as e:
+        if f.stat().st_size > MAX_RUN_JSON_BYTES:
+            raise RunError(f"{f}: {f.stat().st_size} bytes, more than a run.json can hold ({MAX_RUN_JSON_BYTES})")
+        meta = json.loads(f.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise RunError(f"{f}: not UTF-8 text (byte {e.start}: {e.reason})") from None
+    except (json.JSONDecodeError, RecursionError) as e:
         raise RunError(f"{f}: not valid JSON ({e})") from None
     if not isinstance(meta, dict) or meta.get("format") != RUN_FORMAT:
         raise RunError(f"{f}: key 'format' must be {RUN_FORMAT!r}")
+    why = run_meta_problem(meta)
+    if why:
+        raise RunError(f"{f}: {why}")
     return meta
 
 
+def run_config(meta: dict, where: Path) -> tuple[Schema, TrainConfig]:
+    """Schema and TrainConfig of a checked ``run.json`` object (``where``: the file, for errors)."""
+    try:
+        schema = Schema.from_json(meta["schema"], f"{where}: schema")
+    except DatasetError as e:
+        raise RunError(str(e)) from None
+    config = dict(meta["config"])
+    config.setdefault("method", meta["method"])
+    # runs saved before the linear prior existed diffused around zero
+    config["adn"] = {"prior": "none", **config.get("adn", {})}
+    try:
+        return schema, TrainConfig.from_json(config)
+    except (ValueError, TypeError) as e:
+        raise RunError(f"{where}: key 'config': {e}") from None
+
+
+def _check_weights_match(meta: dict, schema: Schema, cfg: TrainConfig, wf: Path, where: Path) -> None:
+    """Shapes in the safetensors header against the model run.json declares, built on the meta
+    device (no memory): a run.json declaring a dim of 10^9 is refused here, not by an out-of-memory."""
+    try:
+        with safe_open(wf, framework="pt") as sf:
+            shapes = {k: tuple(sf.get_slice(k).get_shape()) for k in sf.keys()}
+    except Exception as e:  # noqa: BLE001 - safetensors raises several types on corrupt files
+        raise RunError(f"{wf}: not a readable safetensors file ({e})") from None
+    try:
+        with torch.device("meta"):
+            skeleton = ADMCModel(schema, cfg)
+    except (ValueError, TypeError, AssertionError, RuntimeError) as e:
+        raise RunError(f"{where}: key 'config': cannot build the model it describes ({e})") from None
+    expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+    missing = sorted(set(expected) - set(shapes))
+    if missing:
+        raise RunError(f"{wf}: weights do not match run.json: key '{missing[0]}' missing"
+                       + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+    extra = sorted(set(shapes) - set(expected))
+    if extra:
+        raise RunError(f"{wf}: weights do not match run.json: unexpected key '{extra[0]}'"
+                       + (f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""))
+    for k, shape in expected.items():
+        if shapes[k] != shape:
+            raise RunError(f"{wf}: weights do not match run.json: key '{k}' has shape {list(shapes[k])}, "
+                           f"run.json declares {list(shape)}")
+    mode = meta.get("fusion_mode")
+    if mode is not None and mode != skeleton.fusion_mode:
+        raise RunError(f"{where}: key 'fusion_mode' is {mode!r} but the config gives {skeleton.fusion_mode!r}")
+
+
+def _check_values(state: dict[str, torch.Tensor], wf: Path) -> None:
+    for k, v in state.items():
+        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            raise RunError(f"{wf}: key '{k}': NaN or inf values")
+    std = state.get("emb_std")
+    if std is not None and not bool((std > 0).all()):
+        raise RunError(f"{wf}: key 'emb_std': must be > 0 everywhere (min {float(std.min()):g})")
+
+
 def load_run(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[ADMCModel, dict]:
+    """Model and ``run.json`` of a run directory, everything checked before it is used: run.json
+    against its schema, the weights' shapes against run.json before the model is built, the weights'
+    values (finite; ``emb_std`` > 0).  Raises :class:`RunError` naming the file and key."""
     path = Path(path)
     meta = read_run_meta(path)
-    try:
-        schema = Schema.from_json(meta["schema"], str(path / "run.json"))
-        config = dict(meta["config"])
-        # runs saved before the linear prior existed diffused around zero
-        config["adn"] = {"prior": "none", **config.get("adn", {})}
-        cfg = TrainConfig.from_json(config)
-    except (KeyError, ValueError, TypeError) as e:
-        raise RunError(f"{path / 'run.json'}: bad schema or config ({e})") from None
-    model = ADMCModel(schema, cfg)
+    where = path / "run.json"
+    schema, cfg = run_config(meta, where)
     wf = path / "model.safetensors"
     if not wf.is_file():
         raise RunError(f"{wf}: missing")
+    _check_weights_match(meta, schema, cfg, wf, where)
     try:
         state = load_file(wf)
     except Exception as e:  # noqa: BLE001 - safetensors raises several types on corrupt files
         raise RunError(f"{wf}: not a readable safetensors file ({e})") from None
+    _check_values(state, wf)
+    model = ADMCModel(schema, cfg)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
