@@ -57,6 +57,7 @@ class ADNConfig:
     reading: str | None = None
     resample: int = 1              # RePaint (Lugmayr et al. 2022): U passes over every jump; 1 = off
     jump: int = 10                 # RePaint jump length r (steps re-noised before each resampling)
+    stride: int = 1                # paper variant: reverse steps every `stride` timesteps (respaced DDPM); 1 = paper
     clip_quantile: float | None = 0.999  # clip predicted x0 to this quantile of |train embeddings|; None: no clip
 
 
@@ -74,8 +75,9 @@ class ADNConfig:
             raise ValueError(f"adn.start_select must be mse or ua, got {self.start_select!r}")
         if not (isinstance(self.resample, int) and self.resample >= 1):
             raise ValueError(f"adn.resample must be an integer >= 1, got {self.resample!r}")
-        if not (isinstance(self.jump, int) and self.jump >= 1):
-            raise ValueError(f"adn.jump must be an integer >= 1, got {self.jump!r}")
+        for key in ("jump", "stride"):
+            if not (isinstance(getattr(self, key), int) and getattr(self, key) >= 1):
+                raise ValueError(f"adn.{key} must be an integer >= 1, got {getattr(self, key)!r}")
         if self.resample > 1 and (self.reading or PAPER_READING) in ("official", "official_clamp"):
             raise ValueError("adn.resample (RePaint) works on top of Eq. 4 re-injection: readings noise, "
                              f"sdedit_mean, sdedit_ridge; not {self.reading_or_default()!r}")
@@ -84,7 +86,8 @@ class ADNConfig:
         """Settings of the paper variant given to a method that uses the conditional one are refused
         (checked once the method's own settings are applied: ``admc.pipeline.config_for_method``)."""
         if self.variant == "conditional":
-            for key, value, default in (("reading", self.reading, None), ("resample", self.resample, 1)):
+            for key, value, default in (("reading", self.reading, None), ("resample", self.resample, 1),
+                                        ("stride", self.stride, 1)):
                 if value != default:
                     raise ValueError(f"adn.{key} applies to the paper variant (method admc_paper, or "
                                      f"adn.variant=paper); method {method} uses the conditional variant")

@@ -143,9 +143,8 @@ class Diffusion:
 
     def _complete_paper(self, z, avail, n, generator, trace, prior_mean):
         cfg = self.cfg
-        sch = schedule.ddpm(cfg, self.clip_range)
         N = cfg.num_train_timesteps
         n = N if n is None else int(min(max(n, 1), N))
         keep = avail[..., None].to(z.dtype)
-        return self._read(self.denoiser, sch, z, keep, n, generator, trace, prior_mean=prior_mean,
-                          jump=cfg.jump, resample=cfg.resample)
+        return self._read(self.denoiser, lambda: schedule.ddpm(cfg, self.clip_range), z, keep, n, generator,
+                          trace, prior_mean=prior_mean, jump=cfg.jump, resample=cfg.resample, stride=cfg.stride)
