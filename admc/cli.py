@@ -245,9 +245,15 @@ def _train_lines(tr: dict) -> list[str]:
     """Validation scores of ``run.json``'s ``train`` section; a part that is malformed is left out."""
     parts = [
         ("ITFN val  ", lambda: ", ".join(f"{k} UA {v['ua']:.1f}" for k, v in tr["itfn"].items())),
-        ("MF val UA ", lambda: ", ".join(f"{k} {v['val_ua']:.1f}" for k, v in tr["fusion"].items())),
+        ("MF val UA ", lambda: ", ".join(f"{k} {v['val_ua']:.1f}" for k, v in tr["fusion"].items()
+                                        if isinstance(v, dict))),
+        ("MF trained on out-of-fold completions, folds ", lambda: str(int(tr["fusion"]["cross_fit_folds"]))),
         ("ADN val completion MSE ",
          lambda: ", ".join(f"{k} {v['mse']:.3f}" for k, v in tr["adn"]["val_completion"].items())),
+        ("ADN start step n by val MSE / by val UA ",
+         lambda: f"{tr['adn']['start_step_by_mse']} / {tr['adn']['start_step_by_ua']}"),
+        ("ridge val completion MSE ",
+         lambda: ", ".join(f"{k} {v['mse']:.3f}" for k, v in tr["completion"]["val_completion"].items())),
     ]
     out = []
     for head, text in parts:
@@ -277,14 +283,25 @@ def cmd_info(args) -> int:
         print(f"modality  {m.name}: {m.kind} dim {m.dim} encoder {m.encoder}")
     adn = dataclasses.asdict(cfg.adn)
     tr = meta.get("train", {})
-    if meta["method"] == "admc":
-        print(f"ADN       {adn.get('variant')} ({adn.get('prediction')}), sampler {adn.get('sampler')} steps "
-              f"{adn.get('sample_steps')} K={adn.get('num_samples')}, start step n = {meta.get('start_step')}, "
-              f"clip {meta.get('clip_range')}")
-        if adn.get("variant") == "conditional":
+    from admc.pipeline import config_for_method
+
+    acfg = config_for_method(cfg).adn  # the ADN settings the method fixes (admc_paper: the paper variant)
+    if meta["method"] in ("admc", "admc_paper"):
+        if acfg.variant == "paper":
+            print(f"ADN       paper ({acfg.prediction_or_default()}), reading {acfg.reading_or_default()}, "
+                  f"stride {acfg.stride}, RePaint U={acfg.resample} r={acfg.jump}, K={acfg.num_samples}, "
+                  f"start step n = {meta.get('start_step')} (chosen by val {acfg.start_select}), "
+                  f"clip {meta.get('clip_range')}")
+        else:
+            print(f"ADN       conditional ({acfg.prediction_or_default()}), sampler {acfg.sampler} steps "
+                  f"{acfg.sample_steps} K={acfg.num_samples}, clip {meta.get('clip_range')}")
             shrink = tr.get("adn", {}).get("prior_shrinkage") if isinstance(tr.get("adn"), dict) else None
             shrink = f" (shrinkage {shrink:g})" if isinstance(shrink, (int, float)) else ""
-            print(f"ADN prior {adn.get('prior', 'none')}{shrink}")
+            print(f"ADN prior {acfg.prior}{shrink}")
+    elif meta["method"] == "ridge_fill":
+        shrink = tr.get("completion", {}).get("prior_shrinkage") if isinstance(tr.get("completion"), dict) else None
+        shrink = f" (shrinkage {shrink:g})" if isinstance(shrink, (int, float)) else ""
+        print(f"completion ridge estimate from the available rows (linear prior{shrink}), no diffusion")
     for line in _train_lines(tr):
         print(line)
     print(f"command   {' '.join(str(c) for c in meta.get('command', []))}")

@@ -49,7 +49,7 @@ def test_completers_share_one_surface():
     assert ridge_err < 0.5 * zero_err  # rows are strongly correlated: ridge recovers most of them
 
 
-def test_bench_compares_admc_paper_ridge_and_zero_fill_side_by_side(ds, tmp_path):
+def test_bench_compares_admc_paper_ridge_and_zero_fill_side_by_side(ds, tmp_path, capsys):
     from admc.bench import run_bench
 
     res = run_bench(ds, tmp_path / "b", ["admc", "admc_paper", "ridge_fill", "zero_fill"], _small(), [0])
@@ -71,6 +71,16 @@ def test_bench_compares_admc_paper_ridge_and_zero_fill_side_by_side(ds, tmp_path
     tr = meta["train"]["adn"]
     assert tr["start_step_by_mse"] in (5, 20) and tr["start_step_by_ua"] in (5, 20)
     assert meta["start_step"] == tr["start_step_by_mse"] and set(tr["val_generated_ua_by_start_step"]) == {"5", "20"}
+    # admc info says what each run completes with
+    from admc.cli import main
+
+    capsys.readouterr()
+    assert main(["info", str(tmp_path / "b" / "runs" / "admc_paper-seed0")]) == 0
+    out = capsys.readouterr().out
+    assert "ADN       paper (epsilon), reading" in out and "start step n by val MSE / by val UA" in out
+    assert main(["info", str(tmp_path / "b" / "runs" / "ridge_fill-seed0")]) == 0
+    out = capsys.readouterr().out
+    assert "completion ridge estimate" in out and "ridge val completion MSE" in out
 
 
 def test_bench_refuses_a_contradicting_setting_before_training(ds, tmp_path):
