@@ -289,7 +289,7 @@ def cmd_info(args) -> int:
     if meta["method"] in ("admc", "admc_paper"):
         if acfg.variant == "paper":
             print(f"ADN       paper ({acfg.prediction_or_default()}), reading {acfg.reading_or_default()}, "
-                  f"stride {acfg.stride}, RePaint U={acfg.resample} r={acfg.jump}, K={acfg.num_samples}, "
+                  f"stride {acfg.stride or 1}, RePaint U={acfg.resample} r={acfg.jump}, K={acfg.num_samples}, "
                   f"start step n = {meta.get('start_step')} (chosen by val {acfg.start_select}), "
                   f"clip {meta.get('clip_range')}")
         else:

@@ -57,7 +57,9 @@ class ADNConfig:
     reading: str | None = None
     resample: int = 1              # RePaint (Lugmayr et al. 2022): U passes over every jump; 1 = off
     jump: int = 10                 # RePaint jump length r (steps re-noised before each resampling)
-    stride: int = 1                # paper variant: reverse steps every `stride` timesteps (respaced DDPM); 1 = paper
+    # paper variant: reverse steps every `stride` timesteps (respaced DDPM); 1 = the paper's chain;
+    # None = the method's (admc_paper: 10, measured in docs/completion.md) or 1
+    stride: int | None = None
     clip_quantile: float | None = 0.999  # clip predicted x0 to this quantile of |train embeddings|; None: no clip
 
 
@@ -76,8 +78,9 @@ class ADNConfig:
         if not (isinstance(self.resample, int) and self.resample >= 1):
             raise ValueError(f"adn.resample must be an integer >= 1, got {self.resample!r}")
         for key in ("jump", "stride"):
-            if not (isinstance(getattr(self, key), int) and getattr(self, key) >= 1):
-                raise ValueError(f"adn.{key} must be an integer >= 1, got {getattr(self, key)!r}")
+            value = getattr(self, key)
+            if not (isinstance(value, int) and value >= 1) and not (key == "stride" and value is None):
+                raise ValueError(f"adn.{key} must be an integer >= 1, got {value!r}")
         if self.resample > 1 and (self.reading or PAPER_READING) in ("official", "official_clamp"):
             raise ValueError("adn.resample (RePaint) works on top of Eq. 4 re-injection: readings noise, "
                              f"sdedit_mean, sdedit_ridge; not {self.reading_or_default()!r}")
@@ -87,7 +90,7 @@ class ADNConfig:
         (checked once the method's own settings are applied: ``admc.pipeline.config_for_method``)."""
         if self.variant == "conditional":
             for key, value, default in (("reading", self.reading, None), ("resample", self.resample, 1),
-                                        ("stride", self.stride, 1)):
+                                        ("stride", self.stride, None)):
                 if value != default:
                     raise ValueError(f"adn.{key} applies to the paper variant (method admc_paper, or "
                                      f"adn.variant=paper); method {method} uses the conditional variant")

@@ -79,12 +79,17 @@ def _head_ua(model: ADMCModel, filled: torch.Tensor, mask, y: np.ndarray) -> flo
     return float(np.mean(uas))
 
 
-def generated_ua(model: ADMCModel, z: torch.Tensor, present: torch.Tensor, labels: np.ndarray, seed: int,
-                 start_step: int | None = None) -> float:
-    """Mean over the missing conditions of :func:`_head_ua` (paper Table 4's measure)."""
-    y = labels[_full_rows(z, present).cpu().numpy()]
-    return float(np.mean([_head_ua(model, filled, mask, y)
-                          for _, mask, _, filled, _ in completions(model, z, present, seed, start_step)]))
+def completion_scores(model: ADMCModel, z: torch.Tensor, present: torch.Tensor, labels: np.ndarray | None,
+                      seed: int, start_step: int | None = None) -> tuple[float, float | None]:
+    """Means over the missing conditions of the completion MSE and (given labels) of the UA of the
+    frozen unimodal heads on the generated rows (paper Table 4's measure), from one completion pass."""
+    y = None if labels is None else labels[_full_rows(z, present).cpu().numpy()]
+    mse, ua = [], []
+    for _, mask, avail, filled, zf in completions(model, z, present, seed, start_step):
+        mse.append(_errors(filled, zf, avail)["mse"])
+        if y is not None:
+            ua.append(_head_ua(model, filled, mask, y))
+    return float(np.mean(mse)), (float(np.mean(ua)) if ua else None)
 
 
 def completion_report(model: ADMCModel, z: torch.Tensor, present: torch.Tensor, labels: np.ndarray,

@@ -27,16 +27,17 @@ class Method:
 
     completer: str                      # admc.completion.build_completer kind
     late: bool = False                  # average the unimodal heads instead of a fusion network
-    adn: dict = field(default_factory=dict)  # ADN settings the method fixes
+    adn: dict = field(default_factory=dict)  # the method's ADN settings (where the config keeps the default)
     about: str = ""
 
 
 METHODS: dict[str, Method] = {
     "admc": Method("diffusion", about="ADN completion (the configured variant, by default conditional "
                                       "around the linear prior) + per-condition fusion + MMER"),
-    "admc_paper": Method("diffusion", adn={"variant": "paper"},
+    "admc_paper": Method("diffusion", adn={"variant": "paper", "stride": 10},
                          about="the paper's ADN: unconditional noise predictor, Eq. 3-4 in the paper "
-                               "variant's reading (adn.reading), start step n chosen on validation"),
+                               "variant's reading (adn.reading), start step n chosen on validation; "
+                               "chains respaced to every 10th step unless adn.stride says otherwise"),
     "ridge_fill": Method("ridge", about="missing rows = the ridge (linear prior) estimate alone, no "
                                         "diffusion; same ITFN, fusion and MMER as admc"),
     "zero_fill": Method("zero", about="missing rows = the train mean (= mean_fill); the paper's w/o ADN"),
@@ -48,9 +49,13 @@ def config_for_method(cfg: TrainConfig) -> TrainConfig:
     """``cfg`` with the ADN settings its method fixes (``admc_paper``: the paper variant)."""
     if cfg.method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {cfg.method!r}")
-    fixed = METHODS[cfg.method].adn
-    if fixed:
-        cfg = replace(cfg, adn=ADNConfig(**{**asdict(cfg.adn), **fixed}))
+    own = METHODS[cfg.method].adn
+    if own:
+        # the method's own ADN settings, where the configuration leaves the default
+        default = ADNConfig()
+        adn = asdict(cfg.adn)
+        adn.update({k: v for k, v in own.items() if adn[k] == getattr(default, k)})
+        cfg = replace(cfg, adn=ADNConfig(**adn))
     if METHODS[cfg.method].completer == "diffusion":
         cfg.adn.check_variant(cfg.method)
     return cfg

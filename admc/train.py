@@ -14,7 +14,7 @@ from torch import nn
 from admc.batching import batches, modality_batch
 from admc.config import TrainConfig
 from admc.data import FeatureDataset, Split
-from admc.diagnostics import completion_errors, generated_ua
+from admc.diagnostics import completion_errors, completion_scores
 from admc.metrics import scores
 from admc.optim import EarlyStopping, lambda_rule  # noqa: F401 - re-exported for the benchmarks
 from admc.pipeline import ADMCModel, all_masks, mask_key
@@ -115,10 +115,9 @@ def choose_start_step(model: ADMCModel, z_va: torch.Tensor, p_va: torch.Tensor, 
     generated rows (paper Table 4).  Both choices are recorded; ``adn.start_select`` says which is used."""
     mse, ua = {}, {}
     for n in progress(model.cfg.adn.start_grid, desc="choose n"):
-        errs = completion_errors(model, z_va, p_va, seed, start_step=n)
-        mse[str(n)] = float(np.mean([e["mse"] for e in errs.values()]))
-        if y_va is not None:
-            ua[str(n)] = generated_ua(model, z_va, p_va, y_va, seed, start_step=n)
+        mse[str(n)], ua_n = completion_scores(model, z_va, p_va, y_va, seed, start_step=n)
+        if ua_n is not None:
+            ua[str(n)] = ua_n
     by_mse = int(min(mse, key=mse.get))
     by_ua = int(max(ua, key=ua.get)) if ua else None
     select = model.cfg.adn.start_select

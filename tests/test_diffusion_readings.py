@@ -228,7 +228,8 @@ def test_admc_paper_method_fixes_the_paper_variant_and_refuses_contradictions():
 
     cfg = config_for_method(TrainConfig(method="admc_paper", adn=ADNConfig(reading="sdedit_ridge")))
     assert cfg.adn.variant == "paper" and cfg.adn.prediction_or_default() == "epsilon"
-    assert cfg.adn.reading == "sdedit_ridge"
+    assert cfg.adn.reading == "sdedit_ridge" and cfg.adn.stride == 10  # the method's own stride ...
+    assert config_for_method(TrainConfig(method="admc_paper", adn=ADNConfig(stride=1))).adn.stride == 1  # ... or yours
     with pytest.raises(ValueError, match="adn.prediction"):
         config_for_method(TrainConfig(method="admc_paper", adn=ADNConfig(prediction="sample")))
     with pytest.raises(ValueError, match="adn.reading applies to the paper variant"):

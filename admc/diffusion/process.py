@@ -147,4 +147,4 @@ class Diffusion:
         n = N if n is None else int(min(max(n, 1), N))
         keep = avail[..., None].to(z.dtype)
         return self._read(self.denoiser, lambda: schedule.ddpm(cfg, self.clip_range), z, keep, n, generator,
-                          trace, prior_mean=prior_mean, jump=cfg.jump, resample=cfg.resample, stride=cfg.stride)
+                          trace, prior_mean=prior_mean, jump=cfg.jump, resample=cfg.resample, stride=cfg.stride or 1)
