@@ -112,7 +112,9 @@ PREDICTIONS = ("epsilon", "sample", "v_prediction")
 #                  n reverse steps without re-injection, clean available rows restored at the end
 #   official_clamp the authors' other path: all N steps, available rows clamped to their clean values
 READINGS = ("noise", "sdedit_mean", "sdedit_ridge", "official", "official_clamp")
-PAPER_READING = "noise"  # the paper variant's default reading (docs/completion.md: chosen on validation)
+# the paper variant's default reading: the lowest validation completion MSE on mfeat3 (0.280 at n = 10,
+# against 1.006 for sdedit_mean and 1.18 for noise; docs/completion.md)
+PAPER_READING = "sdedit_ridge"
 
 
 @dataclass
