@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 
 from admc.config import TrainConfig
 from admc.data import load_dataset, missing_conditions
@@ -79,7 +80,7 @@ def _mean(d: dict, key: str) -> float:
 
 
 def run(data: Path, out: Path, seeds: list[int], readings: list[str], stride: int, grid: list[int],
-        fusion: bool, adn_epochs: int | None) -> dict:
+        fusion: bool, adn_epochs: int | None, cache: Path | None = None) -> dict:
     ds = load_dataset(data)
     conds_masks = missing_conditions(ds.names)
     conds, masks = [c for c, _ in conds_masks], [m for _, m in conds_masks]
@@ -94,12 +95,27 @@ def run(data: Path, out: Path, seeds: list[int], readings: list[str], stride: in
             cfg.adn.epochs = adn_epochs
         base = ADMCModel(ds.schema, cfg)
         t0 = time.time()
-        train_unimodal(base, ds["train"], ds["val"], torch.device("cpu"), seed)
-        fit_standardization(base, ds["train"])
+        cached = cache / f"{ds.name}-seed{seed}.safetensors" if cache else None
+        if cached is not None and cached.is_file():  # the trained ITFN + ADN of an interrupted run
+            state = load_file(cached)
+            clip = float(state.pop("clip_range"))
+            base.load_state_dict(state)
+            base.completer.clip_range = clip
+            base.requires_grad_(False)
+            train_info = json.loads(cached.with_suffix(".json").read_text())
+        else:
+            train_unimodal(base, ds["train"], ds["val"], torch.device("cpu"), seed)
+            fit_standardization(base, ds["train"])
         emb = {s: base.embed(ds[s]) for s in ("train", "val", "test")}
         full = {s: emb[s][0][emb[s][1].all(1)] for s in emb}
         ys = {s: ds[s].labels[emb[s][1].all(1).numpy()] for s in emb}
-        train_info = base.completer.fit(full["train"], full["val"], seed)
+        if cached is None or not cached.is_file():
+            train_info = base.completer.fit(full["train"], full["val"], seed)
+            if cached is not None:
+                cache.mkdir(parents=True, exist_ok=True)
+                save_file({**{k: v.contiguous() for k, v in base.state_dict().items()},
+                           "clip_range": torch.tensor(base.completer.clip_range)}, cached)
+                cached.with_suffix(".json").write_text(json.dumps({"best_epoch": train_info["best_epoch"]}))
         t_train = time.time() - t0
         print(f"seed {seed}: ITFN + paper ADN trained in {t_train:.0f} s (epoch {train_info['best_epoch']})", flush=True)
         ref = {}
@@ -206,6 +222,8 @@ def main() -> None:
     p.add_argument("--grid", default="10,30,50,80,200,500,1000")
     p.add_argument("--fusion", action="store_true", help="also WA/UA per condition with fusion on each reading")
     p.add_argument("--adn-epochs", type=int, default=None)
+    p.add_argument("--cache", type=Path, default=None,
+                   help="keep each seed's trained ITFN + ADN here and reuse it (resume an interrupted run)")
     a = p.parse_args()
     set_quiet(True)
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -214,7 +232,7 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"paper_readings: --readings: unknown {sorted(unknown)}; choose from {', '.join(READINGS)}")
     run(a.data, a.out, [int(s) for s in a.seeds.split(",")], readings, a.stride,
-        [int(n) for n in a.grid.split(",")], a.fusion, a.adn_epochs)
+        [int(n) for n in a.grid.split(",")], a.fusion, a.adn_epochs, a.cache)
 
 
 if __name__ == "__main__":
