@@ -404,7 +404,9 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="train (or reuse) and compare methods on one split")
     b.add_argument("--data", required=True)
     b.add_argument("--out", required=True, help="output directory (results.json, results.md, runs/)")
-    b.add_argument("--methods", default="admc,zero_fill")
+    b.add_argument("--methods", default="admc,admc_paper,ridge_fill,zero_fill",
+                   help="comma-separated, from admc.pipeline.METHODS (admc, admc_paper, ridge_fill, zero_fill, "
+                        "late_fusion)")
     b.add_argument("--missing-rates", type=_floats, default=None, help="e.g. 0,0.1,0.2,0.3,0.4,0.5")
     b.add_argument("--runs", type=_positive, default=1, help="seeded random draws per missing rate")
     b.add_argument("--seed", type=int, default=0)
