@@ -552,9 +552,11 @@ def test_source_local_reads_the_camera_and_reports_a_missing_microphone(tiny_run
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) >= 8 and all(list(r) == list(RESULT_KEYS) for r in rows)
     # the astronaut's face (the clip's first 4 s, read at the capture's 30 fps, not the file's rate),
-    # then its black frames
-    assert rows[0]["streams"]["V"] == "live" and rows[0]["probs"]
-    assert {r["reasons"]["V"] for r in rows} <= {"ok", "black frame"}
+    # then its black frames; on a loaded machine the first windows may close before the first frame
+    # has been analysed, so the face is looked for in the first half
+    first_live = next((i for i, r in enumerate(rows) if r["streams"]["V"] == "live"), len(rows))
+    assert first_live < len(rows) // 2 and rows[first_live]["probs"]
+    assert {r["reasons"]["V"] for r in rows[first_live:]} <= {"ok", "black frame"}
     if "microphone could not be opened" in err:                      # no input device here
         assert all(r["streams"]["A"] == "missing" for r in rows)
 

@@ -51,7 +51,7 @@ def test_completion_keeps_available_rows_exact_for_every_variant():
     for variant, sampler, k in [("paper", "ddpm", 1), ("conditional", "ddim", 1), ("conditional", "ddpm", 3),
                                 ("conditional", "mean", 1)]:
         cfg = ADNConfig(variant=variant, sampler=sampler, num_samples=k, num_train_timesteps=50, sample_steps=5,
-                        start_step=20, prior="none")
+                        start_step=20, prior="none", reading="noise" if variant == "paper" else None)
         den = Denoiser(3, 16, 32, 1, 2, 32, conditional=variant == "conditional").eval()
         diff = Diffusion(den, cfg)
         diff.clip_range = 3.0
