@@ -7,13 +7,13 @@ set's statistics, so "zero fill" means "fill with the training mean".
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass, field, replace
+
 import numpy as np
 import torch
 from torch import nn
 
 from admc.batching import batches, modality_batch
-from dataclasses import asdict, dataclass, field, replace
-
 from admc.completion import ZeroFill, build_completer
 from admc.config import ADNConfig, TrainConfig, resolve_fusion_mode
 from admc.data import Schema, Split, condition_name
@@ -46,7 +46,8 @@ METHODS: dict[str, Method] = {
 
 
 def config_for_method(cfg: TrainConfig) -> TrainConfig:
-    """``cfg`` with the ADN settings its method fixes (``admc_paper``: the paper variant)."""
+    """``cfg`` with its method's own ADN settings where the configuration keeps the defaults
+    (``admc_paper``: the paper variant, stride 10), checked against the variant."""
     if cfg.method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {cfg.method!r}")
     own = METHODS[cfg.method].adn

@@ -17,7 +17,8 @@ from admc.data import FeatureDataset, Split
 from admc.diagnostics import completion_errors, completion_scores
 from admc.metrics import scores
 from admc.optim import EarlyStopping, lambda_rule  # noqa: F401 - re-exported for the benchmarks
-from admc.pipeline import ADMCModel, all_masks, mask_key
+from admc.completion import build_completer
+from admc.pipeline import METHODS, ADMCModel, all_masks, mask_key
 from admc.runtime import log, progress
 
 def _ua(y, pred) -> float:
@@ -149,6 +150,12 @@ class CrossFit:
         self.models = []
         for k in progress(range(folds), desc="cross-fit"):
             fm = copy.deepcopy(model)
+            # a fresh completer (untrained denoiser, empty prior): nothing of fold k may leak into it
+            torch.manual_seed(seed + 1000 * (k + 1))
+            fm.completer = build_completer(METHODS[model.cfg.method].completer, model.cfg, model.M, model.E)
+            fm.denoiser = getattr(fm.completer, "denoiser", None)
+            fm.prior = getattr(fm.completer, "prior", None)
+            fm.to(z_tr.device)
             sel = (self.fold_of != k) & p_tr.all(dim=1)
             fm.completer.fit(z_tr[sel], full_va, seed + 1000 * (k + 1))
             fm.start_step = model.start_step  # the paper variant keeps the n chosen on the whole train set

@@ -115,5 +115,8 @@ def test_fusion_trains_on_out_of_fold_completions(ds):
     full = p.all(dim=1)
     err = lambda x: float((x[full][:, 1:] - z[full][:, 1:]).pow(2).mean())  # noqa: E731
     assert err(oof) > err(ins)
+    # each fold's completer is a fresh one, never the trained model's own
+    assert all(fm.prior is not model.prior and fm.completer.prior is fm.prior for fm in xfit.models)
+    assert not torch.equal(xfit.models[0].prior.second_moment, model.prior.second_moment)
     assert json.dumps(info)  # the run info stays JSON
     assert np.isfinite(info["fusion"]["full"]["val_ua"])
