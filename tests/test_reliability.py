@@ -689,7 +689,9 @@ def test_sigint_during_training_keeps_the_old_run(ds, tmp_path):
     with open(log, "w") as err:
         p = subprocess.Popen([sys.executable, "-m", "admc.cli", "train", "--data", str(ds), "--out", str(run),
                               "--overwrite", "--set", "itfn.epochs=100000", "--set", "itfn.patience=100000",
-                              "--set", "itfn.emb_dim=8"], stdout=subprocess.DEVNULL, stderr=err, cwd=ROOT)
+                              "--set", "itfn.emb_dim=8"], stdout=subprocess.DEVNULL, stderr=err, cwd=ROOT,
+                             # a shell's background job inherits SIGINT ignored; a user's Ctrl-C is not
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         deadline = time.time() + 120
         while time.time() < deadline and "ITFN" not in log.read_text() and "it/s" not in log.read_text() \
                 and "s/it" not in log.read_text():
