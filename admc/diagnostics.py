@@ -67,7 +67,7 @@ def completion_errors(model: ADMCModel, z: torch.Tensor, present: torch.Tensor, 
 
 
 @torch.no_grad()
-def _head_ua(model: ADMCModel, filled: torch.Tensor, mask, y: np.ndarray) -> float:
+def head_ua(model: ADMCModel, filled: torch.Tensor, mask, y: np.ndarray) -> float:
     """UA of the frozen unimodal heads on the generated rows, averaged over the missing modalities."""
     uas = []
     for i, mod in enumerate(model.schema.modalities):
@@ -88,7 +88,7 @@ def completion_scores(model: ADMCModel, z: torch.Tensor, present: torch.Tensor, 
     for _, mask, avail, filled, zf in completions(model, z, present, seed, start_step):
         mse.append(_errors(filled, zf, avail)["mse"])
         if y is not None:
-            ua.append(_head_ua(model, filled, mask, y))
+            ua.append(head_ua(model, filled, mask, y))
     return float(np.mean(mse)), (float(np.mean(ua)) if ua else None)
 
 
@@ -102,6 +102,6 @@ def completion_report(model: ADMCModel, z: torch.Tensor, present: torch.Tensor, 
             **_errors(filled, zf, avail),
             "mse_zero": float((zf[~avail] ** 2).mean()),
             "mse_ridge": float(((ridge_filled[~avail] - zf[~avail]) ** 2).mean()),
-            "ua_generated": _head_ua(model, filled, mask, y),
+            "ua_generated": head_ua(model, filled, mask, y),
         }
     return out

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from admc.batching import batches, modality_batch
-from admc.completion import ZeroFill, build_completer
+from admc.completion import build_completer
 from admc.config import ADNConfig, TrainConfig, resolve_fusion_mode
 from admc.data import Schema, Split, condition_name
 from admc.models.encoders import UnimodalNet
@@ -116,8 +116,7 @@ class ADMCModel(nn.Module):
 
     @clip_range.setter
     def clip_range(self, value: float | None) -> None:
-        if not isinstance(self.completer, ZeroFill) or value is not None:
-            self.completer.clip_range = value
+        self.completer.clip_range = value
 
     @property
     def start_step(self) -> int | None:
@@ -125,8 +124,7 @@ class ADMCModel(nn.Module):
 
     @start_step.setter
     def start_step(self, value: int | None) -> None:
-        if not isinstance(self.completer, ZeroFill) or value is not None:
-            self.completer.start_step = value
+        self.completer.start_step = value
 
     # ---- embeddings ------------------------------------------------------------------------------
     @torch.no_grad()

@@ -15,6 +15,7 @@ from admc.batching import batches, modality_batch
 from admc.config import TrainConfig
 from admc.data import FeatureDataset, Split
 from admc.diagnostics import completion_errors, completion_scores
+from admc.diffusion.process import clip_range  # noqa: F401 - re-exported for the benchmarks
 from admc.metrics import scores
 from admc.optim import EarlyStopping, lambda_rule  # noqa: F401 - re-exported for the benchmarks
 from admc.completion import build_completer
@@ -101,12 +102,6 @@ def train_completer(model: ADMCModel, z_tr: torch.Tensor, p_tr: torch.Tensor, z_
 def train_adn(model: ADMCModel, z_tr, p_tr, z_va, p_va, seed: int) -> dict:
     """The ADN stage alone (no start step choice); kept for the benchmark scripts."""
     return model.completer.fit(z_tr[p_tr.all(dim=1)], z_va[p_va.all(dim=1)], seed)
-
-
-def clip_range(cfg, full_train: torch.Tensor) -> float | None:
-    """Predicted clean rows are clipped to this quantile of |standardized train embeddings|."""
-    q = cfg.clip_quantile
-    return None if q is None else float(torch.quantile(full_train.abs().flatten()[:1_000_000], q))
 
 
 def choose_start_step(model: ADMCModel, z_va: torch.Tensor, p_va: torch.Tensor, y_va: np.ndarray | None,

@@ -27,9 +27,9 @@ from safetensors.torch import load_file, save_file
 
 from admc.config import TrainConfig
 from admc.data import load_dataset, missing_conditions
+from admc.diagnostics import head_ua
 from admc.diffusion.process import Diffusion
 from admc.evaluate import evaluate
-from admc.metrics import scores
 from admc.pipeline import ADMCModel
 from admc.runtime import seed_everything, set_quiet
 from admc.train import fit_standardization, train_fusion, train_unimodal
@@ -63,15 +63,9 @@ def per_condition(model: ADMCModel, diff: Diffusion, z_full, y, conds, masks, n,
         sl = slice(k * len(z_full), (k + 1) * len(z_full))
         f, a = filled[sl], ab[sl]
         miss = ~a
-        uas = []
-        for i, mod in enumerate(model.schema.modalities):
-            if mask[i]:
-                continue
-            head = model.encoders[mod.name].head.eval()
-            uas.append(scores(y, head(f[:, i] * model.emb_std[i] + model.emb_mean[i]).argmax(-1).numpy())["ua"])
         out[cond] = {"mse": float(((f - z_full)[miss] ** 2).mean()),
                      "cos": float(torch.nn.functional.cosine_similarity(f[miss], z_full[miss], dim=-1).mean()),
-                     "ua_generated": float(np.mean(uas))}
+                     "ua_generated": head_ua(model, f, mask, y)}
     return out
 
 

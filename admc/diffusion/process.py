@@ -41,6 +41,12 @@ def random_proper_masks(n: int, M: int, gen: torch.Generator, device) -> torch.T
     return (codes[:, None] >> torch.arange(M, device=device)[None]) & 1 == 1
 
 
+def clip_range(cfg: ADNConfig, full_train: torch.Tensor) -> float | None:
+    """Predicted clean rows are clipped to this quantile of |standardized train embeddings|."""
+    q = cfg.clip_quantile
+    return None if q is None else float(torch.quantile(full_train.abs().flatten()[:1_000_000], q))
+
+
 class Diffusion:
     name = "diffusion"
     completes = True
@@ -54,6 +60,7 @@ class Diffusion:
             self._read = readings.READERS[self.reading]
             if self.reading == "sdedit_ridge" and prior is None:
                 raise ValueError("adn.reading=sdedit_ridge needs the linear prior")
+        self.loss_schedule = schedule.ddpm(cfg)  # the training loss's forward process (no clipping)
         self.clip_range: float | None = None  # set by fit, saved with the run
         self.start_step: int | None = cfg.start_step
 
@@ -67,7 +74,7 @@ class Diffusion:
         (noise, Eq. 2) on every row.  Conditional: random availability, available rows clean, loss on the
         rows to generate, in the residual space around the prior mean."""
         cfg = self.cfg
-        sch = self._ddpm_for_loss()
+        sch = self.loss_schedule
         B, M, _ = x0.shape
         dev = x0.device
         t = torch.randint(0, cfg.num_train_timesteps, (B,), generator=gen).to(dev)
@@ -94,19 +101,13 @@ class Diffusion:
                 per_bin[1, b] += sel.sum()
         return err.mean()
 
-    def _ddpm_for_loss(self):
-        if getattr(self, "_loss_sch", None) is None:
-            self._loss_sch = schedule.ddpm(self.cfg)
-        return self._loss_sch
-
     def fit(self, full_tr: torch.Tensor, full_va: torch.Tensor, seed: int) -> dict:
         """Fit the prior (shrinkage on validation), then train the denoiser (``admc.diffusion.training``)."""
         from admc.diffusion.training import train_denoiser
 
         if len(full_tr) < 2 or len(full_va) < 1:
             raise ValueError("the ADN trains on samples with every modality present: too few in train/val")
-        q = self.cfg.clip_quantile
-        self.clip_range = None if q is None else float(torch.quantile(full_tr.abs().flatten()[:1_000_000], q))
+        self.clip_range = clip_range(self.cfg, full_tr)
         info = self.prior.fit_select(full_tr, full_va, self.cfg.prior_shrinkage, self.cfg.prior_grid) \
             if self.prior is not None else {}
         info.update(train_denoiser(self, full_tr, full_va, seed))
