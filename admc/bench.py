@@ -13,16 +13,18 @@ from __future__ import annotations
 import copy
 import json
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from admc.config import TrainConfig
+from admc.config import DataConfig, TrainConfig
 from admc.data import FeatureDataset, missing_conditions
 from admc.diagnostics import RidgeCompleter, completion_report
 from admc.evaluate import evaluate
 from admc.pipeline import METHODS, config_for_method
+from admc.regimes import training_data
 from admc.run import RunError, load_run, read_run_meta, save_run
 from admc.runtime import log, seed_everything
 from admc.train import train
@@ -91,12 +93,16 @@ def run_bench(ds: FeatureDataset, out: Path, methods: list[str], base: TrainConf
             emb = model.embed(ds[split])
             per_method[method].append(evaluate(model, ds[split], seed, missing_rates, runs, embedded=emb))
             if model.completes:
-                z_tr, p_tr = model.embed(ds["train"])
-                ridge = RidgeCompleter(z_tr[p_tr.all(dim=1)].cpu().numpy())
+                # the reference ridge sees the full training samples the method saw
+                z_tr, p_tr = model.embed(training_data(ds["train"], ds.names, cfg.data, seed).split)
+                full = z_tr[p_tr.all(dim=1)]
+                ridge = RidgeCompleter(full.cpu().numpy()) if len(full) >= 10 else None
                 for sp, e in (("val", model.embed(ds["val"])), (split, emb)):
                     diag[method][sp].append(completion_report(model, e[0], e[1], ds[sp].labels, ridge, seed))
     results: dict = {"dataset": ds.name, "split": split, "seeds": seeds, "methods": {},
                      "seconds": round(time.time() - t0, 1)}
+    if base.data != DataConfig():  # a reduced train split (admc.regimes): say so with the results
+        results["train_data"] = asdict(base.data)
     for method, rows in per_method.items():
         mean, std = _agg(rows)
         entry = {**mean, "std": std}
@@ -118,6 +124,10 @@ def results_markdown(res: dict, names: list[str]) -> str:
     conds = [c for c, _ in missing_conditions(names)]
     seeds = res.get("seeds", [])
     lines = [f"# {res['dataset']} ({res['split']} split, {len(seeds)} seed(s): {seeds})", ""]
+    if "train_data" in res:
+        td = res["train_data"]
+        lines += [f"Train split reduced: {td['train_missing_rate']:g} of its modality entries missing, labels "
+                  f"on {td['label_fraction']:g} of its samples.", ""]
     lines.append("## Missing-modality conditions: WA/UA (%), mean over seeds (std of UA)")
     lines.append("")
     lines.append("| Method | " + " | ".join("{" + c + "}" for c in conds) + " | Average | Full |")
@@ -145,6 +155,7 @@ def results_markdown(res: dict, names: list[str]) -> str:
         lines.append("|---|---|---|---|---|---|")
         for c in conds:
             d = r["completion"][c]
-            lines.append(f"| {c} | {d['mse']:.3f} | {d['cos']:.3f} | {d['mse_zero']:.3f} | {d['mse_ridge']:.3f} | "
+            ridge = f"{d['mse_ridge']:.3f}" if "mse_ridge" in d else "-"
+            lines.append(f"| {c} | {d['mse']:.3f} | {d['cos']:.3f} | {d['mse_zero']:.3f} | {ridge} | "
                          f"{_f(d['ua_generated'])} |")
     return "\n".join(lines) + "\n"

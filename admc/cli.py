@@ -128,6 +128,13 @@ def build_config(args):
         obj[sec][k] = value
     if getattr(args, "fusion", None):
         obj["fusion"]["mode"] = args.fusion
+    for flag, key in (("train_missing_rate", "train_missing_rate"), ("label_fraction", "label_fraction")):
+        value = getattr(args, flag, None)
+        if value is not None:
+            why = setting_problem("data", key, value)
+            if why:
+                raise UsageError(f"--{flag.replace('_', '-')} {value:g}: {why}")
+            obj["data"][key] = value
     why = config_problem(obj)
     if why:
         raise UsageError(f"bad configuration: {why}")
@@ -162,7 +169,14 @@ def _train_opts(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fusion", choices=["per-condition", "shared", "auto"], default=None,
                    help="one fusion classifier per condition (paper) or one mask-aware one (default: per-condition "
                         "when there are <= 3 modalities)")
-    p.add_argument("--config", help="JSON file with itfn/adn/fusion settings")
+    p.add_argument("--train-missing-rate", type=float, default=None, metavar="RATE",
+                   help="drop this fraction of the train split's modality entries (CPM-Nets protocol; every "
+                        "sample keeps one); the completer learns from the incomplete samples (= --set "
+                        "data.train_missing_rate=RATE)")
+    p.add_argument("--label-fraction", type=float, default=None, metavar="F",
+                   help="keep labels on this fraction of the train split (stratified); encoders and fusion "
+                        "learn from those, the completer from every sample (= --set data.label_fraction=F)")
+    p.add_argument("--config", help="JSON file with itfn/adn/fusion/data settings")
     p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
                    help="override one setting, e.g. --set adn.sampler=mean (repeatable)")
     p.add_argument("--allow-missing-classes", action="store_true",

@@ -1,8 +1,10 @@
 """Every way of filling missing modality rows, behind one surface (the way scikit-learn estimators
 share ``fit``/``predict``):
 
-- ``fit(full_train, full_val, seed) -> info``: learn from the standardized embeddings ``[n, M, E]`` of
-  training samples with every modality present (validation for model selection only);
+- ``fit(train, full_val, seed, present=None) -> info``: learn from the standardized embeddings
+  ``[n, M, E]`` of the training samples (every modality present, or ``present [n, M]`` says which rows
+  are there: a training set with missing modalities); the full validation samples serve model
+  selection only;
 - ``complete(z, avail, generator=None, start_step=None) -> z'``: the rows where ``avail [B, M]`` is
   False filled in, the available rows returned exactly as given.
 
@@ -29,7 +31,7 @@ class ZeroFill:
     start_step = None
     uses_start_step = False
 
-    def fit(self, full_tr: torch.Tensor, full_va: torch.Tensor, seed: int) -> dict:
+    def fit(self, full_tr: torch.Tensor, full_va: torch.Tensor, seed: int, present=None) -> dict:
         return {}
 
     @torch.no_grad()
@@ -47,8 +49,8 @@ class RidgeFill:
     def __init__(self, prior: LinearPrior, cfg):
         self.prior, self.cfg = prior, cfg
 
-    def fit(self, full_tr: torch.Tensor, full_va: torch.Tensor, seed: int) -> dict:
-        return self.prior.fit_select(full_tr, full_va, self.cfg.prior_shrinkage, self.cfg.prior_grid)
+    def fit(self, full_tr: torch.Tensor, full_va: torch.Tensor, seed: int, present=None) -> dict:
+        return self.prior.fit_select(full_tr, full_va, self.cfg.prior_shrinkage, self.cfg.prior_grid, present)
 
     @torch.no_grad()
     def complete(self, z, avail, generator=None, start_step=None) -> torch.Tensor:

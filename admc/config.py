@@ -137,12 +137,35 @@ class FusionConfig:
     # fusion and MMER train on out-of-fold completions of the training set: the completer is refitted
     # on K-1 folds and completes the K-th (0 = off: in-sample completions)
     cross_fit: int = 0
+    # a training sample that lacks some of a pattern's modalities: "fill" it with the method's completer
+    # (the train mean for zero_fill) and train that pattern's classifier on it too, or "drop" it
+    incomplete: str = "fill"
+
+    def __post_init__(self):
+        if self.incomplete not in ("fill", "drop"):
+            raise ValueError(f"fusion.incomplete must be fill or drop, got {self.incomplete!r}")
+
+
+@dataclass
+class DataConfig:
+    """What of the training split a run may use (docs/completion.md, "Where completion can pay").
+
+    Both are drawn from the run's seed and apply to the train split only; validation and test stay
+    as they are in the dataset."""
+
+    # CPM-Nets protocol (Zhang et al. 2019): this fraction of the (sample, modality) entries of the
+    # train split is missing, every sample keeping at least one modality
+    train_missing_rate: float = 0.0
+    # labels are kept on this fraction of the train split (stratified by class); the encoders and the
+    # fusion learn from the labelled samples, the completer from every sample
+    label_fraction: float = 1.0
 
 
 @dataclass
 class TrainConfig:
     method: str = "admc"           # one of admc.pipeline.METHODS
     seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
     itfn: ITFNConfig = field(default_factory=ITFNConfig)
     adn: ADNConfig = field(default_factory=ADNConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)
@@ -166,6 +189,7 @@ class TrainConfig:
             itfn=build(ITFNConfig, obj.get("itfn", {})),
             adn=build(ADNConfig, obj.get("adn", {})),
             fusion=build(FusionConfig, obj.get("fusion", {})),
+            data=build(DataConfig, obj.get("data", {})),
         )
 
 

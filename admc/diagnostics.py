@@ -93,15 +93,13 @@ def completion_scores(model: ADMCModel, z: torch.Tensor, present: torch.Tensor, 
 
 
 def completion_report(model: ADMCModel, z: torch.Tensor, present: torch.Tensor, labels: np.ndarray,
-                      ridge: RidgeCompleter, seed: int) -> dict[str, dict[str, float]]:
+                      ridge: RidgeCompleter | None, seed: int) -> dict[str, dict[str, float]]:
     y = labels[_full_rows(z, present).cpu().numpy()]
     out = {}
     for cond, mask, avail, filled, zf in completions(model, z, present, seed):
-        ridge_filled = torch.from_numpy(ridge.complete(zf.cpu().numpy(), mask)).to(z.device)
-        out[cond] = {
-            **_errors(filled, zf, avail),
-            "mse_zero": float((zf[~avail] ** 2).mean()),
-            "mse_ridge": float(((ridge_filled[~avail] - zf[~avail]) ** 2).mean()),
-            "ua_generated": head_ua(model, filled, mask, y),
-        }
+        out[cond] = {**_errors(filled, zf, avail), "mse_zero": float((zf[~avail] ** 2).mean())}
+        if ridge is not None:
+            ridge_filled = torch.from_numpy(ridge.complete(zf.cpu().numpy(), mask)).to(z.device)
+            out[cond]["mse_ridge"] = float(((ridge_filled[~avail] - zf[~avail]) ** 2).mean())
+        out[cond]["ua_generated"] = head_ua(model, filled, mask, y)
     return out

@@ -13,32 +13,8 @@ import torch
 from admc.data import Split, missing_conditions
 from admc.metrics import mean_scores, scores
 from admc.pipeline import ADMCModel
+from admc.regimes import random_missing_mask  # noqa: F401 - also imported from here
 from admc.runtime import log
-
-
-def random_missing_mask(present: np.ndarray, rate: float, rng: np.random.Generator) -> np.ndarray:
-    """Drop (sample, modality) entries at random so that ``rate`` of all entries are missing while
-    every sample keeps at least one modality.  Entries already missing in the data count as missing."""
-    n, M = present.shape
-    avail = present.copy()
-    target = int(round(rate * n * M))
-    need = target - int((~avail).sum())
-    if need <= 0:
-        return avail
-    order = rng.permutation(np.flatnonzero(avail.ravel()))
-    counts = avail.sum(axis=1)
-    for flat in order:
-        if need == 0:
-            break
-        i, j = divmod(int(flat), M)
-        if counts[i] > 1:
-            avail[i, j] = False
-            counts[i] -= 1
-            need -= 1
-    if need > 0:
-        log(f"missing rate {rate}: only {target - need} of {target} entries could be dropped "
-            "(every sample keeps one modality)")
-    return avail
 
 
 @torch.no_grad()

@@ -49,6 +49,9 @@ RANGES: dict[str, tuple[typing.Callable, str]] = {
     "adn.prior_grid": (lambda x: len(x) > 0 and all(v > 0 for v in x), "a non-empty list of numbers > 0"),
     "adn.ema_decay": (lambda x: x is None or 0 <= x < 1, "null or in [0, 1)"),
     "adn.clip_quantile": (lambda x: x is None or 0 < x <= 1, "null or in (0, 1]"),
+    "data.train_missing_rate": (lambda x: 0 <= x < 1, "in [0, 1)"),
+    "data.label_fraction": (lambda x: 0 < x <= 1, "in (0, 1]"),
+    "fusion.cross_fit": (lambda x: x == 0 or x >= 2, "0 (off) or >= 2"),
 }
 
 

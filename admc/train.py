@@ -20,6 +20,7 @@ from admc.metrics import scores
 from admc.optim import EarlyStopping, lambda_rule  # noqa: F401 - re-exported for the benchmarks
 from admc.completion import build_completer
 from admc.pipeline import METHODS, ADMCModel, all_masks, mask_key
+from admc.regimes import training_data
 from admc.runtime import log, progress
 
 def _ua(y, pred) -> float:
@@ -89,11 +90,19 @@ def fit_standardization(model: ADMCModel, train: Split) -> None:
 
 # ---- stage 2: completion (ADN, ridge prior or nothing) ----------------------------------------------
 
+def _fit_completer(completer, z_tr, p_tr, full_va, seed: int) -> dict:
+    """A completer learns from the full training samples; from every training sample with the rows
+    that are there (``present``) when the training set itself has missing modalities."""
+    if bool(p_tr.all()):
+        return completer.fit(z_tr, full_va, seed)
+    return completer.fit(z_tr, full_va, seed, present=p_tr)
+
+
 def train_completer(model: ADMCModel, z_tr: torch.Tensor, p_tr: torch.Tensor, z_va: torch.Tensor,
                     p_va: torch.Tensor, y_va: np.ndarray, seed: int) -> dict:
-    """Fit the method's completer on the full training samples (selection on full validation ones);
+    """Fit the method's completer on the training samples (selection on full validation ones);
     the paper variant's start step n is then chosen on validation (:func:`choose_start_step`)."""
-    info = model.completer.fit(z_tr[p_tr.all(dim=1)], z_va[p_va.all(dim=1)], seed)
+    info = _fit_completer(model.completer, z_tr, p_tr, z_va[p_va.all(dim=1)], seed)
     if model.completer.uses_start_step and model.cfg.adn.start_step is None:
         info.update(choose_start_step(model, z_va, p_va, y_va, seed))
     return info
@@ -101,7 +110,7 @@ def train_completer(model: ADMCModel, z_tr: torch.Tensor, p_tr: torch.Tensor, z_
 
 def train_adn(model: ADMCModel, z_tr, p_tr, z_va, p_va, seed: int) -> dict:
     """The ADN stage alone (no start step choice); kept for the benchmark scripts."""
-    return model.completer.fit(z_tr[p_tr.all(dim=1)], z_va[p_va.all(dim=1)], seed)
+    return _fit_completer(model.completer, z_tr, p_tr, z_va[p_va.all(dim=1)], seed)
 
 
 def choose_start_step(model: ADMCModel, z_va: torch.Tensor, p_va: torch.Tensor, y_va: np.ndarray | None,
@@ -151,40 +160,60 @@ class CrossFit:
             fm.denoiser = getattr(fm.completer, "denoiser", None)
             fm.prior = getattr(fm.completer, "prior", None)
             fm.to(z_tr.device)
-            sel = (self.fold_of != k) & p_tr.all(dim=1)
-            fm.completer.fit(z_tr[sel], full_va, seed + 1000 * (k + 1))
+            sel = self.fold_of != k
+            _fit_completer(fm.completer, z_tr[sel], p_tr[sel], full_va, seed + 1000 * (k + 1))
             fm.start_step = model.start_step  # the paper variant keeps the n chosen on the whole train set
             fm.requires_grad_(False)
             self.models.append(fm)
 
     @torch.no_grad()
-    def fusion_inputs(self, z, rows, avail, gen) -> torch.Tensor:
+    def _per_fold(self, fn, z, rows, avail) -> torch.Tensor:
         parts = []
         for k, fm in enumerate(self.models):
             sel = torch.nonzero(self.fold_of[rows] == k).flatten()
             if len(sel):
-                parts.append((sel, fm.fusion_inputs(z[rows[sel]], avail[sel], gen)))
+                parts.append((sel, fn(fm, z[sel], avail[sel])))
         out = torch.empty(len(rows), *parts[0][1].shape[1:], device=z.device)
         for sel, tok in parts:
             out[sel] = tok
         return out
 
+    def fusion_inputs(self, z, rows, avail, gen) -> torch.Tensor:
+        """Fusion tokens of training samples ``rows`` (``z`` holds their embeddings), each by its fold's model."""
+        return self._per_fold(lambda fm, zz, aa: fm.fusion_inputs(zz, aa, gen), z, rows, avail)
+
+    def fill(self, z, rows, avail, gen) -> torch.Tensor:
+        return self._per_fold(lambda fm, zz, aa: fm.fill(zz, aa, gen), z, rows, avail)
+
 
 @torch.no_grad()
-def _pattern_set(model: ADMCModel, z, present, labels, masks, seed: int, cross_fit: CrossFit | None = None):
-    """Fusion inputs for each availability pattern over the samples that have those modalities."""
+def _pattern_set(model: ADMCModel, z, present, labels, masks, seed: int, cross_fit: CrossFit | None = None,
+                 incomplete: str = "drop"):
+    """Fusion inputs for each availability pattern over the samples that have those modalities.
+
+    ``incomplete="fill"``: a sample that has only some of the pattern's modalities is used too, the
+    others first completed by the method's completer (a training set with missing modalities)."""
     out = []
     for k, mask in enumerate(masks):
         m = torch.tensor(mask, device=z.device)
-        rows = torch.nonzero((present | ~m).all(dim=1)).flatten()
+        has_all = (present | ~m).all(dim=1)
+        usable = has_all | ((present & m).any(dim=1) if incomplete == "fill" else has_all)
+        rows = torch.nonzero(usable).flatten()
         if len(rows) == 0:
             continue
         avail = m.expand(len(rows), -1)
         gen = torch.Generator().manual_seed(seed * 7919 + k)
+        zr = z[rows]
+        part = torch.nonzero(~has_all[rows]).flatten()
+        if len(part):  # complete the pattern's rows these samples lack
+            pr = present[rows[part]] & m
+            zr = zr.clone()
+            zr[part] = (cross_fit.fill(zr[part], rows[part], pr, gen) if cross_fit is not None
+                        else model.fill(zr[part], pr, gen))
         if cross_fit is not None:
-            tokens = cross_fit.fusion_inputs(z, rows, avail, gen)
+            tokens = cross_fit.fusion_inputs(zr, rows, avail, gen)
         else:
-            tokens = model.fusion_inputs(z[rows], avail, gen)
+            tokens = model.fusion_inputs(zr, avail, gen)
         out.append((mask, tokens, avail.clone(), torch.from_numpy(labels[rows.cpu().numpy()]).to(z.device)))
     return out
 
@@ -239,13 +268,13 @@ def train_fusion(model: ADMCModel, z_tr, p_tr, y_tr, z_va, p_va, y_va, seed: int
         if cfg.shared_patterns not in ("all", "full"):
             raise ValueError(f"fusion.shared_patterns must be all or full, got {cfg.shared_patterns!r}")
         masks = _fusion_masks(model.M, rng) if cfg.shared_patterns == "all" else [tuple(True for _ in range(model.M))]
-        tr = _pattern_set(model, z_tr, p_tr, y_tr, masks, seed, xfit)
+        tr = _pattern_set(model, z_tr, p_tr, y_tr, masks, seed, xfit, cfg.incomplete)
         va = _pattern_set(model, z_va, p_va, y_va, masks, seed + 1)
         info["shared"] = fit_fusion(model.fusion["shared"], tr, va, cfg, seed + 11)
         info["shared"]["patterns"] = [model.condition_name(m) for m in masks]
     else:
         for k, mask in enumerate(progress(all_masks(model.M), desc="fusion")):
-            tr = _pattern_set(model, z_tr, p_tr, y_tr, [mask], seed + k, xfit)
+            tr = _pattern_set(model, z_tr, p_tr, y_tr, [mask], seed + k, xfit, cfg.incomplete)
             va = _pattern_set(model, z_va, p_va, y_va, [mask], seed + 1000 + k)
             info[model.condition_name(mask)] = fit_fusion(model.fusion[mask_key(mask)], tr, va, cfg, seed + 11 + k)
     return info
@@ -254,14 +283,22 @@ def train_fusion(model: ADMCModel, z_tr, p_tr, y_tr, z_va, p_va, y_va, seed: int
 # ---- everything ------------------------------------------------------------------------------------
 
 def train(ds: FeatureDataset, cfg: TrainConfig, device: torch.device, encoders_from: ADMCModel | None = None) -> tuple[ADMCModel, dict]:
-    """Train a full model on ``ds['train']`` with selection on ``ds['val']``.
+    """Train a full model on ``ds['train']`` (reduced as ``cfg.data`` says: :mod:`admc.regimes`)
+    with selection on ``ds['val']``.
 
     ``encoders_from`` reuses another model's frozen ITFN (the paper's ablation shares it).
     """
     t0 = time.time()
     model = ADMCModel(ds.schema, cfg).to(device)
-    train_split, val_split = ds["train"], ds["val"]
+    data = training_data(ds["train"], ds.schema.names, cfg.data, cfg.seed)
+    train_split, val_split = data.split, ds["val"]
+    labelled = torch.from_numpy(data.labelled).to(device)
     info: dict = {}
+    if cfg.data.train_missing_rate > 0 or len(data.labelled) < len(train_split):
+        pm = train_split.presence_matrix(ds.schema.names)
+        info["train_data"] = {"samples": len(train_split), "labelled": len(data.labelled),
+                              "full_samples": int(pm.all(axis=1).sum()),
+                              "missing_entries": round(float((~pm).mean()), 4)}
     if encoders_from is not None:
         model.encoders.load_state_dict(encoders_from.encoders.state_dict())
         model.encoders.requires_grad_(False)
@@ -269,7 +306,7 @@ def train(ds: FeatureDataset, cfg: TrainConfig, device: torch.device, encoders_f
         model.emb_std.copy_(encoders_from.emb_std)
         info["itfn"] = "shared with another run"
     else:
-        info["itfn"] = train_unimodal(model, train_split, val_split, device, cfg.seed)
+        info["itfn"] = train_unimodal(model, data.labelled_split, val_split, device, cfg.seed)
         fit_standardization(model, train_split)
     z_tr, p_tr = model.embed(train_split)
     z_va, p_va = model.embed(val_split)
@@ -278,7 +315,7 @@ def train(ds: FeatureDataset, cfg: TrainConfig, device: torch.device, encoders_f
         info[key] = train_completer(model, z_tr, p_tr, z_va, p_va, val_split.labels, cfg.seed)
         info[key]["val_completion"] = completion_errors(model, z_va, p_va, cfg.seed)
     if model.fusion_mode != "late":
-        info["fusion"] = train_fusion(model, z_tr, p_tr, train_split.labels, z_va, p_va, val_split.labels,
-                                      cfg.seed)
+        info["fusion"] = train_fusion(model, z_tr[labelled], p_tr[labelled], train_split.labels[data.labelled],
+                                      z_va, p_va, val_split.labels, cfg.seed)
     info["train_seconds"] = round(time.time() - t0, 1)
     return model, info

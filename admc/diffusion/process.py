@@ -41,10 +41,30 @@ def random_proper_masks(n: int, M: int, gen: torch.Generator, device) -> torch.T
     return (codes[:, None] >> torch.arange(M, device=device)[None]) & 1 == 1
 
 
-def clip_range(cfg: ADNConfig, full_train: torch.Tensor) -> float | None:
-    """Predicted clean rows are clipped to this quantile of |standardized train embeddings|."""
+def _masks_within(present: torch.Tensor, gen: torch.Generator, tries: int = 16) -> torch.Tensor:
+    """[B, M] availability masks: a random non-empty proper subset of each sample's present rows
+    (a sample needs two present rows).  Uniform draws over all proper masks, intersected with
+    ``present`` and redrawn while empty or equal to it; what is left keeps its first present row."""
+    B, M = present.shape
+    avail = random_proper_masks(B, M, gen, present.device) & present
+    for _ in range(tries):
+        bad = ~avail.any(dim=1) | (avail == present).all(dim=1)
+        if not bool(bad.any()):
+            return avail
+        avail[bad] = random_proper_masks(int(bad.sum()), M, gen, present.device) & present[bad]
+    bad = ~avail.any(dim=1) | (avail == present).all(dim=1)
+    first = torch.zeros_like(present)
+    first[torch.arange(B, device=present.device), present.float().argmax(dim=1)] = True
+    avail[bad] = first[bad]
+    return avail
+
+
+def clip_range(cfg: ADNConfig, full_train: torch.Tensor, present: torch.Tensor | None = None) -> float | None:
+    """Predicted clean rows are clipped to this quantile of |standardized train embeddings| (the
+    rows that are there, when ``present`` says)."""
     q = cfg.clip_quantile
-    return None if q is None else float(torch.quantile(full_train.abs().flatten()[:1_000_000], q))
+    rows = full_train if present is None else full_train[present.bool()]
+    return None if q is None else float(torch.quantile(rows.abs().flatten()[:1_000_000], q))
 
 
 class Diffusion:
@@ -69,21 +89,31 @@ class Diffusion:
         return self.variant == "paper" and readings.USES_START_STEP[self.reading]
 
     # ---- training ------------------------------------------------------------------------------
-    def loss(self, x0: torch.Tensor, gen: torch.Generator, per_bin: np.ndarray | None = None) -> torch.Tensor:
-        """One denoising loss on full samples ``x0 [B, M, D]``.  Paper variant: the scheduler's target
+    def loss(self, x0: torch.Tensor, gen: torch.Generator, per_bin: np.ndarray | None = None,
+             present: torch.Tensor | None = None) -> torch.Tensor:
+        """One denoising loss on samples ``x0 [B, M, D]``.  Paper variant: the scheduler's target
         (noise, Eq. 2) on every row.  Conditional: random availability, available rows clean, loss on the
-        rows to generate, in the residual space around the prior mean."""
+        rows to generate, in the residual space around the prior mean.
+
+        ``present [B, M]`` (a training set with missing modalities): the loss is masked to the rows
+        that are there; the conditional variant draws its available rows among them and generates the
+        others that are there (every sample needs two present rows; absent rows carry no loss)."""
         cfg = self.cfg
         sch = self.loss_schedule
         B, M, _ = x0.shape
         dev = x0.device
         t = torch.randint(0, cfg.num_train_timesteps, (B,), generator=gen).to(dev)
         noise = torch.randn(x0.shape, generator=gen).to(dev)
+        if present is not None:
+            present = present.bool()
+            x0 = x0 * present[..., None]
         if self.variant == "conditional":
-            avail = random_proper_masks(B, M, gen, dev)
+            avail = random_proper_masks(B, M, gen, dev) if present is None else _masks_within(present, gen)
             keep = avail[..., None].float()
             mu = (1 - keep) * self.prior(keep * x0, avail) if self.prior is not None else torch.zeros_like(x0)
             y0 = x0 - mu
+            if present is not None:
+                y0 = y0 * present[..., None]  # an absent row: no target, its input is prior + noise
             target = schedule.training_target(sch, y0, noise, t, self.prediction)
             out = self.denoiser(keep * x0 + (1 - keep) * (mu + schedule.forward_noise(sch, y0, noise, t)), t, avail)
             weight = (1 - keep).expand_as(x0)
@@ -91,7 +121,12 @@ class Diffusion:
             target = schedule.training_target(sch, x0, noise, t, self.prediction)
             out = self.denoiser(schedule.forward_noise(sch, x0, noise, t), t)
             weight = torch.ones_like(x0)
-        err = ((out - target) ** 2 * weight).sum(dim=(1, 2)) / weight.sum(dim=(1, 2))
+        if present is not None:
+            weight = weight * present[..., None]
+        denom = weight.sum(dim=(1, 2))
+        err = ((out - target) ** 2 * weight).sum(dim=(1, 2)) / denom.clamp_min(1e-12)
+        if present is not None:  # a sample with nothing to learn from (one present row) counts for nothing
+            t, err = t[denom > 0], err[denom > 0]
         if per_bin is not None:
             bins = (t * NOISE_BINS // cfg.num_train_timesteps).cpu().numpy()
             e = err.detach().cpu().numpy()
@@ -101,16 +136,27 @@ class Diffusion:
                 per_bin[1, b] += sel.sum()
         return err.mean()
 
-    def fit(self, full_tr: torch.Tensor, full_va: torch.Tensor, seed: int) -> dict:
-        """Fit the prior (shrinkage on validation), then train the denoiser (``admc.diffusion.training``)."""
+    def fit(self, full_tr: torch.Tensor, full_va: torch.Tensor, seed: int,
+            present: torch.Tensor | None = None) -> dict:
+        """Fit the prior (shrinkage on validation), then train the denoiser (``admc.diffusion.training``).
+        ``present [n, M]``: which training rows are there (a training set with missing modalities):
+        the prior is fitted pairwise and the denoiser's loss is masked (:meth:`loss`)."""
         from admc.diffusion.training import train_denoiser
 
+        if present is not None and bool(present.all()):
+            present = None
+        if present is not None:
+            enough = present.sum(dim=1) >= (2 if self.variant == "conditional" else 1)
+            full_tr, present = full_tr[enough], present[enough]
         if len(full_tr) < 2 or len(full_va) < 1:
-            raise ValueError("the ADN trains on samples with every modality present: too few in train/val")
-        self.clip_range = clip_range(self.cfg, full_tr)
-        info = self.prior.fit_select(full_tr, full_va, self.cfg.prior_shrinkage, self.cfg.prior_grid) \
+            raise ValueError("the ADN needs training samples with at least two modalities present and full "
+                             "validation samples: too few in train/val")
+        self.clip_range = clip_range(self.cfg, full_tr, present)
+        info = self.prior.fit_select(full_tr, full_va, self.cfg.prior_shrinkage, self.cfg.prior_grid, present) \
             if self.prior is not None else {}
-        info.update(train_denoiser(self, full_tr, full_va, seed))
+        info.update(train_denoiser(self, full_tr, full_va, seed, present))
+        if present is not None:
+            info["train_samples"] = len(full_tr)
         return info
 
     # ---- completion ----------------------------------------------------------------------------

@@ -36,10 +36,11 @@ def _val_loss(diffusion, full_va: torch.Tensor, seed: int) -> float:
     return float(sum(losses) / len(full_va))
 
 
-def train_denoiser(diffusion, full_tr: torch.Tensor, full_va: torch.Tensor, seed: int) -> dict:
+def train_denoiser(diffusion, full_tr: torch.Tensor, full_va: torch.Tensor, seed: int,
+                   present: torch.Tensor | None = None) -> dict:
     """AdamW with MMIN's LR rule, early stopping.  The conditional variant is selected on what it is
     for, validation completion MSE; the paper variant on the validation denoising loss (its start
-    step n is chosen afterwards)."""
+    step n is chosen afterwards).  ``present``: which training rows are there (a masked loss)."""
     from admc.diffusion.process import NOISE_BINS
 
     cfg = diffusion.cfg
@@ -61,7 +62,8 @@ def train_denoiser(diffusion, full_tr: torch.Tensor, full_va: torch.Tensor, seed
         net.train()
         per_bin = np.zeros((2, NOISE_BINS))
         for idx in batches(len(full_tr), cfg.batch_size, rng):
-            loss = diffusion.loss(full_tr[torch.from_numpy(idx).to(dev)], gen, per_bin)
+            i = torch.from_numpy(idx).to(dev)
+            loss = diffusion.loss(full_tr[i], gen, per_bin, None if present is None else present[i])
             opt.zero_grad()
             loss.backward()
             nn.utils.clip_grad_norm_(net.parameters(), 1.0)

@@ -28,10 +28,24 @@ class LinearPrior(nn.Module):
         self.cache_bytes = int(cache_bytes)
         self._maps: OrderedDict[tuple[bool, ...], torch.Tensor] = OrderedDict()
 
-    def fit(self, full: torch.Tensor, shrinkage: float | None = None) -> "LinearPrior":
-        """Second moment of full samples ``[n, M, E]`` (standardized, so centred)."""
+    def fit(self, full: torch.Tensor, shrinkage: float | None = None,
+            present: torch.Tensor | None = None) -> "LinearPrior":
+        """Second moment of the samples ``[n, M, E]`` (standardized, so centred).  With ``present
+        [n, M]`` (rows of absent modalities are ignored) each block ``C_ij`` is averaged over the
+        samples that have both modalities i and j (pairwise-complete estimate)."""
         x = full.reshape(len(full), -1).double()
-        self.second_moment.copy_((x.T @ x / max(len(x), 1)).to(self.second_moment.dtype))
+        if present is None or bool(present.all()):
+            C = x.T @ x / max(len(x), 1)
+        else:
+            p = present.double()
+            x = x * p.repeat_interleave(self.E, dim=1)
+            pairs = p.T @ p
+            if bool((pairs == 0).any()):
+                i, j = (int(v) for v in torch.nonzero(pairs == 0)[0])
+                raise ValueError(f"no training sample has both modality {i} and modality {j}: the linear "
+                                 "prior cannot relate them")
+            C = (x.T @ x) / pairs.repeat_interleave(self.E, dim=0).repeat_interleave(self.E, dim=1)
+        self.second_moment.copy_(C.to(self.second_moment.dtype))
         if shrinkage is not None:
             self.set_shrinkage(shrinkage)
         self._maps.clear()
@@ -39,10 +53,11 @@ class LinearPrior(nn.Module):
 
     @torch.no_grad()
     def fit_select(self, full_tr: torch.Tensor, full_va: torch.Tensor, shrinkage: float | None,
-                   grid: list[float]) -> dict:
-        """Fit on full training samples; the shrinkage is ``shrinkage`` when given, else the one of
-        ``grid`` with the lowest validation completion MSE (mean over the missing conditions)."""
-        self.fit(full_tr)
+                   grid: list[float], present: torch.Tensor | None = None) -> dict:
+        """Fit on the training samples (``present``: see :meth:`fit`); the shrinkage is ``shrinkage``
+        when given, else the one of ``grid`` with the lowest validation completion MSE (mean over the
+        missing conditions, on full validation samples)."""
+        self.fit(full_tr, present=present)
         lams = [shrinkage] if shrinkage else list(grid)
         scores = {}
         for lam in lams:
