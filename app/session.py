@@ -341,7 +341,7 @@ class LiveSession:
 
             self.transcriber = StreamingTranscriber(
                 components.recognizer, components.vad_factory(threshold=self.cfg.health.vad_on),
-                threshold=self.cfg.health.vad_on, partial_every_s=self.cfg.asr_partial_every_s)
+                partial_every_s=self.cfg.asr_partial_every_s, settings=self.cfg.health)
         elif components.vad_factory is not None:
             self._vad = components.vad_factory(threshold=self.cfg.health.vad_on)
 

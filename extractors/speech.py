@@ -280,12 +280,15 @@ class StreamingTranscriber:
                  neg_threshold: float | None = None, min_silence_s: float = 0.5,
                  min_speech_s: float = 0.25, speech_pad_s: float = 0.2,
                  max_segment_s: float = 20.0, partial_every_s: float | None = 1.0,
-                 max_pending: int = 8):
+                 max_pending: int = 8, settings=None):
         self.recognizer = recognizer if recognizer is not None else SpeechRecognizer()
         self.vad = vad if vad is not None else VoiceActivityDetector(threshold=threshold)
-        self.threshold = float(threshold)
-        self.neg_threshold = (max(threshold - 0.15, 0.01) if neg_threshold is None
-                              else float(neg_threshold))
+        # ``settings`` (e.g. the live session's HealthConfig, which the UI edits): its ``vad_on`` /
+        # ``vad_off`` are read at every VAD window, so a threshold changed live cuts the speech too
+        self.settings = settings
+        self._threshold = float(threshold)
+        self._neg_threshold = (max(threshold - 0.15, 0.01) if neg_threshold is None
+                               else float(neg_threshold))
         self.min_silence_s = float(min_silence_s)
         self.min_speech_s = float(min_speech_s)
         self.speech_pad_s = float(speech_pad_s)
@@ -306,6 +309,14 @@ class StreamingTranscriber:
         self._reset_stream(0.0)
         self._worker = threading.Thread(target=self._run, name="asr-worker", daemon=True)
         self._worker.start()
+
+    @property
+    def threshold(self) -> float:
+        return float(self.settings.vad_on) if self.settings is not None else self._threshold
+
+    @property
+    def neg_threshold(self) -> float:
+        return float(self.settings.vad_off) if self.settings is not None else self._neg_threshold
 
     # ---- caller side --------------------------------------------------------------------
 
