@@ -3,8 +3,9 @@
 Data flow (all times are stream seconds, the clock of the pushed frames/chunks)::
 
     push_video(frame, t) -> FaceExtractor (MTCNN + mini-Xception) -> VideoHealth, V row buffer
-    push_audio(chunk, sr, t) -> StreamingTranscriber.feed (silero VAD inline, ASR on its worker)
-                              -> AudioHealth; 16 kHz ring buffer -> openSMILE LLD stream
+    push_audio(chunk, sr, t) -> AudioFrontEnd (resample once, ring, silero VAD once, speech gate)
+                              -> AudioHealth (reads the gate), StreamingTranscriber (utterances,
+                                 ASR on its worker), ring -> openSMILE LLD stream
     ASR results (polled)      -> TextHealth; TextEncoder -> T word features of the latest transcript
     step(t) every 200 ms      -> StreamHealth decides what is missing -> window assembly
                               -> admc.pipeline.predict_window -> result dict (see RESULT_KEYS)
@@ -46,13 +47,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from app import RESULT_KEYS
+from extractors.audio import TARGET_SR  # noqa: F401 - re-exported
+from extractors.audio_frontend import AudioFrontEnd, AudioRing, LldStream, prepare_chunk  # noqa: F401 - re-exported
 from extractors.face import subsample_gate
 from extractors.health import HealthConfig, StreamHealth
 from extractors.live_schema import AUDIO_FRAME_RATE, HOP_SECONDS, VIDEO_FRAME_RATE, WINDOW_SECONDS
 from extractors.types import FaceResult
 
 MODS = ("A", "V", "T")
-TARGET_SR = 16000
 _CORE_LOCK = threading.Lock()   # one core call at a time (models are shared between sessions)
 
 
@@ -156,110 +158,6 @@ class Components:
 
 
 # ------------------------------------------------------------------------------------------ buffers
-class AudioRing:
-    """The last ``seconds`` of 16 kHz audio of the current run (since the stream (re)started at
-    stream time ``t0``), indexed by the run's sample count ``total`` (bounded)."""
-
-    def __init__(self, seconds: float, sr: int = TARGET_SR):
-        self.sr = sr
-        self.cap = int(seconds * sr)
-        self.buf = np.zeros(self.cap, np.float32)
-        self.reset(0.0)
-
-    def reset(self, t0: float) -> None:
-        self.n = 0                   # valid samples (<= cap), at the end of buf
-        self.total = 0               # samples of the current run so far
-        self.t0 = float(t0)
-
-    def append(self, y: np.ndarray) -> None:
-        y = np.asarray(y, np.float32)
-        if y.size >= self.cap:
-            self.buf[:] = y[-self.cap:]
-        elif y.size:
-            self.buf[:-y.size] = self.buf[y.size:]
-            self.buf[-y.size:] = y
-        self.n = min(self.cap, self.n + y.size)
-        self.total += y.size
-
-    def samples(self, a: int, b: int) -> np.ndarray:
-        """Run samples ``[a, b)`` (clipped to what is held; a copy)."""
-        first = self.total - self.n
-        a, b = max(a, first), min(b, self.total)
-        if b <= a:
-            return np.zeros(0, np.float32)
-        base = self.cap - self.n
-        return self.buf[base + a - first: base + b - first].copy()
-
-
-class LldStream:
-    """openSMILE ComParE LLD frames (100 fps) of the audio stream, computed incrementally.
-
-    Every ``block_s`` of new audio, openSMILE runs on it plus ``ctx_s`` of left context and the
-    frames that are final (all but the last ``margin``, whose deltas/smoothing still need the
-    future) are kept.  The frames equal those of one pass over the whole stream (as ``admc
-    extract`` runs on whole clips) up to the context effects on a few smoothed features, at a
-    fraction of the cost of re-extracting every 3 s window.  Frame ``g`` starts at run sample
-    ``160 * g``.  Bounded: the last ``keep_s`` seconds of frames.
-    """
-
-    HOP = 160                        # 10 ms at 16 kHz
-
-    def __init__(self, extractor, ctx_s: float = 1.0, margin: int = 5, block_s: float = 0.2,
-                 keep_s: float = 5.0):
-        self.fx = extractor
-        self.ctx = int(ctx_s * TARGET_SR)
-        self.margin = int(margin)
-        self.block = int(block_s * TARGET_SR)
-        self.frames: deque[tuple[int, np.ndarray]] = deque(maxlen=int(keep_s * 100))
-        self.reset()
-
-    def reset(self) -> None:
-        self.frames.clear()
-        self.ptr = 0                 # next frame index to produce
-
-    def update(self, ring: AudioRing, lock, force: bool = False) -> None:
-        """Extract what is due; ``lock`` guards ring and frames (openSMILE runs outside it)."""
-        with lock:
-            lag = ring.total - self.ptr * self.HOP
-            if lag < self.block + (self.margin + 6) * self.HOP and not (force and lag > 0):
-                return
-            first = ring.total - ring.n
-            s0 = max(first, self.ptr * self.HOP - self.ctx)
-            s0 = -(-s0 // self.HOP) * self.HOP           # frame grid
-            seg = ring.samples(s0, ring.total)
-            run = id(ring), ring.t0
-        if seg.size < int(0.06 * TARGET_SR):
-            return
-        lld = self.fx.lld(seg, TARGET_SR)
-        g0 = s0 // self.HOP
-        usable = len(lld) if force else len(lld) - self.margin
-        with lock:
-            if (id(ring), ring.t0) != run:               # the stream restarted meanwhile
-                return
-            for i in range(max(0, self.ptr - g0), usable):
-                self.frames.append((g0 + i, lld[i]))
-            if usable > 0:
-                self.ptr = max(self.ptr, g0 + usable)
-
-    def rows(self, g_end: int, window_frames: int, pre_frames: int = 100) -> np.ndarray | None:
-        """A rows (``fx.downsample_frames``: 10 LLD frames per row) of the frames before ``g_end``
-        that lie in the last ``window_frames``; ``pre_frames`` of earlier frames feed the
-        downsampling filter, as in a longer clip.  None when there are none."""
-        lo = g_end - window_frames
-        start = (lo - pre_frames) // 10 * 10
-        fr = [(g, f) for g, f in self.frames if start <= g < g_end]
-        if not fr:
-            return None
-        g_first = -(-fr[0][0] // 10) * 10              # rows on the run's 100 ms grid
-        fr = [(g, f) for g, f in fr if g >= g_first]
-        if not fr:
-            return None
-        rows = self.fx.downsample_frames(np.stack([f for _, f in fr]))
-        keep = [j for j in range(len(rows)) if g_first + 10 * j >= lo - 5]
-        out = rows[keep] if keep else rows[:0]
-        return out if len(out) else None
-
-
 @dataclass
 class FaceRow:
     t: float
@@ -312,11 +210,12 @@ class LiveSession:
         self.health = StreamHealth(self.cfg.health)
         face_cap = int(self.cfg.window_s * 60) + 16
         self._faces: deque[FaceRow] = deque(maxlen=face_cap)
-        self._audio = AudioRing(self.cfg.window_s + 2.0)
+        # audio: one front end (resampling, ring, VAD, speech gate) feeds health, openSMILE and the ASR
+        vad = components.vad_factory() if components.vad_factory is not None else None
+        self.audio_in = AudioFrontEnd(vad, self.cfg.health, ring_s=self.cfg.window_s + 2.0, lock=self._lock)
+        self.audio_in.consumers.append(self)
+        self._audio = self.audio_in.ring
         self._lld = LldStream(components.audio, keep_s=self.cfg.window_s + 2.0) if components.audio else None
-        self._a_resampler = None
-        self._a_sr: int | None = None
-        self._a_next_t: float | None = None
         self._faults: dict[str, tuple[str, float]] = {}     # modality -> (reason, until t)
         self._next_face_t = -math.inf     # the face extractor's next 1/face_fps tick (subsample_gate)
         self.last_face: FaceResult | None = None
@@ -335,15 +234,11 @@ class LiveSession:
         self._asr_errors_seen = 0
 
         self.transcriber = None
-        self._vad = None
-        if components.recognizer is not None and components.vad_factory is not None:
+        if components.recognizer is not None and vad is not None:
             from extractors.speech import StreamingTranscriber
 
-            self.transcriber = StreamingTranscriber(
-                components.recognizer, components.vad_factory(threshold=self.cfg.health.vad_on),
-                partial_every_s=self.cfg.asr_partial_every_s, settings=self.cfg.health)
-        elif components.vad_factory is not None:
-            self._vad = components.vad_factory(threshold=self.cfg.health.vad_on)
+            self.transcriber = StreamingTranscriber(components.recognizer, frontend=self.audio_in,
+                                                    partial_every_s=self.cfg.asr_partial_every_s)
 
         # results
         self.results: deque[dict] = deque(maxlen=self.cfg.history)
@@ -544,59 +439,44 @@ class LiveSession:
         at stream time ``t`` (default: right after the previous chunk).  Never raises."""
         if self._closed:
             return
-        from extractors.audio import StreamingResampler, audio_problem, to_mono_float32
-
         now = self.clock() if t is None else float(t)
         self.counts["audio_chunks"] += 1
+        a_next = self.audio_in.next_t
         try:
-            sr = int(sr)
-            if sr <= 0:
-                raise ValueError(f"sample rate {sr}")
-            x = to_mono_float32(chunk)
+            x, sr = prepare_chunk(chunk, sr)
             if x.size == 0:
                 return
-            problem = audio_problem(x)
-            if problem is not None:
-                raise ValueError(problem)
         except Exception as e:  # noqa: BLE001
-            self._fault("A", f"bad audio: {_short(e, 80)}", self._a_next_t or now)
+            self._fault("A", f"bad audio: {_short(e, 80)}", a_next or now)
             return
         if t is None:
-            t = self._a_next_t if self._a_next_t is not None else now
+            t = a_next if a_next is not None else now
             if self.threaded and t < now - 3.0:       # the microphone stopped for a while
                 t = now - x.size / sr
         t = float(t)
         try:
-            restart = self._a_next_t is None or abs(t - self._a_next_t) > 0.1 or sr != self._a_sr
-            if restart:                               # start, a drop-out or a new rate: a new run at t
-                self._a_sr, self._a_resampler = sr, StreamingResampler(sr, TARGET_SR)
-                with self._lock:
-                    self._audio.reset(t)
-                    if self._lld is not None:
-                        self._lld.reset()
-            y = self._a_resampler.process(x)
-            end = t + x.size / sr
-            self._a_next_t = end
-            if self.transcriber is not None:
-                vads = self.transcriber.feed(x, sr, t)
-            elif self._vad is not None:
-                vads = self._vad.process(x, sr, t)
-            else:
-                vads = []
-            with self._lock:
-                self._audio.append(y)
-                for r in vads:
-                    self.health.update_audio(r)
+            self.audio_in.push_mono(x, sr, t)         # -> on_audio / on_run_start (under the lock)
             if self._lld is not None and not self.threaded:
                 self._update_lld()                    # threaded: on the aux thread
         except Exception as e:  # noqa: BLE001
             self._fault("A", f"extractor error: {_short(e)}", t)
 
+    # audio front-end consumer (called under self._lock)
+    def on_run_start(self, t: float) -> None:
+        if self._lld is not None:
+            self._lld.reset()
+
+    def on_audio(self, frame) -> None:
+        if frame.padding:
+            return
+        for st in frame.steps:
+            self.health.update_audio(st)
+
     def _update_lld(self, force: bool = False) -> None:
         try:
             self._lld.update(self._audio, self._lock, force=force)
         except Exception as e:  # noqa: BLE001
-            self._fault("A", f"extractor error: {_short(e)}", self._a_next_t or 0.0)
+            self._fault("A", f"extractor error: {_short(e)}", self.audio_in.next_t or 0.0)
 
     def _a_rows(self, t: float) -> np.ndarray | None:
         if self._lld is None:
@@ -843,10 +723,13 @@ class LiveSession:
         if self._lld is not None:
             self._update_lld(force=True)
         tr = self.transcriber
+        try:
+            self.audio_in.flush()                     # the ASR's open utterance ends here
+        except Exception:  # noqa: BLE001
+            pass
         if tr is not None:
             segs = []
             try:
-                tr.flush()
                 segs = tr.drain(timeout=timeout)
             except Exception:  # noqa: BLE001
                 pass

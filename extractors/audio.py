@@ -376,27 +376,8 @@ def speech_regions(results: list[VadResult], threshold: float = 0.5,
                    min_speech_s: float = 0.25) -> list[tuple[float, float]]:
     """Hysteresis segmentation of VAD results into ``(start, end)`` speech regions (seconds),
     silero's rule: speech starts at ``p >= threshold``, ends after ``min_silence_s`` below
-    ``neg_threshold`` (default ``threshold - 0.15``)."""
-    neg = max(threshold - 0.15, 0.01) if neg_threshold is None else neg_threshold
-    regions: list[tuple[float, float]] = []
-    start = None
-    silence_since = None
-    for r in results:
-        if start is None:
-            if r.speech_prob >= threshold:
-                start, silence_since = r.t, None
-            continue
-        if r.speech_prob < neg:
-            if silence_since is None:
-                silence_since = r.t
-            if r.t + r.duration - silence_since >= min_silence_s:
-                if silence_since - start >= min_speech_s:
-                    regions.append((start, silence_since))
-                start, silence_since = None, None
-        elif r.speech_prob >= threshold:
-            silence_since = None
-    if start is not None and results:
-        end = silence_since if silence_since is not None else results[-1].t + results[-1].duration
-        if end - start >= min_speech_s:
-            regions.append((start, end))
-    return regions
+    ``neg_threshold`` (default ``threshold - 0.15``).  The speech gate of
+    :mod:`extractors.audio_frontend` (rule ``"utterance"``), for a whole clip."""
+    from extractors.audio_frontend import speech_regions as regions
+
+    return regions(results, threshold, neg_threshold, min_silence_s, min_speech_s)

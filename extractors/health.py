@@ -28,20 +28,24 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from extractors.audio_frontend import AudioSettings, GateStep, SpeechGate
 from extractors.types import AsrSegment, FaceResult, HealthDecision, VadResult
 
 EPS = 1e-6  # time comparisons
 
 
 @dataclass
-class HealthConfig:
-    """Every threshold of the stream-health detectors, with its default and why."""
+class HealthConfig(AudioSettings):
+    """Every threshold of the stream-health detectors, with its default and why.
 
-    # ---- A: silence (silero-vad style hysteresis) ----
-    vad_on: float = 0.5            # speech starts when speech_prob >= this (silero's default threshold)
-    vad_off: float = 0.35          # ... and may end when it drops below this (silero: threshold - 0.15)
-    a_min_silence_s: float = 0.3   # below vad_off this long (chunk time) -> A missing, "silence"
-    a_min_speech_s: float = 0.1    # >= vad_on this long (about 3 silero 32 ms chunks) -> A live again
+    The audio fields (``vad_on``, ``vad_off``, ``a_min_speech_s``, ``a_min_silence_s`` and the
+    utterance settings) are inherited from :class:`extractors.audio_frontend.AudioSettings` and
+    documented there: the audio front end's speech gate decides when A is live; AudioHealth only
+    reads its steps.  One object serves both, so a threshold changed live (the UI) reaches the
+    gate, the ASR's utterance cutter and health at once.
+    """
+
+    # ---- A: a stream that stops delivering ----
     a_stall_s: float = 1.5         # no VadResult for this long -> "stalled" ("no frames" if none ever)
 
     # ---- V: face absence / occlusion ----
@@ -118,12 +122,12 @@ class _Monitor:
 
 # --------------------------------------------------------------------------------------- audio
 class AudioHealth(_Monitor):
-    """A is missing while VAD says silence for >= ``a_min_silence_s`` (hysteresis vad_on/vad_off).
+    """A is missing while the speech gate says silence (rule "activity" of
+    :class:`extractors.audio_frontend.SpeechGate`: hysteresis vad_on/vad_off, ``a_min_speech_s``
+    of unbroken speech to go live, ``a_min_silence_s`` of unbroken silence to go missing).
 
-    A chunk ``[t, t + duration)`` is silent when its prob < vad_off and speech when >= vad_on; the
-    A flag goes missing at the end of the chunk that completes ``a_min_silence_s`` of consecutive
-    silent chunks, and live again at the end of the chunk that completes ``a_min_speech_s`` of
-    consecutive speech chunks.  Chunks between the thresholds keep the state (and break both runs).
+    In the live path the audio front end runs the gate and :meth:`read` takes its steps; given
+    plain VadResults (:meth:`update`, offline use and tests) this monitor runs a gate of its own.
     Initially A is missing ("no frames", then "silence").
     """
 
@@ -133,46 +137,32 @@ class AudioHealth(_Monitor):
         cfg = cfg or HealthConfig()
         super().__init__(cfg, cfg.a_stall_s)
         self.speaking = False
-        self.silence_start: float | None = None
-        self.speech_start: float | None = None
+        self.speech_start: float | None = None    # onset of the speech that made A live
+        self._gate: SpeechGate | None = None
 
     def update(self, vad: VadResult) -> HealthDecision:
-        c = self.cfg
-        try:
-            t, dur, p = float(vad.t), float(vad.duration), float(vad.speech_prob)
-        except (AttributeError, TypeError, ValueError):
-            t, dur, p = (self.last_t or 0.0), 0.0, float("nan")
-        if not (_finite(t) and _finite(dur)):
-            t, dur = (self.last_t or 0.0), 0.0
-        end = t + max(dur, 0.0)
+        """A VAD result: through this monitor's own speech gate."""
+        if self._gate is None:
+            self._gate = SpeechGate(self.cfg, "activity")
+        return self.read(self._gate.step(vad))
+
+    def read(self, step: GateStep) -> HealthDecision:
+        """A speech-gate step (the audio front end's)."""
         if self.start_t is None:
-            self.start_t = t
-        self.last_t = end
-        if not _finite(p):
-            self.speaking = False
-            self.silence_start = self.speech_start = None
-            return self._set(False, "bad vad", 0.0, end)
-        if p < c.vad_off:
-            self.speech_start = None
-            if self.silence_start is None:
-                self.silence_start = t
-            if self.speaking and end - self.silence_start >= c.a_min_silence_s - EPS:
-                self.speaking = False
-        elif p >= c.vad_on:
-            self.silence_start = None
-            if self.speech_start is None:
-                self.speech_start = t
-            if not self.speaking and end - self.speech_start >= c.a_min_speech_s - EPS:
-                self.speaking = True
-        else:
-            self.silence_start = self.speech_start = None
-        return self._set(self.speaking, "ok" if self.speaking else "silence", p, end)
+            self.start_t = step.t
+        self.last_t = step.end
+        self.speaking = bool(step.speaking)
+        self.speech_start = step.onset
+        if step.bad:
+            return self._set(False, "bad vad", 0.0, step.end)
+        return self._set(self.speaking, "ok" if self.speaking else "silence", step.prob, step.end)
 
     def poll(self, now: float) -> HealthDecision:
         stalled = self._stalled(now)
         if stalled is not None:
             self.speaking = False
-            self.silence_start = self.speech_start = None
+            if self._gate is not None:
+                self._gate.reset()
             return stalled
         return self.decision
 
@@ -518,8 +508,9 @@ class StreamHealth:
     def decisions(self) -> dict[str, HealthDecision]:
         return {"A": self.audio.decision, "V": self.video.decision, "T": self.text.decision}
 
-    def update_audio(self, vad: VadResult) -> dict[str, HealthDecision]:
-        d = self.audio.update(vad)
+    def update_audio(self, vad: VadResult | GateStep) -> dict[str, HealthDecision]:
+        """A speech-gate step of the audio front end (or a plain VadResult: gated here)."""
+        d = self.audio.read(vad) if isinstance(vad, GateStep) else self.audio.update(vad)
         t0 = getattr(vad, "t", None)
         self.text.on_vad(float(t0) if _finite(t0) else d.t, d.t, self.audio.speaking, self.audio.speech_start)
         return self.poll(d.t)

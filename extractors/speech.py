@@ -10,9 +10,10 @@ per-segment ``avg_logprob``, ``no_speech_prob`` and ``compression_ratio``):
   checkpoints: pass a checkpoint path, or an official name (``"small.en"``) whose file is
   already in the download root (``~/.cache/whisper`` by default).  Never downloads.
 
-:class:`StreamingTranscriber` takes microphone chunks at any rate, runs silero VAD inline
-(cheap), cuts voiced utterances and transcribes them on a worker thread; the caller polls for
-partial (``final=False``) and final results and is never blocked by a slow transcript.
+:class:`StreamingTranscriber` takes microphone chunks at any rate through an audio front end
+(:mod:`extractors.audio_frontend`: resampling, silero VAD inline), cuts voiced utterances and
+transcribes them on a worker thread; the caller polls for partial (``final=False``) and final
+results and is never blocked by a slow transcript.
 
 Reproducible by default: decoding is greedy at temperature 0 only (:data:`DEFAULT_TEMPERATURE`).
 Whisper's temperature fallback (re-decoding a doubtful segment by sampling at 0.2, 0.4, ...) draws
@@ -35,8 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
-from extractors.audio import (TARGET_SR, VAD_WINDOW, StreamingResampler, VoiceActivityDetector,
-                              resample, to_mono_float32)
+from extractors.audio import TARGET_SR, VoiceActivityDetector, resample
+from extractors.audio_frontend import AudioFrontEnd, AudioSettings, SpeechGate
 from extractors.types import AsrSegment, VadResult
 
 BACKENDS = ("faster-whisper", "openai-whisper")
@@ -262,17 +263,27 @@ class _Job:
 class StreamingTranscriber:
     """Feed microphone chunks; voiced utterances are transcribed off the caller's thread.
 
-    ``feed(chunk, sr, t=None) -> list[VadResult]`` resamples to 16 kHz, runs VAD (its results
-    are returned so the caller need not run VAD again), cuts utterances with silero's hysteresis
-    (start at ``p >= threshold``; end after ``min_silence_s`` below ``threshold - 0.15``; padded
-    by ``speech_pad_s``; forced cut at ``max_segment_s``) and queues ASR jobs.  It never waits
-    for ASR.  ``poll()`` returns the results ready so far: one :class:`AsrSegment` per utterance
-    with ``final=True`` (``start``/``end`` = the utterance's padded VAD bounds in stream time,
-    words in stream time; an utterance where ASR heard nothing gives ``text=""``), preceded by
+    Audio arrives through an :class:`~extractors.audio_frontend.AudioFrontEnd` (resampling to
+    16 kHz, the ring buffer and the VAD happen there, once): standalone, ``feed(chunk, sr,
+    t=None) -> list[VadResult]`` pushes into the transcriber's own front end; in the live session
+    the session's front end calls :meth:`on_audio` for every chunk and the transcriber cuts its
+    jobs out of that front end's ring.  Utterances follow the front end's
+    :class:`~extractors.audio_frontend.SpeechGate` (rule ``"utterance"``, silero's hysteresis:
+    start at ``p >= vad_on``; end after ``utterance_silence_s`` below ``vad_off``), padded by
+    ``speech_pad_s``, forced cut at ``max_segment_s``; the thresholds are read from ``settings``
+    (an :class:`~extractors.audio_frontend.AudioSettings`, e.g. the live session's HealthConfig)
+    at every VAD window, so a threshold changed live applies at once.  It never waits for ASR.
+    ``poll()`` returns the results ready so far: one :class:`AsrSegment` per utterance with
+    ``final=True`` (``start``/``end`` = the utterance's padded VAD bounds in stream time, words in
+    stream time; an utterance where ASR heard nothing gives ``text=""``), preceded by
     ``final=False`` partials of a still-open utterance every ``partial_every_s`` (same
     ``start``, growing ``end``; a pending partial is replaced by a newer one, never queued
     behind it).  If finals pile up beyond ``max_pending`` the oldest is dropped and counted in
     ``stats["dropped"]``.  Worker exceptions are kept in ``errors``, never raised into feed().
+
+    ``threshold``, ``neg_threshold``, ``min_silence_s``, ``min_speech_s``, ``speech_pad_s`` and
+    ``max_segment_s`` build the settings when none are given (``vad_on``, ``vad_off``,
+    ``utterance_silence_s``, ``utterance_min_speech_s``, ``speech_pad_s``, ``max_segment_s``).
     """
 
     def __init__(self, recognizer: SpeechRecognizer | None = None,
@@ -280,19 +291,22 @@ class StreamingTranscriber:
                  neg_threshold: float | None = None, min_silence_s: float = 0.5,
                  min_speech_s: float = 0.25, speech_pad_s: float = 0.2,
                  max_segment_s: float = 20.0, partial_every_s: float | None = 1.0,
-                 max_pending: int = 8, settings=None):
+                 max_pending: int = 8, settings: AudioSettings | None = None,
+                 frontend: AudioFrontEnd | None = None):
         self.recognizer = recognizer if recognizer is not None else SpeechRecognizer()
-        self.vad = vad if vad is not None else VoiceActivityDetector(threshold=threshold)
-        # ``settings`` (e.g. the live session's HealthConfig, which the UI edits): its ``vad_on`` /
-        # ``vad_off`` are read at every VAD window, so a threshold changed live cuts the speech too
+        if settings is None:
+            settings = frontend.settings if frontend is not None else AudioSettings(
+                vad_on=float(threshold),
+                vad_off=max(threshold - 0.15, 0.01) if neg_threshold is None else float(neg_threshold),
+                utterance_silence_s=float(min_silence_s), utterance_min_speech_s=float(min_speech_s),
+                speech_pad_s=float(speech_pad_s), max_segment_s=float(max_segment_s))
         self.settings = settings
-        self._threshold = float(threshold)
-        self._neg_threshold = (max(threshold - 0.15, 0.01) if neg_threshold is None
-                               else float(neg_threshold))
-        self.min_silence_s = float(min_silence_s)
-        self.min_speech_s = float(min_speech_s)
-        self.speech_pad_s = float(speech_pad_s)
-        self.max_segment_s = float(max_segment_s)
+        if frontend is None:
+            vad = vad if vad is not None else VoiceActivityDetector(threshold=self.settings.vad_on)
+            frontend = AudioFrontEnd(vad, self.settings)
+        self.frontend = frontend
+        self.vad = frontend.vad
+        self.gate = SpeechGate(self.settings, "utterance")
         self.partial_every_s = partial_every_s
         self.max_pending = int(max_pending)
 
@@ -306,92 +320,73 @@ class StreamingTranscriber:
         self.errors: list[BaseException] = []
         self.stats = {"jobs": 0, "partials": 0, "finals": 0, "dropped": 0,
                       "asr_seconds": 0.0, "audio_seconds": 0.0, "max_latency_s": 0.0}
-        self._reset_stream(0.0)
+        self._utt_id = 0
+        self.on_run_start(0.0)
+        frontend.consumers.append(self)
         self._worker = threading.Thread(target=self._run, name="asr-worker", daemon=True)
         self._worker.start()
 
     @property
     def threshold(self) -> float:
-        return float(self.settings.vad_on) if self.settings is not None else self._threshold
+        return self.gate.thresholds[0]
 
     @property
     def neg_threshold(self) -> float:
-        return float(self.settings.vad_off) if self.settings is not None else self._neg_threshold
+        return self.gate.thresholds[1]
 
     # ---- caller side --------------------------------------------------------------------
 
-    def _reset_stream(self, t: float) -> None:
-        self._resampler: StreamingResampler | None = None
-        self._sr: int | None = None
-        self._t0 = float(t)                   # stream time of buffer sample 0
-        self._buf = np.zeros(0, dtype=np.float32)
-        self._in_time = float(t)
-        self._triggered = False
-        self._utt_start = 0.0
-        self._speech_start = 0.0
-        self._temp_end: float | None = None
-        self._last_partial = 0.0
-        self._utt_id = getattr(self, "_utt_id", 0)
-        self.vad.reset(t)
-
     def feed(self, chunk, sr: int, t: float | None = None) -> list[VadResult]:
-        """Push a chunk of microphone audio; returns its VAD results.  Never blocks on ASR.
-
-        ``t`` (optional) is the chunk's stream time; a gap of more than 64 ms (a drop-out)
-        finalises any open utterance and restarts the stream clock at ``t``.
-        """
+        """Push a chunk of microphone audio into the front end; returns its VAD results.  Never
+        blocks on ASR.  ``t`` (optional) is the chunk's stream time; a drop-out (a gap of more
+        than ``gap_s``) finalises any open utterance and restarts the stream clock at ``t``."""
         if self._closed:
             raise RuntimeError("StreamingTranscriber is closed")
-        sr = int(sr)
-        if t is not None and abs(float(t) - self._in_time) > 2 * VoiceActivityDetector.window_s:
-            self.flush()
-            self._reset_stream(float(t))
-        pre = np.zeros(0, dtype=np.float32)
-        if sr != self._sr:
-            if self._resampler is not None:
-                pre = self._resampler.flush()
-            self._sr, self._resampler = sr, StreamingResampler(sr, TARGET_SR)
-        x = to_mono_float32(chunk)
-        y = self._resampler.process(x)
-        self._in_time += x.size / sr
-        if pre.size:
-            y = np.concatenate([pre, y])
-        return self._push16k(y)
+        return self.frontend.push(chunk, sr, t).vads
 
-    def _push16k(self, y: np.ndarray) -> list[VadResult]:
-        self._buf = np.concatenate([self._buf, y]) if self._buf.size else y.astype(np.float32)
-        results = self.vad.process(y, TARGET_SR)
-        for r in results:
+    def flush(self) -> None:
+        """End of stream (or a drop-out): push held-back audio, finalise an open utterance."""
+        self.frontend.flush()
+
+    # front-end consumer (called under the front end's lock)
+    def on_run_start(self, t: float) -> None:
+        self._t0 = float(t)                   # the run's start (utterances never begin before it)
+        self._utt_start = 0.0
+        self._speech_start = 0.0
+        self._last_partial = 0.0
+        self.gate.reset()
+
+    def on_audio(self, frame) -> None:
+        for r in frame.vads:
             self._step(r)
-        self._trim()
-        return results
+
+    def on_run_end(self, t: float) -> None:
+        if self.gate.speaking:
+            now = self._now()
+            temp_end = self.gate.silence_start
+            self._close_utterance(now, temp_end if temp_end is not None else now)
 
     def _now(self) -> float:
-        return self._t0 + self._buf.size / TARGET_SR
+        return self.frontend.ring.end_time
 
     def _step(self, r: VadResult) -> None:
         end_t = r.t + r.duration
-        if not self._triggered:
-            if r.speech_prob >= self.threshold:
-                self._triggered = True
-                self._speech_start = r.t
-                self._utt_start = max(r.t - self.speech_pad_s, self._t0)
-                self._temp_end = None
-                self._last_partial = end_t
+        st = self.gate.step(r)
+        if st.changed and st.speaking:        # an utterance starts
+            self._speech_start = st.onset
+            self._utt_start = max(st.onset - float(self.settings.speech_pad_s), self._t0)
+            self._last_partial = end_t
             return
-        if r.speech_prob >= self.threshold:
-            self._temp_end = None
-        elif r.speech_prob < self.neg_threshold:
-            if self._temp_end is None:
-                self._temp_end = r.t
-            if end_t - self._temp_end >= self.min_silence_s:
-                self._close_utterance(self._temp_end + self.speech_pad_s, self._temp_end)
-                return
-        if end_t - self._utt_start >= self.max_segment_s:
+        if st.changed:                        # ... and ends after enough silence
+            end = st.silence_start if st.silence_start is not None else st.t
+            self._close_utterance(end + float(self.settings.speech_pad_s), end)
+            return
+        if not st.speaking:
+            return
+        if end_t - self._utt_start >= float(self.settings.max_segment_s):
             self._close_utterance(end_t, end_t)
-            self._triggered = True                  # speech goes on: next piece starts here
-            self._utt_start, self._temp_end, self._last_partial = end_t, None, end_t
-            self._speech_start = end_t
+            self.gate.restart(end_t)          # speech goes on: next piece starts here
+            self._utt_start, self._last_partial, self._speech_start = end_t, end_t, end_t
             return
         if self.partial_every_s and end_t - self._last_partial >= self.partial_every_s:
             self._last_partial = end_t
@@ -399,17 +394,16 @@ class StreamingTranscriber:
 
     def _close_utterance(self, end: float, speech_end: float) -> None:
         start = self._utt_start
-        self._triggered = False
-        self._temp_end = None
+        self.gate.reset()
         end = min(end, self._now())
-        if speech_end - self._speech_start >= self.min_speech_s:
+        if speech_end - self._speech_start >= float(self.settings.utterance_min_speech_s):
             self._submit(start, end, final=True)
         self._utt_id += 1
 
     def _slice(self, start: float, end: float) -> np.ndarray:
-        a = max(0, int(round((start - self._t0) * TARGET_SR)))
-        b = max(a, int(round((end - self._t0) * TARGET_SR)))
-        return self._buf[a:b].copy()
+        ring = self.frontend.ring
+        a = ring.index(start)
+        return ring.samples(a, max(a, ring.index(end)))
 
     def _submit(self, start: float, end: float, final: bool) -> None:
         job = _Job(self._utt_id, start, self._slice(start, end), final, time.perf_counter())
@@ -424,24 +418,6 @@ class StreamingTranscriber:
             else:
                 self._partial = job                 # supersede a waiting partial
             self._cond.notify_all()
-
-    def _trim(self) -> None:
-        keep_from = (self._utt_start if self._triggered else self._now() - self.speech_pad_s)
-        cut = int((keep_from - self._t0) * TARGET_SR) - TARGET_SR // 10
-        if cut > TARGET_SR:                          # trim in >= 1 s steps
-            self._buf = self._buf[cut:]
-            self._t0 += cut / TARGET_SR
-
-    def flush(self) -> None:
-        """End of stream (or a drop-out): push held-back audio, finalise an open utterance."""
-        tail = self._resampler.flush() if self._resampler is not None else np.zeros(0, np.float32)
-        # complete the VAD's last window with zeros, in the buffer too, so both clocks agree
-        pad = (-(self.vad.pending_samples + tail.size)) % VAD_WINDOW
-        if tail.size or pad:
-            self._push16k(np.concatenate([tail, np.zeros(pad, np.float32)]))
-        if self._triggered:
-            now = self._now()
-            self._close_utterance(now, self._temp_end if self._temp_end is not None else now)
 
     def poll(self) -> list[AsrSegment]:
         """Results ready so far (non-blocking), oldest first."""

@@ -113,3 +113,116 @@ def test_vad_threshold_changed_mid_stream(tiny_model):  # noqa: F811
     s.transcriber.drain(timeout=10)
     s.close()
     assert [round(j[0], 1) for j in rec.jobs if j[2]] == [0.3], rec.jobs
+
+
+# ------------------------------------------------------------------------------------------ audio front end
+def test_each_chunk_is_resampled_once_and_gated_by_the_front_end(tiny_model, monkeypatch):  # noqa: F811
+    """A 44.1 kHz microphone: one resampler pass and one VAD pass per chunk for health, ASR and
+    openSMILE together; health reads the front end's gate (runs none of its own)."""
+    from app.session import LiveSession, SessionConfig
+    from extractors.audio import StreamingResampler
+
+    calls = []
+    orig = StreamingResampler.process
+    monkeypatch.setattr(StreamingResampler, "process", lambda self, x: calls.append(len(x)) or orig(self, x))
+    vads = []
+
+    class CountingVad(LevelVad):
+        def process(self, x, sr, t=None):
+            vads.append((len(x), sr))
+            return super().process(x, sr, t)
+
+    rec = CountingRecognizer()
+    from app.session import Components
+
+    comp = Components(face=FakeFace(), audio=FakeAudio(), recognizer=rec, vad_factory=CountingVad)
+    s = LiveSession(tiny_model, comp, SessionConfig(face_fps=None, asr_partial_every_s=None))
+    x = level(3.0, 0.9, sr=44100)
+    for k, i in enumerate(range(0, x.size, 4410)):
+        s.push_audio(x[i:i + 4410], 44100, k * 0.1)
+    s.finish(timeout=10)
+    r = s.step(3.0)
+    s.close()
+    assert len(calls) == 30 and all(n == 4410 for n in calls)           # every chunk resampled once
+    assert len(vads) == 30 + 1 and {sr for _, sr in vads} == {16000}     # + the zero-padded last window
+    assert 48000 <= sum(n for n, _ in vads) < 48000 + 512              # every sample once (+ padding)
+    assert s.health.audio._gate is None                                 # health only read the gate's steps
+    assert r["streams"]["A"] == "live" and [j[2] for j in rec.jobs] == [True]
+
+
+def test_one_dropout_tolerance_for_ring_vad_and_asr(tiny_model):  # noqa: F811
+    """A gap up to gap_s (0.1 s) continues the run everywhere; a longer one ends the open
+    utterance and restarts ring, VAD clock and gates at the new time."""
+    from app.session import LiveSession, SessionConfig
+
+    rec = CountingRecognizer()
+    s = LiveSession(tiny_model, components(rec), SessionConfig(face_fps=None, asr_partial_every_s=None))
+    x = level(0.1, 0.9)
+    t = 0.0
+    for _ in range(10):
+        s.push_audio(x, 16000, t)
+        t += 0.1
+    t += 0.08                                        # small gap: same run
+    s.push_audio(x, 16000, t)
+    assert s._audio.t0 == 0.0 and not rec.jobs
+    t += 0.1 + 0.15                                  # drop-out: the utterance ends, a new run starts
+    s.push_audio(x, 16000, t)
+    s.transcriber.drain(timeout=10)
+    assert s._audio.t0 == pytest.approx(t) and s._audio.total == 1600
+    assert [j[2] for j in rec.jobs] == [True] and rec.jobs[0][1] <= 1.2 + 1e-6
+    assert s.transcriber.gate.speaking                # the new run's speech opened a new utterance
+    s.close()
+
+
+def test_audio_ring_is_circular_and_exact():
+    from extractors.audio_frontend import AudioRing
+
+    rng = np.random.default_rng(0)
+    ring = AudioRing(0.01, sr=16000)                  # 160 samples
+    ref = np.zeros(0, np.float32)
+    for n in rng.integers(0, 400, 60):
+        y = rng.standard_normal(int(n)).astype(np.float32)
+        ring.append(y)
+        ref = np.concatenate([ref, y])
+        assert ring.total == ref.size and ring.n == min(160, ref.size)
+        for a, b in ((0, ref.size), (ref.size - 50, ref.size), (ref.size - 160, ref.size - 7)):
+            got = ring.samples(a, b)
+            want = ref[max(a, ref.size - 160, 0):max(b, 0)]
+            assert np.array_equal(got, want)
+
+
+def _old_speech_regions(results, threshold=0.5, neg_threshold=None, min_silence_s=0.1, min_speech_s=0.25):
+    """speech_regions as it was before the shared gate (silero's rule written out)."""
+    neg = max(threshold - 0.15, 0.01) if neg_threshold is None else neg_threshold
+    regions, start, silence_since = [], None, None
+    for r in results:
+        if start is None:
+            if r.speech_prob >= threshold:
+                start, silence_since = r.t, None
+            continue
+        if r.speech_prob < neg:
+            if silence_since is None:
+                silence_since = r.t
+            if r.t + r.duration - silence_since >= min_silence_s:
+                if silence_since - start >= min_speech_s:
+                    regions.append((start, silence_since))
+                start, silence_since = None, None
+        elif r.speech_prob >= threshold:
+            silence_since = None
+    if start is not None and results:
+        end = silence_since if silence_since is not None else results[-1].t + results[-1].duration
+        if end - start >= min_speech_s:
+            regions.append((start, end))
+    return regions
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_speech_regions_through_the_gate_match_silero_rule(seed):
+    from extractors.audio import speech_regions
+    from extractors.types import VadResult
+
+    rng = np.random.default_rng(seed)
+    p = np.clip(np.repeat(rng.uniform(0, 1, 80), rng.integers(1, 12, 80)) + rng.normal(0, 0.1, None), 0, 1)
+    res = [VadResult(t=i * 0.032, duration=0.032, speech_prob=float(v)) for i, v in enumerate(p)]
+    for kw in ({}, {"min_silence_s": 0.5}, {"threshold": 0.7, "neg_threshold": 0.3, "min_speech_s": 0.1}):
+        assert speech_regions(res, **kw) == _old_speech_regions(res, **kw)

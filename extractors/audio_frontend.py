@@ -1,0 +1,455 @@
+"""The audio front end of the live path: every microphone chunk is handled once.
+
+::
+
+    chunk (any rate; mono or [n, channels]; float or integer PCM), stream time t
+      -> StreamingResampler (once)          -> 16 kHz samples
+      -> AudioRing (one ring buffer)        -> the last ``ring_s`` seconds of the current run
+      -> VoiceActivityDetector (once)       -> one VadResult per 32 ms window
+      -> SpeechGate, rule "activity"        -> GateStep per window: is the person speaking (A live)?
+      -> AudioFrame to the consumers:
+           StreamingTranscriber.on_audio     (its own SpeechGate, rule "utterance", cuts ASR jobs
+                                              out of the ring)
+           StreamHealth.update_audio         (reads the GateSteps; no VAD or hysteresis of its own)
+           LldStream.update                  (openSMILE ComParE LLDs, reads the ring)
+
+A drop-out -- a chunk more than ``gap_s`` away from where the stream was, or a new sample rate --
+ends the run (the resampler's held-back tail and a zero-padded last VAD window go through first,
+then every consumer's ``on_run_end``) and starts a new one at the chunk's time.
+
+**Settings** (:class:`AudioSettings`, one set of defaults; the live session's
+:class:`extractors.health.HealthConfig` *is* an AudioSettings, and the UI edits that object): every
+reader -- both gates, the transcriber -- reads the fields on every VAD window, so a threshold
+changed live applies to every consumer at once.
+
+=========================  =======  ================================================================
+field                      default  meaning
+=========================  =======  ================================================================
+``vad_on``                 0.5      speech when silero's probability >= this (silero's threshold)
+``vad_off``                0.35     silence when < this (silero: threshold - 0.15); never above
+                                    ``vad_on`` (clamped)
+``a_min_speech_s``         0.1      A goes live after this much unbroken speech (about 3 windows)
+``a_min_silence_s``        0.3      A goes missing ("silence") after this much unbroken silence
+``utterance_silence_s``    0.5      an ASR utterance ends after this much silence
+``utterance_min_speech_s`` 0.25     shorter utterances are not transcribed
+``speech_pad_s``           0.2      audio kept before and after an utterance for the ASR
+``max_segment_s``          20.0     an utterance longer than this is cut (and goes on)
+``gap_s``                  0.1      a chunk this far from the stream's end is a drop-out (new run)
+=========================  =======  ================================================================
+
+The two gate rules differ on purpose: A's flag needs *unbroken* runs (a window between the two
+thresholds breaks both runs: no flicker), the utterance cutter follows silero's VADIterator (such a
+window neither starts nor ends a silence run), and an utterance lasts longer than a pause in A.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from extractors.audio import TARGET_SR, VAD_WINDOW, StreamingResampler, audio_problem, to_mono_float32
+from extractors.types import VadResult
+
+EPS = 1e-6  # time comparisons
+
+
+# ---------------------------------------------------------------------------------------------
+# settings
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class AudioSettings:
+    """The audio front end's thresholds (documented in the module docstring)."""
+
+    vad_on: float = 0.5
+    vad_off: float = 0.35
+    a_min_speech_s: float = 0.1
+    a_min_silence_s: float = 0.3
+    utterance_silence_s: float = 0.5
+    utterance_min_speech_s: float = 0.25
+    speech_pad_s: float = 0.2
+    max_segment_s: float = 20.0
+    gap_s: float = 0.1
+
+
+# ---------------------------------------------------------------------------------------------
+# the speech gate
+# ---------------------------------------------------------------------------------------------
+
+def _finite(x) -> bool:
+    try:
+        return math.isfinite(float(x))
+    except (TypeError, ValueError):
+        return False
+
+
+@dataclass
+class GateStep:
+    """One VAD window through a :class:`SpeechGate`."""
+
+    t: float                      # window start (stream s)
+    end: float                    # window end
+    prob: float                   # speech probability (NaN: the VAD result was unusable)
+    speaking: bool                # the gate's state after this window
+    changed: bool                 # ... differs from the state before it
+    onset: float | None           # start of the speech run that turned the gate on (while on)
+    silence_start: float | None   # start of the current silence run (when it turned off: the end of speech)
+    bad: bool = False             # the VAD result was garbage (then speaking is False)
+
+
+class SpeechGate:
+    """Speech on/off with hysteresis over VAD windows -- the one implementation of the rule.
+
+    A window is *speech* when ``prob >= vad_on``, *silence* when ``prob < vad_off`` (clamped to
+    ``vad_on``), otherwise *between*.  The gate turns on when a speech run lasts ``min_speech``
+    (0: at its first window) and off when a silence run lasts ``min_silence``.  Rules:
+
+    * ``"activity"`` (is A live; ``a_min_speech_s`` / ``a_min_silence_s``): runs must be unbroken,
+      a *between* window breaks both;
+    * ``"utterance"`` (ASR segmentation; on at the first speech window, off after
+      ``utterance_silence_s``): silero's VADIterator -- a *between* window changes nothing.
+
+    Thresholds are read from ``settings`` on every window.  Garbage results (not a VadResult,
+    non-finite values) never raise: a non-finite probability turns the gate off (``bad``).
+    """
+
+    RULES = {"activity": ("a_min_speech_s", "a_min_silence_s", True),
+             "utterance": (None, "utterance_silence_s", False)}
+
+    def __init__(self, settings: AudioSettings | None = None, rule: str = "activity"):
+        if rule not in self.RULES:
+            raise ValueError(f"rule must be one of {sorted(self.RULES)}, got {rule!r}")
+        self.settings = settings if settings is not None else AudioSettings()
+        self.rule = rule
+        self._speech_key, self._silence_key, self.strict = self.RULES[rule]
+        self.last_end: float | None = None
+        self.reset()
+
+    def reset(self) -> None:
+        """Off, no runs (the clock of garbage results is kept)."""
+        self.speaking = False
+        self.onset: float | None = None
+        self.speech_start: float | None = None
+        self.silence_start: float | None = None
+
+    def restart(self, t: float) -> None:
+        """On, as if speech had just started at ``t`` (a forced cut of a long utterance)."""
+        self.speaking, self.onset, self.speech_start, self.silence_start = True, float(t), float(t), None
+
+    @property
+    def thresholds(self) -> tuple[float, float]:
+        on = float(self.settings.vad_on)
+        return on, min(float(self.settings.vad_off), on)
+
+    def step(self, vad: VadResult) -> GateStep:
+        s = self.settings
+        try:
+            t, dur, p = float(vad.t), float(vad.duration), float(vad.speech_prob)
+        except (AttributeError, TypeError, ValueError):
+            t, dur, p = (self.last_end or 0.0), 0.0, float("nan")
+        if not (_finite(t) and _finite(dur)):
+            t, dur = (self.last_end or 0.0), 0.0
+        end = t + max(dur, 0.0)
+        self.last_end = end
+        was = self.speaking
+        if not _finite(p):
+            self.reset()
+            return GateStep(t, end, float("nan"), False, was, None, None, bad=True)
+        on, off = self.thresholds
+        min_speech = float(getattr(s, self._speech_key)) if self._speech_key else 0.0
+        min_silence = float(getattr(s, self._silence_key))
+        if p >= on:
+            self.silence_start = None
+            if self.speech_start is None:
+                self.speech_start = t
+            if not self.speaking and end - self.speech_start >= min_speech - EPS:
+                self.speaking, self.onset = True, self.speech_start
+        elif p < off:
+            self.speech_start = None
+            if self.silence_start is None:
+                self.silence_start = t
+            if self.speaking and end - self.silence_start >= min_silence - EPS:
+                self.speaking, self.onset = False, None
+        elif self.strict:
+            self.silence_start = self.speech_start = None
+        return GateStep(t, end, p, self.speaking, self.speaking != was, self.onset, self.silence_start)
+
+
+def speech_regions(results: list[VadResult], threshold: float = 0.5, neg_threshold: float | None = None,
+                   min_silence_s: float = 0.1, min_speech_s: float = 0.25) -> list[tuple[float, float]]:
+    """Speech regions ``(start, end)`` of a whole clip's VAD results: the utterance gate with these
+    thresholds (``neg_threshold`` default ``threshold - 0.15``); regions shorter than
+    ``min_speech_s`` are dropped.  The offline default pause (0.1 s) is shorter than the live
+    utterance's: a clip's first and last voiced moments are wanted, not sentences."""
+    neg = max(threshold - 0.15, 0.01) if neg_threshold is None else neg_threshold
+    gate = SpeechGate(AudioSettings(vad_on=threshold, vad_off=neg, utterance_silence_s=min_silence_s),
+                      "utterance")
+    regions: list[tuple[float, float]] = []
+    start = None
+    for r in results:
+        st = gate.step(r)
+        if st.changed and st.speaking:
+            start = st.onset
+        elif st.changed and start is not None:
+            end = st.silence_start if st.silence_start is not None else st.t
+            if end - start >= min_speech_s:
+                regions.append((start, end))
+            start = None
+    if start is not None and results:
+        end = gate.silence_start if gate.silence_start is not None else results[-1].t + results[-1].duration
+        if end - start >= min_speech_s:
+            regions.append((start, end))
+    return regions
+
+
+# ---------------------------------------------------------------------------------------------
+# buffers
+# ---------------------------------------------------------------------------------------------
+
+class AudioRing:
+    """The last ``seconds`` of 16 kHz audio of the current run (since the stream (re)started at
+    stream time ``t0``), indexed by the run's sample count ``total`` (a circular buffer)."""
+
+    def __init__(self, seconds: float, sr: int = TARGET_SR):
+        self.sr = sr
+        self.cap = int(seconds * sr)
+        self.buf = np.zeros(self.cap, np.float32)
+        self.reset(0.0)
+
+    def reset(self, t0: float) -> None:
+        self.n = 0                   # valid samples (<= cap)
+        self.total = 0               # samples of the current run so far
+        self.t0 = float(t0)
+
+    @property
+    def first(self) -> int:
+        """Run index of the oldest sample held."""
+        return self.total - self.n
+
+    @property
+    def end_time(self) -> float:
+        """Stream time just after the newest sample."""
+        return self.t0 + self.total / self.sr
+
+    def append(self, y: np.ndarray) -> None:
+        y = np.asarray(y, np.float32)
+        total = self.total + y.size
+        if y.size >= self.cap:                   # sample k of the run lives at buf[k % cap]
+            self.buf[:] = np.roll(y[-self.cap:], total % self.cap)
+        elif y.size:
+            i = self.total % self.cap
+            k = min(y.size, self.cap - i)
+            self.buf[i:i + k] = y[:k]
+            self.buf[:y.size - k] = y[k:]
+        self.n = min(self.cap, self.n + y.size)
+        self.total = total
+
+    def samples(self, a: int, b: int) -> np.ndarray:
+        """Run samples ``[a, b)`` (clipped to what is held; a copy)."""
+        a, b = max(a, self.first), min(b, self.total)
+        if b <= a:
+            return np.zeros(0, np.float32)
+        i, j = a % self.cap, b % self.cap
+        if i < j:
+            return self.buf[i:j].copy()
+        return np.concatenate([self.buf[i:], self.buf[:j]])
+
+    def index(self, t: float) -> int:
+        """Run sample index of stream time ``t``."""
+        return int(round((float(t) - self.t0) * self.sr))
+
+
+class LldStream:
+    """openSMILE ComParE LLD frames (100 fps) of the audio stream, computed incrementally.
+
+    Every ``block_s`` of new audio, openSMILE runs on it plus ``ctx_s`` of left context and the
+    frames that are final (all but the last ``margin``, whose deltas/smoothing still need the
+    future) are kept.  The frames equal those of one pass over the whole stream (as ``admc
+    extract`` runs on whole clips) up to the context effects on a few smoothed features, at a
+    fraction of the cost of re-extracting every 3 s window.  Frame ``g`` starts at run sample
+    ``160 * g``.  Bounded: the last ``keep_s`` seconds of frames.
+    """
+
+    HOP = 160                        # 10 ms at 16 kHz
+
+    def __init__(self, extractor, ctx_s: float = 1.0, margin: int = 5, block_s: float = 0.2,
+                 keep_s: float = 5.0):
+        self.fx = extractor
+        self.ctx = int(ctx_s * TARGET_SR)
+        self.margin = int(margin)
+        self.block = int(block_s * TARGET_SR)
+        self.frames: deque[tuple[int, np.ndarray]] = deque(maxlen=int(keep_s * 100))
+        self.reset()
+
+    def reset(self) -> None:
+        self.frames.clear()
+        self.ptr = 0                 # next frame index to produce
+
+    def update(self, ring: AudioRing, lock, force: bool = False) -> None:
+        """Extract what is due; ``lock`` guards ring and frames (openSMILE runs outside it)."""
+        with lock:
+            lag = ring.total - self.ptr * self.HOP
+            if lag < self.block + (self.margin + 6) * self.HOP and not (force and lag > 0):
+                return
+            s0 = max(ring.first, self.ptr * self.HOP - self.ctx)
+            s0 = -(-s0 // self.HOP) * self.HOP           # frame grid
+            seg = ring.samples(s0, ring.total)
+            run = id(ring), ring.t0
+        if seg.size < int(0.06 * TARGET_SR):
+            return
+        lld = self.fx.lld(seg, TARGET_SR)
+        g0 = s0 // self.HOP
+        usable = len(lld) if force else len(lld) - self.margin
+        with lock:
+            if (id(ring), ring.t0) != run:               # the stream restarted meanwhile
+                return
+            for i in range(max(0, self.ptr - g0), usable):
+                self.frames.append((g0 + i, lld[i]))
+            if usable > 0:
+                self.ptr = max(self.ptr, g0 + usable)
+
+    def rows(self, g_end: int, window_frames: int, pre_frames: int = 100) -> np.ndarray | None:
+        """A rows (``fx.downsample_frames``: 10 LLD frames per row) of the frames before ``g_end``
+        that lie in the last ``window_frames``; ``pre_frames`` of earlier frames feed the
+        downsampling filter, as in a longer clip.  None when there are none."""
+        lo = g_end - window_frames
+        start = (lo - pre_frames) // 10 * 10
+        fr = [(g, f) for g, f in self.frames if start <= g < g_end]
+        if not fr:
+            return None
+        g_first = -(-fr[0][0] // 10) * 10              # rows on the run's 100 ms grid
+        fr = [(g, f) for g, f in fr if g >= g_first]
+        if not fr:
+            return None
+        rows = self.fx.downsample_frames(np.stack([f for _, f in fr]))
+        keep = [j for j in range(len(rows)) if g_first + 10 * j >= lo - 5]
+        out = rows[keep] if keep else rows[:0]
+        return out if len(out) else None
+
+
+# ---------------------------------------------------------------------------------------------
+# the front end
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class AudioFrame:
+    """What one chunk gave: its 16 kHz samples (in the ring from run index ``start``), the VAD
+    windows it completed and the activity gate's step for each."""
+
+    t: float                                   # stream time of the chunk's first sample
+    start: int                                 # run index of samples[0]
+    samples: np.ndarray                        # 16 kHz (may be empty: the resampler holds some back)
+    vads: list[VadResult] = field(default_factory=list)
+    steps: list[GateStep] = field(default_factory=list)
+    restarted: bool = False                    # this chunk began a new run
+    padding: bool = False                      # the end of a run: the resampler's tail and zeros
+    #                                            that complete the last VAD window (not judged by health)
+
+
+def prepare_chunk(chunk, sr) -> tuple[np.ndarray, int]:
+    """(mono float32, rate) of a microphone chunk; ValueError naming what is wrong with it."""
+    sr = int(sr)
+    if sr <= 0:
+        raise ValueError(f"sample rate {sr}")
+    x = to_mono_float32(chunk)
+    problem = audio_problem(x)
+    if problem is not None:
+        raise ValueError(problem)
+    return x, sr
+
+
+class AudioFrontEnd:
+    """One audio stream in, 16 kHz samples + VAD + speech gate out, to every consumer.
+
+    ``push(chunk, sr, t)`` resamples (kept state across chunks), appends to the ring, runs the
+    VAD and the activity gate, then calls ``consumer.on_audio(frame)`` for each consumer, all
+    under ``lock`` except the resampling and the VAD (the expensive part).  ``t`` None: right
+    after the previous chunk.  Consumers may also define ``on_run_end(t)`` (a drop-out or
+    :meth:`flush`: an open utterance ends) and ``on_run_start(t)``.
+    """
+
+    def __init__(self, vad=None, settings: AudioSettings | None = None, *, ring_s: float | None = None,
+                 lock=None):
+        self.settings = settings if settings is not None else AudioSettings()
+        self.vad = vad
+        need = float(self.settings.max_segment_s) + 2 * float(self.settings.speech_pad_s) + 1.0
+        self.ring = AudioRing(max(float(ring_s or 0.0), need))
+        self.gate = SpeechGate(self.settings, "activity")
+        self.lock = lock if lock is not None else threading.RLock()
+        self.consumers: list = []
+        self.sr: int | None = None
+        self.resampler: StreamingResampler | None = None
+        self.next_t: float | None = None        # stream time just after the last input sample
+        self._ended = True                      # no run open
+
+    # ---- input
+    def push(self, chunk, sr: int, t: float | None = None) -> AudioFrame:
+        """One chunk (validated with :func:`prepare_chunk`; raises ValueError if unusable)."""
+        x, sr = prepare_chunk(chunk, sr)
+        return self.push_mono(x, sr, t)
+
+    def push_mono(self, x: np.ndarray, sr: int, t: float | None = None) -> AudioFrame:
+        """:meth:`push` for a chunk that :func:`prepare_chunk` has already checked."""
+        t = (self.next_t if self.next_t is not None else 0.0) if t is None else float(t)
+        restart = (self._ended or self.next_t is None or abs(t - self.next_t) > float(self.settings.gap_s)
+                   or sr != self.sr)
+        if restart:
+            if not self._ended:
+                self._end_run()
+            self._start_run(t, sr)
+        y = self.resampler.process(x)
+        self.next_t = t + x.size / sr
+        frame = self._feed(y, t)
+        frame.restarted = restart
+        return frame
+
+    def flush(self) -> AudioFrame | None:
+        """End of stream: the held-back audio and the last VAD window (zero-padded) go through,
+        then every consumer's ``on_run_end``.  The next chunk starts a new run."""
+        if self._ended:
+            return None
+        return self._end_run()
+
+    # ---- runs
+    def _start_run(self, t: float, sr: int) -> None:
+        self.sr, self.resampler = sr, StreamingResampler(sr, TARGET_SR)
+        with self.lock:
+            self.ring.reset(t)
+            self.gate.reset()
+            if self.vad is not None and hasattr(self.vad, "reset"):
+                self.vad.reset(t)
+            self._vad_n = 0                     # 16 kHz samples given to the VAD this run
+            self._ended = False
+            for c in self.consumers:
+                if hasattr(c, "on_run_start"):
+                    c.on_run_start(t)
+
+    def _end_run(self) -> AudioFrame:
+        tail = self.resampler.flush() if self.resampler is not None else np.zeros(0, np.float32)
+        pending = getattr(self.vad, "pending_samples", 0) if self.vad is not None else 0
+        pad = (-(int(pending) + tail.size)) % VAD_WINDOW
+        frame = self._feed(np.concatenate([tail, np.zeros(pad, np.float32)]), self.next_t or 0.0, padding=True)
+        with self.lock:
+            self._ended = True
+            end = self.ring.end_time
+            for c in self.consumers:
+                if hasattr(c, "on_run_end"):
+                    c.on_run_end(end)
+        return frame
+
+    def _feed(self, y: np.ndarray, t: float, padding: bool = False) -> AudioFrame:
+        ring = self.ring
+        vad_t = ring.t0 + self._vad_n / TARGET_SR
+        vads = list(self.vad.process(y, TARGET_SR, vad_t)) if self.vad is not None and y.size else []
+        self._vad_n += y.size
+        with self.lock:
+            frame = AudioFrame(t, ring.total, y, vads, padding=padding)
+            ring.append(y)
+            frame.steps = [self.gate.step(r) for r in vads]
+            for c in self.consumers:
+                c.on_audio(frame)
+        return frame
