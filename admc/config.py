@@ -2,7 +2,34 @@
 
 from __future__ import annotations
 
+import copy
+import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
+
+
+class ConfigError(ValueError):
+    """A setting that cannot be applied: one line naming the key (and the allowed values)."""
+
+
+class OverrideError(ConfigError):
+    """One override of :meth:`TrainConfig.with_overrides` refused before anything is built.
+
+    ``item`` is the override as given, ``key`` the ``section.key`` it names (None when it is not
+    of that form), ``reason`` why (``"unknown setting"`` for a key no section has)."""
+
+    def __init__(self, item, key: str | None, reason: str, unknown: bool = False):
+        self.item, self.key, self.reason, self.unknown = item, key, reason, unknown
+        super().__init__(f"{key}: {reason}" if key else f"{item!r}: {reason}")
+
+
+def one_of(key: str, value, allowed: Iterable[str], null: bool = False) -> None:
+    """Refuse ``value`` for the enumerated setting ``key`` unless it is in ``allowed`` (or None
+    with ``null``): ``adn.sampler must be one of ddpm, ddim, mean, got 'dim'``."""
+    allowed = tuple(allowed)
+    if value in allowed or (null and value is None):
+        return
+    raise ConfigError(f"{key} must be one of {', '.join(allowed)}{' or null' if null else ''}, got {value!r}")
 
 
 @dataclass
@@ -64,26 +91,25 @@ class ADNConfig:
 
 
     def __post_init__(self):
-        if self.variant not in VARIANTS:
-            raise ValueError(f"adn.variant must be one of {', '.join(VARIANTS)}, got {self.variant!r}")
-        if self.prediction is not None and self.prediction not in PREDICTIONS:
-            raise ValueError(f"adn.prediction must be one of {', '.join(PREDICTIONS)} or null, got {self.prediction!r}")
+        one_of("adn.variant", self.variant, VARIANTS)
+        one_of("adn.prediction", self.prediction, PREDICTIONS, null=True)
+        one_of("adn.sampler", self.sampler, SAMPLERS)
+        one_of("adn.schedule", self.schedule, SCHEDULES)
+        one_of("adn.prior", self.prior, PRIORS)
+        one_of("adn.reading", self.reading, READINGS, null=True)
+        one_of("adn.start_select", self.start_select, START_SELECTS)
         if self.variant == "paper" and self.prediction not in (None, "epsilon"):
-            raise ValueError(f"adn.prediction={self.prediction!r} contradicts adn.variant='paper' (the paper's "
-                             "denoiser predicts the noise, Eq. 2): leave adn.prediction unset or use epsilon")
-        if self.reading is not None and self.reading not in READINGS:
-            raise ValueError(f"adn.reading must be one of {', '.join(READINGS)}, got {self.reading!r}")
-        if self.start_select not in ("mse", "ua"):
-            raise ValueError(f"adn.start_select must be mse or ua, got {self.start_select!r}")
+            raise ConfigError(f"adn.prediction={self.prediction!r} contradicts adn.variant='paper' (the paper's "
+                              "denoiser predicts the noise, Eq. 2): leave adn.prediction unset or use epsilon")
         if not (isinstance(self.resample, int) and self.resample >= 1):
-            raise ValueError(f"adn.resample must be an integer >= 1, got {self.resample!r}")
+            raise ConfigError(f"adn.resample must be an integer >= 1, got {self.resample!r}")
         for key in ("jump", "stride"):
             value = getattr(self, key)
             if not (isinstance(value, int) and value >= 1) and not (key == "stride" and value is None):
-                raise ValueError(f"adn.{key} must be an integer >= 1, got {value!r}")
+                raise ConfigError(f"adn.{key} must be an integer >= 1, got {value!r}")
         if self.resample > 1 and (self.reading or PAPER_READING) in ("official", "official_clamp"):
-            raise ValueError("adn.resample (RePaint) works on top of Eq. 4 re-injection: readings noise, "
-                             f"sdedit_mean, sdedit_ridge; not {self.reading_or_default()!r}")
+            raise ConfigError("adn.resample (RePaint) works on top of Eq. 4 re-injection: readings noise, "
+                              f"sdedit_mean, sdedit_ridge; not {self.reading_or_default()!r}")
 
     def check_variant(self, method: str) -> None:
         """Settings of the paper variant given to a method that uses the conditional one are refused
@@ -92,8 +118,8 @@ class ADNConfig:
             for key, value, default in (("reading", self.reading, None), ("resample", self.resample, 1),
                                         ("stride", self.stride, None)):
                 if value != default:
-                    raise ValueError(f"adn.{key} applies to the paper variant (method admc_paper, or "
-                                     f"adn.variant=paper); method {method} uses the conditional variant")
+                    raise ConfigError(f"adn.{key} applies to the paper variant (method admc_paper, or "
+                                      f"adn.variant=paper); method {method} uses the conditional variant")
 
     def prediction_or_default(self) -> str:
         return self.prediction or ("epsilon" if self.variant == "paper" else "sample")
@@ -104,6 +130,10 @@ class ADNConfig:
 
 VARIANTS = ("conditional", "paper")
 PREDICTIONS = ("epsilon", "sample", "v_prediction")
+SAMPLERS = ("ddpm", "ddim", "mean")
+SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")  # diffusers' DDPM and DDIM both have these
+PRIORS = ("linear", "none")
+START_SELECTS = ("mse", "ua")
 # The paper variant's readings of Eq. 3-4 (what the missing rows are at the start step n):
 #   noise          missing rows N(0, I) at step n, available rows forward-noised, Eq. 4 re-injection
 #   sdedit_mean    all rows = the input with missing rows at the train mean (0), forward-noised to n, Eq. 4
@@ -142,8 +172,14 @@ class FusionConfig:
     incomplete: str = "fill"
 
     def __post_init__(self):
-        if self.incomplete not in ("fill", "drop"):
-            raise ValueError(f"fusion.incomplete must be fill or drop, got {self.incomplete!r}")
+        one_of("fusion.mode", self.mode, FUSION_MODES)
+        one_of("fusion.shared_patterns", self.shared_patterns, SHARED_PATTERNS)
+        one_of("fusion.incomplete", self.incomplete, INCOMPLETE)
+
+
+FUSION_MODES = ("per-condition", "shared", "auto")
+SHARED_PATTERNS = ("all", "full")
+INCOMPLETE = ("fill", "drop")
 
 
 @dataclass
@@ -179,7 +215,7 @@ class TrainConfig:
             known = {f.name for f in fields(klass)}
             unknown = set(d) - known
             if unknown:
-                raise ValueError(f"{klass.__name__}: unknown keys {sorted(unknown)}")
+                raise ConfigError(f"{klass.__name__}: unknown keys {sorted(unknown)}")
             return klass(**d)
 
         obj = dict(obj)
@@ -191,6 +227,68 @@ class TrainConfig:
             fusion=build(FusionConfig, obj.get("fusion", {})),
             data=build(DataConfig, obj.get("data", {})),
         )
+
+    @classmethod
+    def with_overrides(cls, overrides: Iterable[str | tuple[str, object]] = (),
+                       base: "TrainConfig | dict | None" = None) -> "TrainConfig":
+        """A new configuration: ``base`` (the defaults when None; a TrainConfig, or a dict in the
+        :meth:`to_json` layout such as a config file) with ``overrides`` applied in order, then
+        validated once, when it is built.
+
+        An override is ``"section.key=value"``, the value read as JSON unless the setting is a
+        string (``adn.sampler=ddim``, ``adn.lr=3e-4``, ``adn.start_grid=[5,20]``,
+        ``adn.reading=null``), or a ``("section.key", value)`` pair taken as it is.  Raises
+        :class:`OverrideError` for an override that is malformed, names no setting, or has a value of
+        the wrong type or range (each checked as it comes, nothing built yet), and
+        :class:`ConfigError` for the configuration as a whole: a value outside an enumeration
+        (``adn.sampler must be one of ddpm, ddim, mean, got 'dim'``), a contradiction between
+        settings, an unknown method.
+        """
+        import typing
+
+        from admc.run_schema import config_problem, sections, setting_problem
+
+        if isinstance(base, TrainConfig):
+            obj = base.to_json()
+        elif base is None:
+            obj = cls().to_json()
+        else:
+            why = config_problem(base)
+            if why:
+                raise ConfigError(why)
+            obj = copy.deepcopy(base)
+        secs = sections()
+        for item in overrides:
+            if isinstance(item, str):
+                key, sep, text = item.partition("=")
+                if not sep or "." not in key:
+                    raise OverrideError(item, None, "expected section.key=value (e.g. adn.sampler=mean)")
+            else:
+                key, value = item
+            sec, k = key.split(".", 1) if "." in key else (key, "")
+            if sec not in secs or k not in {f.name for f in fields(secs[sec])}:
+                raise OverrideError(item, key, f"unknown setting (sections {', '.join(secs)})", unknown=True)
+            if isinstance(item, str):
+                value = text if typing.get_type_hints(secs[sec]).get(k) is str else _json_or_text(text)
+            why = setting_problem(sec, k, value)
+            if why:
+                raise OverrideError(item, key, why)
+            obj.setdefault(sec, {})[k] = value
+        why = config_problem(obj)
+        if why:
+            raise ConfigError(why)
+        try:
+            return cls.from_json(obj)
+        except TypeError as e:
+            raise ConfigError(str(e)) from None
+
+
+def _json_or_text(text: str):
+    """An override's value: JSON (numbers, true/false, null, lists) or else the text itself."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
 
 
 def resolve_fusion_mode(mode: str, n_modalities: int) -> str:

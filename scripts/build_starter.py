@@ -468,11 +468,11 @@ def stage_pairs(work: Path, src: Sources) -> None:
 # =============================================================================================
 
 def model_megabytes(settings: list[str]) -> float:
-    from admc.cli import build_config
+    from admc.config import TrainConfig
     from admc.pipeline import ADMCModel
     from extractors.live_schema import live_schema
 
-    cfg = build_config(argparse.Namespace(config=None, set=settings, fusion=None))
+    cfg = TrainConfig.with_overrides(settings)
     m = ADMCModel(live_schema(CLASSES), cfg)
     return sum(t.numel() * t.element_size() for t in m.state_dict().values()) / 1e6
 
