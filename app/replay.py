@@ -9,60 +9,18 @@ per analysis window (keys: :data:`app.RESULT_KEYS`).
   the ASR kept up, so the output is reproducible;
 * ``--realtime``: the file is paced to the wall clock and the session runs threaded, exactly as
   with a live camera and microphone (the ASR is fully asynchronous).
+
+Files are decoded by :mod:`extractors.media`.
 """
 
 from __future__ import annotations
 
-import heapq
 import json
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import numpy as np
-
-
-def _iter_video(path: str | Path) -> Iterator[tuple[str, float, object, int]]:
-    import av
-
-    with av.open(str(path)) as c:
-        if not c.streams.video:
-            return
-        st = c.streams.video[0]
-        n = 0
-        for frame in c.decode(st):
-            t = float(frame.time) if frame.time is not None else n / float(st.average_rate or 25)
-            n += 1
-            yield "V", t, frame.to_ndarray(format="rgb24"), 0
-
-
-def _iter_audio(path: str | Path) -> Iterator[tuple[str, float, object, int]]:
-    import av
-
-    with av.open(str(path)) as c:
-        if not c.streams.audio:
-            return
-        st = c.streams.audio[0]
-        resampler = None
-        a_next = None
-        a_sr = None
-        for frame in c.decode(st):
-            if resampler is None:
-                a_sr = int(frame.sample_rate)
-                resampler = av.AudioResampler(format="flt", layout="mono", rate=a_sr)
-            t0 = float(frame.time) if frame.time is not None else (a_next or 0.0)
-            for rf in resampler.resample(frame):
-                x = rf.to_ndarray().reshape(-1).astype(np.float32)
-                t = t0 if a_next is None or abs(t0 - a_next) > 0.05 else a_next
-                yield "A", t, x, a_sr
-                a_next = t + x.size / a_sr
-                t0 = a_next
-        if resampler is not None:
-            for rf in resampler.resample(None):
-                x = rf.to_ndarray().reshape(-1).astype(np.float32)
-                if x.size:
-                    yield "A", a_next or 0.0, x, a_sr
-                    a_next = (a_next or 0.0) + x.size / a_sr
+from extractors import media
 
 
 class SourceError(ValueError):
@@ -73,24 +31,21 @@ def iter_media(path: str | Path) -> Iterator[tuple[str, float, object, int]]:
     """``("V", t, rgb_frame, 0)`` and ``("A", t, mono_float32_chunk, sr)`` in time order (the two
     streams are decoded separately and merged, whatever the file's interleaving)."""
     media_streams(path)
-    return heapq.merge(_iter_video(path), _iter_audio(path), key=lambda item: item[1])
+    return media.iter_media(path)
 
 
 def media_streams(path: str | Path) -> set[str]:
     """The file's streams (``{"V", "A"}`` or a part).  Raises :class:`SourceError` for a file with
     neither, or a still image (an image demuxer, or one video frame and no audio): one frame is
     not a stream -- replayed it gives no window, looped it would spin."""
-    import av
-
-    with av.open(str(path)) as c:
-        kinds = ({"V"} if c.streams.video else set()) | ({"A"} if c.streams.audio else set())
-        if not kinds:
-            raise SourceError(f"{path}: no video or audio stream")
-        fmt = c.format.name or ""
-        if kinds == {"V"} and (fmt.endswith("_pipe") or fmt.startswith("image2")
-                               or c.streams.video[0].frames == 1):
-            raise SourceError(f"{path}: a still image ({fmt}), not a recording; "
-                              "give a video or audio file")
+    p = media.probe(path)
+    kinds = ({"V"} if p.video else set()) | ({"A"} if p.audio else set())
+    if not kinds:
+        raise SourceError(f"{path}: no video or audio stream")
+    fmt = p.format
+    if kinds == {"V"} and (fmt.endswith("_pipe") or fmt.startswith("image2") or p.video_frames == 1):
+        raise SourceError(f"{path}: a still image ({fmt}), not a recording; "
+                          "give a video or audio file")
     return kinds
 
 

@@ -56,6 +56,7 @@ from pathlib import Path
 import numpy as np
 
 from admc.data import DatasetError, split_from_samples, write_dataset
+from extractors import media
 from extractors.live_schema import AUDIO_DIM, FACE_DIM, TEXT_DIM, VIDEO_FRAME_RATE, live_schema
 
 CACHE_VERSION = 2           # 2: ASR without the unseeded temperature fallback
@@ -173,7 +174,7 @@ def read_manifest(manifest: str | os.PathLike) -> list[ManifestRow]:
 
 
 # ---------------------------------------------------------------------------------------------
-# media decoding (PyAV)
+# still images (video and audio: extractors.media)
 # ---------------------------------------------------------------------------------------------
 
 def is_image(path: Path) -> bool:
@@ -186,71 +187,6 @@ def load_image(path: Path) -> np.ndarray:
     with Image.open(path) as im:
         im.load()
         return np.asarray(im.convert("RGB"))
-
-
-def has_streams(path: Path) -> tuple[bool, bool]:
-    """(has audio, has video) per the container; raises on an unreadable file."""
-    import av
-
-    with av.open(str(path)) as c:
-        return bool(c.streams.audio), bool(c.streams.video)
-
-
-def decode_audio(path: Path, start: float | None = None, end: float | None = None,
-                 sr: int = 16000) -> np.ndarray | None:
-    """First audio stream as float32 mono at ``sr`` (``None`` when there is no audio stream)."""
-    import av
-
-    with av.open(str(path)) as c:
-        if not c.streams.audio:
-            return None
-        stream = c.streams.audio[0]
-        res = av.AudioResampler(format="flt", layout="mono", rate=sr)
-        chunks = []
-        for frame in c.decode(stream):
-            for out in res.resample(frame):
-                chunks.append(out.to_ndarray().reshape(-1))
-        for out in res.resample(None):
-            chunks.append(out.to_ndarray().reshape(-1))
-    x = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
-    a = int(round((start or 0.0) * sr))
-    b = len(x) if end is None else int(round(end * sr))
-    return x[a:b]
-
-
-def iter_frames(path: Path, fps: float, start: float | None = None, end: float | None = None):
-    """(t seconds from the segment start, RGB uint8 frame) at ``fps`` frames per second.
-
-    Same sampling rule as :func:`extractors.face.iter_video_frames` (the first frame at or after each
-    multiple of 1/fps); nothing is yielded when there is no video stream.
-    """
-    import av
-
-    from extractors.face import subsample_gate
-
-    t0 = start or 0.0
-    with av.open(str(path)) as c:
-        if not c.streams.video:
-            return
-        stream = c.streams.video[0]
-        if t0 > 1.0 and stream.time_base:
-            try:
-                c.seek(int(max(0.0, t0 - 1.0) / stream.time_base), stream=stream, backward=True)
-            except av.error.FFmpegError:
-                c.seek(0, stream=stream)
-        next_t = 0.0
-        n = 0
-        for frame in c.decode(stream):
-            t_abs = float(frame.time) if frame.time is not None else n / float(stream.average_rate or 25)
-            n += 1
-            if t_abs + 1e-6 < t0:
-                continue
-            if end is not None and t_abs >= end:
-                return
-            t = t_abs - t0
-            keep, next_t = subsample_gate(t, next_t, fps)
-            if keep:
-                yield t, frame.to_ndarray(format="rgb24")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -322,7 +258,7 @@ class SampleExtractor:
             frames.clear()
             ts.clear()
 
-        for t, frame in iter_frames(row.path, s.fps, row.start, row.end):
+        for t, frame in media.iter_video(row.path, fps=s.fps, start=row.start, end=row.end):
             frames.append(frame)
             ts.append(t)
             n_frames += 1
@@ -345,14 +281,15 @@ class SampleExtractor:
             out["V"] = self.video_features(row, info)
             info["audio_stream"] = False
         else:
-            has_a, has_v = has_streams(row.path)
+            streams = media.probe(row.path)
+            has_a, has_v = streams.audio, streams.video
             if not has_a and not has_v:
                 raise ValueError("no audio or video stream")
             info["audio_stream"] = has_a
             if has_v:
                 out["V"] = self.video_features(row, info)
             if has_a:
-                wave = decode_audio(row.path, row.start, row.end)
+                wave = media.decode_audio(row.path, row.start, row.end)
                 problem = audio_problem(wave)
                 if problem is not None:         # the live app's rule: a whole file is refused
                     raise ValueError(f"audio track: {problem}")

@@ -34,7 +34,7 @@ is what :class:`extractors.health.VideoHealth` uses.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from typing import TYPE_CHECKING
@@ -42,6 +42,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
+from extractors.media import iter_video
+from extractors.media import subsample_gate  # noqa: F401 - the live session's face timing uses it from here
 from extractors.types import FaceResult
 
 if TYPE_CHECKING:  # torch is imported when an extractor is built: frame_problem/align_face stay light
@@ -316,7 +318,7 @@ class FaceExtractor:
         """Every frame of a video file (or ``fps`` frames per second), t = presentation time in s."""
         out: list[FaceResult] = []
         frames, ts = [], []
-        for t, frame in iter_video_frames(path, fps=fps, max_frames=max_frames):
+        for t, frame in iter_video(path, fps=fps, max_frames=max_frames):
             frames.append(frame)
             ts.append(t)
             if len(frames) >= batch:
@@ -394,34 +396,3 @@ class FaceTracker:
         res = FaceResult(t=float(t), detected=True, score=float(score), box=self.box.copy(), landmarks=lms)
         self.fx._describe([res], [align_face(Image.fromarray(frame_rgb).convert("L"), lms, self.fx.crop_size)])
         return res
-
-
-def subsample_gate(t: float, next_t: float, fps: float) -> tuple[bool, float]:
-    """Keep the first frame at or after each 1/fps tick: (keep this frame at t, the next tick)."""
-    if t + 1e-6 < next_t:
-        return False, next_t
-    next_t += 1.0 / fps
-    while next_t <= t:
-        next_t += 1.0 / fps
-    return True, next_t
-
-
-def iter_video_frames(path: str | Path, *, fps: float | None = None,
-                      max_frames: int | None = None) -> Iterator[tuple[float, np.ndarray]]:
-    """(t seconds, uint8 RGB frame) from a video file, decoded with PyAV; ``fps`` subsamples."""
-    import av
-
-    n = 0
-    next_t = 0.0
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        for frame in container.decode(stream):
-            t = float(frame.time) if frame.time is not None else n / float(stream.average_rate or 25)
-            if fps is not None:
-                keep, next_t = subsample_gate(t, next_t, fps)
-                if not keep:
-                    continue
-            yield t, frame.to_ndarray(format="rgb24")
-            n += 1
-            if max_frames is not None and n >= max_frames:
-                return
