@@ -1,13 +1,22 @@
-"""The ``admc`` command line: train, eval, bench, info, import."""
+"""The ``admc`` command line's core commands: train, eval, bench, info, import.
+
+The ``admc`` console script is :func:`extractors.commands.main`, which adds the commands that run
+the feature extractors (``extract``, ``manifest``) to this parser: this package imports nothing
+from ``extractors`` or ``app`` (docs/architecture.md, "Layers and shared code").
+``python -m admc.cli`` runs the core commands alone.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from admc import __version__
+
+DESCRIPTION = "The ``admc`` command line: train, eval, bench, info, import."
 
 
 class UsageError(ValueError):
@@ -77,22 +86,13 @@ def _methods(s: str) -> list[str]:
     return names
 
 
-def _parse_value(v: str, hint_is_str: bool):
-    if hint_is_str:
-        return v
-    try:
-        return json.loads(v)
-    except json.JSONDecodeError:
-        return v
-
-
 def build_config(args):
-    """TrainConfig from defaults, ``--config FILE`` and ``--set section.key=value`` overrides,
-    each value checked against its dataclass field's type and range (:mod:`admc.run_schema`)."""
-    import typing
-
-    from admc.config import TrainConfig
-    from admc.run_schema import config_problem, sections, setting_problem
+    """TrainConfig from defaults, ``--config FILE``, ``--set section.key=value`` overrides and the
+    flags that set one setting (``--fusion``, ``--train-missing-rate``, ``--label-fraction``), through
+    :meth:`admc.config.TrainConfig.with_overrides`: each value checked against its dataclass field's
+    type and range (:mod:`admc.run_schema`), the whole validated once, when it is built."""
+    from admc.config import OverrideError, TrainConfig
+    from admc.run_schema import config_problem, sections
 
     obj = TrainConfig().to_json()
     secs = sections()
@@ -114,33 +114,24 @@ def build_config(args):
         why = config_problem(obj)
         if why:
             raise UsageError(f"--config {args.config}: {why}")
-    for item in getattr(args, "set", None) or []:
-        key, sep, val = item.partition("=")
-        if not sep or "." not in key:
-            raise UsageError(f"--set expects section.key=value (e.g. adn.sampler=mean), got {item!r}")
-        sec, k = key.split(".", 1)
-        if sec not in secs or k not in obj[sec]:
-            raise UsageError(f"--set {key}: unknown setting (sections {', '.join(secs)}; see admc/config.py)")
-        value = _parse_value(val, typing.get_type_hints(secs[sec]).get(k) is str)
-        why = setting_problem(sec, k, value)
-        if why:
-            raise UsageError(f"--set {item}: {why}")
-        obj[sec][k] = value
+    overrides: list = list(getattr(args, "set", None) or [])
     if getattr(args, "fusion", None):
-        obj["fusion"]["mode"] = args.fusion
-    for flag, key in (("train_missing_rate", "train_missing_rate"), ("label_fraction", "label_fraction")):
-        value = getattr(args, flag, None)
-        if value is not None:
-            why = setting_problem("data", key, value)
-            if why:
-                raise UsageError(f"--{flag.replace('_', '-')} {value:g}: {why}")
-            obj["data"][key] = value
-    why = config_problem(obj)
-    if why:
-        raise UsageError(f"bad configuration: {why}")
+        overrides.append(("fusion.mode", args.fusion))
+    for flag in ("train_missing_rate", "label_fraction"):
+        if getattr(args, flag, None) is not None:
+            overrides.append((f"data.{flag}", getattr(args, flag)))
     try:
-        return TrainConfig.from_json(obj)
-    except (TypeError, ValueError) as e:
+        return TrainConfig.with_overrides(overrides, base=obj)
+    except OverrideError as e:
+        if not isinstance(e.item, str):  # a flag
+            raise UsageError(f"--{e.key.split('.')[1].replace('_', '-')} {e.item[1]:g}: {e.reason}") from None
+        if e.key is None:
+            raise UsageError(f"--set expects section.key=value (e.g. adn.sampler=mean), got {e.item!r}") from None
+        if e.unknown:
+            raise UsageError(f"--set {e.key}: unknown setting (sections {', '.join(secs)}; see admc/config.py)") \
+                from None
+        raise UsageError(f"--set {e.item}: {e.reason}") from None
+    except (TypeError, ValueError) as e:  # ConfigError: the configuration as a whole
         raise UsageError(f"bad configuration: {e}") from None
 
 
@@ -330,67 +321,24 @@ def cmd_import(args) -> int:
     else:
         from admc.importers.mintrec import import_mintrec
 
+        # the text encoder comes from the layer above (extractors.commands sets make_text_encoder)
+        make = getattr(args, "make_text_encoder", None)
+        if args.text_features is None and make is None:
+            raise UsageError("import mintrec: --text-features is required when the text encoder is not "
+                             "available (python -m admc.cli runs the core alone; the admc command has it)")
         path = import_mintrec(args.root, args.out, text_features=args.text_features, progress=not args.quiet,
-                              overwrite=args.overwrite)
+                              overwrite=args.overwrite, text_encoder=make)
     if not args.quiet:
         print(f"wrote {path}")
     return 0
 
 
-def cmd_extract(args) -> int:
-    from extractors.dataset_builder import ExtractSettings, extract_manifest
-
-    try:
-        Path(args.manifest).read_bytes().decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise UsageError(f"--manifest {args.manifest}: not UTF-8 text (byte {e.start}: {e.reason})") from None
-    except OSError:
-        pass  # a missing manifest is reported by extract_manifest
-    classes = [c for c in args.classes.split(",") if c.strip()] if args.classes else None
-    settings = ExtractSettings(asr=not args.no_asr)
-    path = extract_manifest(args.manifest, args.out, workers=args.workers, progress=not args.quiet,
-                            classes=classes, name=args.name, settings=settings)
-    if not args.quiet:
-        meta = json.loads((Path(path) / "meta.json").read_text())
-        ex = meta["extract"]
-        for s, c in ex["counts"].items():
-            print(f"{s}: {c['samples']} samples (A {c['A_present']}, V {c['V_present']}, T {c['T_present']} present)")
-        if ex["skipped"]:
-            print(f"skipped {len(ex['skipped'])} file(s) (listed in meta.json extract.skipped)")
-        print(f"wrote {path} in {ex['seconds']:.0f} s")
-    return 0
-
-
-def cmd_manifest(args) -> int:
-    from extractors import manifests as mf
-
-    if args.layout == "iemocap":
-        rows = mf.iemocap_rows(args.root, args.test_session, args.val_session, args.labels, args.video)
-        missing = []
-    elif args.layout == "mintrec":
-        rows, missing = mf.mintrec_rows(args.root)
-    else:
-        rows = mf.ravdess_rows(args.root, mf.actors(args.test_actors), mf.actors(args.val_actors), args.channel,
-                               args.calm, args.transcript, args.media)
-        missing = []
-        if args.transcript == "asr":
-            for r in rows:
-                r["transcript"] = ""
-    path = mf.write_manifest(rows, args.out)
-    if not args.quiet:
-        print(json.dumps(mf.summary(rows), indent=1))
-        if missing:
-            print(f"left out {len(missing)} sample(s) whose video is missing, e.g. {missing[:3]}")
-        if args.layout == "mintrec":
-            print("classes in MIntRec's order: --classes '" + ",".join(mf.MINTREC_CLASSES) + "'")
-        print(f"wrote {path}")
-    return 0
-
-
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(extra: Sequence[Callable] = ()) -> argparse.ArgumentParser:
+    """The core commands' parser; each of ``extra`` is called with the subcommands action and the
+    parser to add the commands of a layer above this package (see :mod:`extractors.commands`)."""
     from admc.data import SPLITS
 
-    p = _Parser(prog="admc", description=__doc__)
+    p = _Parser(prog="admc", description=DESCRIPTION)
     p.add_argument("--version", action="version", version=f"admc {__version__}")
     sub = p.add_subparsers(dest="cmd", required=True)
 
@@ -452,46 +400,17 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--quiet", action="store_true")
     m.set_defaults(func=cmd_import)
 
-    x = sub.add_parser("extract", help="media files in a manifest CSV -> feature dataset with the live extractors")
-    x.add_argument("--manifest", required=True, help="CSV: path,label,split[,transcript,id,start,end]")
-    x.add_argument("--out", required=True, help="dataset directory to write (per-sample cache in OUT/.cache)")
-    x.add_argument("--workers", type=int, default=1, help="processes extracting in parallel")
-    x.add_argument("--classes", help="comma-separated class list and order (default: sorted labels)")
-    x.add_argument("--name", help="dataset name (default: the directory name)")
-    x.add_argument("--no-asr", action="store_true", help="no speech recognition: T is missing without a transcript")
-    x.add_argument("--quiet", action="store_true")
-    x.set_defaults(func=cmd_extract)
-
-    mf = sub.add_parser("manifest", help="write an extract manifest for a raw release (iemocap, mintrec, ravdess)")
-    msub = mf.add_subparsers(dest="layout", required=True)
-    mi = msub.add_parser("iemocap", help="IEMOCAP_full_release (Session1..5), leave one session out")
-    mi.add_argument("--test-session", type=int, default=5)
-    mi.add_argument("--val-session", type=int, default=None, help="default: the session before the test one")
-    mi.add_argument("--labels", choices=["4", "all"], default="4", help="4: ang, hap(+exc), neu, sad")
-    mi.add_argument("--video", action="store_true", help="dialogue .avi segments instead of sentence .wav")
-    mm = msub.add_parser("mintrec", help="MIntRec raw_data/<season>/<episode>/<clip>.mp4 + {train,dev,test}.tsv")
-    mr = msub.add_parser("ravdess", help="RAVDESS files by name, actor-disjoint splits")
-    mr.add_argument("--test-actors", default="19-24")
-    mr.add_argument("--val-actors", default="15-18")
-    mr.add_argument("--channel", choices=["speech", "song", "all"], default="speech")
-    mr.add_argument("--calm", choices=["keep", "neutral", "drop"], default="keep")
-    mr.add_argument("--transcript", choices=["statement", "asr"], default="statement")
-    mr.add_argument("--media", choices=["auto", "av", "audio"], default="auto",
-                    help="auto: the audio-video file when present, else audio-only")
-    for q in (mi, mm, mr):
-        q.add_argument("--root", required=True)
-        q.add_argument("--out", required=True, help="manifest CSV to write")
-        q.add_argument("--quiet", action="store_true")
-        q.set_defaults(func=cmd_manifest)
+    for add in extra:  # commands of the layers above (extractors.commands: extract, manifest)
+        add(sub, p)
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, extra: Sequence[Callable] = ()) -> int:
     """Run one command; every error is one line on stderr (exit 2), Ctrl-C is "admc: interrupted"
-    (exit 130)."""
+    (exit 130).  ``extra``: see :func:`build_parser`."""
     try:
         argv = sys.argv[1:] if argv is None else list(argv)
-        args = build_parser().parse_args(argv)
+        args = build_parser(extra).parse_args(argv)
         args.command_line = ["admc", *argv]
         from admc.runtime import set_quiet
 

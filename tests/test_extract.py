@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from admc.cli import main as admc_main
+from extractors.commands import main as admc_main
 from admc.data import DatasetError, load_dataset
 from extractors import dataset_builder as db
 from extractors import manifests as mf

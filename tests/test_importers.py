@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -263,6 +264,40 @@ def test_mintrec_text_from_text_encoder(mintrec, tmp_path):
             np.testing.assert_allclose(rows(split, "T", i), words, rtol=1e-4, atol=1e-5)
     meta = json.loads((tmp_path / "o" / "meta.json").read_text())
     assert "TextEncoder" in meta["source"]["files"]["T"]
+
+
+class CountingEncoder:
+    """A stand-in text encoder: one row per word, the word's length (what the importer is given)."""
+
+    dim = 2
+    path = Path("counting-encoder")
+
+    def encode_batch(self, texts):
+        return [(np.array([[len(w), 1.0] for w in t.split()], np.float32), None) if t.split() else None
+                for t in texts]
+
+
+def test_mintrec_text_encoder_is_passed_in_or_built_by_a_factory_after_the_checks(mintrec, tmp_path):
+    """The core importer takes its text encoder from the caller (admc never imports extractors)."""
+    built = []
+
+    def factory():
+        built.append(1)
+        return CountingEncoder()
+
+    with pytest.raises(ValueError, match="pass text_features .* or a text_encoder"):
+        import_mintrec(mintrec.root, tmp_path / "o", progress=False)
+    (mintrec.root / "audio_data" / "audio_feats.pkl").rename(tmp_path / "a.pkl")
+    with pytest.raises(DatasetError, match="audio_feats.pkl: missing"):
+        import_mintrec(mintrec.root, tmp_path / "o", progress=False, text_encoder=factory)
+    assert not built  # a bad input is reported before the (slow) encoder is built
+    (tmp_path / "a.pkl").rename(mintrec.root / "audio_data" / "audio_feats.pkl")
+    ds = load_dataset(import_mintrec(mintrec.root, tmp_path / "o", progress=False, text_encoder=factory))
+    assert built == [1] and ds.schema.modalities[2].dim == 2
+    r = mintrec.splits["train"][0]
+    np.testing.assert_array_equal(rows(ds["train"], "T", 0)[:, 0], [len(w) for w in r[3].split()])
+    meta = json.loads((tmp_path / "o" / "meta.json").read_text())
+    assert meta["source"]["files"]["T"].endswith("CountingEncoder (counting-encoder)")
 
 
 def test_mintrec_missing_file(mintrec, tmp_path):

@@ -20,10 +20,11 @@ them to 480 audio / 230 video frames at load time; the dataset format is variabl
 
 Text features
 -------------
-MIntRec feeds raw text to a fine-tuned BERT, so the release has no text features.  By default the
-``text`` column of the tsv files is encoded with the live text extractor
-(:class:`extractors.text.TextEncoder`: all-MiniLM-L6-v2 word-piece features, 384-d; an empty text
-becomes ``T_present = False``).  To use other features pass ``text_features``: an ``.npz`` file (read
+MIntRec feeds raw text to a fine-tuned BERT, so the release has no text features.  Either the
+``text`` column of the tsv files is encoded by the ``text_encoder`` the caller passes in (``admc
+import mintrec`` passes the live text extractor, :class:`extractors.text.TextEncoder`:
+all-MiniLM-L6-v2 word-piece features, 384-d; an empty text becomes ``T_present = False``; this core
+package never imports the extractors), or pass ``text_features``: an ``.npz`` file (read
 with ``allow_pickle=False``) whose keys are the sample ids and whose values are float arrays
 ``[words, dim]`` (one row per token or word, at least one row; the same ``dim`` for every sample;
 keys of samples not in the split files are never read), e.g.::
@@ -154,8 +155,10 @@ def import_mintrec(root: str | Path, out: str | Path, text_features: str | Path 
     """Convert the MIntRec release at ``root`` into a dataset directory ``out``; returns it.
 
     ``text_features``: an ``.npz`` of text features per sample id (see the module docstring); when
-    None the tsv text is encoded with :class:`extractors.text.TextEncoder` (``text_encoder``: an
-    already built one to reuse).
+    None the tsv text is encoded by ``text_encoder``: an object with ``encode_batch(texts) -> [(words
+    [n, dim], pooled) or None]``, ``dim`` and ``path`` (e.g. :class:`extractors.text.TextEncoder`),
+    or a callable with no argument that returns one (called once the inputs are checked, so that a
+    slow model load comes after the quick errors).  One of the two is required.
     Raises :class:`~admc.data.DatasetError` naming the file and key for every problem and, before
     reading anything, :class:`~admc.outdir.OutputError` when ``out`` holds anything but a dataset
     (a dataset only with ``overwrite``) or is, contains or lies inside an input.
@@ -163,6 +166,9 @@ def import_mintrec(root: str | Path, out: str | Path, text_features: str | Path 
     from tqdm import tqdm
 
     root = Path(root)
+    if text_features is None and text_encoder is None:
+        raise ValueError("import_mintrec: pass text_features (an .npz of text features per sample) or a "
+                         "text_encoder (e.g. extractors.text.TextEncoder)")
     check_out(out, "dataset", overwrite=overwrite, inputs={"--root": root, "--text-features": text_features})
     texts: dict[str, str] = {}
     split_rows = {s: read_tsv(root / f"{s}.tsv", texts) for s in SPLIT_MAP}
@@ -226,17 +232,15 @@ def _source_meta(text_source: str) -> dict:
 
 def _import_with_text_encoder(root: Path, out, split_rows: dict, texts: dict[str, str], encoder,
                               progress: bool) -> Path:
-    """``import_mintrec`` with T computed from the tsv text by the live text extractor."""
+    """``import_mintrec`` with T computed from the tsv text by ``encoder`` (or what it returns)."""
     from tqdm import tqdm
 
     audio_path, video_path = root / AUDIO_FILE, root / VIDEO_FILE
     for p in (audio_path, video_path):
         if not p.is_file():
             raise DatasetError(f"{p}: missing feature file")
-    if encoder is None:
-        from extractors.text import TextEncoder
-
-        encoder = TextEncoder()
+    if not hasattr(encoder, "encode_batch"):
+        encoder = encoder()  # a factory: build the (slow) model now that the inputs are checked
     audio = _load_feature_dict(audio_path)
     video = _load_feature_dict(video_path)
     total = sum(len(ids) for ids, _ in split_rows.values())
@@ -256,5 +260,7 @@ def _import_with_text_encoder(root: Path, out, split_rows: dict, texts: dict[str
                     bar.update(1)
             ours = SPLIT_MAP[s]
             splits[ours] = split_from_samples(ours, labels, ids, samples, {"T": np.array(t_present, bool)})
-    text_source = f"text column of the tsv files, encoded by extractors.text.TextEncoder ({encoder.path.name})"
+    kind = type(encoder)
+    text_source = (f"text column of the tsv files, encoded by {kind.__module__}.{kind.__qualname__} "
+                   f"({Path(getattr(encoder, 'path', '?')).name})")
     return write_dataset(out, "mintrec", schema(encoder.dim), splits, extra_meta=_source_meta(text_source))

@@ -1,0 +1,127 @@
+"""The ``admc`` console script: the core commands of :mod:`admc.cli` plus the ones that run the
+feature extractors, ``admc extract`` and ``admc manifest``.
+
+This module sits above both packages: it imports :mod:`admc` (core) and :mod:`extractors`, and
+neither imports it.  It also gives ``admc import mintrec`` its default text encoder
+(:class:`extractors.text.TextEncoder`), which the core importer takes as an argument.
+``python -m extractors.commands ARGS`` is the same as ``admc ARGS``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from admc.cli import UsageError
+from admc.cli import build_parser as core_parser
+from admc.cli import main as core_main
+
+
+def _text_encoder():
+    """The live text extractor, built only when ``import mintrec`` needs it (no --text-features)."""
+    from extractors.text import TextEncoder
+
+    return TextEncoder()
+
+
+def cmd_extract(args) -> int:
+    from extractors.dataset_builder import ExtractSettings, extract_manifest
+
+    try:
+        Path(args.manifest).read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UsageError(f"--manifest {args.manifest}: not UTF-8 text (byte {e.start}: {e.reason})") from None
+    except OSError:
+        pass  # a missing manifest is reported by extract_manifest
+    classes = [c for c in args.classes.split(",") if c.strip()] if args.classes else None
+    settings = ExtractSettings(asr=not args.no_asr)
+    path = extract_manifest(args.manifest, args.out, workers=args.workers, progress=not args.quiet,
+                            classes=classes, name=args.name, settings=settings)
+    if not args.quiet:
+        meta = json.loads((Path(path) / "meta.json").read_text())
+        ex = meta["extract"]
+        for s, c in ex["counts"].items():
+            print(f"{s}: {c['samples']} samples (A {c['A_present']}, V {c['V_present']}, T {c['T_present']} present)")
+        if ex["skipped"]:
+            print(f"skipped {len(ex['skipped'])} file(s) (listed in meta.json extract.skipped)")
+        print(f"wrote {path} in {ex['seconds']:.0f} s")
+    return 0
+
+
+def cmd_manifest(args) -> int:
+    from extractors import manifests as mf
+
+    if args.layout == "iemocap":
+        rows = mf.iemocap_rows(args.root, args.test_session, args.val_session, args.labels, args.video)
+        missing = []
+    elif args.layout == "mintrec":
+        rows, missing = mf.mintrec_rows(args.root)
+    else:
+        rows = mf.ravdess_rows(args.root, mf.actors(args.test_actors), mf.actors(args.val_actors), args.channel,
+                               args.calm, args.transcript, args.media)
+        missing = []
+        if args.transcript == "asr":
+            for r in rows:
+                r["transcript"] = ""
+    path = mf.write_manifest(rows, args.out)
+    if not args.quiet:
+        print(json.dumps(mf.summary(rows), indent=1))
+        if missing:
+            print(f"left out {len(missing)} sample(s) whose video is missing, e.g. {missing[:3]}")
+        if args.layout == "mintrec":
+            print("classes in MIntRec's order: --classes '" + ",".join(mf.MINTREC_CLASSES) + "'")
+        print(f"wrote {path}")
+    return 0
+
+
+def add_commands(sub, parser) -> None:
+    """Add ``extract`` and ``manifest`` to the core parser's subcommands ``sub`` (after the core
+    ones, so ``admc --help`` lists them last), and the text encoder ``import mintrec`` uses."""
+    parser.set_defaults(make_text_encoder=_text_encoder)
+
+    x = sub.add_parser("extract", help="media files in a manifest CSV -> feature dataset with the live extractors")
+    x.add_argument("--manifest", required=True, help="CSV: path,label,split[,transcript,id,start,end]")
+    x.add_argument("--out", required=True, help="dataset directory to write (per-sample cache in OUT/.cache)")
+    x.add_argument("--workers", type=int, default=1, help="processes extracting in parallel")
+    x.add_argument("--classes", help="comma-separated class list and order (default: sorted labels)")
+    x.add_argument("--name", help="dataset name (default: the directory name)")
+    x.add_argument("--no-asr", action="store_true", help="no speech recognition: T is missing without a transcript")
+    x.add_argument("--quiet", action="store_true")
+    x.set_defaults(func=cmd_extract)
+
+    mf = sub.add_parser("manifest", help="write an extract manifest for a raw release (iemocap, mintrec, ravdess)")
+    msub = mf.add_subparsers(dest="layout", required=True)
+    mi = msub.add_parser("iemocap", help="IEMOCAP_full_release (Session1..5), leave one session out")
+    mi.add_argument("--test-session", type=int, default=5)
+    mi.add_argument("--val-session", type=int, default=None, help="default: the session before the test one")
+    mi.add_argument("--labels", choices=["4", "all"], default="4", help="4: ang, hap(+exc), neu, sad")
+    mi.add_argument("--video", action="store_true", help="dialogue .avi segments instead of sentence .wav")
+    mm = msub.add_parser("mintrec", help="MIntRec raw_data/<season>/<episode>/<clip>.mp4 + {train,dev,test}.tsv")
+    mr = msub.add_parser("ravdess", help="RAVDESS files by name, actor-disjoint splits")
+    mr.add_argument("--test-actors", default="19-24")
+    mr.add_argument("--val-actors", default="15-18")
+    mr.add_argument("--channel", choices=["speech", "song", "all"], default="speech")
+    mr.add_argument("--calm", choices=["keep", "neutral", "drop"], default="keep")
+    mr.add_argument("--transcript", choices=["statement", "asr"], default="statement")
+    mr.add_argument("--media", choices=["auto", "av", "audio"], default="auto",
+                    help="auto: the audio-video file when present, else audio-only")
+    for q in (mi, mm, mr):
+        q.add_argument("--root", required=True)
+        q.add_argument("--out", required=True, help="manifest CSV to write")
+        q.add_argument("--quiet", action="store_true")
+        q.set_defaults(func=cmd_manifest)
+
+
+def build_parser():
+    """The whole ``admc`` parser."""
+    return core_parser((add_commands,))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The ``admc`` console script (``[project.scripts]`` in pyproject.toml)."""
+    return core_main(argv, (add_commands,))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""Layers import one way (docs/architecture.md, "Layers and shared code"): ``admc`` (core) imports
+nothing from ``extractors`` or ``app``; the commands that need extractors live in
+``extractors.commands``, which composes the ``admc`` console script; PyAV decodes media in one
+module, ``extractors.media``."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every module a file imports, at the top or inside a function (lazy imports count), including
+    ``importlib.import_module("...")`` and ``__import__("...")`` with a literal name."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module)
+        elif isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant) \
+                and isinstance(node.args[0].value, str):
+            f = node.func
+            fname = f.attr if isinstance(f, ast.Attribute) else getattr(f, "id", "")
+            if fname in ("import_module", "__import__"):
+                names.add(node.args[0].value)
+    return names
+
+
+@pytest.mark.parametrize("package, forbidden", [("admc", ("extractors", "app")), ("extractors", ("app",))])
+def test_lower_layers_never_import_upper_ones(package, forbidden):
+    files = sorted((ROOT / package).rglob("*.py"))
+    assert len(files) > 5
+    bad = [f"{f.relative_to(ROOT)} imports {m}" for f in files for m in sorted(imported_modules(f))
+           if m.split(".")[0] in forbidden]
+    assert not bad, bad
+
+
+def test_the_import_walker_sees_lazy_and_dynamic_imports(tmp_path):
+    f = tmp_path / "m.py"
+    f.write_text("def f():\n    from extractors.text import TextEncoder\n"
+                 "def g():\n    import app.ui\n    importlib.import_module('extractors.face')\n")
+    assert imported_modules(f) == {"extractors.text", "app.ui", "extractors.face"}
+
+
+def test_admc_imports_without_extractors_or_app_loaded():
+    """Importing the core CLI and the importers loads neither upper package."""
+    code = ("import sys, admc.cli, admc.importers.mintrec, admc.config, admc.run_schema; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('extractors', 'app')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_console_script_is_the_composed_command_line():
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts == {"admc": "extractors.commands:main"}
+    # the installed script (scripts/setup.sh: pip install -e) runs the same one
+    script = Path(sys.executable).with_name("admc")
+    if not script.is_file():
+        pytest.skip(f"no admc script beside {sys.executable}")
+    assert "from extractors.commands import main" in script.read_text(), \
+        "stale install: run scripts/setup.sh (or pip install -e .) again"
+
+
+def test_composed_parser_has_every_command_and_the_core_one_only_its_own():
+    from admc.cli import build_parser as core
+    from extractors.commands import build_parser as full
+
+    def commands(p):
+        (sub,) = [a for a in p._actions if a.__class__.__name__ == "_SubParsersAction"]
+        return list(sub.choices)
+
+    assert commands(full()) == ["train", "eval", "bench", "info", "import", "extract", "manifest"]
+    assert commands(core()) == ["train", "eval", "bench", "info", "import"]
+    args = full().parse_args(["import", "mintrec", "--root", "r", "--out", "o"])
+    assert callable(args.make_text_encoder)  # the text encoder comes from the layer above
+    assert getattr(core().parse_args(["import", "mintrec", "--root", "r", "--out", "o"]),
+                   "make_text_encoder", None) is None
+
+
+def test_core_cli_without_the_text_encoder_asks_for_text_features(tmp_path, capsys):
+    from admc.cli import main
+
+    assert main(["import", "mintrec", "--root", str(tmp_path), "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--text-features is required" in err
+
+
+@pytest.mark.parametrize("module", ["extractors.commands", "admc.cli"])
+def test_python_dash_m_runs_the_command_line(module):
+    p = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, cwd=ROOT)
+    assert p.returncode == 0 and "train" in p.stdout
+    assert ("extract" in p.stdout) == (module == "extractors.commands")
+
+
+def test_build_starter_uses_with_overrides_not_the_cli():
+    src = (ROOT / "scripts" / "build_starter.py").read_text()
+    assert "argparse.Namespace" not in src and "build_config" not in src
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("build_starter", ROOT / "scripts" / "build_starter.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert 0 < mod.model_megabytes(mod.TRAIN_SET) < 30
+    from admc.config import OverrideError
+
+    with pytest.raises(OverrideError, match="adn.epochs: expected int"):
+        mod.model_megabytes(["adn.epochs=x"])
+
+
+def _opens_media_for_reading(path: Path) -> bool:
+    """Whether the file calls ``av.open`` other than to write (mode "w")."""
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "open" \
+                and isinstance(node.func.value, ast.Name) and node.func.value.id == "av":
+            mode = node.args[1] if len(node.args) > 1 else next((k.value for k in node.keywords if k.arg == "mode"), None)
+            if not (isinstance(mode, ast.Constant) and mode.value == "w"):
+                return True
+    return False
+
+
+def test_media_files_are_decoded_in_one_module():
+    readers = sorted(str(f.relative_to(ROOT)) for pkg in ("admc", "extractors", "app")
+                     for f in (ROOT / pkg).rglob("*.py") if _opens_media_for_reading(f))
+    assert readers == ["extractors/media.py"]
