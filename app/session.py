@@ -49,7 +49,7 @@ import numpy as np
 from app import RESULT_KEYS
 from extractors.audio import TARGET_SR  # noqa: F401 - re-exported
 from extractors.audio_frontend import AudioFrontEnd, AudioRing, LldStream, prepare_chunk  # noqa: F401 - re-exported
-from extractors.face import subsample_gate
+from extractors.face_frontend import FaceFrontEnd
 from extractors.health import HealthConfig, StreamHealth
 from extractors.live_schema import AUDIO_FRAME_RATE, HOP_SECONDS, VIDEO_FRAME_RATE, WINDOW_SECONDS
 from extractors.types import FaceResult
@@ -217,12 +217,10 @@ class LiveSession:
         self._audio = self.audio_in.ring
         self._lld = LldStream(components.audio, keep_s=self.cfg.window_s + 2.0) if components.audio else None
         self._faults: dict[str, tuple[str, float]] = {}     # modality -> (reason, until t)
-        self._next_face_t = -math.inf     # the face extractor's next 1/face_fps tick (subsample_gate)
         self.last_face: FaceResult | None = None
-        # this stream's face tracker (state per session; the extractor's networks are shared)
-        face = components.face
-        self._face_fn = (face.tracker() if face is not None and self.cfg.face_tracking and hasattr(face, "tracker")
-                      else face)
+        # video: one front end (normalising, rate cap, frame verdict, this stream's face tracker,
+        # the aligned crop) feeds health and the V rows; the extractor's networks are shared
+        self.face_in = FaceFrontEnd(components.face, self.cfg, self.cfg.health, lock=components.face_lock)
         self.last_frame_t: float | None = None
 
         # text
@@ -332,24 +330,7 @@ class LiveSession:
     # -------------------------------------------------------------------- video
     def cap_frame(self, frame):
         """RGB uint8 at most ``max_frame_width`` wide (garbage passes through untouched)."""
-        if not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[2] not in (3, 4):
-            return frame
-        if frame.shape[2] == 4:
-            frame = frame[..., :3]
-        if frame.dtype != np.uint8:
-            if np.issubdtype(frame.dtype, np.floating) and frame.size and np.isfinite(frame).all() \
-                    and float(frame.max()) <= 1.0:
-                frame = (frame * 255).round().astype(np.uint8)
-            else:
-                return frame                          # garbage: frame_problem names it
-        w = frame.shape[1]
-        if self.cfg.max_frame_width and w > self.cfg.max_frame_width:
-            from PIL import Image
-
-            h = max(1, round(frame.shape[0] * self.cfg.max_frame_width / w))
-            frame = np.asarray(Image.fromarray(np.ascontiguousarray(frame)).resize(
-                (self.cfg.max_frame_width, h), Image.Resampling.BILINEAR))
-        return np.ascontiguousarray(frame)
+        return self.face_in.normalise(frame)
 
     def push_video(self, frame, t: float | None = None) -> FaceResult | None:
         """One video frame (uint8 RGB ``[H, W, 3]``) at stream time ``t`` (default: now).
@@ -371,50 +352,26 @@ class LiveSession:
                 self._frame_slot = (frame, t)       # the newest frame wins; never a queue
                 self._frame_cv.notify()
             return self.last_face
-        if not self._face_due(t):
+        if not self.face_in.due(t):
             return self.last_face
         self._process_frame(frame, t)
         return self.last_face
 
-    def _face_due(self, t: float) -> bool:
-        """Whether the frame at ``t`` goes through the face extractor: the first frame at or after each
-        1/face_fps tick, a quarter period of tolerance for early frames.  (A minimum gap since the last
-        frame would, with a 30 fps camera and a 15 fps cap, drop to 10 fps whenever a frame arrives a
-        millisecond early.)"""
-        if not self.cfg.face_fps:
-            return True
-        if self._next_face_t == -math.inf:
-            self._next_face_t = t
-        keep, self._next_face_t = subsample_gate(t + 0.25 / self.cfg.face_fps, self._next_face_t,
-                                                 self.cfg.face_fps)
-        return keep
-
     def _process_frame(self, frame, t: float) -> None:
-        res = None
-        if self._face_fn is not None:
-            t0 = time.perf_counter()
-            try:
-                with self.c.face_lock:
-                    res = self._face_fn(frame, t)
-            except Exception as e:  # noqa: BLE001 - an extractor failure must not stop the stream
-                self._fault("V", f"extractor error: {_short(e)}", t)
-            self.face_ms.append((time.perf_counter() - t0) * 1000)
-        if res is None:
-            res = FaceResult(t=t, detected=False, score=0.0)
+        ff = self.face_in.process(frame, t)
+        if ff.error is not None:
+            self._fault("V", f"extractor error: {_short(ff.error)}", t)
+        if ff.ms is not None:
+            self.face_ms.append(ff.ms)
         self.face_rate.tick()
         self.counts["faces"] += 1
         with self._lock:
             try:
-                self.health.update_video(res, frame)
+                self.health.update_video(ff)
             except Exception as e:  # noqa: BLE001
                 self._fault("V", f"health error: {_short(e)}", t)
-            feat = None
-            if (res.detected and res.feature is not None
-                    and float(res.score) >= self.cfg.health.v_min_score
-                    and np.isfinite(res.feature).all()):
-                feat = np.asarray(res.feature, np.float32)
-            self._faces.append(FaceRow(t, feat))
-            self.last_face = res
+            self._faces.append(FaceRow(t, ff.feature))
+            self.last_face = ff.result
             self.last_frame_t = t
 
     def _face_loop(self) -> None:
@@ -426,7 +383,7 @@ class LiveSession:
                     return
                 frame, t = self._frame_slot
                 self._frame_slot = None
-            if not self._face_due(t):
+            if not self.face_in.due(t):
                 continue
             try:
                 self._process_frame(frame, t)

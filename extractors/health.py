@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import math
 import re
-import zlib
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from extractors.audio_frontend import AudioSettings, GateStep, SpeechGate
+from extractors.face_frontend import FaceFrame, describe_frame
 from extractors.types import AsrSegment, FaceResult, HealthDecision, VadResult
 
 EPS = 1e-6  # time comparisons
@@ -257,14 +257,15 @@ class VideoHealth(_Monitor):
     def assess(self, result: FaceResult | None, frame: np.ndarray | None = None,
                frame_prob: str | None = None) -> tuple[str | None, float]:
         """Per-frame evidence: (None if good else the reason, score)."""
-        c = self.cfg
-        if frame is not None:
-            if frame_prob is None:
-                from extractors.face import frame_problem
+        known = frame_prob is not None and frame is not None
+        return self.judge(describe_frame(result, frame, problem=frame_prob if known else False))
 
-                frame_prob = frame_problem(frame)
-            if frame_prob is not None:
-                return frame_prob, 0.0
+    def judge(self, ff: FaceFrame) -> tuple[str | None, float]:
+        """Per-frame evidence of a face front-end frame: (None if good else the reason, score)."""
+        c = self.cfg
+        if ff.problem is not None:
+            return ff.problem, 0.0
+        result = ff.result
         if not isinstance(result, FaceResult):
             return "bad frame: no result", 0.0
         score = float(result.score) if _finite(result.score) else 0.0
@@ -282,39 +283,39 @@ class VideoHealth(_Monitor):
             m = max(result.expression.values())
             if _finite(m) and m < c.v_min_expression_conf:
                 return "occlusion: low expression confidence", float(m)
-        if frame is not None and result.landmarks is not None and c.v_max_flat_fraction < 1.0:
-            from PIL import Image
-
-            from extractors.face import align_face, crop_inside_frame
+        if ff.shape is not None and result.landmarks is not None and c.v_max_flat_fraction < 1.0:
+            from extractors.face import crop_inside_frame
 
             try:
-                crop = align_face(Image.fromarray(frame).convert("L"), result.landmarks, 48)
-                inside = crop_inside_frame(result.landmarks, frame.shape[:2], 48)
+                if ff.crop is None:
+                    raise ValueError("no aligned crop")
+                inside = crop_inside_frame(result.landmarks, ff.shape, ff.crop.shape[0])
                 out = 1.0 - float(_lower_face(inside).mean())
-                ff = flat_fraction(crop, inside)
+                flat = flat_fraction(ff.crop, inside)
             except Exception:  # noqa: BLE001
-                out, ff = 0.0, 0.0
+                out, flat = 0.0, 0.0
             if out > 0.5:
                 return "occlusion: out of frame", out
-            if ff > c.v_max_flat_fraction:
-                return "occlusion: flat lower face", ff
+            if flat > c.v_max_flat_fraction:
+                return "occlusion: flat lower face", flat
         return None, score
 
     def update(self, result: FaceResult | None, frame: np.ndarray | None = None) -> HealthDecision:
+        """A face result and (optionally) its frame: the evidence is made here (offline use and
+        tests; the live path hands :meth:`read` the face front end's FaceFrames)."""
+        return self.read(describe_frame(result, frame))
+
+    def read(self, ff: FaceFrame) -> HealthDecision:
+        """A face front-end frame (verdict, aligned crop and digest already made)."""
         c = self.cfg
-        t = getattr(result, "t", None)
+        t = getattr(ff.result, "t", None)
         t = float(t) if _finite(t) else (self.last_t if self.last_t is not None else 0.0)
         if self.start_t is None:
             self.start_t = t
         self.last_t = t
 
-        frame_prob = None
-        if frame is not None:
-            from extractors.face import frame_problem
-
-            frame_prob = frame_problem(frame)
-        if c.v_frozen_s is not None and frame is not None and frame_prob is None:
-            h = zlib.adler32(np.ascontiguousarray(frame[::4, ::4]).tobytes())
+        if c.v_frozen_s is not None and ff.digest is not None:
+            h = ff.digest
             if h != self._last_hash:
                 self._last_hash, self._same_since = h, t
             elif t - self._same_since >= c.v_frozen_s - EPS:
@@ -325,7 +326,7 @@ class VideoHealth(_Monitor):
         else:  # black or broken frames are alike for good reasons: not a frozen camera
             self._last_hash = None
 
-        reason, score = self.assess(result, frame, frame_prob)
+        reason, score = self.judge(ff)
         if reason is None:
             self.good_run += 1
             self.bad_run.clear()
@@ -515,8 +516,10 @@ class StreamHealth:
         self.text.on_vad(float(t0) if _finite(t0) else d.t, d.t, self.audio.speaking, self.audio.speech_start)
         return self.poll(d.t)
 
-    def update_video(self, result: FaceResult | None, frame: np.ndarray | None = None) -> dict[str, HealthDecision]:
-        d = self.video.update(result, frame)
+    def update_video(self, result: FaceResult | FaceFrame | None,
+                     frame: np.ndarray | None = None) -> dict[str, HealthDecision]:
+        """A face front-end frame (or a plain FaceResult and its frame: described here)."""
+        d = self.video.read(result) if isinstance(result, FaceFrame) else self.video.update(result, frame)
         return self.poll(d.t)
 
     def update_text(self, seg: AsrSegment) -> dict[str, HealthDecision]:

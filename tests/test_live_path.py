@@ -226,3 +226,83 @@ def test_speech_regions_through_the_gate_match_silero_rule(seed):
     res = [VadResult(t=i * 0.032, duration=0.032, speech_prob=float(v)) for i, v in enumerate(p)]
     for kw in ({}, {"min_silence_s": 0.5}, {"threshold": 0.7, "neg_threshold": 0.3, "min_speech_s": 0.1}):
         assert speech_regions(res, **kw) == _old_speech_regions(res, **kw)
+
+
+# ------------------------------------------------------------------------------------------ face front end
+from tests.test_health import clip as face_clip  # noqa: E402,F401 - fixture: real extractor + astronaut frames
+
+PLAN = (["face"] * 10 + ["black"] + ["face"] * 4 + ["hand"] * 8 + ["face"] * 4 + ["black"] * 6
+        + ["face"] * 4 + ["scarf"] * 6)
+
+
+def _frames(imgs):
+    rng = np.random.default_rng(1)
+    for i, kind in enumerate(PLAN):
+        frame = imgs[kind]
+        if kind != "black":
+            frame = np.clip(frame.astype(np.int16) + rng.integers(-3, 4, frame.shape), 0, 255).astype(np.uint8)
+        yield i / 15.0, frame
+
+
+def test_face_front_end_aligns_once_and_health_reads_its_frames(face_clip, monkeypatch):
+    """Per frame: one alignment (the tracker's, handed on in the FaceFrame), one frame verdict for
+    health; VideoHealth reading FaceFrames decides exactly as VideoHealth given the frames."""
+    import extractors.face as face_mod
+    import extractors.face_frontend as ffe
+    from app.session import SessionConfig
+    from extractors.face_frontend import FaceFrontEnd
+    from extractors.health import HealthConfig, VideoHealth
+
+    fx, imgs = face_clip
+    aligned, checked = [], []
+    align, check = face_mod.align_face, face_mod.frame_problem
+    monkeypatch.setattr(face_mod, "align_face", lambda *a, **k: aligned.append(1) or align(*a, **k))
+    monkeypatch.setattr(ffe, "align_face", face_mod.align_face)
+    monkeypatch.setattr(ffe, "frame_problem", lambda f: checked.append(1) or check(f))
+    cfg = HealthConfig()
+    fe = FaceFrontEnd(fx, SessionConfig(face_fps=None), cfg)
+    live, reference = VideoHealth(cfg), VideoHealth(HealthConfig())
+    tracker = fx.tracker()
+    for t, frame in _frames(imgs):
+        n_aligned, n_checked = len(aligned), len(checked)
+        ff = fe.process(frame, t)
+        assert len(checked) - n_checked == 1
+        assert len(aligned) - n_aligned == (1 if ff.result.detected else 0)
+        d = live.read(ff)
+        assert len(aligned) - n_aligned == (1 if ff.result.detected else 0)   # health made no crop
+        ref = reference.update(tracker(frame, t), frame)                       # health given the frame
+        assert (d.live, d.reason) == (ref.live, ref.reason), t
+        if ff.result.detected:
+            assert np.array_equal(ff.crop, align(Image_L(frame), ff.result.landmarks, 48))
+            if ff.result.score >= cfg.v_min_score:
+                assert np.array_equal(ff.feature, ff.result.feature)
+            else:
+                assert ff.feature is None
+        else:
+            assert ff.crop is None and ff.feature is None
+    assert fe.fn.stats["tracked"] > 0                                          # the tracker was used
+
+
+def Image_L(frame):
+    from PIL import Image
+
+    return Image.fromarray(frame).convert("L")
+
+
+def test_v_rows_follow_the_live_min_score(tiny_model):  # noqa: F811
+    """The V-row rule lives in the face front end and reads the (live) health config."""
+    from app.session import LiveSession, SessionConfig
+    from extractors.face_frontend import usable_feature
+    from extractors.types import FaceResult
+
+    f = FaceResult(t=0.0, detected=True, score=0.95, feature=np.ones(128, np.float32))
+    assert usable_feature(f, 0.9) is not None and usable_feature(f, 0.96) is None
+    assert usable_feature(FaceResult(0.0, True, 0.99, feature=np.full(128, np.nan)), 0.5) is None
+    s = LiveSession(tiny_model, components(CountingRecognizer()), SessionConfig(face_fps=None))
+    rng = np.random.default_rng(0)
+    s.push_video(rng.integers(0, 255, (120, 160, 3), dtype=np.uint8), 0.0)
+    s.set_health(v_min_score=0.9999)                 # FakeFace scores 0.999
+    s.push_video(rng.integers(0, 255, (120, 160, 3), dtype=np.uint8), 0.1)
+    s.close()
+    assert [r.feature is not None for r in s._faces] == [True, False]
+

@@ -1,0 +1,195 @@
+"""The face front end of the live path: every camera frame is looked at once.
+
+::
+
+    frame (RGB/RGBA, uint8 or float in [0, 1], any size), stream time t
+      -> normalise          uint8 RGB, at most ``max_frame_width`` wide (garbage passes untouched)
+      -> due(t)             at most ``face_fps`` frames/s go on (the first at or after each tick)
+      -> frame_problem      the frame verdict, once ("black frame", "bad frame: ..."); a bad frame
+                            skips the extractor (the tracker forgets its box, as it would itself)
+      -> FaceTracker / FaceExtractor (MTCNN or O-Net tracking, alignment, mini-Xception)
+      -> FaceFrame          result + verdict + the aligned crop the features came from + the frame's
+                            digest (frozen-camera check) + the V-row feature if the face is usable
+
+:class:`extractors.health.VideoHealth` reads FaceFrames (no second alignment or frame check);
+the live session keeps ``FaceFrame.feature`` as the frame's V row.  Settings are read on every
+frame: ``face_fps``, ``max_frame_width`` (the session's config) and ``v_min_score`` (the health
+config: below it a detection gives no V row).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from extractors.face import align_face, frame_problem, subsample_gate
+from extractors.types import FaceResult
+
+CROP = 48  # aligned crop size health judges (FER2013's; the extractor's default crop_size)
+
+
+@dataclass
+class FaceFrame:
+    """One frame through the face front end."""
+
+    t: float
+    result: object                     # FaceResult (anything else: garbage, judged as such)
+    problem: str | None = None         # frame verdict (None: the frame looks fine)
+    crop: np.ndarray | None = None     # [48, 48] uint8 aligned grey face, None without landmarks
+    shape: tuple[int, int] | None = None  # the frame's (H, W)
+    digest: int | None = None          # adler32 of the subsampled frame (a good frame only)
+    feature: np.ndarray | None = None  # the V row: detected, score >= v_min_score, finite
+    ms: float | None = None            # time in the extractor
+    error: BaseException | None = None  # the extractor raised (result is then "no face")
+
+
+def usable_feature(result, min_score: float) -> np.ndarray | None:
+    """The face feature as a V row, or None (no face, score below ``min_score``, not finite)."""
+    if not isinstance(result, FaceResult) or not result.detected or result.feature is None:
+        return None
+    try:
+        if float(result.score) < float(min_score):
+            return None
+        feat = np.asarray(result.feature, np.float32)
+    except (TypeError, ValueError):
+        return None
+    return feat if np.isfinite(feat).all() else None
+
+
+def describe_frame(result, frame=None, settings=None, *, crop: np.ndarray | None = None,
+                   problem: str | None | bool = False, ms: float | None = None,
+                   error: BaseException | None = None) -> FaceFrame:
+    """The FaceFrame of a face result and its frame (``frame`` None: the result alone).  ``crop``
+    and ``problem`` when already known (the front end's), else made here; ``settings`` (with
+    ``v_min_score``) None: no V-row feature."""
+    t = getattr(result, "t", 0.0)
+    if frame is not None and problem is False:
+        problem = frame_problem(frame)
+    problem = None if problem is False else problem
+    shape = tuple(frame.shape[:2]) if isinstance(frame, np.ndarray) and frame.ndim >= 2 else None
+    digest = None
+    if frame is not None and problem is None:
+        digest = zlib.adler32(np.ascontiguousarray(frame[::4, ::4]).tobytes())
+        lms = getattr(result, "landmarks", None)
+        if crop is None and lms is not None:
+            try:
+                from PIL import Image
+
+                crop = align_face(Image.fromarray(frame).convert("L"), lms, CROP)
+            except Exception:  # noqa: BLE001 - garbage landmarks: no crop, judged without it
+                crop = None
+    if crop is not None and np.shape(crop) != (CROP, CROP):
+        crop = None
+    feat = usable_feature(result, settings.v_min_score) if settings is not None else None
+    return FaceFrame(t, result, problem, crop, shape, digest, feat, ms, error)
+
+
+class _CropTap:
+    """The extractor seen through a tap that keeps the aligned crop it describes, so the crop the
+    features were computed from is handed on instead of being made again (per stream: a tracker's
+    extractor; the networks are the shared extractor's)."""
+
+    def __init__(self, fx):
+        self.fx = fx
+        self.last_crop: np.ndarray | None = None
+
+    def __getattr__(self, name):
+        return getattr(self.fx, name)
+
+    def _describe(self, results, crops) -> None:
+        self.fx._describe(results, crops)
+        self.last_crop = crops[-1] if len(crops) else None
+
+    def __call__(self, frame, t):
+        return type(self.fx).extract_batch(self, [frame], [t])[0]
+
+
+class FaceFrontEnd:
+    """One camera stream in, FaceFrames out.
+
+    ``face``: a :class:`~extractors.face.FaceExtractor` (followed with a per-stream
+    :class:`~extractors.face.FaceTracker` when ``config.face_tracking``), any callable
+    ``(frame, t) -> FaceResult``, or None.  ``config``: ``face_fps``, ``max_frame_width``,
+    ``face_tracking`` (the live session's SessionConfig); ``settings``: ``v_min_score`` (its
+    HealthConfig).  ``lock`` guards the shared extractor.
+    """
+
+    def __init__(self, face, config, settings, lock=None):
+        import threading
+
+        self.config = config
+        self.settings = settings
+        self.lock = lock if lock is not None else threading.Lock()
+        self._tap = None
+        fn = face
+        if face is not None and hasattr(face, "_describe") and hasattr(type(face), "extract_batch"):
+            self._tap = _CropTap(face)
+            tracking = getattr(config, "face_tracking", True) and hasattr(type(face), "tracker")
+            fn = type(face).tracker(self._tap) if tracking else self._tap
+        elif face is not None and getattr(config, "face_tracking", True) and hasattr(face, "tracker"):
+            fn = face.tracker()
+        self.fn = fn
+        self._next_t = -math.inf         # the next 1/face_fps tick (subsample_gate)
+
+    def normalise(self, frame):
+        """RGB uint8 at most ``max_frame_width`` wide (garbage passes through untouched)."""
+        if not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[2] not in (3, 4):
+            return frame
+        if frame.shape[2] == 4:
+            frame = frame[..., :3]
+        if frame.dtype != np.uint8:
+            if np.issubdtype(frame.dtype, np.floating) and frame.size and np.isfinite(frame).all() \
+                    and float(frame.max()) <= 1.0:
+                frame = (frame * 255).round().astype(np.uint8)
+            else:
+                return frame                          # garbage: frame_problem names it
+        w = frame.shape[1]
+        cap = self.config.max_frame_width
+        if cap and w > cap:
+            from PIL import Image
+
+            h = max(1, round(frame.shape[0] * cap / w))
+            frame = np.asarray(Image.fromarray(np.ascontiguousarray(frame)).resize(
+                (cap, h), Image.Resampling.BILINEAR))
+        return np.ascontiguousarray(frame)
+
+    def due(self, t: float) -> bool:
+        """Whether the frame at ``t`` goes through the extractor: the first frame at or after each
+        1/face_fps tick, a quarter period of tolerance for early frames.  (A minimum gap since the
+        last frame would, with a 30 fps camera and a 15 fps cap, drop to 10 fps whenever a frame
+        arrives a millisecond early.)"""
+        fps = self.config.face_fps
+        if not fps:
+            return True
+        if self._next_t == -math.inf:
+            self._next_t = t
+        keep, self._next_t = subsample_gate(t + 0.25 / fps, self._next_t, fps)
+        return keep
+
+    def process(self, frame, t: float) -> FaceFrame:
+        """The frame through the extractor (never raises: an exception is ``FaceFrame.error``)."""
+        problem = frame_problem(frame)
+        res, crop, ms, error = None, None, None, None
+        if self.fn is not None:
+            t0 = time.perf_counter()
+            if problem is not None:
+                if hasattr(self.fn, "reset"):
+                    self.fn.reset()                   # what the tracker does with a bad frame
+            else:
+                try:
+                    with self.lock:
+                        if self._tap is not None:
+                            self._tap.last_crop = None
+                        res = self.fn(frame, t)
+                        if self._tap is not None and getattr(res, "detected", False):
+                            crop = self._tap.last_crop
+                except Exception as e:  # noqa: BLE001 - an extractor failure must not stop the stream
+                    res, error = None, e
+            ms = (time.perf_counter() - t0) * 1000
+        if res is None:
+            res = FaceResult(t=t, detected=False, score=0.0)
+        return describe_frame(res, frame, self.settings, crop=crop, problem=problem, ms=ms, error=error)
