@@ -10,7 +10,6 @@ A and T missing; a camera that stops delivering frames mid-session is reported a
 
 from __future__ import annotations
 
-import json
 import sys
 import threading
 import time
@@ -126,6 +125,7 @@ def run_local_headless(ck, comp, cfg, heads, out, duration, quiet=False, camera:
                        microphone: int | str | None = None) -> int:
     """``--source local --no-ui``: capture until Ctrl-C (or ``duration`` s), JSONL to ``out``."""
     from app.session import LiveSession
+    from app.window import result_json
 
     cap = LocalCapture(camera, microphone)
     if not cap.available:
@@ -136,7 +136,7 @@ def run_local_headless(ck, comp, cfg, heads, out, duration, quiet=False, camera:
 
     def write(r):
         with lock:
-            fh.write(json.dumps(r) + "\n")
+            fh.write(result_json(r) + "\n")         # the same JSONL line as the replay's
             fh.flush()
 
     session = LiveSession(ck.model, comp, cfg, heads=heads, threaded=True, on_result=write)

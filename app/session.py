@@ -8,7 +8,8 @@ Data flow (all times are stream seconds, the clock of the pushed frames/chunks):
                                  ASR on its worker), ring -> openSMILE LLD stream
     ASR results (polled)      -> TextHealth; TextEncoder -> T word features of the latest transcript
     step(t) every 200 ms      -> StreamHealth decides what is missing -> window assembly
-                              -> admc.pipeline.predict_window -> result dict (see RESULT_KEYS)
+                              -> app.window.predict (admc.pipeline.predict_window)
+                              -> WindowResult (app.window; published as its dict, RESULT_KEYS)
 
 Window assembly for a window ending at ``t`` (3 s long, :mod:`extractors.live_schema`):
 
@@ -46,7 +47,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from app import RESULT_KEYS
+from app.window import ModalityError, WindowResult, predict
 from extractors.audio import TARGET_SR  # noqa: F401 - re-exported
 from extractors.audio_frontend import AudioFrontEnd, AudioRing, LldStream, prepare_chunk  # noqa: F401 - re-exported
 from extractors.face_frontend import FaceFrontEnd
@@ -243,6 +244,7 @@ class LiveSession:
         self.recording = False
         self.recorded: deque[dict] = deque(maxlen=self.cfg.record_limit)
         self.extra: dict[str, dict] = {}        # latest extra-head probabilities
+        self.last_result: WindowResult | None = None
         self._next_t: float | None = None
         self.preview_rate = RateMeter()
         self.face_rate = RateMeter()
@@ -579,18 +581,11 @@ class LiveSession:
                 self.core_error = _short(e)
         transcript = text_src if text_src is not None else (
             self.transcript_lines[-1] if self.transcript_lines else None)
-        res = {
-            "t": round(t, 3),
-            "streams": streams,
-            "reasons": reasons,
-            "imputed": imputed,
-            "probs": probs,
-            "label": label,
-            "transcript": transcript,
-            "latency_ms": round((time.perf_counter() - due) * 1000.0, 2),
-        }
-        assert tuple(res) == RESULT_KEYS
-        self.latencies.append(res["latency_ms"])
+        win = WindowResult(round(t, 3), streams, reasons, imputed, probs, label, transcript,
+                           round((time.perf_counter() - due) * 1000.0, 2))
+        self.last_result = win
+        res = win.to_dict()
+        self.latencies.append(win.latency_ms)
         self.result_rate.tick()
         self.counts["windows"] += 1
         with self._lock:
@@ -605,24 +600,18 @@ class LiveSession:
         return res
 
     def _predict(self, model, feats, streams, reasons) -> dict | None:
-        """predict_window; a modality whose features the core rejects is dropped (missing)."""
-        from admc.pipeline import predict_window
-
+        """The pipeline; a modality whose features the core rejects is dropped (missing)."""
         feats = {m: feats.get(m) for m in model.schema.names}
         while any(v is not None for v in feats.values()):
             gen = self._torch.Generator().manual_seed(int(self.cfg.seed))
             try:
                 with _CORE_LOCK:
-                    return predict_window(model, feats, generator=gen, start_step=self.cfg.start_step,
-                                          mmer=bool(self.cfg.mmer))
-            except ValueError as e:
-                msg = str(e)
-                bad = next((m for m in feats if feats[m] is not None and msg.startswith(f"modality {m}")), None)
-                if bad is None:
-                    raise
-                feats[bad] = None
-                streams[bad] = "missing"
-                reasons[bad] = f"bad features: {msg.split(':', 1)[-1].strip()}"
+                    return predict(model, feats, generator=gen, start_step=self.cfg.start_step,
+                                   mmer=bool(self.cfg.mmer))
+            except ModalityError as e:
+                feats[e.modality] = None
+                streams[e.modality] = "missing"
+                reasons[e.modality] = f"bad features: {e.reason}"
         for m in streams:
             streams[m] = "missing"
         return None

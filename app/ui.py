@@ -157,6 +157,14 @@ class Engine:
         return f"Loaded `{name}` for this session.", ck
 
 
+def checkpoint_controls(ck) -> dict[str, bool]:
+    """Which per-checkpoint controls act on ``ck``: the diffusion start step n (only a completer
+    whose sampler reads it: the paper-variant ADN) and MMER (only a checkpoint trained with it)."""
+    completer = getattr(ck.model, "completer", None)
+    return {"start_step": bool(getattr(completer, "uses_start_step", False)),
+            "mmer": bool(getattr(ck.model, "mmer", False))}
+
+
 def _key(request) -> str:
     return getattr(request, "session_hash", None) or "anon"
 
@@ -167,7 +175,6 @@ def build_ui(engine: Engine):
     classes = ck.classes
     has_intent = "intent" in ck.heads
     adn = ck.model.cfg.adn
-    paper = adn.variant == "paper"
     default_n = ck.model.start_step or adn.start_step or 0
 
     with gr.Blocks(title="ADMC live emotion") as demo:
@@ -204,14 +211,13 @@ def build_ui(engine: Engine):
                                       elem_id="admc-checkpoint", scale=4)
                 ck_btn = gr.Button("Load checkpoint", scale=1, elem_id="admc-load-checkpoint")
             ck_msg = gr.Markdown()
-            with gr.Row():
+            acts = checkpoint_controls(ck)
+            with gr.Row():                   # only the controls that act on the loaded checkpoint
                 n_step = gr.Slider(0, adn.num_train_timesteps, value=default_n, step=1,
-                                   label="Diffusion start step n (0 = checkpoint's)",
-                                   info=None if paper else "used by the paper-variant ADN; this checkpoint's ADN "
-                                                           f"is '{adn.variant}' ({adn.sample_steps} DDIM steps)")
-                mmer = gr.Checkbox(value=bool(getattr(ck.model, "mmer", False)), label="MMER enhancement",
-                                   interactive=bool(getattr(ck.model, "mmer", False)),
-                                   info=None if getattr(ck.model, "mmer", False) else "checkpoint trained without MMER")
+                                   label="Diffusion start step n (0 = checkpoint's)", visible=acts["start_step"],
+                                   elem_id="admc-start-step")
+                mmer = gr.Checkbox(value=acts["mmer"], label="MMER enhancement", visible=acts["mmer"],
+                                   elem_id="admc-mmer")
             from extractors.health import HealthConfig
 
             hc = HealthConfig()
@@ -279,9 +285,11 @@ def build_ui(engine: Engine):
         # ---------------------------------------------------------------- controls
         def on_load(name, request: gr.Request):
             msg, ck_now = engine.load(name, session_key(request))
-            return msg, provenance_md(ck_now.provenance())
+            acts = checkpoint_controls(ck_now)
+            return (msg, provenance_md(ck_now.provenance()), gr.Slider(visible=acts["start_step"]),
+                    gr.Checkbox(value=acts["mmer"], visible=acts["mmer"]))
 
-        ck_btn.click(on_load, [ck_name], [ck_msg, prov], api_visibility="private")
+        ck_btn.click(on_load, [ck_name], [ck_msg, prov, n_step, mmer], api_visibility="private")
         def set_n(v, request: gr.Request):
             engine.set(session_key(request), start_step=v)
 

@@ -306,3 +306,75 @@ def test_v_rows_follow_the_live_min_score(tiny_model):  # noqa: F811
     s.close()
     assert [r.feature is not None for r in s._faces] == [True, False]
 
+
+
+# ------------------------------------------------------------------------------------------ typed results
+def test_window_result_keeps_the_jsonl_contract_byte_for_byte(tiny_model):  # noqa: F811
+    """What the session publishes is WindowResult.to_dict(); its JSONL line is exactly what the
+    writers wrote before (json.dumps of the dict, keys in RESULT_KEYS order, NaN refused)."""
+    import json
+
+    from app import RESULT_KEYS
+    from app.session import LiveSession, SessionConfig
+    from app.window import WindowResult, result_json
+    from tests.test_app import fake_components, run_sync
+
+    s = LiveSession(tiny_model, fake_components(), SessionConfig(face_fps=None))
+    rows = run_sync(s, 3, speech=(0, 2))
+    s.close()
+    assert isinstance(s.last_result, WindowResult) and s.last_result.to_dict() == rows[-1]
+    for r in rows:
+        line = json.dumps(r, allow_nan=False)
+        w = WindowResult.from_dict(json.loads(line))
+        assert list(w.to_dict()) == list(RESULT_KEYS)
+        assert w.to_json() == line == result_json(r)
+    bad = WindowResult(t=1.0, streams={}, reasons={}, probs={"x": float("nan")})
+    with pytest.raises(ValueError):
+        bad.to_json()
+
+
+def test_modality_error_instead_of_message_parsing(tiny_model):  # noqa: F811
+    """A modality whose features the core rejects: predict raises ModalityError(modality, reason);
+    the session drops that modality with the reason and predicts from the others."""
+    from app.session import LiveSession, SessionConfig
+    from app.window import ModalityError, predict
+    from tests.test_app import fake_components
+
+    feats = {"A": np.zeros((30, 130), np.float32), "V": np.full((30, 128), np.nan, np.float32), "T": None}
+    with pytest.raises(ModalityError) as ei:
+        predict(tiny_model, feats)
+    assert (ei.value.modality, ei.value.reason) == ("V", "NaN or inf in the features")
+    with pytest.raises(ModalityError) as ei:
+        predict(tiny_model, {"A": np.zeros((30, 7), np.float32), "V": None, "T": None})
+    assert ei.value.modality == "A" and "expected [rows, 130]" in ei.value.reason
+    with pytest.raises(ValueError) as ei:                    # not a modality's fault: passed on
+        predict(tiny_model, {"A": None, "V": None, "T": None})
+    assert not isinstance(ei.value, ModalityError)
+
+    s = LiveSession(tiny_model, fake_components(), SessionConfig(face_fps=None))
+    streams, reasons = {"A": "live", "V": "live", "T": "missing"}, {"A": "ok", "V": "ok", "T": "off"}
+    out = s._predict(tiny_model, dict(feats), streams, reasons)
+    s.close()
+    assert out["probs"] and streams["V"] == "missing" and reasons["V"] == "bad features: NaN or inf in the features"
+    assert "V" in out["imputed"]
+
+
+# ------------------------------------------------------------------------------------------ UI controls
+def _component(demo, elem_id):
+    return next(c for c in demo.config["components"] if c.get("props", {}).get("elem_id") == elem_id)
+
+
+@pytest.mark.parametrize("reads_n", [False, True])
+def test_ui_shows_only_controls_that_act_on_the_checkpoint(tiny_run, monkeypatch, reads_n):  # noqa: F811
+    """The start-step slider only for a completer whose sampler reads n; MMER only when trained."""
+    from app.checkpoint import load_checkpoint
+    from app.session import SessionConfig
+    from app.ui import Engine, build_ui, checkpoint_controls
+    from tests.test_app import fake_components
+
+    ck = load_checkpoint(tiny_run)
+    monkeypatch.setattr(type(ck.model.completer), "uses_start_step", reads_n, raising=False)
+    demo = build_ui(Engine(ck, fake_components(), lambda: SessionConfig(face_fps=None)))
+    assert _component(demo, "admc-start-step")["props"]["visible"] is reads_n
+    assert _component(demo, "admc-mmer")["props"]["visible"] is bool(getattr(ck.model, "mmer", False))
+    assert checkpoint_controls(ck) == {"start_step": reads_n, "mmer": bool(getattr(ck.model, "mmer", False))}

@@ -1,0 +1,87 @@
+"""The analysis window's typed result and the pipeline boundary of the live path.
+
+* :class:`WindowResult` -- what one 200 ms analysis window gives; :meth:`WindowResult.to_json`
+  is the ``--no-ui`` JSONL line (keys :data:`app.RESULT_KEYS`, in that order) and
+  :meth:`WindowResult.to_dict` the same as a dict (what ``LiveSession.results``, ``on_result``
+  and the UI hold).
+* :func:`predict` -- ``admc.pipeline.predict_window`` for the live session: features the core
+  rejects for one modality raise :class:`ModalityError` (``modality``, ``reason``) instead of a
+  ValueError whose message the caller would have to parse.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, fields
+
+from app import RESULT_KEYS
+
+
+class ModalityError(ValueError):
+    """The features of one modality cannot be used (wrong shape, NaN/inf): ``modality`` is its
+    name, ``reason`` what is wrong."""
+
+    def __init__(self, modality: str, reason: str):
+        super().__init__(f"modality {modality}: {reason}")
+        self.modality = modality
+        self.reason = reason
+
+    @classmethod
+    def from_core(cls, e: ValueError, modalities) -> "ModalityError | None":
+        """The core's ``ValueError("modality X: ...")`` as a ModalityError (None: another error).
+        admc.pipeline.embed_features words its errors so; this is the one place that reads them."""
+        msg = str(e)
+        for m in modalities:
+            if msg.startswith(f"modality {m}:") or msg == f"modality {m}":
+                return cls(m, msg.split(":", 1)[-1].strip())
+        return None
+
+
+def predict(model, features: dict, **kwargs) -> dict:
+    """``admc.pipeline.predict_window``; a modality the core rejects raises :class:`ModalityError`."""
+    from admc.pipeline import predict_window
+
+    try:
+        return predict_window(model, features, **kwargs)
+    except ModalityError:
+        raise
+    except ValueError as e:
+        err = ModalityError.from_core(e, [m for m, x in features.items() if x is not None])
+        if err is None:
+            raise
+        raise err from e
+
+
+@dataclass
+class WindowResult:
+    """One analysis window (stream seconds ``t`` = its end)."""
+
+    t: float                                   # window end, stream s (rounded to ms)
+    streams: dict[str, str]                    # modality -> "live" | "missing"
+    reasons: dict[str, str]                    # modality -> "ok" or why it is missing
+    imputed: list[str] = field(default_factory=list)   # modalities the ADN completed
+    probs: dict[str, float] = field(default_factory=dict)  # class -> probability ({}: no prediction)
+    label: str | None = None                   # argmax class (None: no prediction)
+    transcript: str | None = None              # the text the T features came from
+    latency_ms: float = 0.0                    # from the window being due to this result
+
+    def to_dict(self) -> dict:
+        """The contract's dict (keys in RESULT_KEYS order)."""
+        return {k: getattr(self, k) for k in RESULT_KEYS}
+
+    def to_json(self) -> str:
+        """The JSONL line (no newline)."""
+        return result_json(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "WindowResult":
+        return cls(**{k: d[k] for k in RESULT_KEYS})
+
+
+def result_json(result: "dict | WindowResult") -> str:
+    """One window as its JSONL line: ``json.dumps`` of the contract's dict, NaN refused."""
+    d = result.to_dict() if isinstance(result, WindowResult) else result
+    return json.dumps(d, allow_nan=False)
+
+
+assert tuple(f.name for f in fields(WindowResult)) == RESULT_KEYS, "WindowResult must follow RESULT_KEYS"
