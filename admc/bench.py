@@ -126,8 +126,9 @@ def results_markdown(res: dict, names: list[str]) -> str:
     lines = [f"# {res['dataset']} ({res['split']} split, {len(seeds)} seed(s): {seeds})", ""]
     if "train_data" in res:
         td = res["train_data"]
-        lines += [f"Train split reduced: {td['train_missing_rate']:g} of its modality entries missing, labels "
-                  f"on {td['label_fraction']:g} of its samples.", ""]
+        said = ([f"{td['train_missing_rate']:g} of its modality entries missing"] if td["train_missing_rate"] else []) \
+            + ([f"labels on {td['label_fraction']:g} of its samples"] if td["label_fraction"] < 1 else [])
+        lines += [f"Train split reduced: {', '.join(said)}.", ""]
     lines.append("## Missing-modality conditions: WA/UA (%), mean over seeds (std of UA)")
     lines.append("")
     lines.append("| Method | " + " | ".join("{" + c + "}" for c in conds) + " | Average | Full |")
