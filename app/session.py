@@ -11,7 +11,8 @@ Data flow (all times are stream seconds, the clock of the pushed frames/chunks):
                               -> app.window.predict (admc.pipeline.predict_window)
                               -> WindowResult (app.window; published as its dict, RESULT_KEYS)
 
-Window assembly for a window ending at ``t`` (3 s long, :mod:`extractors.live_schema`):
+Window assembly for a window ending at ``t`` (3 s long, :mod:`extractors.live_schema`;
+:class:`app.window.WindowAssembler`, pure):
 
 * ``A``: the last 3 s of the stream's A rows (``[<=30, 130]``): ComParE LLD+deltas computed
   incrementally every 200 ms (:class:`LldStream`; equal to one pass over the whole stream, as
@@ -47,7 +48,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from app.window import ModalityError, WindowResult, predict
+from app.window import FaceRow, ModalityError, WindowAssembler, WindowResult, predict  # noqa: F401 - FaceRow re-exported
 from extractors.audio import TARGET_SR  # noqa: F401 - re-exported
 from extractors.audio_frontend import AudioFrontEnd, AudioRing, LldStream, prepare_chunk  # noqa: F401 - re-exported
 from extractors.face_frontend import FaceFrontEnd
@@ -159,12 +160,6 @@ class Components:
 
 
 # ------------------------------------------------------------------------------------------ buffers
-@dataclass
-class FaceRow:
-    t: float
-    feature: np.ndarray | None     # None: no usable face in this frame
-
-
 class RateMeter:
     """Events per second over the last ``span`` seconds of wall time (bounded)."""
 
@@ -211,6 +206,7 @@ class LiveSession:
         self.health = StreamHealth(self.cfg.health)
         face_cap = int(self.cfg.window_s * 60) + 16
         self._faces: deque[FaceRow] = deque(maxlen=face_cap)
+        self.assembler = WindowAssembler(self.names, self.cfg.window_s, self.cfg.video_rate)
         # audio: one front end (resampling, ring, VAD, speech gate) feeds health, openSMILE and the ASR
         vad = components.vad_factory() if components.vad_factory is not None else None
         self.audio_in = AudioFrontEnd(vad, self.cfg.health, ring_s=self.cfg.window_s + 2.0, lock=self._lock)
@@ -287,6 +283,7 @@ class LiveSession:
             self.heads = dict(heads or {})
             self.classes = list(model.schema.classes)
             self.names = list(model.schema.names)
+            self.assembler = WindowAssembler(self.names, self.cfg.window_s, self.cfg.video_rate)
             self.extra = {}
 
     def preview_face(self, max_age: float = 1.0) -> FaceResult | None:
@@ -506,23 +503,6 @@ class LiveSession:
             time.sleep(0.05)
 
     # -------------------------------------------------------------------- windows
-    def _v_rows(self, t: float) -> np.ndarray | None:
-        rate, W = self.cfg.video_rate, self.cfg.window_s
-        rows = [r for r in self._faces if t - W - 1e-6 < r.t <= t + 1e-6]
-        if not rows:
-            return None
-        hold = max(2.0 / rate, 0.25)
-        out, j, last = [], 0, None
-        n_slots = int(round(W * rate))
-        for k in range(n_slots):
-            slot = t - W + (k + 1) / rate
-            while j < len(rows) and rows[j].t <= slot + 1e-6:
-                last = rows[j]
-                j += 1
-            if last is not None and last.feature is not None and slot - last.t <= hold + 1e-6:
-                out.append(last.feature)
-        return np.stack(out) if out else None
-
     def step(self, t: float | None = None, due_wall: float | None = None) -> dict:
         """Analyse the window ending at stream time ``t``; returns the result dict."""
         t = self.clock() if t is None else float(t)
@@ -534,36 +514,11 @@ class LiveSession:
             due_wall = None          # ASR waits and text encoding are not window latency
         due = time.perf_counter() if due_wall is None else due_wall
         with self._lock:
-            dec = self.health.poll(t)
-            dec = {m: (d.live, d.reason) for m, d in dec.items()}
-            v_rows = self._v_rows(t)
-            a_rows = self._a_rows(t)
-            text_feat, text_src = self._text_feat, self._text_src
-        streams: dict[str, str] = {}
-        reasons: dict[str, str] = {}
-        feats: dict[str, np.ndarray | None] = {}
-        for m in self.names:
-            live, reason = dec.get(m, (False, "unknown modality"))
-            fault = self._active_fault(m, t)
-            if fault is not None:
-                live, reason = False, fault
-            x = None
-            if live:
-                if m == "A":
-                    x = a_rows
-                    if x is None:
-                        reason = "no audio rows"
-                elif m == "V":
-                    x = v_rows
-                    if x is None:
-                        reason = "no face rows"
-                elif m == "T":
-                    x = text_feat
-                    if x is None:
-                        reason = "waiting for transcript"
-            streams[m] = "live" if x is not None else "missing"
-            reasons[m] = "ok" if x is not None else reason
-            feats[m] = x
+            dec = {m: (d.live, d.reason) for m, d in self.health.poll(t).items()}
+            rows = {"A": self._a_rows(t), "V": self.assembler.v_rows(self._faces, t), "T": self._text_feat}
+            text_src = self._text_src
+        faults = {m: self._active_fault(m, t) for m in self.names}
+        feats, streams, reasons = self.assembler.window(t, dec, rows, faults)
         probs: dict[str, float] = {}
         label = None
         imputed: list[str] = []

@@ -378,3 +378,26 @@ def test_ui_shows_only_controls_that_act_on_the_checkpoint(tiny_run, monkeypatch
     assert _component(demo, "admc-start-step")["props"]["visible"] is reads_n
     assert _component(demo, "admc-mmer")["props"]["visible"] is bool(getattr(ck.model, "mmer", False))
     assert checkpoint_controls(ck) == {"start_step": reads_n, "mmer": bool(getattr(ck.model, "mmer", False))}
+
+
+# ------------------------------------------------------------------------------------------ window assembly
+def test_window_assembler_is_pure_and_names_why():
+    from app.window import FaceRow, WindowAssembler
+
+    wa = WindowAssembler(("A", "V", "T"), window_s=3.0, video_rate=10.0)
+    a = np.ones((30, 130), np.float32)
+    dec = {"A": (True, "ok"), "V": (True, "ok"), "T": (False, "no speech")}
+    feats, streams, reasons = wa.window(5.0, dec, {"A": a, "V": None, "T": np.ones((4, 384))},
+                                        {"A": None, "V": None, "T": None})
+    assert feats["A"] is a and feats["V"] is None and feats["T"] is None
+    assert streams == {"A": "live", "V": "missing", "T": "missing"}
+    assert reasons == {"A": "ok", "V": "no face rows", "T": "no speech"}
+    _, streams, reasons = wa.window(5.0, dec, {"A": a}, {"A": "extractor error: boom"})
+    assert streams["A"] == "missing" and reasons["A"] == "extractor error: boom"
+    assert wa.window(5.0, {}, {})[2] == {m: "unknown modality" for m in "AVT"}
+    # face rows at 15 fps with a hole 3.0-3.47 s: a slot holds the newest face up to 0.25 s old
+    faces = [FaceRow(i / 15, np.full(128, i, np.float32)) for i in range(76) if not 45 <= i <= 52]
+    rows = wa.v_rows(faces, 5.0)
+    assert list(rows[:, 0]) == [31, 33, 34, 36, 37, 39, 40, 42, 43, 44, 44,          # 3.0, 3.1: frame 44 held
+                                54, 55, 57, 58, 60, 61, 63, 64, 66, 67, 69, 70, 72, 73, 75]  # 3.2-3.5: none
+    assert wa.v_rows(faces, 20.0) is None
