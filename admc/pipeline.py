@@ -17,6 +17,7 @@ from admc.batching import batches, modality_batch
 from admc.completion import build_completer
 from admc.config import ADNConfig, TrainConfig, resolve_fusion_mode
 from admc.data import Schema, Split, condition_name
+from admc.errors import ModalityError
 from admc.models.encoders import UnimodalNet
 from admc.models.fusion import FusionNet
 
@@ -216,7 +217,8 @@ def embed_features(model: ADMCModel, features: dict[str, "np.ndarray | None"]) -
     """Standardized embeddings ``[1, M, E]`` and availability ``[1, M]`` for one analysis window.
 
     ``features[m]`` is ``[rows, dim]`` (a ``vector`` modality: ``[dim]`` or ``[1, dim]``) or ``None``
-    when modality ``m`` is missing.  Wrong dims or non-finite values raise ``ValueError``.
+    when modality ``m`` is missing.  Wrong dims or non-finite values of one modality raise
+    :class:`admc.errors.ModalityError` (a ValueError: ``modality X: reason``).
     """
     model.eval()
     dev = model.emb_mean.device
@@ -233,9 +235,9 @@ def embed_features(model: ADMCModel, features: dict[str, "np.ndarray | None"]) -
         if x.ndim == 1:
             x = x[None]
         if x.ndim != 2 or x.shape[1] != mod.dim or len(x) == 0:
-            raise ValueError(f"modality {mod.name}: expected [rows, {mod.dim}], got {list(x.shape)}")
+            raise ModalityError(mod.name, f"expected [rows, {mod.dim}], got {list(x.shape)}")
         if not np.isfinite(x).all():
-            raise ValueError(f"modality {mod.name}: NaN or inf in the features")
+            raise ModalityError(mod.name, "NaN or inf in the features")
         if mod.kind == "vector":
             x = x[-1:]
         if model.cfg.itfn.max_len is not None:

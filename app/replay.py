@@ -15,7 +15,6 @@ Files are decoded by :mod:`extractors.media`.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -107,12 +106,14 @@ def replay_to_jsonl(session, path: str | Path, out: str | Path | None, *, realti
     """Replay ``path`` and write one JSON object per window to ``out`` (``-``/None: stdout)."""
     import sys
 
+    from app.window import result_json
+
     fh = sys.stdout if out in (None, "-") else open(out, "w", encoding="utf-8")
     n = 0
     try:
         def write(r: dict) -> None:
             nonlocal n
-            fh.write(json.dumps(r, allow_nan=False) + "\n")
+            fh.write(result_json(r) + "\n")      # the one JSONL writer (app.window)
             fh.flush()
             n += 1
             if progress is not None:

@@ -7,8 +7,8 @@
 * :class:`WindowAssembler` -- pure: the features of the window ending at ``t`` from the rows the
   streams have delivered, the health decisions and the extractor faults.
 * :func:`predict` -- ``admc.pipeline.predict_window`` for the live session: features the core
-  rejects for one modality raise :class:`ModalityError` (``modality``, ``reason``) instead of a
-  ValueError whose message the caller would have to parse.
+  rejects for one modality raise :class:`ModalityError` (``modality``, ``reason``; defined in
+  :mod:`admc.errors`, raised by ``admc.pipeline.embed_features``), so no message is parsed.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 
+from admc.errors import ModalityError  # noqa: F401 - re-exported: the core raises it
 from app import RESULT_KEYS
 
 
@@ -81,39 +82,12 @@ class WindowAssembler:
         return np.stack(out) if out else None
 
 
-class ModalityError(ValueError):
-    """The features of one modality cannot be used (wrong shape, NaN/inf): ``modality`` is its
-    name, ``reason`` what is wrong."""
-
-    def __init__(self, modality: str, reason: str):
-        super().__init__(f"modality {modality}: {reason}")
-        self.modality = modality
-        self.reason = reason
-
-    @classmethod
-    def from_core(cls, e: ValueError, modalities) -> "ModalityError | None":
-        """The core's ``ValueError("modality X: ...")`` as a ModalityError (None: another error).
-        admc.pipeline.embed_features words its errors so; this is the one place that reads them."""
-        msg = str(e)
-        for m in modalities:
-            if msg.startswith(f"modality {m}:") or msg == f"modality {m}":
-                return cls(m, msg.split(":", 1)[-1].strip())
-        return None
-
-
 def predict(model, features: dict, **kwargs) -> dict:
-    """``admc.pipeline.predict_window``; a modality the core rejects raises :class:`ModalityError`."""
+    """``admc.pipeline.predict_window``; a modality the core rejects raises
+    :class:`admc.errors.ModalityError` (re-exported here), straight from the core."""
     from admc.pipeline import predict_window
 
-    try:
-        return predict_window(model, features, **kwargs)
-    except ModalityError:
-        raise
-    except ValueError as e:
-        err = ModalityError.from_core(e, [m for m, x in features.items() if x is not None])
-        if err is None:
-            raise
-        raise err from e
+    return predict_window(model, features, **kwargs)
 
 
 @dataclass

@@ -350,6 +350,18 @@ def test_modality_error_instead_of_message_parsing(tiny_model):  # noqa: F811
     with pytest.raises(ValueError) as ei:                    # not a modality's fault: passed on
         predict(tiny_model, {"A": None, "V": None, "T": None})
     assert not isinstance(ei.value, ModalityError)
+    # the core raises it (no message parsing above it); str() is the message the CLI always printed
+    from admc.errors import ModalityError as CoreModalityError
+    from admc.pipeline import embed_features
+
+    assert CoreModalityError is ModalityError
+    with pytest.raises(CoreModalityError) as ei:
+        embed_features(tiny_model, feats)
+    assert str(ei.value) == "modality V: NaN or inf in the features" and isinstance(ei.value, ValueError)
+    import pickle
+
+    e2 = pickle.loads(pickle.dumps(ei.value))
+    assert (e2.modality, e2.reason, str(e2)) == ("V", "NaN or inf in the features", str(ei.value))
 
     s = LiveSession(tiny_model, fake_components(), SessionConfig(face_fps=None))
     streams, reasons = {"A": "live", "V": "live", "T": "missing"}, {"A": "ok", "V": "ok", "T": "off"}
