@@ -434,11 +434,12 @@ class LiveSession:
         except Exception as e:  # noqa: BLE001
             self._fault("A", f"extractor error: {_short(e)}", self.audio_in.next_t or 0.0)
 
-    def _a_rows(self, t: float) -> np.ndarray | None:
-        if self._lld is None:
-            return None
-        g_end = int(math.floor((t - self._audio.t0) * 100 + 1e-6))
-        return self._lld.rows(g_end, int(round(self.cfg.window_s * 100)))
+    def window_rows(self, t: float) -> dict:
+        """The rows per modality the streams have delivered for the window ending at ``t``
+        (:meth:`extractors.window.WindowAssembler.rows`, as ``admc extract`` assembles them)."""
+        with self._lock:
+            return self.assembler.rows(t, faces=self._faces, lld=self._lld, audio_t0=self._audio.t0,
+                                       text=self._text_feat)
 
     # -------------------------------------------------------------------- text
     def pump_text(self, segs: list | None = None) -> None:
@@ -515,7 +516,7 @@ class LiveSession:
         due = time.perf_counter() if due_wall is None else due_wall
         with self._lock:
             dec = {m: (d.live, d.reason) for m, d in self.health.poll(t).items()}
-            rows = {"A": self._a_rows(t), "V": self.assembler.v_rows(self._faces, t), "T": self._text_feat}
+            rows = self.window_rows(t)
             text_src = self._text_src
         faults = {m: self._active_fault(m, t) for m in self.names}
         feats, streams, reasons = self.assembler.window(t, dec, rows, faults)

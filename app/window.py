@@ -5,7 +5,8 @@
   :meth:`WindowResult.to_dict` the same as a dict (what ``LiveSession.results``, ``on_result``
   and the UI hold).
 * :class:`WindowAssembler` -- pure: the features of the window ending at ``t`` from the rows the
-  streams have delivered, the health decisions and the extractor faults.
+  streams have delivered, the health decisions and the extractor faults (defined in
+  :mod:`extractors.window`, shared with ``admc extract`` and the starter build; re-exported here).
 * :func:`predict` -- ``admc.pipeline.predict_window`` for the live session: features the core
   rejects for one modality raise :class:`ModalityError` (``modality``, ``reason``; defined in
   :mod:`admc.errors`, raised by ``admc.pipeline.embed_features``), so no message is parsed.
@@ -14,72 +15,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, fields
 
 import numpy as np
 
 from admc.errors import ModalityError  # noqa: F401 - re-exported: the core raises it
 from app import RESULT_KEYS
-
-
-@dataclass
-class FaceRow:
-    t: float
-    feature: np.ndarray | None     # None: no usable face in this frame
-
-
-#: why a live modality still has no features in a window
-NO_ROWS = {"A": "no audio rows", "V": "no face rows", "T": "waiting for transcript"}
-
-
-@dataclass
-class WindowAssembler:
-    """The features of one analysis window (no state, no locks, no clocks).
-
-    ``window(t, decisions, rows, faults)``: for each modality, its rows when health says it is
-    live, no fault holds it and rows are there; else None, with the reason.  ``v_rows(faces, t)``
-    samples face rows at ``video_rate`` over the last ``window_s`` (for each slot the newest frame
-    at or before it; sample-and-hold over at most two slots, 0.25 s at least).
-    """
-
-    names: Sequence[str]
-    window_s: float = 3.0
-    video_rate: float = 10.0
-
-    def window(self, t: float, decisions: dict[str, tuple[bool, str]], rows: dict[str, np.ndarray | None],
-               faults: dict[str, str | None] | None = None
-               ) -> tuple[dict[str, np.ndarray | None], dict[str, str], dict[str, str]]:
-        """(features per modality or None, streams ``live``/``missing``, reasons)."""
-        feats, streams, reasons = {}, {}, {}
-        for m in self.names:
-            live, reason = decisions.get(m, (False, "unknown modality"))
-            fault = (faults or {}).get(m)
-            if fault is not None:
-                live, reason = False, fault
-            x = rows.get(m) if live else None
-            if live and x is None:
-                reason = NO_ROWS.get(m, reason)
-            streams[m] = "live" if x is not None else "missing"
-            reasons[m] = "ok" if x is not None else reason
-            feats[m] = x
-        return feats, streams, reasons
-
-    def v_rows(self, faces: Iterable[FaceRow], t: float) -> np.ndarray | None:
-        rate, W = self.video_rate, self.window_s
-        rows = [r for r in faces if t - W - 1e-6 < r.t <= t + 1e-6]
-        if not rows:
-            return None
-        hold = max(2.0 / rate, 0.25)
-        out, j, last = [], 0, None
-        for k in range(int(round(W * rate))):
-            slot = t - W + (k + 1) / rate
-            while j < len(rows) and rows[j].t <= slot + 1e-6:
-                last = rows[j]
-                j += 1
-            if last is not None and last.feature is not None and slot - last.t <= hold + 1e-6:
-                out.append(last.feature)
-        return np.stack(out) if out else None
+from extractors.window import NO_ROWS, FaceRow, WindowAssembler  # noqa: F401 - re-exported
 
 
 def predict(model, features: dict, **kwargs) -> dict:

@@ -290,45 +290,61 @@ class LldStream:
         self.ptr = 0                 # next frame index to produce
 
     def update(self, ring: AudioRing, lock, force: bool = False) -> None:
-        """Extract what is due; ``lock`` guards ring and frames (openSMILE runs outside it)."""
-        with lock:
-            lag = ring.total - self.ptr * self.HOP
-            if lag < self.block + (self.margin + 6) * self.HOP and not (force and lag > 0):
+        """Extract what is due; ``lock`` guards ring and frames (openSMILE runs outside it).
+
+        The audio goes through openSMILE in fixed steps -- ``ctx_s`` of context, then
+        ``block_s`` plus the margin from the next frame to produce -- so the frames depend only on
+        the audio (not on how it was chunked or how often this is called): a file streamed in
+        chunks, a live microphone and ``admc extract`` (:meth:`frames_of`) get the same frames.
+        ``force`` (end of stream) also takes the rest, to the last sample."""
+        need = self.block + (self.margin + 6) * self.HOP
+        while True:
+            with lock:
+                lag = ring.total - self.ptr * self.HOP
+                tail = lag < need
+                if tail and not (force and lag > 0):
+                    return
+                s0 = max(ring.first, self.ptr * self.HOP - self.ctx)
+                s0 = -(-s0 // self.HOP) * self.HOP           # frame grid
+                seg = ring.samples(s0, ring.total if tail else self.ptr * self.HOP + need)
+                run = id(ring), ring.t0
+                ptr0 = self.ptr
+            if seg.size < int(0.06 * TARGET_SR):
                 return
-            s0 = max(ring.first, self.ptr * self.HOP - self.ctx)
-            s0 = -(-s0 // self.HOP) * self.HOP           # frame grid
-            seg = ring.samples(s0, ring.total)
-            run = id(ring), ring.t0
-        if seg.size < int(0.06 * TARGET_SR):
-            return
-        lld = self.fx.lld(seg, TARGET_SR)
-        g0 = s0 // self.HOP
-        usable = len(lld) if force else len(lld) - self.margin
-        with lock:
-            if (id(ring), ring.t0) != run:               # the stream restarted meanwhile
-                return
-            for i in range(max(0, self.ptr - g0), usable):
-                self.frames.append((g0 + i, lld[i]))
-            if usable > 0:
-                self.ptr = max(self.ptr, g0 + usable)
+            lld = self.fx.lld(seg, TARGET_SR)
+            g0 = s0 // self.HOP
+            usable = len(lld) if tail else len(lld) - self.margin
+            with lock:
+                if (id(ring), ring.t0) != run:           # the stream restarted meanwhile
+                    return
+                if self.ptr != ptr0:                     # another caller produced these meanwhile
+                    continue
+                for i in range(max(0, self.ptr - g0), usable):
+                    self.frames.append((g0 + i, lld[i]))
+                if usable > 0:
+                    self.ptr = max(self.ptr, g0 + usable)
+                if tail or self.ptr == ptr0:
+                    return
+
+    @classmethod
+    def frames_of(cls, extractor, wave: np.ndarray, **kw) -> "LldStream":
+        """The stream of one whole 16 kHz recording (``admc extract``): the same frames as the
+        recording pushed live, chunk by chunk, up to its end."""
+        import threading
+
+        lld = cls(extractor, keep_s=len(wave) / TARGET_SR + 1.0, **kw)
+        ring = AudioRing(len(wave) / TARGET_SR + 1.0)
+        ring.reset(0.0)
+        ring.append(np.asarray(wave, np.float32))
+        lld.update(ring, threading.Lock(), force=True)
+        return lld
 
     def rows(self, g_end: int, window_frames: int, pre_frames: int = 100) -> np.ndarray | None:
-        """A rows (``fx.downsample_frames``: 10 LLD frames per row) of the frames before ``g_end``
-        that lie in the last ``window_frames``; ``pre_frames`` of earlier frames feed the
-        downsampling filter, as in a longer clip.  None when there are none."""
-        lo = g_end - window_frames
-        start = (lo - pre_frames) // 10 * 10
-        fr = [(g, f) for g, f in self.frames if start <= g < g_end]
-        if not fr:
-            return None
-        g_first = -(-fr[0][0] // 10) * 10              # rows on the run's 100 ms grid
-        fr = [(g, f) for g, f in fr if g >= g_first]
-        if not fr:
-            return None
-        rows = self.fx.downsample_frames(np.stack([f for _, f in fr]))
-        keep = [j for j in range(len(rows)) if g_first + 10 * j >= lo - 5]
-        out = rows[keep] if keep else rows[:0]
-        return out if len(out) else None
+        """A rows of the frames before ``g_end`` in the last ``window_frames``
+        (:func:`extractors.window.a_rows`)."""
+        from extractors.window import a_rows
+
+        return a_rows(self.frames, g_end, window_frames, self.fx.downsample_frames, pre_frames)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -16,12 +16,18 @@ The manifest is a CSV file with a header and the columns ``path,label,split`` pl
 
 Every modality comes from exactly the live extractors (:mod:`extractors.live_schema`):
 
+Each sample is one window -- the clip, or its ``start``..``end`` -- whose rows are assembled by
+:class:`extractors.window.WindowAssembler`, the assembler of the live session's 3 s windows:
+
 * ``V``: frames sampled at 10 fps (the live rate), :class:`extractors.face.FaceExtractor` (MTCNN,
-  alignment, mini-Xception 128-d); one row per sampled frame in which a face was found (the
-  largest).  A still image gives one row; a small image (<= 96 px) where MTCNN finds no face is
+  alignment, mini-Xception 128-d, the largest face); one row per 100 ms slot of the window whose
+  newest frame shows a face with score >= ``v_min_score`` (the live V-row rule; a black frame is
+  not analysed, as live).  A still image gives one row; a small image (<= 96 px) where MTCNN finds no face is
   taken to be a face crop already (FER2013-like) unless ``still_images="detect"``.
 * ``A``: the first audio stream, mono 16 kHz, :class:`extractors.audio.AudioFeatureExtractor`
-  (openSMILE ComParE_2016 LLD + deltas, 10 rows/s, 130-d).
+  (openSMILE ComParE_2016 LLD + deltas, 10 rows/s, 130-d), its LLD frames computed in the fixed
+  blocks of the live :class:`extractors.audio_frontend.LldStream` (about 6x the openSMILE work of
+  one pass; the frames are the live ones, not a one-pass approximation of them).
 * ``T``: :class:`extractors.text.TextEncoder` word-level features (MiniLM, 384-d) of the transcript,
   or of the faster-whisper (tiny.en) transcript when there is none.
 
@@ -57,9 +63,11 @@ import numpy as np
 
 from admc.data import DatasetError, split_from_samples, write_dataset
 from extractors import media
+from extractors.health import HealthConfig
 from extractors.live_schema import AUDIO_DIM, FACE_DIM, TEXT_DIM, VIDEO_FRAME_RATE, live_schema
+from extractors.window import FaceRow, WindowAssembler
 
-CACHE_VERSION = 2           # 2: ASR without the unseeded temperature fallback
+CACHE_VERSION = 3           # 2: ASR without the unseeded temperature fallback; 3: the live window assembler
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".pgm", ".ppm"}
 SPLIT_ALIASES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "dev": "val",
                  "test": "test"}
@@ -76,6 +84,7 @@ class ExtractSettings:
     asr: bool = True                       # transcribe the audio when there is no transcript
     still_images: str = "auto"             # "auto" | "detect" (MTCNN only) | "crop" (image is a face crop)
     text_model: str | None = None          # local transformers directory; None = bundled MiniLM
+    v_min_score: float = HealthConfig.v_min_score   # a face row needs this detection score (the live default)
     face_batch: int = 16
 
     def to_json(self) -> dict:
@@ -234,7 +243,9 @@ class SampleExtractor:
         return self._asr
 
     # -- modalities ----------------------------------------------------------------------
-    def video_features(self, row: ManifestRow, info: dict) -> np.ndarray | None:
+    def video_features(self, row: ManifestRow, info: dict) -> "np.ndarray | list[FaceRow] | None":
+        """A still image: its one row (or None).  A video: the face row of every frame sampled at
+        ``fps`` (for the window assembler)."""
         s = self.settings
         if is_image(row.path):
             img = load_image(row.path)
@@ -249,28 +260,37 @@ class SampleExtractor:
                 info["face_crop"] = True
             info["faces"] = int(bool(res is not None and res.detected))
             return res.feature[None].astype(np.float32) if res is not None and res.detected else None
-        feats, n_frames, frames, ts = [], 0, [], []
+        from extractors.face import frame_problem
+        from extractors.face_frontend import usable_feature
+
+        faces, frames, ts = [], [], []
 
         def flush():
-            for r in self.face.extract_batch(frames, ts):
-                if r.detected and r.feature is not None:
-                    feats.append(r.feature)
+            if not frames:
+                return
+            for fr_t, r in zip(ts, self.face.extract_batch(frames, ts)):
+                faces.append(FaceRow(fr_t, usable_feature(r, s.v_min_score)))
             frames.clear()
             ts.clear()
 
+        n_frames = 0
         for t, frame in media.iter_video(row.path, fps=s.fps, start=row.start, end=row.end):
+            n_frames += 1
+            if frame_problem(frame) is not None:      # as live: a black or broken frame is not analysed
+                flush()
+                faces.append(FaceRow(t, None))
+                continue
             frames.append(frame)
             ts.append(t)
-            n_frames += 1
             if len(frames) >= s.face_batch:
                 flush()
-        if frames:
-            flush()
-        info["frames"], info["faces"] = n_frames, len(feats)
-        return np.stack(feats).astype(np.float32) if feats else None
+        flush()
+        info["frames"] = n_frames
+        return faces
 
     def __call__(self, row: ManifestRow) -> dict:
         from extractors.audio import audio_problem
+        from extractors.audio_frontend import LldStream
 
         if not row.path.is_file():
             raise FileNotFoundError(f"no such file: {row.path}")
@@ -286,18 +306,30 @@ class SampleExtractor:
             if not has_a and not has_v:
                 raise ValueError("no audio or video stream")
             info["audio_stream"] = has_a
+            faces, lld = [], None
+            end = 0.0                           # the window's end, seconds from the clip's start
             if has_v:
-                out["V"] = self.video_features(row, info)
+                faces = self.video_features(row, info)
+                if faces:
+                    end = faces[-1].t + 1.0 / self.settings.fps
             if has_a:
                 wave = media.decode_audio(row.path, row.start, row.end)
                 problem = audio_problem(wave)
                 if problem is not None:         # the live app's rule: a whole file is refused
                     raise ValueError(f"audio track: {problem}")
                 info["audio_s"] = round(len(wave) / 16000, 3)
-                a = self.audio(wave, 16000)
-                out["A"] = a if len(a) else None
-                if not len(a):
-                    info["audio_problem"] = "shorter than one 60 ms analysis window"
+                lld = LldStream.frames_of(self.audio, wave)
+                end = max(end, len(wave) / 16000)
+            # one window, the clip (or its start..end), assembled as the live session assembles one
+            if row.end is not None:
+                end = row.end - (row.start or 0.0)
+            asm = WindowAssembler(MODALITIES, window_s=end, video_rate=self.settings.fps)
+            rows = asm.rows(end, faces=faces, lld=lld, audio_t0=0.0)
+            out["V"], out["A"] = rows["V"], rows["A"]
+            info["faces"] = 0 if out["V"] is None else len(out["V"])
+            info["window_s"] = round(end, 3)
+            if has_a and out["A"] is None:
+                info["audio_problem"] = "shorter than one 60 ms analysis window"
         text = row.transcript
         source = "manifest" if text else "none"
         if not text and self.settings.asr and wave is not None and len(wave):
@@ -446,12 +478,15 @@ def extractor_info(settings: ExtractSettings) -> dict:
             "weights": mini_xception.DEFAULT_WEIGHTS.name,
             "weights_sha256": _sha256(mini_xception.DEFAULT_WEIGHTS),
             "fps": settings.fps, "still_images": settings.still_images, "crop_max_side": CROP_MAX_SIDE,
-            "rows": "one per sampled frame with a detected face", "dim": face.FEATURE_DIM,
+            "rows": "one per 100 ms slot of the window whose newest frame has a face with score >= v_min_score "
+                    "(extractors.window.WindowAssembler)", "v_min_score": settings.v_min_score,
+            "dim": face.FEATURE_DIM,
         },
         "A": {
             "extractor": "extractors.audio.AudioFeatureExtractor",
             "opensmile": _version("opensmile"), "feature_set": "ComParE_2016 LLD + deltas",
             "sample_rate": 16000, "downsample": 10, "method": "poly", "frame_rate": 10.0,
+            "frames": "extractors.audio_frontend.LldStream blocks (as live)",
             "decoder": f"PyAV {_version('av')}, first audio stream, mono", "dim": AUDIO_DIM,
         },
         "T": {

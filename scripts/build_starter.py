@@ -235,13 +235,18 @@ def window_starts(span: tuple[float, float], n: int, rng: np.random.Generator | 
 def speech_windows(path: str | Path, clip_id: str, train: bool) -> tuple[np.ndarray, tuple[float, float]]:
     """``[n, 30, 130]`` features of 3 s windows of one clip (live extractors), and the voiced span.
 
+    The rows are assembled by :class:`extractors.window.WindowAssembler` from the streamed LLD
+    frames (:class:`extractors.audio_frontend.LldStream`), as live and in ``admc extract``.
     Digital silence is dithered and windows reaching past the clip are padded with a noise floor
     (live microphones never give exact zeros).  ``train``: 4 random placements, noise floor
     -75..-55 dBFS, gain +-6 dB; else one centred window at -65 dBFS.  Deterministic per clip id.
     """
     from extractors.audio import load_audio
+    from extractors.audio_frontend import LldStream
+    from extractors.window import WindowAssembler
 
     fe, vad = _audio_extractor()
+    window = WindowAssembler(("A",), window_s=WINDOW_S)
     wave = load_audio(path, SR)
     span = speech_span(wave, vad)
     rng = np.random.default_rng(_crc(clip_id) + 7)
@@ -257,7 +262,8 @@ def speech_windows(path: str | Path, clip_id: str, train: bool) -> tuple[np.ndar
         if hi > lo:
             seg[lo - a:hi - a] = wave[lo:hi] * gain
         seg = np.clip(seg + noise_floor(W, dbfs, rng), -1.0, 1.0)
-        x = fe(seg, SR)
+        # the window's A rows as the live session and admc extract assemble them
+        x = window.a_rows(LldStream.frames_of(fe, seg).frames, WINDOW_S, 0.0, fe.downsample_frames)
         if len(x) < ROWS:
             x = np.concatenate([x, np.repeat(x[-1:], ROWS - len(x), 0)])
         out.append(x[:ROWS])

@@ -1,0 +1,126 @@
+"""The analysis window, assembled one way for training and for live use.
+
+:class:`WindowAssembler` is pure (no state, no locks, no clocks): from what the streams delivered
+-- face rows (:class:`FaceRow`: a frame's time and its V feature or None), the 100 fps openSMILE
+LLD frames (``(frame index, row)``, :class:`extractors.audio_frontend.LldStream`) and the text
+features of the latest transcript -- it makes the rows per modality of the window ending at ``t``
+(:meth:`WindowAssembler.rows`), then applies the health decisions and extractor faults
+(:meth:`WindowAssembler.window`).
+
+Used by the live session (app/session.py, every 200 ms, 3 s windows), by ``admc extract``
+(extractors/dataset_builder.py: one window per manifest row, the clip or its ``start``/``end``
+segment) and by the starter build (scripts/build_starter.py: its A windows).  What a model is
+trained on and what it sees live therefore come from the same rules:
+
+* ``V``: ``video_rate`` slots over the window, each the newest frame at or before it
+  (sample-and-hold over at most two slots, 0.25 s at least); a frame gives a row when a face was
+  found with score >= ``v_min_score`` and finite features (:func:`extractors.face_frontend.usable_feature`);
+* ``A``: the LLD frames of the window downsampled to 10 rows/s (``pre_frames`` earlier frames feed
+  the downsampling filter); the frames come from :class:`~extractors.audio_frontend.LldStream`,
+  whose blocks depend only on the audio, not on how it was chunked;
+* ``T``: the text features as given (the live session: its latest transcript; extract: the clip's).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class FaceRow:
+    t: float
+    feature: np.ndarray | None     # None: no usable face in this frame
+
+
+#: why a live modality still has no features in a window
+NO_ROWS = {"A": "no audio rows", "V": "no face rows", "T": "waiting for transcript"}
+
+LLD_RATE = 100                     # openSMILE LLD frames per second
+LLD_PER_ROW = 10                   # LLD frames per A row (10 rows/s)
+
+
+def a_rows(frames: Iterable[tuple[int, np.ndarray]], g_end: int, window_frames: int,
+           downsample: Callable[[np.ndarray], np.ndarray], pre_frames: int = 100) -> np.ndarray | None:
+    """A rows (``downsample``: 10 LLD frames per row) of the frames before ``g_end`` that lie in
+    the last ``window_frames``; ``pre_frames`` of earlier frames feed the downsampling filter, as in
+    a longer clip.  Rows lie on the run's 100 ms grid.  None when there are none."""
+    lo = g_end - window_frames
+    start = (lo - pre_frames) // LLD_PER_ROW * LLD_PER_ROW
+    fr = [(g, f) for g, f in frames if start <= g < g_end]
+    if not fr:
+        return None
+    g_first = -(-fr[0][0] // LLD_PER_ROW) * LLD_PER_ROW
+    fr = [(g, f) for g, f in fr if g >= g_first]
+    if not fr:
+        return None
+    rows = downsample(np.stack([f for _, f in fr]))
+    keep = [j for j in range(len(rows)) if g_first + LLD_PER_ROW * j >= lo - LLD_PER_ROW // 2]
+    out = rows[keep] if keep else rows[:0]
+    return out if len(out) else None
+
+
+@dataclass
+class WindowAssembler:
+    """The features of one analysis window (no state, no locks, no clocks).
+
+    ``rows(t, ...)``: the rows per modality of the window ending at ``t`` (None where a stream
+    gave none).  ``window(t, decisions, rows, faults)``: for each modality, its rows when health
+    says it is live, no fault holds it and rows are there; else None, with the reason.
+    """
+
+    names: Sequence[str]
+    window_s: float = 3.0
+    video_rate: float = 10.0
+
+    def rows(self, t: float, *, faces: Iterable[FaceRow] = (), lld=None, audio_t0: float = 0.0,
+             text: np.ndarray | None = None) -> dict[str, np.ndarray | None]:
+        """Rows per modality of the window ending at stream time ``t``.  ``lld``: an object with
+        ``frames`` (``(index, row)`` from audio time ``audio_t0``) and ``fx.downsample_frames``
+        (an :class:`~extractors.audio_frontend.LldStream`), or None."""
+        out = {"A": None, "V": self.v_rows(faces, t), "T": text}
+        if lld is not None:
+            out["A"] = self.a_rows(lld.frames, t, audio_t0, lld.fx.downsample_frames)
+        return out
+
+    def a_rows(self, frames, t: float, t0: float, downsample) -> np.ndarray | None:
+        g_end = int(np.floor((t - t0) * LLD_RATE + 1e-6))
+        return a_rows(frames, g_end, int(round(self.window_s * LLD_RATE)), downsample)
+
+    def v_rows(self, faces: Iterable[FaceRow], t: float) -> np.ndarray | None:
+        """For each ``1/video_rate`` slot of the window, the newest face row at or before it
+        (held at most two slots, 0.25 s at least); slots whose frame had no usable face give none."""
+        rate, W = self.video_rate, self.window_s
+        rows = [r for r in faces if t - W - 1e-6 < r.t <= t + 1e-6]
+        if not rows:
+            return None
+        hold = max(2.0 / rate, 0.25)
+        out, j, last = [], 0, None
+        for k in range(int(round(W * rate))):
+            slot = t - W + (k + 1) / rate
+            while j < len(rows) and rows[j].t <= slot + 1e-6:
+                last = rows[j]
+                j += 1
+            if last is not None and last.feature is not None and slot - last.t <= hold + 1e-6:
+                out.append(last.feature)
+        return np.stack(out) if out else None
+
+    def window(self, t: float, decisions: dict[str, tuple[bool, str]], rows: dict[str, np.ndarray | None],
+               faults: dict[str, str | None] | None = None
+               ) -> tuple[dict[str, np.ndarray | None], dict[str, str], dict[str, str]]:
+        """(features per modality or None, streams ``live``/``missing``, reasons)."""
+        feats, streams, reasons = {}, {}, {}
+        for m in self.names:
+            live, reason = decisions.get(m, (False, "unknown modality"))
+            fault = (faults or {}).get(m)
+            if fault is not None:
+                live, reason = False, fault
+            x = rows.get(m) if live else None
+            if live and x is None:
+                reason = NO_ROWS.get(m, reason)
+            streams[m] = "live" if x is not None else "missing"
+            reasons[m] = "ok" if x is not None else reason
+            feats[m] = x
+        return feats, streams, reasons
