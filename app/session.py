@@ -11,25 +11,19 @@ Data flow (all times are stream seconds, the clock of the pushed frames/chunks):
                               -> app.window.predict (admc.pipeline.predict_window)
                               -> WindowResult (app.window; published as its dict, RESULT_KEYS)
 
-Window assembly for a window ending at ``t`` (3 s long, :mod:`extractors.live_schema`;
-:class:`app.window.WindowAssembler`, pure):
+Window assembly for a window ending at ``t`` (3 s long, :mod:`extractors.live_schema`):
+:class:`extractors.window.WindowAssembler` (pure; the same assembler builds ``admc extract``'s
+training windows) -- ``A`` from the :class:`LldStream` frames, ``V`` from the face rows at 10 slots/s
+(sample-and-hold), ``T`` the word-piece features of the latest transcript -- each only while
+StreamHealth says that stream is live, else ``None`` -> completed by the ADN.
 
-* ``A``: the last 3 s of the stream's A rows (``[<=30, 130]``): ComParE LLD+deltas computed
-  incrementally every 200 ms (:class:`LldStream`; equal to one pass over the whole stream, as
-  ``admc extract`` runs on whole clips) and downsampled to 10 rows/s as the extractor does;
-* ``V``: face features sampled at 10 rows/s over the last 3 s: for each 100 ms slot the newest
-  frame at or before it with a usable face (sample-and-hold over at most two slots);
-* ``T``: word-piece features of the latest finalized transcript (a newer partial of the utterance
-  being spoken is used until its final arrives);
-
-each only while StreamHealth says that stream is live, else ``None`` -> completed by the ADN.
-
-Modes.  ``threaded=False`` (replay, tests): frames are processed inline in ``push_video``; the
-caller drives windows with :meth:`LiveSession.advance` (or :meth:`step`).  ``threaded=True`` (the
-UI, local capture, real-time replay): ``push_video`` only hands the newest frame to a face worker
-thread (older unprocessed frames are dropped, never queued), ``push_audio`` only resamples and
-runs the VAD, an aux thread extracts the audio LLDs and polls the ASR / encodes transcripts, and a
-ticker thread runs :meth:`step` every hop; the caller never waits on any extractor.  ASR always runs on the StreamingTranscriber's own worker.
+Modes.  Who runs what is the driver's business (app/driver.py): :class:`~app.driver.InlineDriver`
+(``threaded=False``: replay, tests; the caller drives windows with :meth:`LiveSession.advance`
+or :meth:`step`) or :class:`~app.driver.ThreadedDriver` (``threaded=True``: the UI, local capture,
+real-time replay; face worker, aux thread, window ticker).  The session's methods are the same in
+both.  ASR always runs on the StreamingTranscriber's own worker.  The extractors come from
+:class:`~app.components.Components`; results history and recording are :class:`~app.recording.Recorder`,
+counters and rates :class:`~app.stats.SessionStats`.
 
 Robustness.  An extractor exception, a garbage frame or chunk, or a source that stops delivering
 never raises out of the session: the stream is marked missing with the reason and the other
@@ -39,7 +33,6 @@ streams go on.  With all three missing the window carries no prediction (``probs
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections import deque
@@ -48,6 +41,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from app.components import Components, short_error as _short  # noqa: F401 - Components re-exported
+from app.driver import InlineDriver, ThreadedDriver
+from app.recording import Recorder
+from app.stats import RateMeter, SessionStats  # noqa: F401 - RateMeter re-exported
 from app.window import FaceRow, ModalityError, WindowAssembler, WindowResult, predict  # noqa: F401 - FaceRow re-exported
 from extractors.audio import TARGET_SR  # noqa: F401 - re-exported
 from extractors.audio_frontend import AudioFrontEnd, AudioRing, LldStream, prepare_chunk  # noqa: F401 - re-exported
@@ -58,11 +55,6 @@ from extractors.types import FaceResult
 
 MODS = ("A", "V", "T")
 _CORE_LOCK = threading.Lock()   # one core call at a time (models are shared between sessions)
-
-
-def _short(e: BaseException, n: int = 120) -> str:
-    s = f"{type(e).__name__}: {e}"
-    return s if len(s) <= n else s[: n - 3] + "..."
 
 
 # ------------------------------------------------------------------------------------------ config
@@ -87,99 +79,6 @@ class SessionConfig:
     transcript_lines: int = 20            # finalized utterances kept for the running transcript
 
 
-# ------------------------------------------------------------------------------------------ components
-class Components:
-    """The extractors, loaded once and shared by every session (each guarded by a lock).
-
-    A component that cannot be loaded is ``None`` and its modality is reported missing with the
-    reason in ``errors`` (e.g. ``{"T": "unavailable: ..."}``) -- the others still work.
-    """
-
-    def __init__(self, face=None, audio=None, recognizer=None, text=None, vad_factory=None,
-                 errors: dict[str, str] | None = None):
-        self.face = face
-        self.audio = audio
-        self.recognizer = recognizer
-        self.text = text
-        self.vad_factory = vad_factory
-        self.errors = dict(errors or {})
-        self.face_lock = threading.Lock()
-        self.text_lock = threading.Lock()
-
-    @property
-    def text_dim(self) -> int | None:
-        return getattr(self.text, "dim", None)
-
-    @classmethod
-    def load(cls, device="cpu", *, face: bool = True, audio: bool = True, asr: bool = True,
-             text: bool = True, face_kwargs: dict | None = None, asr_threads: int = 1,
-             asr_model: str | None = None, text_model: str | None = None) -> "Components":
-        errors: dict[str, str] = {}
-        fx = ax = rec = tx = vad_factory = None
-        if face:
-            try:
-                from extractors.face import FaceExtractor
-
-                fx = FaceExtractor(device=device, **(face_kwargs or {}))
-            except Exception as e:  # noqa: BLE001
-                errors["V"] = f"unavailable: face extractor ({_short(e)})"
-        if audio:
-            try:
-                from extractors.audio import AudioFeatureExtractor, VoiceActivityDetector
-
-                ax = AudioFeatureExtractor()
-                VoiceActivityDetector()           # the model file is there
-                vad_factory = VoiceActivityDetector
-            except Exception as e:  # noqa: BLE001
-                errors["A"] = f"unavailable: audio extractor ({_short(e)})"
-        if asr and vad_factory is not None:
-            try:
-                from extractors.speech import SpeechRecognizer
-
-                rec = SpeechRecognizer("faster-whisper", asr_model, cpu_threads=int(asr_threads))
-            except Exception as e:  # noqa: BLE001
-                errors["T"] = f"unavailable: speech recognizer ({_short(e)})"
-        elif not asr:
-            errors["T"] = "unavailable: ASR switched off"
-        if text and "T" not in errors:
-            try:
-                try:
-                    from transformers.utils import logging as hf_logging
-
-                    hf_logging.disable_progress_bar()
-                except Exception:  # noqa: BLE001
-                    pass
-                from extractors.text import TextEncoder
-
-                tx = TextEncoder(text_model)
-            except Exception as e:  # noqa: BLE001
-                errors["T"] = f"unavailable: text encoder ({_short(e)})"
-        if "A" in errors and "T" not in errors:
-            errors["T"] = "unavailable: needs the audio stream"
-        return cls(fx, ax, rec, tx, vad_factory, errors)
-
-
-# ------------------------------------------------------------------------------------------ buffers
-class RateMeter:
-    """Events per second over the last ``span`` seconds of wall time (bounded)."""
-
-    def __init__(self, span: float = 5.0, maxlen: int = 2000):
-        self.span = span
-        self.times: deque[float] = deque(maxlen=maxlen)
-
-    def tick(self, now: float | None = None) -> None:
-        self.times.append(time.perf_counter() if now is None else now)
-
-    def rate(self, now: float | None = None) -> float:
-        now = time.perf_counter() if now is None else now
-        while self.times and now - self.times[0] > self.span:
-            self.times.popleft()
-        if len(self.times) < 2:
-            return 0.0
-        dt = now - self.times[0]
-        return (len(self.times) - 1) / dt if dt > 0 else 0.0
-
-
 # ------------------------------------------------------------------------------------------ session
 class LiveSession:
     """One live stream (one person in front of one camera/microphone)."""
@@ -201,7 +100,7 @@ class LiveSession:
         self._lock = threading.RLock()
         self._closed = False
         self.core_error: str | None = None
-        self._t0_wall = time.perf_counter()
+        self.t0_wall = time.perf_counter()
 
         self.health = StreamHealth(self.cfg.health)
         face_cap = int(self.cfg.window_s * 60) + 16
@@ -225,7 +124,7 @@ class LiveSession:
         self.partial: str | None = None
         self._text_feat: np.ndarray | None = None
         self._text_src: str | None = None
-        self._text_final_end = -math.inf
+        self._text_final_end = -float("inf")
         self._asr_errors_seen = 0
 
         self.transcriber = None
@@ -235,35 +134,27 @@ class LiveSession:
             self.transcriber = StreamingTranscriber(components.recognizer, frontend=self.audio_in,
                                                     partial_every_s=self.cfg.asr_partial_every_s)
 
-        # results
-        self.results: deque[dict] = deque(maxlen=self.cfg.history)
-        self.recording = False
-        self.recorded: deque[dict] = deque(maxlen=self.cfg.record_limit)
+        # results, stats
+        self.recorder = Recorder(self.cfg.history, self.cfg.record_limit, self._lock)
+        self.perf = SessionStats()
         self.extra: dict[str, dict] = {}        # latest extra-head probabilities
         self.last_result: WindowResult | None = None
         self._next_t: float | None = None
-        self.preview_rate = RateMeter()
-        self.face_rate = RateMeter()
-        self.result_rate = RateMeter()
-        self.latencies: deque[float] = deque(maxlen=1000)
-        self.face_ms: deque[float] = deque(maxlen=1000)
-        self.counts = {"frames": 0, "faces": 0, "windows": 0, "audio_chunks": 0}
+        # who runs what: the caller (inline) or worker threads (app/driver.py)
+        self.driver = ThreadedDriver(self) if threaded else InlineDriver(self)
 
-        # threads (threaded mode)
-        self._frame_slot: tuple | None = None
-        self._frame_cv = threading.Condition()
-        self._threads: list[threading.Thread] = []
-        if threaded:
-            for name, target in (("face", self._face_loop), ("aux", self._aux_loop),
-                                 ("ticker", self._tick_loop)):
-                th = threading.Thread(target=target, name=f"live-{name}", daemon=True)
-                th.start()
-                self._threads.append(th)
+    # results and stats live in app/recording.py and app/stats.py
+    results = property(lambda self: self.recorder.results)
+    recorded = property(lambda self: self.recorder.recorded)
+    recording = property(lambda self: self.recorder.recording)
+    counts = property(lambda self: self.perf.counts)
+    face_ms = property(lambda self: self.perf.face_ms)
+    latencies = property(lambda self: self.perf.latencies)
 
     # -------------------------------------------------------------------- clock / controls
     def clock(self) -> float:
         """Seconds since the session started (wall clock): the stream time of live capture."""
-        return time.perf_counter() - self._t0_wall
+        return time.perf_counter() - self.t0_wall
 
     @property
     def can_mmer(self) -> bool:
@@ -291,7 +182,8 @@ class LiveSession:
         f = self.last_face
         if f is None or self.last_frame_t is None:
             return None
-        newest = self._frame_slot[1] if self._frame_slot is not None else self.last_frame_t
+        newest = self.driver.newest_frame_t()
+        newest = self.last_frame_t if newest is None else newest
         return f if newest - float(f.t) <= max_age else None
 
     def set_health(self, **kw) -> None:
@@ -303,17 +195,14 @@ class LiveSession:
                 setattr(self.cfg.health, k, v)   # the monitors read the config on every update
 
     def start_recording(self) -> None:
-        with self._lock:
-            self.recorded.clear()
-            self.recording = True
+        self.recorder.start()
 
     def stop_recording(self) -> list[dict]:
-        with self._lock:
-            self.recording = False
-            return list(self.recorded)
+        return self.recorder.stop()
 
     # -------------------------------------------------------------------- faults
-    def _fault(self, mod: str, reason: str, t: float, hold: float | None = None) -> None:
+    def fault(self, mod: str, reason: str, t: float, hold: float | None = None) -> None:
+        """Mark ``mod`` missing with ``reason`` from stream time ``t`` for ``hold`` seconds."""
         until = t + (self.cfg.fault_hold_s if hold is None else hold)
         with self._lock:
             self._faults[mod] = (reason, until)
@@ -339,55 +228,29 @@ class LiveSession:
         if self._closed:
             return self.last_face
         t = self.clock() if t is None else float(t)
-        self.preview_rate.tick()
-        self.counts["frames"] += 1
+        self.perf.frame()
         try:
             frame = self.cap_frame(frame)
         except Exception as e:  # noqa: BLE001
-            self._fault("V", f"bad frame: {_short(e)}", t)
+            self.fault("V", f"bad frame: {_short(e)}", t)
             return self.last_face
-        if self.threaded:
-            with self._frame_cv:
-                self._frame_slot = (frame, t)       # the newest frame wins; never a queue
-                self._frame_cv.notify()
-            return self.last_face
-        if not self.face_in.due(t):
-            return self.last_face
-        self._process_frame(frame, t)
+        self.driver.frame(frame, t)                 # inline: processed now if due; threaded: handed over
         return self.last_face
 
-    def _process_frame(self, frame, t: float) -> None:
+    def process_frame(self, frame, t: float) -> None:
+        """A frame due for the face extractor: the face front end, then health and the V rows."""
         ff = self.face_in.process(frame, t)
         if ff.error is not None:
-            self._fault("V", f"extractor error: {_short(ff.error)}", t)
-        if ff.ms is not None:
-            self.face_ms.append(ff.ms)
-        self.face_rate.tick()
-        self.counts["faces"] += 1
+            self.fault("V", f"extractor error: {_short(ff.error)}", t)
+        self.perf.face(ff.ms)
         with self._lock:
             try:
                 self.health.update_video(ff)
             except Exception as e:  # noqa: BLE001
-                self._fault("V", f"health error: {_short(e)}", t)
+                self.fault("V", f"health error: {_short(e)}", t)
             self._faces.append(FaceRow(t, ff.feature))
             self.last_face = ff.result
             self.last_frame_t = t
-
-    def _face_loop(self) -> None:
-        while True:
-            with self._frame_cv:
-                while self._frame_slot is None and not self._closed:
-                    self._frame_cv.wait(0.5)
-                if self._closed:
-                    return
-                frame, t = self._frame_slot
-                self._frame_slot = None
-            if not self.face_in.due(t):
-                continue
-            try:
-                self._process_frame(frame, t)
-            except Exception as e:  # noqa: BLE001
-                self._fault("V", f"extractor error: {_short(e)}", t)
 
     # -------------------------------------------------------------------- audio
     def push_audio(self, chunk, sr: int, t: float | None = None) -> None:
@@ -403,19 +266,17 @@ class LiveSession:
             if x.size == 0:
                 return
         except Exception as e:  # noqa: BLE001
-            self._fault("A", f"bad audio: {_short(e, 80)}", a_next or now)
+            self.fault("A", f"bad audio: {_short(e, 80)}", a_next or now)
             return
         if t is None:
-            t = a_next if a_next is not None else now
-            if self.threaded and t < now - 3.0:       # the microphone stopped for a while
-                t = now - x.size / sr
+            t = self.driver.chunk_time(a_next, now, x.size / sr)
         t = float(t)
         try:
             self.audio_in.push_mono(x, sr, t)         # -> on_audio / on_run_start (under the lock)
-            if self._lld is not None and not self.threaded:
-                self._update_lld()                    # threaded: on the aux thread
         except Exception as e:  # noqa: BLE001
-            self._fault("A", f"extractor error: {_short(e)}", t)
+            self.fault("A", f"extractor error: {_short(e)}", t)
+            return
+        self.driver.audio_pushed()                    # inline: audio features now; threaded: aux thread
 
     # audio front-end consumer (called under self._lock)
     def on_run_start(self, t: float) -> None:
@@ -428,11 +289,14 @@ class LiveSession:
         for st in frame.steps:
             self.health.update_audio(st)
 
-    def _update_lld(self, force: bool = False) -> None:
+    def update_audio_features(self, force: bool = False) -> None:
+        """Bring the openSMILE LLD stream up to date with the ring (``force``: to its end)."""
+        if self._lld is None:
+            return
         try:
             self._lld.update(self._audio, self._lock, force=force)
         except Exception as e:  # noqa: BLE001
-            self._fault("A", f"extractor error: {_short(e)}", self.audio_in.next_t or 0.0)
+            self.fault("A", f"extractor error: {_short(e)}", self.audio_in.next_t or 0.0)
 
     def window_rows(self, t: float) -> dict:
         """The rows per modality the streams have delivered for the window ending at ``t``
@@ -453,13 +317,13 @@ class LiveSession:
         if len(errs) > self._asr_errors_seen:
             e = errs[-1]
             self._asr_errors_seen = len(errs)
-            self._fault("T", f"asr failure: {_short(e, 80)}", self.health.now, hold=3.0)
+            self.fault("T", f"asr failure: {_short(e, 80)}", self.health.now, hold=3.0)
         for s in segs:
             with self._lock:
                 try:
                     self.health.update_text(s)
                 except Exception as e:  # noqa: BLE001
-                    self._fault("T", f"health error: {_short(e)}", self.health.now)
+                    self.fault("T", f"health error: {_short(e)}", self.health.now)
             text = (s.text or "").strip()
             if s.final:
                 if text:
@@ -476,7 +340,7 @@ class LiveSession:
                         enc = self.c.text(text)
                     feat = None if enc is None else enc[0]
                 except Exception as e:  # noqa: BLE001
-                    self._fault("T", f"extractor error: {_short(e)}", self.health.now)
+                    self.fault("T", f"extractor error: {_short(e)}", self.health.now)
             with self._lock:
                 if feat is not None:
                     self._text_feat, self._text_src = feat, text
@@ -491,28 +355,11 @@ class LiveSession:
             parts.append(self.partial + " ...")
         return " ".join(parts)
 
-    def _aux_loop(self) -> None:
-        """Threaded mode: audio features (openSMILE LLD stream) and ASR results / text features,
-        off the capture handlers and off the window ticker."""
-        while not self._closed:
-            if self._lld is not None:
-                self._update_lld()
-            try:
-                self.pump_text()
-            except Exception as e:  # noqa: BLE001
-                self._fault("T", f"extractor error: {_short(e)}", self.health.now)
-            time.sleep(0.05)
-
     # -------------------------------------------------------------------- windows
     def step(self, t: float | None = None, due_wall: float | None = None) -> dict:
         """Analyse the window ending at stream time ``t``; returns the result dict."""
         t = self.clock() if t is None else float(t)
-        if not self.threaded:
-            segs = None
-            if self.cfg.asr_sync and self.transcriber is not None:
-                segs = self.transcriber.drain(timeout=30.0)
-            self.pump_text(segs)
-            due_wall = None          # ASR waits and text encoding are not window latency
+        due_wall = self.driver.before_window(due_wall)   # inline: ASR results collected first
         due = time.perf_counter() if due_wall is None else due_wall
         with self._lock:
             dec = {m: (d.live, d.reason) for m, d in self.health.poll(t).items()}
@@ -541,13 +388,8 @@ class LiveSession:
                            round((time.perf_counter() - due) * 1000.0, 2))
         self.last_result = win
         res = win.to_dict()
-        self.latencies.append(win.latency_ms)
-        self.result_rate.tick()
-        self.counts["windows"] += 1
-        with self._lock:
-            self.results.append(res)
-            if self.recording:
-                self.recorded.append(res)
+        self.perf.window(win.latency_ms)
+        self.recorder.add(res)
         if self.on_result is not None:
             try:
                 self.on_result(res)
@@ -584,46 +426,13 @@ class LiveSession:
             self._next_t += hop
         return out
 
-    def _tick_loop(self) -> None:
-        hop = self.cfg.hop_s
-        next_wall = time.perf_counter() + hop
-        while not self._closed:
-            delay = next_wall - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
-            if self._closed:
-                return
-            due = next_wall
-            next_wall += hop
-            if time.perf_counter() - next_wall > hop:     # fell behind: skip, never pile up
-                next_wall = time.perf_counter() + hop
-            try:
-                self.step(due - self._t0_wall, due_wall=due)
-            except Exception:  # noqa: BLE001 - the ticker must survive anything
-                pass
-
     # -------------------------------------------------------------------- stats / close
     def stats(self) -> dict:
-        lat = sorted(self.latencies)
-
-        def pct(p):
-            if not lat:
-                return None
-            return round(lat[min(len(lat) - 1, int(math.ceil(p / 100 * len(lat))) - 1)], 1)
-
-        return {
-            "preview_fps": round(self.preview_rate.rate(), 1),
-            "face_fps": round(self.face_rate.rate(), 1),
-            "predictions_per_s": round(self.result_rate.rate(), 2),
-            "latency_p50_ms": pct(50),
-            "latency_p95_ms": pct(95),
-            "face_ms_p50": round(float(np.median(self.face_ms)), 1) if self.face_ms else None,
-        }
+        return self.perf.summary()
 
     def finish(self, timeout: float = 30.0) -> None:
         """End of stream: flush the ASR (final utterance) and collect its results."""
-        if self._lld is not None:
-            self._update_lld(force=True)
+        self.update_audio_features(force=True)
         tr = self.transcriber
         try:
             self.audio_in.flush()                     # the ASR's open utterance ends here
@@ -641,10 +450,7 @@ class LiveSession:
         if self._closed:
             return
         self._closed = True
-        with self._frame_cv:
-            self._frame_cv.notify_all()
-        for th in self._threads:
-            th.join(timeout=2.0)
+        self.driver.close()
         if self.transcriber is not None:
             try:
                 self.transcriber.close(timeout=5.0)

@@ -413,3 +413,36 @@ def test_window_assembler_is_pure_and_names_why():
     assert list(rows[:, 0]) == [31, 33, 34, 36, 37, 39, 40, 42, 43, 44, 44,          # 3.0, 3.1: frame 44 held
                                 54, 55, 57, 58, 60, 61, 63, 64, 66, 67, 69, 70, 72, 73, 75]  # 3.2-3.5: none
     assert wa.v_rows(faces, 20.0) is None
+
+
+# ------------------------------------------------------------------------------------------ session structure
+def test_threading_is_the_drivers_business(tiny_model):  # noqa: F811
+    """The session's methods are the same in both modes: no method branches on ``threaded`` and no
+    thread is started in app/session.py; the threaded driver runs the same process_frame on its
+    face worker that the inline driver runs on the caller's thread."""
+    import inspect
+    import threading
+    import time
+
+    import app.session as sess
+    from app.driver import InlineDriver, ThreadedDriver
+    from app.session import LiveSession, SessionConfig
+    from tests.test_app import fake_components
+
+    src = inspect.getsource(sess)
+    assert "threading.Thread(" not in src and src.count("self.threaded") == 1   # the attribute only
+    frame = np.random.default_rng(0).integers(0, 255, (120, 160, 3), dtype=np.uint8)
+    for threaded, driver in ((False, InlineDriver), (True, ThreadedDriver)):
+        s = LiveSession(tiny_model, fake_components(), SessionConfig(face_fps=None), threaded=threaded)
+        assert type(s.driver) is driver
+        seen = []
+        real = s.process_frame
+        s.process_frame = lambda f, t, real=real: (seen.append(threading.current_thread().name), real(f, t))
+        s.push_video(frame, 0.0)
+        for _ in range(100):
+            if seen:
+                break
+            time.sleep(0.02)
+        s.close()
+        assert seen == (["live-face"] if threaded else [threading.current_thread().name])
+        assert s.counts["frames"] == 1 and s.counts["faces"] == 1

@@ -1,0 +1,145 @@
+"""How a :class:`~app.session.LiveSession` is driven: what runs on the caller's thread and what on
+workers.  The session's own methods are the same in both modes; only the driver differs.
+
+* :class:`InlineDriver` (``LiveSession(threaded=False)``: fast replay, tests): a frame due for the
+  face extractor is processed in ``push_video``; the audio features are brought up to date in
+  ``push_audio``; before each window the ASR results are collected (with ``asr_sync``, after
+  waiting for the jobs queued so far); the caller runs the windows (``advance`` / ``step``).
+* :class:`ThreadedDriver` (``threaded=True``: the UI, local capture, real-time replay):
+  ``push_video`` only hands the newest frame to a face worker (older unprocessed frames are
+  dropped, never queued); an aux thread runs openSMILE and collects ASR results; a ticker runs a
+  window every hop on the wall clock.  The capture handlers never wait on an extractor.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from app.components import short_error
+
+
+class InlineDriver:
+    threaded = False
+
+    def __init__(self, session):
+        self.s = session
+
+    def frame(self, frame, t: float) -> None:
+        if self.s.face_in.due(t):
+            self.s.process_frame(frame, t)
+
+    def chunk_time(self, next_t: float | None, now: float, duration: float) -> float:
+        """Stream time of a chunk pushed without one: right after the previous chunk."""
+        return next_t if next_t is not None else now
+
+    def audio_pushed(self) -> None:
+        self.s.update_audio_features()
+
+    def before_window(self, due_wall: float | None) -> None:
+        """Collect the ASR results (ASR waits and text encoding are not window latency: the
+        window is due after them)."""
+        s = self.s
+        segs = None
+        if s.cfg.asr_sync and s.transcriber is not None:
+            segs = s.transcriber.drain(timeout=30.0)
+        s.pump_text(segs)
+        return None
+
+    def newest_frame_t(self) -> float | None:
+        return None
+
+    def close(self) -> None:
+        pass
+
+
+class ThreadedDriver:
+    threaded = True
+
+    def __init__(self, session):
+        self.s = session
+        self._slot: tuple | None = None
+        self._cv = threading.Condition()
+        self._closed = False
+        self.threads: list[threading.Thread] = []
+        for name, target in (("face", self._face_loop), ("aux", self._aux_loop), ("ticker", self._tick_loop)):
+            th = threading.Thread(target=target, name=f"live-{name}", daemon=True)
+            th.start()
+            self.threads.append(th)
+
+    def frame(self, frame, t: float) -> None:
+        with self._cv:
+            self._slot = (frame, t)                  # the newest frame wins; never a queue
+            self._cv.notify()
+
+    def chunk_time(self, next_t: float | None, now: float, duration: float) -> float:
+        t = next_t if next_t is not None else now
+        if t < now - 3.0:                             # the microphone stopped for a while
+            t = now - duration
+        return t
+
+    def audio_pushed(self) -> None:
+        pass                                          # openSMILE runs on the aux thread
+
+    def before_window(self, due_wall: float | None) -> float | None:
+        return due_wall
+
+    def newest_frame_t(self) -> float | None:
+        slot = self._slot
+        return slot[1] if slot is not None else None
+
+    def close(self) -> None:
+        self._closed = True
+        with self._cv:
+            self._cv.notify_all()
+        for th in self.threads:
+            th.join(timeout=2.0)
+
+    # -------------------------------------------------------------------- workers
+    def _face_loop(self) -> None:
+        s = self.s
+        while True:
+            with self._cv:
+                while self._slot is None and not self._closed:
+                    self._cv.wait(0.5)
+                if self._closed:
+                    return
+                frame, t = self._slot
+                self._slot = None
+            if not s.face_in.due(t):
+                continue
+            try:
+                s.process_frame(frame, t)
+            except Exception as e:  # noqa: BLE001
+                s.fault("V", f"extractor error: {short_error(e)}", t)
+
+    def _aux_loop(self) -> None:
+        """Audio features (openSMILE LLD stream) and ASR results / text features, off the capture
+        handlers and off the window ticker."""
+        s = self.s
+        while not self._closed:
+            s.update_audio_features()
+            try:
+                s.pump_text()
+            except Exception as e:  # noqa: BLE001
+                s.fault("T", f"extractor error: {short_error(e)}", s.health.now)
+            time.sleep(0.05)
+
+    def _tick_loop(self) -> None:
+        s = self.s
+        hop = s.cfg.hop_s
+        next_wall = time.perf_counter() + hop
+        while not self._closed:
+            delay = next_wall - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            if self._closed:
+                return
+            due = next_wall
+            next_wall += hop
+            if time.perf_counter() - next_wall > hop:     # fell behind: skip, never pile up
+                next_wall = time.perf_counter() + hop
+            try:
+                s.step(due - s.t0_wall, due_wall=due)
+            except Exception:  # noqa: BLE001 - the ticker must survive anything
+                pass
