@@ -268,7 +268,7 @@ class SampleExtractor:
         def flush():
             if not frames:
                 return
-            for fr_t, r in zip(ts, self.face.extract_batch(frames, ts)):
+            for fr_t, r in zip(ts, self.face.extract_batch(frames, ts, [None] * len(frames))):  # checked below
                 faces.append(FaceRow(fr_t, usable_feature(r, s.v_min_score)))
             frames.clear()
             ts.clear()

@@ -267,16 +267,20 @@ class FaceExtractor:
         return FaceTracker(self, **kwargs)
 
     # ---------------------------------------------------------------- frames
-    def __call__(self, frame_rgb: np.ndarray, t: float) -> FaceResult:
-        return self.extract_batch([frame_rgb], [t])[0]
+    def __call__(self, frame_rgb: np.ndarray, t: float, problem: str | None | bool = False) -> FaceResult:
+        return self.extract_batch([frame_rgb], [t], None if problem is False else [problem])[0]
 
-    def extract_batch(self, frames: Sequence[np.ndarray], ts: Sequence[float] | None = None) -> list[FaceResult]:
-        """Frames (uint8 RGB, any sizes) -> one FaceResult each; the network runs once on all faces."""
+    def extract_batch(self, frames: Sequence[np.ndarray], ts: Sequence[float] | None = None,
+                      problems: Sequence[str | None] | None = None) -> list[FaceResult]:
+        """Frames (uint8 RGB, any sizes) -> one FaceResult each; the network runs once on all faces.
+        ``problems``: each frame's verdict (:func:`frame_problem`) when the caller has it already
+        (None: judged here)."""
         ts = list(ts) if ts is not None else [float(i) for i in range(len(frames))]
+        problems = list(problems) if problems is not None else [False] * len(frames)
         results: list[FaceResult] = []
         crops, owners = [], []
-        for frame, t in zip(frames, ts):
-            if frame_problem(frame) is not None:
+        for frame, t, problem in zip(frames, ts, problems):
+            if (frame_problem(frame) if problem is False else problem) is not None:
                 results.append(_no_face(t))
                 continue
             try:
@@ -344,8 +348,9 @@ class FaceTracker:
     O-Net loses the face (then on that same frame, so an occluded face is reported missing at once),
     and every ``redetect_every`` frames so a new, larger face in front of the camera is picked up.
 
-    Call it like the extractor: ``tracker(frame_rgb, t) -> FaceResult``.  One stream's state: not
-    thread-safe.  Never raises on a bad frame.  ``stats`` counts full searches and tracked frames.
+    Call it like the extractor: ``tracker(frame_rgb, t) -> FaceResult``; ``problem=`` the frame's
+    verdict when the caller has it (the face front end), so the frame is checked once.  One stream's
+    state: not thread-safe.  Never raises on a bad frame.  ``stats`` counts full searches and tracked frames.
     """
 
     def __init__(self, extractor: FaceExtractor, *, redetect_every: int = 15, passes: int = 2):
@@ -371,8 +376,8 @@ class FaceTracker:
             found, box = r, r[0]
         return found
 
-    def __call__(self, frame_rgb: np.ndarray, t: float) -> FaceResult:
-        if frame_problem(frame_rgb) is not None:
+    def __call__(self, frame_rgb: np.ndarray, t: float, problem: str | None | bool = False) -> FaceResult:
+        if (frame_problem(frame_rgb) if problem is False else problem) is not None:
             self.reset()
             return _no_face(t)
         try:

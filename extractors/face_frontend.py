@@ -7,7 +7,8 @@
       -> due(t)             at most ``face_fps`` frames/s go on (the first at or after each tick)
       -> frame_problem      the frame verdict, once ("black frame", "bad frame: ..."); a bad frame
                             skips the extractor (the tracker forgets its box, as it would itself)
-      -> FaceTracker / FaceExtractor (MTCNN or O-Net tracking, alignment, mini-Xception)
+      -> FaceTracker / FaceExtractor (MTCNN or O-Net tracking, alignment, mini-Xception),
+                            handed the verdict (``problem=``) instead of checking the frame again
       -> FaceFrame          result + verdict + the aligned crop the features came from + the frame's
                             digest (frozen-camera check) + the V-row feature if the face is usable
 
@@ -104,8 +105,8 @@ class _CropTap:
         self.fx._describe(results, crops)
         self.last_crop = crops[-1] if len(crops) else None
 
-    def __call__(self, frame, t):
-        return type(self.fx).extract_batch(self, [frame], [t])[0]
+    def __call__(self, frame, t, problem=False):
+        return type(self.fx).extract_batch(self, [frame], [t], None if problem is False else [problem])[0]
 
 
 class FaceFrontEnd:
@@ -184,7 +185,10 @@ class FaceFrontEnd:
                     with self.lock:
                         if self._tap is not None:
                             self._tap.last_crop = None
-                        res = self.fn(frame, t)
+                        if self._tap is not None:     # ours (tap or tracker): the verdict goes in
+                            res = self.fn(frame, t, problem=problem)
+                        else:
+                            res = self.fn(frame, t)
                         if self._tap is not None and getattr(res, "detected", False):
                             crop = self._tap.last_crop
                 except Exception as e:  # noqa: BLE001 - an extractor failure must not stop the stream

@@ -245,8 +245,8 @@ def _frames(imgs):
 
 
 def test_face_front_end_aligns_once_and_health_reads_its_frames(face_clip, monkeypatch):
-    """Per frame: one alignment (the tracker's, handed on in the FaceFrame), one frame verdict for
-    health; VideoHealth reading FaceFrames decides exactly as VideoHealth given the frames."""
+    """Per frame: one alignment (the tracker's, handed on in the FaceFrame), one frame verdict (the
+    front end's, handed to the tracker or extractor: no second check); VideoHealth reading FaceFrames decides exactly as VideoHealth given the frames."""
     import extractors.face as face_mod
     import extractors.face_frontend as ffe
     from app.session import SessionConfig
@@ -259,8 +259,10 @@ def test_face_front_end_aligns_once_and_health_reads_its_frames(face_clip, monke
     monkeypatch.setattr(face_mod, "align_face", lambda *a, **k: aligned.append(1) or align(*a, **k))
     monkeypatch.setattr(ffe, "align_face", face_mod.align_face)
     monkeypatch.setattr(ffe, "frame_problem", lambda f: checked.append(1) or check(f))
+    monkeypatch.setattr(face_mod, "frame_problem", lambda f: checked.append(1) or check(f))  # tracker, extractor
     cfg = HealthConfig()
     fe = FaceFrontEnd(fx, SessionConfig(face_fps=None), cfg)
+    untracked = FaceFrontEnd(fx, SessionConfig(face_fps=None, face_tracking=False), cfg)
     live, reference = VideoHealth(cfg), VideoHealth(HealthConfig())
     tracker = fx.tracker()
     for t, frame in _frames(imgs):
@@ -270,6 +272,9 @@ def test_face_front_end_aligns_once_and_health_reads_its_frames(face_clip, monke
         assert len(aligned) - n_aligned == (1 if ff.result.detected else 0)
         d = live.read(ff)
         assert len(aligned) - n_aligned == (1 if ff.result.detected else 0)   # health made no crop
+        n_checked = len(checked)
+        untracked.process(frame, t)                                            # the extractor, no tracker
+        assert len(checked) - n_checked == 1
         ref = reference.update(tracker(frame, t), frame)                       # health given the frame
         assert (d.live, d.reason) == (ref.live, ref.reason), t
         if ff.result.detected:
