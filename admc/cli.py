@@ -286,6 +286,11 @@ def cmd_info(args) -> int:
     print(f"classes   {', '.join(schema.classes)}")
     for m in schema.modalities:
         print(f"modality  {m.name}: {m.kind} dim {m.dim} encoder {m.encoder}")
+    td = meta.get("train", {}).get("train_data")
+    if isinstance(td, dict):  # a reduced train split (admc.regimes)
+        print(f"train     {cfg.data.train_missing_rate:g} of the modality entries dropped "
+              f"({td.get('full_samples')} of {td.get('samples')} samples complete), "
+              f"labels on {td.get('labelled')} samples")
     adn = dataclasses.asdict(cfg.adn)
     tr = meta.get("train", {})
     from admc.pipeline import config_for_method

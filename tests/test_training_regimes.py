@@ -151,6 +151,8 @@ def test_cli_trains_on_a_reduced_train_split_and_records_it(tmp_path):
     td = meta["train"]["train_data"]
     assert td["labelled"] == 45 and td["missing_entries"] == 0.4 and td["full_samples"] < 90
     assert meta["train"]["adn"]["train_samples"] < 90
+    info = subprocess.run([sys.executable, "-m", "admc.cli", "info", str(out)], capture_output=True, text=True)
+    assert "train     0.4 of the modality entries dropped" in info.stdout and "labels on 45 samples" in info.stdout
     bad = subprocess.run(cmd[:-len(FAST)] + ["--overwrite", "--train-missing-rate", "1"], capture_output=True,
                          text=True)
     assert bad.returncode == 2
