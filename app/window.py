@@ -17,8 +17,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field, fields
 
-import numpy as np
-
 from admc.errors import ModalityError  # noqa: F401 - re-exported: the core raises it
 from app import RESULT_KEYS
 from extractors.window import NO_ROWS, FaceRow, WindowAssembler  # noqa: F401 - re-exported
