@@ -7,7 +7,8 @@ moment ``C = E[x x^T]``, the prior for availability mask ``a`` (missing ``m``) i
 
     mu_m = C_ma (C_aa + lambda I)^{-1} x_a        (ridge regression from the available rows)
 
-with one shrinkage ``lambda`` chosen on validation.  Only ``C`` and ``lambda`` are saved with a run;
+with one shrinkage ``lambda`` chosen on validation.  A training set with missing modalities gives
+each block ``C_ij`` from the samples that have both modalities (pairwise-complete moments).  Only ``C`` and ``lambda`` are saved with a run;
 the per-mask maps are solved on first use and cached (bounded by ``cache_bytes``).
 """
 
