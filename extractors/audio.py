@@ -189,6 +189,9 @@ class AudioFeatureExtractor:
         if len(names) != FEATURE_DIM:
             raise RuntimeError(f"openSMILE returned {len(names)} ComParE features, expected 130")
         self.feature_names: list[str] = names
+        self._engine = None            # the reused openSMILE instance (see _run_smile)
+        self._engine_ran = False
+        self._engine_ok = True         # False: the reuse failed once; process_signal from then on
 
     @property
     def frame_rate(self) -> float:
@@ -202,15 +205,75 @@ class AudioFeatureExtractor:
         x = np.clip(x, -1.0, 32767.0 / 32768.0)
         if x.size < int(0.06 * self.target_sr):            # shorter than one 60 ms window
             return np.zeros((0, FEATURE_DIM), dtype=np.float32)
-        import warnings
-
-        with self._lock, warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)   # "Segment too short, filling with NaN"
-            df = self._smile.process_signal(x, self.target_sr)
-        feats = df.to_numpy(dtype=np.float32)
+        with self._lock:
+            feats = self._run_smile(x)
         if np.isnan(feats).all(axis=1).any():
             feats = feats[~np.isnan(feats).all(axis=1)]
         return np.nan_to_num(feats, nan=0.0, posinf=0.0, neginf=0.0)
+
+    def _run_smile(self, x: np.ndarray) -> np.ndarray:
+        """openSMILE on ``x`` (target rate, clipped), float32 ``[n, 130]``: the values
+        ``Smile.process_signal`` gives (same config, same int16 conversion, same sink), without
+        its per-call set-up.  ``process_signal`` builds and parses the ComParE configuration and
+        wraps the frames in pandas on every call -- about half the cost of a live 1.3 s block --
+        so one openSMILE instance is kept and reset between runs (``smile_reset``: "call run
+        again without initialize").  The live path calls this ~4-5 times a second.  Any failure
+        of the reused instance falls back to ``process_signal`` for good.  Caller holds ``_lock``."""
+        if self._engine_ok:
+            try:
+                return self._run_engine(x)
+            except Exception:  # noqa: BLE001 - an openSMILE/API surprise: the documented path
+                self._engine_ok = False
+                self._free_engine()
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)   # "Segment too short, filling with NaN"
+            df = self._smile.process_signal(x, self.target_sr)
+        return df.to_numpy(dtype=np.float32)
+
+    def _run_engine(self, x: np.ndarray) -> np.ndarray:
+        # what opensmile.Smile._extract (2.6.0) does for one channel, on a kept instance
+        import os
+
+        from opensmile.core.config import config
+        from opensmile.core.smile import Smile
+
+        if self._engine is None:
+            opts = self._smile._options()
+            opts["source"] = os.path.join(self._smile.default_config_root, config.EXTERNAL_INPUT_CONFIG)
+            opts["sampleRate"] = self.target_sr
+            opts["nBits"] = 16
+            self._engine, self._engine_ran = self._smile._smile(options=opts), False
+        eng = self._engine
+        if self._engine_ran:
+            eng.reset()
+        self._engine_ran = True
+        y: list[np.ndarray] = []
+        eng._callbacks.clear()         # the previous run's sink callback (re-registered below)
+        eng.external_sink_set_callback_ex(config.EXTERNAL_OUTPUT_COMPONENT, Smile._sink_callback(y, [], []))
+        pcm = np.asarray(x).copy()
+        pcm *= 32768
+        eng.external_audio_source_write_data(config.EXTERNAL_SOURCE_COMPONENT, bytes(pcm.astype(np.int16)))
+        eng.external_audio_source_set_eoi(config.EXTERNAL_SOURCE_COMPONENT)
+        eng.run()
+        if not y:                      # process_signal: one NaN row ("Segment too short")
+            return np.full((1, FEATURE_DIM), np.nan, np.float32)
+        return np.vstack(y).astype(np.float32, copy=False)
+
+    def _free_engine(self) -> None:
+        eng, self._engine = self._engine, None
+        if eng is not None:
+            try:
+                eng.free()
+            except Exception:  # noqa: BLE001
+                pass
+
+    def __del__(self):
+        try:
+            self._free_engine()
+        except Exception:  # noqa: BLE001
+            pass
 
     def __call__(self, waveform, sr: int) -> np.ndarray:
         return self.downsample_frames(self.lld(waveform, sr))

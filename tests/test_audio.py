@@ -119,6 +119,26 @@ def test_features_edge_cases(fe):
     np.testing.assert_allclose(fe(stereo, 16000), out, atol=1e-3)
 
 
+def test_reused_opensmile_instance_equals_process_signal(fe, clip):
+    """lld() keeps one openSMILE instance and resets it between runs: bit for bit the values of a
+    fresh ``Smile.process_signal`` per call, run after run (short, silent, clipped, long)."""
+    import warnings
+
+    x, sr, _, _ = clip
+    x16 = resample(x, sr).astype(np.float32)
+    segs = [x16[16000:36960], x16[:1000], np.zeros(20960, np.float32), np.clip(3 * x16[20000:40000], -1, 1),
+            x16, x16[50000:50961], x16[16000:36960]]
+    for seg in segs:
+        got = fe.lld(seg, 16000)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            ref = fe._smile.process_signal(np.clip(seg, -1.0, 32767 / 32768), 16000).to_numpy(np.float32)
+        ref = np.nan_to_num(ref[~np.isnan(ref).all(axis=1)], nan=0.0, posinf=0.0, neginf=0.0)
+        assert got.shape == ref.shape and np.array_equal(got, ref), seg.size
+    assert fe._engine_ok and fe._engine is not None
+    assert len(fe._engine._callbacks) == 1          # callbacks do not pile up run after run
+
+
 # ---------------------------------------------------------------------------------- VAD
 
 def test_vad_high_on_speech_low_on_silence_and_noise(vad, clip):
