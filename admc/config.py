@@ -196,6 +196,12 @@ class DataConfig:
     # fusion learn from the labelled samples, the completer from every sample
     label_fraction: float = 1.0
 
+    def __post_init__(self):
+        if not 0 <= self.train_missing_rate < 1:
+            raise ConfigError(f"data.train_missing_rate must be in [0, 1), got {self.train_missing_rate!r}")
+        if not 0 < self.label_fraction <= 1:
+            raise ConfigError(f"data.label_fraction must be in (0, 1], got {self.label_fraction!r}")
+
 
 @dataclass
 class TrainConfig:

@@ -58,6 +58,9 @@ def test_training_data_drops_entries_at_the_rate_keeps_one_modality_and_is_seede
     assert np.array_equal(counts, np.round(0.25 * np.bincount(ds["train"].labels)).astype(int))
     assert ds["train"].presence_matrix(names).all()  # the dataset itself is untouched
     assert len(labelled_indices(np.array([0, 0, 1]), 0.01, np.random.default_rng(0))) == 2  # one per class
+    for bad in (dict(train_missing_rate=1.0), dict(train_missing_rate=-0.1), dict(label_fraction=0.0)):
+        with pytest.raises(ValueError, match=f"data.{next(iter(bad))} must be in"):
+            DataConfig(**bad)
 
 
 def test_the_linear_prior_learns_from_incomplete_samples_pairwise():
