@@ -77,6 +77,7 @@ def run_bench(ds: FeatureDataset, out: Path, methods: list[str], base: TrainConf
     t0 = time.time()
     for seed in seeds:
         encoders_from = None
+        train_split = training_data(ds["train"], ds.names, base.data, seed).split  # what every method trains on
         for method in methods:
             cfg = _config_for(base, method, seed)
             run_dir = out / "runs" / f"{method}-seed{seed}"
@@ -94,7 +95,7 @@ def run_bench(ds: FeatureDataset, out: Path, methods: list[str], base: TrainConf
             per_method[method].append(evaluate(model, ds[split], seed, missing_rates, runs, embedded=emb))
             if model.completes:
                 # the reference ridge sees the full training samples the method saw
-                z_tr, p_tr = model.embed(training_data(ds["train"], ds.names, cfg.data, seed).split)
+                z_tr, p_tr = model.embed(train_split)
                 full = z_tr[p_tr.all(dim=1)]
                 ridge = RidgeCompleter(full.cpu().numpy()) if len(full) >= 10 else None
                 for sp, e in (("val", model.embed(ds["val"])), (split, emb)):

@@ -90,19 +90,12 @@ def fit_standardization(model: ADMCModel, train: Split) -> None:
 
 # ---- stage 2: completion (ADN, ridge prior or nothing) ----------------------------------------------
 
-def _fit_completer(completer, z_tr, p_tr, full_va, seed: int) -> dict:
-    """A completer learns from the full training samples; from every training sample with the rows
-    that are there (``present``) when the training set itself has missing modalities."""
-    if bool(p_tr.all()):
-        return completer.fit(z_tr, full_va, seed)
-    return completer.fit(z_tr, full_va, seed, present=p_tr)
-
-
 def train_completer(model: ADMCModel, z_tr: torch.Tensor, p_tr: torch.Tensor, z_va: torch.Tensor,
                     p_va: torch.Tensor, y_va: np.ndarray, seed: int) -> dict:
-    """Fit the method's completer on the training samples (selection on full validation ones);
+    """Fit the method's completer on the training samples, with the rows that are there (``present``;
+    a completer treats an all-present mask as full samples), selection on full validation ones;
     the paper variant's start step n is then chosen on validation (:func:`choose_start_step`)."""
-    info = _fit_completer(model.completer, z_tr, p_tr, z_va[p_va.all(dim=1)], seed)
+    info = model.completer.fit(z_tr, z_va[p_va.all(dim=1)], seed, present=p_tr)
     if model.completer.uses_start_step and model.cfg.adn.start_step is None:
         info.update(choose_start_step(model, z_va, p_va, y_va, seed))
     return info
@@ -110,7 +103,7 @@ def train_completer(model: ADMCModel, z_tr: torch.Tensor, p_tr: torch.Tensor, z_
 
 def train_adn(model: ADMCModel, z_tr, p_tr, z_va, p_va, seed: int) -> dict:
     """The ADN stage alone (no start step choice); kept for the benchmark scripts."""
-    return _fit_completer(model.completer, z_tr, p_tr, z_va[p_va.all(dim=1)], seed)
+    return model.completer.fit(z_tr, z_va[p_va.all(dim=1)], seed, present=p_tr)
 
 
 def choose_start_step(model: ADMCModel, z_va: torch.Tensor, p_va: torch.Tensor, y_va: np.ndarray | None,
@@ -161,7 +154,7 @@ class CrossFit:
             fm.prior = getattr(fm.completer, "prior", None)
             fm.to(z_tr.device)
             sel = self.fold_of != k
-            _fit_completer(fm.completer, z_tr[sel], p_tr[sel], full_va, seed + 1000 * (k + 1))
+            fm.completer.fit(z_tr[sel], full_va, seed + 1000 * (k + 1), present=p_tr[sel])
             fm.start_step = model.start_step  # the paper variant keeps the n chosen on the whole train set
             fm.requires_grad_(False)
             self.models.append(fm)
