@@ -147,20 +147,66 @@ def crop_inside_frame(landmarks: np.ndarray, frame_hw: tuple[int, int], size: in
     return (x >= 0) & (x <= w - 1) & (y >= 0) & (y <= h - 1)
 
 
+class ExpressionNetwork:
+    """The expression network on aligned grey crops: ``mini_xception`` (fer's network, 128-d features,
+    64x64 input) or ``resnet`` (this project's FER2013 ResNet, ``extractors.face_net``, 384-d, 48x48).
+    Crops of another size are resized bilinearly to the network's input."""
+
+    NAMES = ("mini_xception", "resnet")
+
+    def __init__(self, name: str, net, input_size: int, feature_dim: int, normalise, device):
+        self.name, self.net, self.input_size, self.feature_dim = name, net, int(input_size), int(feature_dim)
+        self._normalise, self.device = normalise, device
+
+    @classmethod
+    def load(cls, name: str, weights: str | Path | None, device) -> "ExpressionNetwork":
+        if name == "mini_xception":
+            from extractors import mini_xception as mx
+
+            net = mx.load_mini_xception(weights, device=device)
+            return cls(name, net, mx.INPUT_SIZE, mx.FEATURE_DIM, lambda x: x / 127.5 - 1.0, device)
+        if name == "resnet":
+            import torch
+
+            from extractors import face_net
+
+            net = face_net.load_face_net(Path(weights) if weights is not None else face_net.DEFAULT_WEIGHTS)
+            net = net.to(device)
+            if device.type == "cpu":     # channels-last: ~1.7x faster convolutions on CPU (measured)
+                net = net.to(memory_format=torch.channels_last)
+            mean, std = float(net.norm[0]), float(net.norm[1])
+            return cls(name, net, face_net.INPUT_SIZE, net.feature_dim,
+                       lambda x: (x / 255.0 - mean) / std, device)
+        raise ValueError(f"face network {name!r}: must be one of {', '.join(cls.NAMES)}")
+
+    def __call__(self, grey: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Grey crops (float 0..255, ``[h, w]`` each) -> (features, probabilities in CLASSES order)."""
+        import torch
+        import torch.nn.functional as F
+
+        batch = []
+        for a in grey:
+            x = torch.from_numpy(a)[None, None]
+            if x.shape[-2:] != (self.input_size, self.input_size):
+                x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
+            batch.append(x)
+        x = self._normalise(torch.cat(batch).to(self.device))
+        if self.device.type == "cpu" and self.name == "resnet":
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            feat, logits = self.net.features(x)
+        return feat.float().cpu().numpy(), logits.softmax(-1).float().cpu().numpy()
+
+
 class FaceExtractor:
     """Face detection + landmarks + expression features for one RGB frame at a time (or batches)."""
 
     classes: tuple[str, ...] = CLASSES
-    feature_dim: int = FEATURE_DIM
 
     def __init__(self, device: "str | torch.device" = "auto", *, max_width: int | None = 320,
                  min_face_size: int = 40, thresholds: Sequence[float] = (0.6, 0.7, 0.7),
-                 crop_size: int = 48, weights: str | Path | None = None):
+                 crop_size: int = 48, network: str = "mini_xception", weights: str | Path | None = None):
         from facenet_pytorch import MTCNN
-
-        from extractors import mini_xception
-
-        assert mini_xception.CLASSES == CLASSES and mini_xception.FEATURE_DIM == FEATURE_DIM
 
         self.device = resolve_device(device)
         self.max_width = max_width
@@ -175,34 +221,24 @@ class FaceExtractor:
 
         for net in (self.mtcnn.pnet, self.mtcnn.rnet, self.mtcnn.onet):
             net.to(memory_format=torch.channels_last)
-        self.net = mini_xception.load_mini_xception(weights, device=self.device)
+        self.network = ExpressionNetwork.load(network, weights, self.device)
+        self.feature_dim = self.network.feature_dim
 
     # ---------------------------------------------------------------- network on crops
     def classify_crops(self, crops: np.ndarray | Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """Grey face crops (uint8, ``[N, h, w]`` or a list of ``[h, w]``; RGB ``[h, w, 3]`` is converted)
-        -> (features ``[N, 128]`` float32, probabilities ``[N, 7]`` float32)."""
-        import torch
-        import torch.nn.functional as F
-
-        from extractors.mini_xception import INPUT_SIZE
-
+        -> (features ``[N, feature_dim]`` float32, probabilities ``[N, 7]`` float32)."""
         single = isinstance(crops, np.ndarray) and (crops.ndim == 2 or (crops.ndim == 3 and crops.shape[2] in (3, 4)))
         arrs = [crops] if single else list(crops)
         if not arrs:
-            return np.zeros((0, FEATURE_DIM), np.float32), np.zeros((0, len(CLASSES)), np.float32)
-        batch = []
+            return np.zeros((0, self.feature_dim), np.float32), np.zeros((0, len(CLASSES)), np.float32)
+        grey = []
         for a in arrs:
             a = np.asarray(a)
             if a.ndim == 3:
                 a = np.asarray(Image.fromarray(a.astype(np.uint8)).convert("L"))
-            x = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))[None, None]
-            if x.shape[-2:] != (INPUT_SIZE, INPUT_SIZE):
-                x = F.interpolate(x, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", align_corners=False)
-            batch.append(x)
-        x = torch.cat(batch).to(self.device) / 127.5 - 1.0
-        with torch.inference_mode():
-            feat, logits = self.net.features(x)
-        return feat.float().cpu().numpy(), logits.softmax(-1).float().cpu().numpy()
+            grey.append(np.ascontiguousarray(a, dtype=np.float32))
+        return self.network(grey)
 
     def from_crop(self, crop: np.ndarray, t: float = 0.0) -> FaceResult:
         """A FaceResult for an image that already is a face crop (e.g. a FER2013 48x48 face): no MTCNN."""

@@ -232,21 +232,16 @@ def window_starts(span: tuple[float, float], n: int, rng: np.random.Generator | 
     return [float(rng.uniform(lo, hi)) for _ in range(n)]
 
 
-def speech_windows(path: str | Path, clip_id: str, train: bool) -> tuple[np.ndarray, tuple[float, float]]:
-    """``[n, 30, 130]`` features of 3 s windows of one clip (live extractors), and the voiced span.
+def speech_window_waves(path: str | Path, clip_id: str, train: bool) -> tuple[np.ndarray, tuple[float, float]]:
+    """``[n, 3 s * SR]`` waveforms of the 3 s windows of one clip, and the voiced span.
 
-    The rows are assembled by :class:`extractors.window.WindowAssembler` from the streamed LLD
-    frames (:class:`extractors.audio_frontend.LldStream`), as live and in ``admc extract``.
     Digital silence is dithered and windows reaching past the clip are padded with a noise floor
     (live microphones never give exact zeros).  ``train``: 4 random placements, noise floor
     -75..-55 dBFS, gain +-6 dB; else one centred window at -65 dBFS.  Deterministic per clip id.
     """
     from extractors.audio import load_audio
-    from extractors.audio_frontend import LldStream
-    from extractors.window import WindowAssembler
 
-    fe, vad = _audio_extractor()
-    window = WindowAssembler(("A",), window_s=WINDOW_S)
+    _fe, vad = _audio_extractor()
     wave = load_audio(path, SR)
     span = speech_span(wave, vad)
     rng = np.random.default_rng(_crc(clip_id) + 7)
@@ -261,7 +256,25 @@ def speech_windows(path: str | Path, clip_id: str, train: bool) -> tuple[np.ndar
         lo, hi = max(a, 0), min(a + W, len(wave))
         if hi > lo:
             seg[lo - a:hi - a] = wave[lo:hi] * gain
-        seg = np.clip(seg + noise_floor(W, dbfs, rng), -1.0, 1.0)
+        out.append(np.clip(seg + noise_floor(W, dbfs, rng), -1.0, 1.0))
+    return np.stack(out).astype(np.float32), span
+
+
+def speech_windows(path: str | Path, clip_id: str, train: bool) -> tuple[np.ndarray, tuple[float, float]]:
+    """``[n, 30, 130]`` features of 3 s windows of one clip (live extractors), and the voiced span.
+
+    The windows are :func:`speech_window_waves`; their rows are assembled by
+    :class:`extractors.window.WindowAssembler` from the streamed LLD frames
+    (:class:`extractors.audio_frontend.LldStream`), as live and in ``admc extract``.
+    """
+    from extractors.audio_frontend import LldStream
+    from extractors.window import WindowAssembler
+
+    fe, _vad = _audio_extractor()
+    window = WindowAssembler(("A",), window_s=WINDOW_S)
+    waves, span = speech_window_waves(path, clip_id, train)
+    out = []
+    for seg in waves:
         # the window's A rows as the live session and admc extract assemble them
         x = window.a_rows(LldStream.frames_of(fe, seg).frames, WINDOW_S, 0.0, fe.downsample_frames)
         if len(x) < ROWS:

@@ -28,4 +28,6 @@ for f in requirements/*.txt; do
     *) $pip install -q -r "$f" ;;
   esac
 done
+# nade unpacks its emotion regressors into its own package folder on first use: do it once, here
+.venv/bin/python -c "from extractors.text_affect import TextAffect; TextAffect()"
 echo "setup: done (.venv ready)"
