@@ -221,6 +221,10 @@ def cmd_eval(args) -> int:
         r = res
         print(f"{meta['method']} on {ds.name}/{args.split}: average WA/UA {r['average']['wa']:.1f}/{r['average']['ua']:.1f}, "
               f"full {r['full']['wa']:.1f}/{r['full']['ua']:.1f}")
+        c = r["calibration"]
+        print(f"expected calibration error (%, raw softmax -> temperature-scaled): average "
+              f"{c['average']['ece_before']:.1f} -> {c['average']['ece_after']:.1f}, "
+              f"full {c['full']['ece_before']:.1f} -> {c['full']['ece_after']:.1f}")
     return 0
 
 
@@ -246,6 +250,11 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def _abstain_line(a: dict) -> str:
+    return (f"{a['threshold']:.3f} (chosen by {a['chosen']}; val: {100 * a['confident_fraction']:.0f}% of windows "
+            f"confident, accuracy {a['accuracy_confident']:.1f} vs {a['accuracy_all']:.1f} all)")
+
+
 def _train_lines(tr: dict) -> list[str]:
     """Validation scores of ``run.json``'s ``train`` section; a part that is malformed is left out."""
     parts = [
@@ -259,6 +268,13 @@ def _train_lines(tr: dict) -> list[str]:
          lambda: f"{tr['adn']['start_step_by_mse']} / {tr['adn']['start_step_by_ua']}"),
         ("ridge val completion MSE ",
          lambda: ", ".join(f"{k} {v['mse']:.3f}" for k, v in tr["completion"]["val_completion"].items())),
+        ("calibration val ECE % before -> after (T) ",
+         lambda: ", ".join(f"{k} {v['ece_before']:.1f} -> {v['ece_after']:.1f} ({v['temperature']:g})"
+                           for k, v in tr["calibration"]["conditions"].items())),
+        ("uncertain below max probability ", lambda: _abstain_line(tr["calibration"]["abstain"])),
+        ("OOD thresholds (val quantile) ",
+         lambda: ", ".join(f"{k} {v['threshold']:.2f}" for k, v in tr["ood"]["modalities"].items() if v)
+                 + f" ({tr['ood']['quantile']:g})"),
     ]
     out = []
     for head, text in parts:

@@ -204,6 +204,34 @@ class DataConfig:
 
 
 @dataclass
+class CalibrationConfig:
+    """Calibrated output and abstention, fitted at the end of training on the validation split
+    (admc/calibration.py, admc/ood.py; docs/calibration.md)."""
+
+    # one temperature per availability condition, fitted by minimising the validation NLL; false: T = 1
+    temperature: bool = True
+    # a present modality whose Mahalanobis score (ITFN embedding space) is above this quantile of the
+    # validation scores is out of distribution and treated as missing; null: no OOD model
+    ood_quantile: float | None = 0.99
+    # a window is uncertain when its calibrated max probability is below this; null: chosen on
+    # validation with abstain_keep; 0: never
+    abstain_below: float | None = None
+    # the chosen abstain_below keeps this fraction of the correctly classified validation windows
+    # (every condition) confident: the highest threshold that abstains on at most 1 - keep of them
+    abstain_keep: float = 0.9
+
+    def __post_init__(self):
+        if not isinstance(self.temperature, bool):
+            raise ConfigError(f"calibration.temperature must be true or false, got {self.temperature!r}")
+        if self.ood_quantile is not None and not 0 < self.ood_quantile <= 1:
+            raise ConfigError(f"calibration.ood_quantile must be null or in (0, 1], got {self.ood_quantile!r}")
+        if self.abstain_below is not None and not 0 <= self.abstain_below <= 1:
+            raise ConfigError(f"calibration.abstain_below must be null or in [0, 1], got {self.abstain_below!r}")
+        if not 0 < self.abstain_keep <= 1:
+            raise ConfigError(f"calibration.abstain_keep must be in (0, 1], got {self.abstain_keep!r}")
+
+
+@dataclass
 class TrainConfig:
     method: str = "admc"           # one of admc.pipeline.METHODS
     seed: int = 0
@@ -211,6 +239,7 @@ class TrainConfig:
     itfn: ITFNConfig = field(default_factory=ITFNConfig)
     adn: ADNConfig = field(default_factory=ADNConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -232,6 +261,7 @@ class TrainConfig:
             adn=build(ADNConfig, obj.get("adn", {})),
             fusion=build(FusionConfig, obj.get("fusion", {})),
             data=build(DataConfig, obj.get("data", {})),
+            calibration=build(CalibrationConfig, obj.get("calibration", {})),
         )
 
     @classmethod

@@ -2,7 +2,10 @@
 
 Output layout (percentages 0-100), one method:
 ``{"conditions": {COND: {"wa","ua","f1"}}, "average": {...}, "full": {...},
-"missing_rate": {"0.1": {"acc","f1"}, ...}}``.
+"calibration": {"conditions": {COND: {"ece_before","ece_after"}}, "average": {...}, "full": {...}},
+"missing_rate": {"0.1": {"acc","f1"}, ...}}``.  ``calibration`` is the expected calibration error
+(:func:`admc.calibration.expected_calibration_error`, 15 bins) of the raw softmax (before) and of the
+probabilities the model gives, temperature-scaled per condition (after).
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from admc.calibration import expected_calibration_error
 from admc.data import Split, missing_conditions
 from admc.metrics import mean_scores, scores
 from admc.pipeline import ADMCModel
@@ -24,6 +28,19 @@ def predict(model: ADMCModel, z, avail, seed: int) -> np.ndarray:
 
 
 @torch.no_grad()
+def predict_calibrated(model: ADMCModel, z, avail, labels, seed: int) -> tuple[np.ndarray, dict[str, float]]:
+    """Predictions and ECE (percent) before and after the model's temperatures, from one pass."""
+    gen = torch.Generator().manual_seed(seed)
+    avail = torch.as_tensor(avail, device=z.device)
+    logits = model.predict_logits(z, avail, gen)
+    before = torch.softmax(logits, dim=-1)
+    after = torch.softmax(model.calibration(logits, avail), dim=-1)
+    ece = {"ece_before": 100.0 * expected_calibration_error(before, labels),
+           "ece_after": 100.0 * expected_calibration_error(after, labels)}
+    return logits.argmax(-1).cpu().numpy(), ece
+
+
+@torch.no_grad()
 def evaluate(model: ADMCModel, split: Split, seed: int = 0, missing_rates=(), runs: int = 1,
              embedded: tuple | None = None) -> dict:
     z, present = embedded if embedded is not None else model.embed(split)
@@ -31,18 +48,21 @@ def evaluate(model: ADMCModel, split: Split, seed: int = 0, missing_rates=(), ru
     y = split.labels
     names = model.schema.names
     result: dict = {"conditions": {}}
+    calibration: dict = {"conditions": {}}
     for cond, mask in missing_conditions(names) + [("full", tuple(True for _ in names))]:
         avail = present_np & np.array(mask)[None]
         keep = avail.any(axis=1)
         if not keep.all():
             log(f"condition {cond}: {int((~keep).sum())} samples have none of these modalities; skipped")
-        pred = predict(model, z[torch.from_numpy(keep).to(z.device)], avail[keep], seed)
+        pred, ece = predict_calibrated(model, z[torch.from_numpy(keep).to(z.device)], avail[keep], y[keep], seed)
         s = scores(y[keep], pred)
         if cond == "full":
-            result["full"] = s
+            result["full"], calibration["full"] = s, ece
         else:
-            result["conditions"][cond] = s
+            result["conditions"][cond], calibration["conditions"][cond] = s, ece
     result["average"] = mean_scores(list(result["conditions"].values()))
+    calibration["average"] = mean_scores(list(calibration["conditions"].values()))
+    result["calibration"] = calibration
     if missing_rates:
         result["missing_rate"] = {}
         for rate in missing_rates:

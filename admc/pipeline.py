@@ -2,7 +2,11 @@
 
 :class:`ADMCModel` holds every trained part and runs inference on a batch of samples with any
 availability pattern.  Embeddings are standardized per modality and dimension with the training
-set's statistics, so "zero fill" means "fill with the training mean".
+set's statistics, so "zero fill" means "fill with the training mean".  Its probabilities are
+calibrated (one temperature per availability pattern, :mod:`admc.calibration`) and each modality
+has an out-of-distribution score (:mod:`admc.ood`); :func:`predict_window` applies the policy
+(an out-of-distribution modality is treated as missing; :class:`WindowPrediction` says when a
+window is uncertain).
 """
 
 from __future__ import annotations
@@ -14,12 +18,14 @@ import torch
 from torch import nn
 
 from admc.batching import batches, modality_batch
+from admc.calibration import TemperatureScaling
 from admc.completion import build_completer
 from admc.config import ADNConfig, TrainConfig, resolve_fusion_mode
 from admc.data import Schema, Split, condition_name
 from admc.errors import ModalityError
 from admc.models.encoders import UnimodalNet
 from admc.models.fusion import FusionNet
+from admc.ood import MahalanobisOOD
 
 
 @dataclass(frozen=True)
@@ -109,6 +115,11 @@ class ADMCModel(nn.Module):
                 in_dim = 2 * E if (full and self.mmer) else E
                 self.fusion[mask_key(mask)] = FusionNet(M, in_dim, C, f.d_model, f.layers, f.heads, f.ff,
                                                         f.dropout, f.hidden)
+        # fitted after the fusion (admc.calibration.fit_calibration, admc.ood.fit_ood); a run saved
+        # before they existed has none of their buffers and loads with these defaults: T = 1, no
+        # abstention, no OOD model (OPTIONAL_STATE)
+        self.calibration = TemperatureScaling(M)
+        self.ood = MahalanobisOOD(M, C, E)
 
     # set at train time, saved in the run's JSON
     @property
@@ -145,6 +156,10 @@ class ADMCModel(nn.Module):
                 z[torch.from_numpy(idx).to(dev), i] = (emb - self.emb_mean[i]) / self.emb_std[i]
         return z, present
 
+    def unstandardize(self, z: torch.Tensor) -> torch.Tensor:
+        """The ITFN embeddings (encoder outputs) of standardized ``z [n, M, E]``: what the OOD model reads."""
+        return z * self.emb_std + self.emb_mean
+
     # ---- completion ------------------------------------------------------------------------------
     @torch.no_grad()
     def fill(self, z: torch.Tensor, avail: torch.Tensor, generator: torch.Generator | None = None,
@@ -178,16 +193,17 @@ class ADMCModel(nn.Module):
 
     # ---- classification --------------------------------------------------------------------------
     @torch.no_grad()
-    def predict_proba(self, z: torch.Tensor, avail: torch.Tensor, generator: torch.Generator | None = None,
-                      start_step: int | None = None, batch_size: int = 1024, mmer: bool = True) -> torch.Tensor:
-        """Class probabilities ``[n, C]`` for standardized embeddings with availability ``[n, M]``."""
+    def predict_logits(self, z: torch.Tensor, avail: torch.Tensor, generator: torch.Generator | None = None,
+                       start_step: int | None = None, batch_size: int = 1024, mmer: bool = True) -> torch.Tensor:
+        """Uncalibrated logits ``[n, C]`` for standardized embeddings with availability ``[n, M]``
+        (late fusion: the log of the heads' mean probabilities)."""
         self.eval()
         avail = avail.bool()
         if (~avail.any(dim=1)).any():
             raise ValueError("every sample needs at least one available modality")
         if self.fusion_mode == "late":
-            return self.late_fusion_proba(z, avail)
-        probs = torch.zeros(z.shape[0], self.C, device=z.device)
+            return self.late_fusion_proba(z, avail).clamp_min(1e-12).log()
+        logits = torch.zeros(z.shape[0], self.C, device=z.device)
         patterns = torch.unique(avail, dim=0)
         for pat in patterns:
             rows = torch.nonzero((avail == pat).all(dim=1)).flatten()
@@ -195,8 +211,20 @@ class ADMCModel(nn.Module):
             for s in range(0, len(rows), batch_size):
                 r = rows[s : s + batch_size]
                 tokens = self.fusion_inputs(z[r], avail[r], generator, start_step, mmer)
-                probs[r] = torch.softmax(net(tokens, avail[r]) if net.mask_aware else net(tokens), dim=-1)
-        return probs
+                logits[r] = net(tokens, avail[r]) if net.mask_aware else net(tokens)
+        return logits
+
+    @torch.no_grad()
+    def predict_proba(self, z: torch.Tensor, avail: torch.Tensor, generator: torch.Generator | None = None,
+                      start_step: int | None = None, batch_size: int = 1024, mmer: bool = True,
+                      calibrated: bool = True) -> torch.Tensor:
+        """Class probabilities ``[n, C]`` for standardized embeddings with availability ``[n, M]``:
+        calibrated by the temperature of each row's pattern (``calibrated=False``: the raw softmax;
+        the argmax is the same)."""
+        logits = self.predict_logits(z, avail, generator, start_step, batch_size, mmer)
+        if calibrated:
+            logits = self.calibration(logits, avail)
+        return torch.softmax(logits, dim=-1)
 
     @torch.no_grad()
     def late_fusion_proba(self, z: torch.Tensor, avail: torch.Tensor) -> torch.Tensor:
@@ -210,6 +238,11 @@ class ADMCModel(nn.Module):
 
     def condition_name(self, mask) -> str:
         return condition_name(self.schema.names, mask)
+
+
+OPTIONAL_STATE = ("calibration.", "ood.")
+"""Prefixes of the buffer groups a run may lack (saved before they existed): each group is all there
+or absent, and an absent one keeps :class:`ADMCModel`'s defaults."""
 
 
 @torch.no_grad()
@@ -249,22 +282,68 @@ def embed_features(model: ADMCModel, features: dict[str, "np.ndarray | None"]) -
     return z, avail
 
 
+@dataclass(frozen=True)
+class ModalityOOD:
+    """A present modality's out-of-distribution score (Mahalanobis distance, :mod:`admc.ood`) and
+    whether it is above the checkpoint's threshold."""
+
+    score: float
+    out: bool
+
+    def to_json(self) -> dict:
+        return {"score": self.score, "out": self.out}
+
+
+@dataclass(frozen=True)
+class WindowPrediction:
+    """What :func:`predict_window` gives for one analysis window."""
+
+    probs: dict[str, float]               # class -> calibrated probability
+    label: str                            # argmax class
+    imputed: list[str]                    # modalities the completer filled: absent, or present but out of distribution
+    ood: dict[str, ModalityOOD | None]    # per modality; None: absent, or no OOD model for it in the checkpoint
+    # every present modality out of distribution, or the max probability below the abstain threshold
+    uncertain: bool
+
+    def __getitem__(self, key: str):
+        """``result["probs"]`` for callers written when this was a dict (attributes preferred)."""
+        if key not in ("probs", "label", "imputed", "ood", "uncertain"):
+            raise KeyError(key)
+        return getattr(self, key)
+
+
 @torch.no_grad()
 def predict_window(model: ADMCModel, features: dict[str, "np.ndarray | None"],
                    generator: torch.Generator | None = None, start_step: int | None = None,
-                   mmer: bool = True) -> dict:
-    """One analysis window -> ``{"probs": {class: p}, "label": class, "imputed": [modality, ...]}``.
+                   mmer: bool = True) -> WindowPrediction:
+    """One analysis window -> :class:`WindowPrediction`.
 
-    Missing modalities (``None``) are completed by the ADN (or zero-filled for a zero_fill run).
-    At least one modality must be present.
+    Missing modalities (``None``) are completed by the ADN (or zero-filled for a zero_fill run).  A
+    present modality whose embedding is out of distribution is treated as missing too, so it is
+    completed from the others; when every present modality is out of distribution there is nothing
+    to complete from: the window is predicted from them as they are and marked ``uncertain``, as it
+    is when the calibrated max probability is below the checkpoint's abstain threshold.  At least
+    one modality must be present.
     """
     z, avail = embed_features(model, features)
     if not bool(avail.any()):
         raise ValueError("no modality available in this window")
-    probs = model.predict_proba(z, avail, generator, start_step, mmer=mmer)[0].cpu().numpy()
+    scores = model.ood.scores(model.unstandardize(z))
+    out = model.ood.out_of_distribution(scores, avail)
+    used = avail & ~out
+    all_out = not bool(used.any())
+    if all_out:
+        used = avail
+    probs = model.predict_proba(z, used, generator, start_step, mmer=mmer)[0].cpu().numpy()
     classes = list(model.schema.classes)
-    return {
-        "probs": {c: float(p) for c, p in zip(classes, probs)},
-        "label": classes[int(probs.argmax())],
-        "imputed": [m for m, a in zip(model.schema.names, avail[0].tolist()) if not a] if model.completes else [],
-    }
+    names = model.schema.names
+    ood = {m: (ModalityOOD(round(float(scores[0, i]), 4), bool(out[0, i]))
+               if bool(avail[0, i]) and not bool(torch.isnan(scores[0, i])) else None)
+           for i, m in enumerate(names)}
+    return WindowPrediction(
+        probs={c: float(p) for c, p in zip(classes, probs)},
+        label=classes[int(probs.argmax())],
+        imputed=[m for m, a in zip(names, used[0].tolist()) if not a] if model.completes else [],
+        ood=ood,
+        uncertain=all_out or float(probs.max()) < float(model.calibration.abstain_below),
+    )

@@ -22,7 +22,7 @@ from admc import __version__
 from admc.config import TrainConfig
 from admc.data import DatasetError, Schema
 from admc.outdir import RUN_FORMAT, current_umask, install, make_staging_dir
-from admc.pipeline import ADMCModel
+from admc.pipeline import OPTIONAL_STATE, ADMCModel
 from admc.run_schema import run_meta_problem
 
 MAX_RUN_JSON_BYTES = 64 * 2**20
@@ -119,6 +119,10 @@ def _check_weights_match(meta: dict, schema: Schema, cfg: TrainConfig, wf: Path,
     except (ValueError, TypeError, AssertionError, RuntimeError) as e:
         raise RunError(f"{where}: key 'config': cannot build the model it describes ({e})") from None
     expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+    for prefix in OPTIONAL_STATE:  # a group saved before it existed is absent as a whole: defaults
+        group = {k for k in expected if k.startswith(prefix)}
+        if not group & set(shapes):
+            expected = {k: v for k, v in expected.items() if k not in group}
     missing = sorted(set(expected) - set(shapes))
     if missing:
         raise RunError(f"{wf}: weights do not match run.json: key '{missing[0]}' missing"
@@ -140,9 +144,10 @@ def _check_values(state: dict[str, torch.Tensor], wf: Path) -> None:
     for k, v in state.items():
         if v.is_floating_point() and not bool(torch.isfinite(v).all()):
             raise RunError(f"{wf}: key '{k}': NaN or inf values")
-    std = state.get("emb_std")
-    if std is not None and not bool((std > 0).all()):
-        raise RunError(f"{wf}: key 'emb_std': must be > 0 everywhere (min {float(std.min()):g})")
+    for key in ("emb_std", "calibration.temperature"):
+        v = state.get(key)
+        if v is not None and not bool((v > 0).all()):
+            raise RunError(f"{wf}: key '{key}': must be > 0 everywhere (min {float(v.min()):g})")
 
 
 def load_run(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[ADMCModel, dict]:
@@ -164,9 +169,13 @@ def load_run(path: str | os.PathLike, device: torch.device | str = "cpu") -> tup
     _check_values(state, wf)
     model = ADMCModel(schema, cfg)
     try:
-        model.load_state_dict(state, strict=True)
+        # strict but for the optional groups _check_weights_match found absent (they keep their defaults)
+        result = model.load_state_dict(state, strict=False)
     except RuntimeError as e:
         raise RunError(f"{wf}: weights do not match run.json ({e})") from None
+    bad = [k for k in result.missing_keys if not k.startswith(OPTIONAL_STATE)] + list(result.unexpected_keys)
+    if bad:
+        raise RunError(f"{wf}: weights do not match run.json (key '{bad[0]}')")
     model.start_step = meta.get("start_step")
     model.clip_range = meta.get("clip_range")
     model.requires_grad_(False)

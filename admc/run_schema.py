@@ -52,6 +52,9 @@ RANGES: dict[str, tuple[typing.Callable, str]] = {
     "data.train_missing_rate": (lambda x: 0 <= x < 1, "in [0, 1)"),
     "data.label_fraction": (lambda x: 0 < x <= 1, "in (0, 1]"),
     "fusion.cross_fit": (lambda x: x == 0 or x >= 2, "0 (off) or >= 2"),
+    "calibration.ood_quantile": (lambda x: 0 < x <= 1, "null or in (0, 1]"),
+    "calibration.abstain_below": (lambda x: 0 <= x <= 1, "null or in [0, 1]"),
+    "calibration.abstain_keep": (lambda x: 0 < x <= 1, "in (0, 1]"),
 }
 
 

@@ -12,11 +12,13 @@ import torch
 from torch import nn
 
 from admc.batching import batches, modality_batch
+from admc.calibration import fit_calibration
 from admc.config import TrainConfig
 from admc.data import FeatureDataset, Split
 from admc.diagnostics import completion_errors, completion_scores
 from admc.diffusion.process import clip_range  # noqa: F401 - re-exported for the benchmarks
 from admc.metrics import scores
+from admc.ood import fit_ood
 from admc.optim import EarlyStopping, lambda_rule  # noqa: F401 - re-exported for the benchmarks
 from admc.completion import build_completer
 from admc.pipeline import METHODS, ADMCModel, all_masks, mask_key
@@ -273,6 +275,24 @@ def train_fusion(model: ADMCModel, z_tr, p_tr, y_tr, z_va, p_va, y_va, seed: int
     return info
 
 
+# ---- stage 4: calibration and out-of-distribution scores --------------------------------------------
+
+def fit_trust(model: ADMCModel, z_tr, p_tr, y_tr, z_va, p_va, y_va, seed: int) -> dict:
+    """The OOD model of each modality (labelled training ITFN embeddings; thresholds from validation),
+    then one temperature per availability condition and the abstain threshold on validation
+    (``model.cfg.calibration``); run.json's ``train.ood`` and ``train.calibration``."""
+    cfg = model.cfg.calibration
+    ood = fit_ood(model.ood, model.schema.names, model.unstandardize(z_tr), p_tr, y_tr, model.unstandardize(z_va),
+                  p_va, cfg.ood_quantile)
+    cal = fit_calibration(model, z_va, p_va, y_va, cfg, seed)
+    worst = max(cal.conditions.values(), key=lambda c: c.ece_before, default=None)
+    if worst is not None:
+        log(f"calibration: val ECE {worst.ece_before:.1f}% -> {worst.ece_after:.1f}% at worst before "
+            f"(T {worst.temperature:g}); uncertain below max probability {cal.abstain.threshold:.3f} "
+            f"({100 * (1 - cal.abstain.confident_fraction):.0f}% of val windows)")
+    return {"ood": ood.to_json(), "calibration": cal.to_json()}
+
+
 # ---- everything ------------------------------------------------------------------------------------
 
 def train(ds: FeatureDataset, cfg: TrainConfig, device: torch.device, encoders_from: ADMCModel | None = None) -> tuple[ADMCModel, dict]:
@@ -310,5 +330,7 @@ def train(ds: FeatureDataset, cfg: TrainConfig, device: torch.device, encoders_f
     if model.fusion_mode != "late":
         info["fusion"] = train_fusion(model, z_tr[labelled], p_tr[labelled], train_split.labels[data.labelled],
                                       z_va, p_va, val_split.labels, cfg.seed)
+    info.update(fit_trust(model, z_tr[labelled], p_tr[labelled], train_split.labels[data.labelled],
+                          z_va, p_va, val_split.labels, cfg.seed))
     info["train_seconds"] = round(time.time() - t0, 1)
     return model, info

@@ -9,4 +9,4 @@
 * :mod:`app.ui`         -- the Gradio Blocks UI (``python -m app``).
 """
 
-RESULT_KEYS = ("t", "streams", "reasons", "imputed", "probs", "label", "transcript", "latency_ms")
+RESULT_KEYS = ("t", "streams", "reasons", "imputed", "probs", "label", "transcript", "latency_ms", "uncertain", "ood")

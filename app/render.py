@@ -46,6 +46,14 @@ def annotate(frame, face, label: str | None = None):
 
 
 # ------------------------------------------------------------------------------------------ badges
+def shown_label(result: dict | None) -> str | None:
+    """What the UI names a window: its emotion, "uncertain" when the checkpoint does not trust it,
+    None without a prediction."""
+    if not result or not result.get("label"):
+        return None
+    return "uncertain" if result.get("uncertain") else result["label"]
+
+
 def modality_state(result: dict | None, mod: str) -> str:
     if not result or mod not in result.get("streams", {}):
         return "missing"
@@ -63,10 +71,19 @@ def badges_html(result: dict | None, mods=("A", "V", "T")) -> str:
         r = html.escape(str(reason))
         text = {"live": "live", "imputed": f"missing ({r}) &mdash; completed by ADN",
                 "missing": f"missing ({r})"}[state]
+        ood = ((result or {}).get("ood") or {}).get(m) or {}
+        if state == "live" and ood.get("out"):   # live but unlike the training data: completed instead
+            text = "live, out of distribution &mdash; completed by ADN"
         parts.append(
-            f'<span class="admc-badge admc-{state}" data-mod="{m}" data-state="{state}" title="{r}" '
+            f'<span class="admc-badge admc-{state}" data-mod="{m}" data-state="{state}" '
+            f'data-ood="{int(bool(ood.get("out")))}" title="{r}" '
             f'style="display:inline-block;margin:2px 6px 2px 0;padding:4px 10px;border-radius:12px;'
             f'color:white;background:{STATE_COLORS[state]};font-weight:600">{m} {MOD_NAMES.get(m, m)}: {text}</span>')
+    if (result or {}).get("uncertain"):
+        parts.append('<span class="admc-uncertain" data-state="uncertain" '
+                     'title="out of distribution or below the checkpoint\'s confidence threshold" '
+                     'style="display:inline-block;margin:2px 6px 2px 0;padding:4px 10px;border-radius:12px;'
+                     'color:white;background:#7a4fa3;font-weight:700">uncertain</span>')
     t = (result or {}).get("t")
     stamp = f'<span class="admc-t" data-t="{t}" style="color:#888;font-size:0.85em">t = {t:.1f} s</span>' \
         if t is not None else '<span class="admc-t" data-t="" style="color:#888">waiting for camera / microphone</span>'
@@ -77,9 +94,13 @@ def badges_html(result: dict | None, mods=("A", "V", "T")) -> str:
     return f'<div class="admc-badges">{"".join(parts)}<br>{stamp}{marker}</div>'
 
 
-def probs_label(result: dict | None) -> dict[str, float] | None:
+def probs_label(result: dict | None) -> dict[str, float] | str | None:
+    """The emotion component's value: the class probabilities, or the text "uncertain" instead of
+    them when the checkpoint does not trust the window."""
     if not result or not result.get("probs"):
         return None
+    if result.get("uncertain"):
+        return "uncertain"
     return {k: float(v) for k, v in result["probs"].items()}
 
 
@@ -215,16 +236,16 @@ def export_json(results: list[dict], path: str | Path) -> Path:
 
 def export_csv(results: list[dict], classes: list[str], path: str | Path, mods=("A", "V", "T")) -> Path:
     """One row per analysis window: t, label, per-class probabilities, per-modality state and
-    reason, imputed, transcript, latency."""
+    reason, imputed, transcript, latency, uncertain (0/1)."""
     path = Path(path)
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["t", "label"] + [f"p_{c}" for c in classes]
                + [f"{m}_stream" for m in mods] + [f"{m}_reason" for m in mods]
-               + ["imputed", "transcript", "latency_ms"])
+               + ["imputed", "transcript", "latency_ms", "uncertain"])
     for r in results:
         w.writerow([r["t"], r["label"] or ""] + [("" if c not in r["probs"] else f"{r['probs'][c]:.6f}") for c in classes]
                    + [r["streams"].get(m, "") for m in mods] + [r["reasons"].get(m, "") for m in mods]
-                   + ["+".join(r["imputed"]), r["transcript"] or "", r["latency_ms"]])
+                   + ["+".join(r["imputed"]), r["transcript"] or "", r["latency_ms"], int(bool(r.get("uncertain")))])
     path.write_text(buf.getvalue())
     return path

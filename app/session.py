@@ -28,7 +28,10 @@ counters and rates :class:`~app.stats.SessionStats`.
 Robustness.  An extractor exception, a garbage frame or chunk, or a source that stops delivering
 never raises out of the session: the stream is marked missing with the reason and the other
 streams go on.  With all three missing the window carries no prediction (``probs`` empty,
-``label`` None).  Every buffer is bounded, so memory stays flat over long sessions.
+``label`` None).  A window the checkpoint does not trust keeps its ``probs`` and ``label`` with
+``uncertain`` True (a live modality out of distribution is completed like a missing one; ``ood``
+has the scores: :func:`admc.pipeline.predict_window`), and the UI shows "uncertain".  Every buffer
+is bounded, so memory stays flat over long sessions.
 """
 
 from __future__ import annotations
@@ -370,22 +373,26 @@ class LiveSession:
         probs: dict[str, float] = {}
         label = None
         imputed: list[str] = []
+        uncertain = False
+        ood: dict[str, dict | None] = {m: None for m in self.names}
         if any(v is not None for v in feats.values()):
             try:
                 out = self._predict(self.model, feats, streams, reasons)
                 if out is not None:
-                    probs, label, imputed = out["probs"], out["label"], list(out["imputed"])
+                    probs, label, imputed, uncertain = out.probs, out.label, list(out.imputed), out.uncertain
+                    ood.update({m: (o.to_json() if o is not None else None) for m, o in out.ood.items()})
                     for name, hm in self.heads.items():
                         ho = self._predict(hm, dict(feats), dict(streams), dict(reasons))
                         if ho is not None:
-                            self.extra[name] = ho["probs"]
+                            self.extra[name] = ho.probs
             except Exception as e:  # noqa: BLE001 - a core failure gives a window without prediction
-                probs, label, imputed = {}, None, []
+                probs, label, imputed, uncertain = {}, None, [], False
+                ood = {m: None for m in self.names}
                 self.core_error = _short(e)
         transcript = text_src if text_src is not None else (
             self.transcript_lines[-1] if self.transcript_lines else None)
         win = WindowResult(round(t, 3), streams, reasons, imputed, probs, label, transcript,
-                           round((time.perf_counter() - due) * 1000.0, 2))
+                           round((time.perf_counter() - due) * 1000.0, 2), uncertain, ood)
         self.last_result = win
         res = win.to_dict()
         self.perf.window(win.latency_ms)
@@ -397,7 +404,7 @@ class LiveSession:
                 pass
         return res
 
-    def _predict(self, model, feats, streams, reasons) -> dict | None:
+    def _predict(self, model, feats, streams, reasons):
         """The pipeline; a modality whose features the core rejects is dropped (missing)."""
         feats = {m: feats.get(m) for m in model.schema.names}
         while any(v is not None for v in feats.values()):

@@ -17,7 +17,7 @@ import gradio as gr
 import numpy as np
 
 from app.render import (annotate, badges_html, export_csv, export_json, perf_html, probs_label,
-                        provenance_md, timeline_svg)
+                        provenance_md, shown_label, timeline_svg)
 
 LOCAL = "local"
 UI_REFRESH_S = 0.5          # badges / bars / timeline refresh
@@ -245,7 +245,7 @@ def build_ui(engine: Engine):
                     return None
                 frame = s.cap_frame(frame)
                 s.push_video(frame)
-                label = s.results[-1]["label"] if s.results else None
+                label = shown_label(s.results[-1]) if s.results else None
                 return annotate(frame, s.preview_face(), label)
 
             cam.stream(on_frame, [cam], [preview], stream_every=WEBCAM_EVERY_S, time_limit=None,
@@ -274,7 +274,7 @@ def build_ui(engine: Engine):
             if local:
                 img = engine.local.last_frame if engine.local is not None else None
                 if img is not None and s is not None:
-                    label = s.results[-1]["label"] if s.results else None
+                    label = shown_label(s.results[-1]) if s.results else None
                     img = annotate(img, s.preview_face(), label)
                 outs.append(img)
             return outs

@@ -22,9 +22,9 @@ from app import RESULT_KEYS
 from extractors.window import NO_ROWS, FaceRow, WindowAssembler  # noqa: F401 - re-exported
 
 
-def predict(model, features: dict, **kwargs) -> dict:
-    """``admc.pipeline.predict_window``; a modality the core rejects raises
-    :class:`admc.errors.ModalityError` (re-exported here), straight from the core."""
+def predict(model, features: dict, **kwargs):
+    """``admc.pipeline.predict_window`` (an ``admc.pipeline.WindowPrediction``); a modality the core
+    rejects raises :class:`admc.errors.ModalityError` (re-exported here), straight from the core."""
     from admc.pipeline import predict_window
 
     return predict_window(model, features, **kwargs)
@@ -42,6 +42,10 @@ class WindowResult:
     label: str | None = None                   # argmax class (None: no prediction)
     transcript: str | None = None              # the text the T features came from
     latency_ms: float = 0.0                    # from the window being due to this result
+    uncertain: bool = False                    # the prediction is not to be shown as an emotion
+    # modality -> {"score": Mahalanobis distance, "out": out of distribution (then completed like a
+    # missing one)}, or None when the modality is absent (or the checkpoint has no OOD model)
+    ood: dict[str, dict | None] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         """The contract's dict (keys in RESULT_KEYS order)."""

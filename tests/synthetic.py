@@ -47,3 +47,16 @@ FAST = [
     "--set", "adn.layers=2", "--set", "adn.heads=4", "--set", "fusion.epochs=10", "--set", "fusion.lr=0.001", "--set", "fusion.d_model=32",
     "--set", "fusion.ff=64", "--set", "adn.start_grid=[5,20]",
 ]
+
+
+def cached_run(base: Path, seed: int = 1) -> tuple[Path, Path]:
+    """The dataset of :func:`make_dataset` and a run trained on it with :data:`FAST` settings (seconds),
+    made once per ``base`` (e.g. a pytest session's base temp): ``(dataset dir, run dir)``."""
+    from admc.cli import main
+
+    ds, run = Path(base) / "synthetic-ds", Path(base) / f"synthetic-run-seed{seed}"
+    if not (ds / "meta.json").is_file():
+        make_dataset(ds)
+    if not (run / "run.json").is_file():
+        assert main(["train", "--data", str(ds), "--out", str(run), "--seed", str(seed), "--quiet", *FAST]) == 0
+    return ds, run

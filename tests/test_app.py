@@ -478,6 +478,40 @@ def test_render_badges_timeline_exports(tmp_path):
     assert annotate("garbage", face) == "garbage"
 
 
+def test_uncertain_windows_are_shown_as_uncertain_not_as_an_emotion(tiny_model, tmp_path):
+    """Every window carries ``uncertain`` and ``ood`` (per modality {score, out} or null when absent);
+    an uncertain one is badged and named "uncertain" instead of its emotion, and a live modality
+    out of distribution is badged as completed."""
+    from app.render import badges_html, export_csv, probs_label, shown_label
+    from app.session import LiveSession, SessionConfig
+
+    s = LiveSession(tiny_model, fake_components(), SessionConfig(face_fps=None))
+    res = run_sync(s, 3, speech=(0, 3))
+    s.close()
+    for r in res:
+        assert isinstance(r["uncertain"], bool) and set(r["ood"]) == {"A", "V", "T"}
+        for m, o in r["ood"].items():
+            if r["streams"][m] == "missing" or not r["probs"]:
+                assert o is None
+            else:
+                assert set(o) == {"score", "out"} and isinstance(o["out"], bool) and o["score"] >= 0
+    assert json.loads(json.dumps(res[-1], allow_nan=False)) == res[-1]
+    sure = {"t": 1.0, "streams": {"A": "live", "V": "live", "T": "missing"},
+            "reasons": {"A": "ok", "V": "ok", "T": "x"},
+            "imputed": ["V", "T"], "probs": {"happy": 0.9, "sad": 0.1}, "label": "happy", "transcript": None,
+            "latency_ms": 1.0, "uncertain": False,
+            "ood": {"A": {"score": 3.0, "out": False}, "V": {"score": 99.0, "out": True}, "T": None}}
+    unsure = {**sure, "uncertain": True}
+    assert probs_label(sure) == {"happy": 0.9, "sad": 0.1} and shown_label(sure) == "happy"
+    assert probs_label(unsure) == "uncertain" and shown_label(unsure) == "uncertain"
+    assert "admc-uncertain" in badges_html(unsure) and "admc-uncertain" not in badges_html(sure)
+    h = badges_html(sure)
+    assert 'data-mod="V" data-state="live" data-ood="1"' in h and "out of distribution" in h
+    assert 'data-mod="A" data-state="live" data-ood="0"' in h
+    rows = export_csv([sure, unsure], ["happy", "sad"], tmp_path / "r.csv").read_text().splitlines()
+    assert rows[0].endswith(",uncertain") and rows[1].endswith(",0") and rows[2].endswith(",1")
+
+
 # ------------------------------------------------------------------------------------------ CLI / UI plumbing
 def test_intent_head_and_engine_sessions(tiny_run, tmp_path):
     """A second head (RUN/intent/) is loaded and predicted beside emotion; the UI engine keeps one
