@@ -44,21 +44,19 @@ def extract(cache: Path) -> dict[str, np.ndarray]:
             return {k: z[k] for k in z.files}
     import torch
 
-    from extractors.audio_frontend import LldStream
+    from extractors.audio import AudioFeatureExtractor
     from extractors.speech_encoder import WhisperEncoderFeatures
-    from extractors.window import WindowAssembler
 
     torch.set_num_threads(1)
-    fe, _vad = bs._audio_extractor()
+    fe = AudioFeatureExtractor()
     enc = WhisperEncoderFeatures(threads=1)
-    window = WindowAssembler(("A",), window_s=bs.WINDOW_S)
     rows = {"compare": [], "whisper": [], "clip": []}
     t_whisper, n_win = 0.0, 0
     items = bs.speech_items()
     for i, it in enumerate(items):
         waves, _span = bs.speech_window_waves(it["path"], it["id"], it["split"] == "train")
         for seg in waves:
-            x = window.a_rows(LldStream.frames_of(fe, seg).frames, bs.WINDOW_S, 0.0, fe.downsample_frames)
+            x = fe.wave_source(seg).window_rows(bs.WINDOW_S, 0.0, bs.WINDOW_S)   # the live A rows
             if len(x) < bs.ROWS:
                 x = np.concatenate([x, np.repeat(x[-1:], bs.ROWS - len(x), 0)])
             t = time.perf_counter()
