@@ -47,6 +47,15 @@ def _reusable(run_dir: Path, cfg: TrainConfig, ds: FeatureDataset) -> bool:
     return meta.get("config") == cfg.to_json() and meta.get("dataset", {}).get("fingerprint") == fingerprint(ds)
 
 
+def dataset_record(ds: FeatureDataset) -> dict:
+    """What a run keeps of its training data (run.json ``dataset``): path, name, fingerprint, and the
+    ``feature_set`` its meta.json names (which extractors made it; the live app loads those)."""
+    rec = {"path": str(ds.path), "name": ds.name, "fingerprint": fingerprint(ds)}
+    if isinstance(ds.meta.get("feature_set"), str):
+        rec["feature_set"] = ds.meta["feature_set"]
+    return rec
+
+
 def fingerprint(ds: FeatureDataset) -> str:
     """Cheap identity of a dataset: name, schema, split sizes and label sums."""
     parts = [ds.name, json.dumps(ds.schema.to_json(), sort_keys=True)]
@@ -88,7 +97,7 @@ def run_bench(ds: FeatureDataset, out: Path, methods: list[str], base: TrainConf
                 seed_everything(seed)
                 log(f"training {method} (seed {seed})")
                 model, info = train(ds, cfg, device, encoders_from=encoders_from)
-                save_run(model, run_dir, info, command, {"path": str(ds.path), "fingerprint": fingerprint(ds)})
+                save_run(model, run_dir, info, command, dataset_record(ds))
             if encoders_from is None:
                 encoders_from = model
             emb = model.embed(ds[split])

@@ -175,7 +175,7 @@ def _train_opts(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_train(args) -> int:
-    from admc.bench import fingerprint
+    from admc.bench import dataset_record
     from admc.data import load_dataset
     from admc.outdir import check_out
     from admc.run import save_run
@@ -192,7 +192,7 @@ def cmd_train(args) -> int:
     check_out(args.out, "run", overwrite=args.overwrite, inputs={"--data": args.data})
     seed_everything(args.seed)
     model, info = train(ds, cfg, device)
-    save_run(model, args.out, info, args.command_line, {"path": str(ds.path), "name": ds.name, "fingerprint": fingerprint(ds)})
+    save_run(model, args.out, info, args.command_line, dataset_record(ds))
     log(f"saved {args.out}")
     return 0
 

@@ -1,7 +1,10 @@
 """Load an ``admc train`` run for live use and refuse one the live extractors cannot feed.
 
-A live checkpoint must have exactly :func:`extractors.live_schema.live_schema` (A audio 130-d,
-V face 128-d, T text 384-d sequences) for its own classes.  An optional second head (e.g. an intent
+A live checkpoint must have exactly the schema of one live feature set
+(:class:`extractors.live_schema.FeatureSet`: which extractor makes A, V and T, and their dims) for its
+own classes; the feature set is the one its run.json records (``dataset.feature_set``), or for runs
+older than that record the one its A and V dims match.  The app then loads that feature set's
+extractors.  An optional second head (e.g. an intent
 classifier trained on the same live features) is a run directory ``RUN/intent/`` or one given with
 ``--intent-checkpoint``; it is shown in the UI beside the emotion bars.
 
@@ -31,6 +34,7 @@ class Checkpoint:
     model: object                    # admc.pipeline.ADMCModel
     meta: dict
     heads: dict = field(default_factory=dict)   # extra heads: name -> (model, meta)
+    feature_set: object = None       # extractors.live_schema.FeatureSet
 
     @property
     def classes(self) -> list[str]:
@@ -65,22 +69,39 @@ def provenance(path: Path, meta: dict) -> dict:
     }
 
 
-def expected_schema(classes, text_dim: int | None = None):
-    from extractors.live_schema import TEXT_DIM, live_schema
+def checkpoint_feature_set(model, meta: dict, path):
+    """The live feature set of a loaded run: the recorded one, else the one whose A and V dims
+    match, else (for the error message) the one with the most matching dims."""
+    from extractors.live_schema import FEATURE_SETS, feature_set_of
 
-    return live_schema(list(classes), text_dim=text_dim or TEXT_DIM)
+    try:
+        fs = feature_set_of(meta, model.schema)
+    except ValueError as e:
+        raise CheckpointError(f"checkpoint {path}: {e}") from None
+    if fs is None:
+        dims = {m.name: m.dim for m in model.schema.modalities}
+        fs = max(FEATURE_SETS.values(), key=lambda f: sum(dims.get(k) == v for k, v in f.dims().items()))
+    return fs
 
 
-def check_schema(model, path, text_dim: int | None = None) -> None:
-    """Raise :class:`CheckpointError` listing what differs from the live extractors' schema."""
-    want = expected_schema(model.schema.classes, text_dim)
+def check_schema(model, path, text_dim: int | None = None, meta: dict | None = None):
+    """Raise :class:`CheckpointError` listing what differs from the live extractors' schema;
+    returns the checkpoint's feature set.  ``text_dim``: the T row dim another text model gives."""
+    from extractors.live_schema import FEATURE_SETS
+
+    fs = checkpoint_feature_set(model, meta or {}, path)
+    want = fs.schema(model.schema.classes)
+    if text_dim is not None:
+        want = fs.schema(model.schema.classes, text_model_dim=text_dim - (fs.text_dim - fs.text_model_dim))
     diff = want.differences(model.schema)
     if diff:
+        known = "; ".join(f.describe() for f in FEATURE_SETS.values())
         raise CheckpointError(
-            f"checkpoint {path} does not match the live extractors (live schema vs checkpoint): "
-            + "; ".join(diff)
-            + ". A live checkpoint needs modalities A (audio, 130-d), V (face, 128-d) and T (text, "
-            "384-d), all sequences, e.g. trained on features from `admc extract`.")
+            f"checkpoint {path} does not match the live extractors (closest feature set "
+            f"{fs.name} vs checkpoint): " + "; ".join(diff)
+            + f". The live feature sets are {known}; A, V and T all sequences, e.g. trained on "
+            "features from `admc extract`.")
+    return fs
 
 
 def _load_one(path: Path, device, text_dim):
@@ -90,8 +111,8 @@ def _load_one(path: Path, device, text_dim):
         model, meta = load_run(path, device)
     except RunError as e:
         raise CheckpointError(f"cannot load checkpoint {path}: {e}") from None
-    check_schema(model, path, text_dim)
-    return model, meta
+    fs = check_schema(model, path, text_dim, meta)
+    return model, meta, fs
 
 
 def load_checkpoint(path: str | os.PathLike | None = None, device="cpu", *,
@@ -111,11 +132,14 @@ def load_checkpoint(path: str | os.PathLike | None = None, device="cpu", *,
         raise CheckpointError(f"checkpoint {p} does not exist (expected a run directory from `admc train`)")
     if not p.is_dir():
         raise CheckpointError(f"checkpoint {p} is not a directory (expected a run directory from `admc train`)")
-    model, meta = _load_one(p, device, text_dim)
-    ck = Checkpoint(p, model, meta)
+    model, meta, fs = _load_one(p, device, text_dim)
+    ck = Checkpoint(p, model, meta, feature_set=fs)
     ipath = Path(intent) if intent is not None else (p / "intent")
     if intent is not None or (ipath / "run.json").is_file():
-        im, imeta = _load_one(ipath, device, text_dim)
+        im, imeta, ifs = _load_one(ipath, device, text_dim)
+        if ifs != fs:
+            raise CheckpointError(f"intent checkpoint {ipath} uses the feature set {ifs.name}, "
+                                  f"the checkpoint {p} {fs.name}: both heads read the same features")
         ck.heads["intent"] = (im, imeta)
     return ck
 

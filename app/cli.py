@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from app.session import Components, SessionConfig
 
-    comp = Components.load(device, asr=not args.no_asr)
+    comp = Components.load(device, feature_set=ck.feature_set, asr=not args.no_asr)
     for m, why in comp.errors.items():
         _say(f"app: modality {m} {why}")
     if comp.text is not None and comp.text_dim != ck.model.schema.modalities[

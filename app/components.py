@@ -15,20 +15,25 @@ _short = short_error
 
 
 class Components:
-    """The extractors, loaded once and shared by every session (each guarded by a lock).
+    """The extractors of one feature set (:class:`extractors.live_schema.FeatureSet`), loaded once and
+    shared by every session (each guarded by a lock).
 
     A component that cannot be loaded is ``None`` and its modality is reported missing with the
     reason in ``errors`` (e.g. ``{"T": "unavailable: ..."}``) -- the others still work.
+    ``audio`` is the A extractor (openSMILE :class:`~extractors.audio.AudioFeatureExtractor` or the
+    Whisper :class:`~extractors.speech_encoder.WhisperEncoderFeatures`); each session gets its own
+    A row source from :meth:`audio_rows`.
     """
 
     def __init__(self, face=None, audio=None, recognizer=None, text=None, vad_factory=None,
-                 errors: dict[str, str] | None = None):
+                 errors: dict[str, str] | None = None, feature_set=None):
         self.face = face
         self.audio = audio
         self.recognizer = recognizer
         self.text = text
         self.vad_factory = vad_factory
         self.errors = dict(errors or {})
+        self.feature_set = feature_set
         self.face_lock = threading.Lock()
         self.text_lock = threading.Lock()
 
@@ -36,24 +41,42 @@ class Components:
     def text_dim(self) -> int | None:
         return getattr(self.text, "dim", None)
 
+    def audio_rows(self, keep_s: float = 5.0):
+        """A new A row source for one session (None without an audio extractor): the extractor's
+        ``window_source`` (openSMILE LLD stream, Whisper encoder per window, or both side by side);
+        an extractor with only ``lld`` / ``downsample_frames`` gets an LLD stream."""
+        if self.audio is None:
+            return None
+        if hasattr(self.audio, "window_source"):
+            return self.audio.window_source(keep_s)
+        from extractors.audio_frontend import LldStream
+
+        return LldStream(self.audio, keep_s=keep_s)
+
     @classmethod
-    def load(cls, device="cpu", *, face: bool = True, audio: bool = True, asr: bool = True,
+    def load(cls, device="cpu", *, feature_set=None, face: bool = True, audio: bool = True, asr: bool = True,
              text: bool = True, face_kwargs: dict | None = None, asr_threads: int = 1,
              asr_model: str | None = None, text_model: str | None = None) -> "Components":
+        """The extractors of ``feature_set`` (a :class:`~extractors.live_schema.FeatureSet`; default:
+        the default feature set)."""
+        from extractors.live_schema import feature_set as named_feature_set
+
+        fs = feature_set if feature_set is not None else named_feature_set()
         errors: dict[str, str] = {}
         fx = ax = rec = tx = vad_factory = None
         if face:
             try:
                 from extractors.face import FaceExtractor
 
-                fx = FaceExtractor(device=device, **(face_kwargs or {}))
+                fx = FaceExtractor(device=device, network=fs.face, **(face_kwargs or {}))
             except Exception as e:  # noqa: BLE001
                 errors["V"] = f"unavailable: face extractor ({_short(e)})"
         if audio:
             try:
-                from extractors.audio import AudioFeatureExtractor, VoiceActivityDetector
+                from extractors.audio import VoiceActivityDetector
+                from extractors.audio_frontend import build_audio_features
 
-                ax = AudioFeatureExtractor()
+                ax = build_audio_features(fs.audio, threads=1)
                 VoiceActivityDetector()           # the model file is there
                 vad_factory = VoiceActivityDetector
             except Exception as e:  # noqa: BLE001
@@ -78,8 +101,12 @@ class Components:
                 from extractors.text import TextEncoder
 
                 tx = TextEncoder(text_model)
+                if fs.text_affect:
+                    from extractors.text_affect import AffectTextEncoder
+
+                    tx = AffectTextEncoder(tx)
             except Exception as e:  # noqa: BLE001
                 errors["T"] = f"unavailable: text encoder ({_short(e)})"
         if "A" in errors and "T" not in errors:
             errors["T"] = "unavailable: needs the audio stream"
-        return cls(fx, ax, rec, tx, vad_factory, errors)
+        return cls(fx, ax, rec, tx, vad_factory, errors, fs)

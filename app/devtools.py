@@ -18,14 +18,21 @@ import numpy as np
 CLASSES = ("neutral", "happy", "sad", "angry")
 
 
-def make_live_dataset(path: Path, n: int = 60, classes=CLASSES, seed: int = 0) -> Path:
+#: the tiny checkpoint's feature set: the first one (openSMILE, mini-Xception, MiniLM), whose
+#: extractors the app tests' stand-ins imitate
+TINY_FEATURE_SET = "opensmile-minixception-minilm"
+
+
+def make_live_dataset(path: Path, n: int = 60, classes=CLASSES, seed: int = 0,
+                      feature_set_name: str = TINY_FEATURE_SET) -> Path:
     from admc.data import split_from_samples, write_dataset
-    from extractors.live_schema import AUDIO_DIM, FACE_DIM, TEXT_DIM, live_schema
+    from extractors.live_schema import feature_set
 
     rng = np.random.default_rng(seed)
-    schema = live_schema(list(classes))
+    fs = feature_set(feature_set_name)
+    schema = fs.schema(list(classes))
     C = len(classes)
-    dims = {"A": AUDIO_DIM, "V": FACE_DIM, "T": TEXT_DIM}
+    dims = fs.dims()
     centers = {m: rng.normal(0, 1.0, (C, d)).astype(np.float32) for m, d in dims.items()}
     splits = {}
     sizes = {"train": n, "val": max(C * 3, n // 3)}
@@ -41,12 +48,12 @@ def make_live_dataset(path: Path, n: int = 60, classes=CLASSES, seed: int = 0) -
         ids = [f"w{k + i:05d}" for i in range(size)]
         k += size
         splits[split] = split_from_samples(split, y, ids, samples)
-    return write_dataset(path, "tiny-live-random", schema, splits)
+    return write_dataset(path, "tiny-live-random", schema, splits, extra_meta={"feature_set": fs.name})
 
 
 def make_tiny_checkpoint(out: Path, n: int = 60, classes=CLASSES, seed: int = 0, epochs: int = 2,
-                         small: bool = False) -> Path:
-    """Train and save a tiny run at ``out``; returns ``out``.
+                         small: bool = False, feature_set_name: str = TINY_FEATURE_SET) -> Path:
+    """Train and save a tiny run at ``out`` on random features of ``feature_set_name``; returns ``out``.
 
     ``small``: narrow networks (seconds to train; for tests).  Otherwise the default architecture
     (the inference cost of a real checkpoint; for benchmarks), trained for ``epochs`` only.
@@ -60,7 +67,7 @@ def make_tiny_checkpoint(out: Path, n: int = 60, classes=CLASSES, seed: int = 0,
     from admc.train import train
 
     out = Path(out)
-    data = make_live_dataset(out.parent / f"{out.name}-data", n, classes, seed)
+    data = make_live_dataset(out.parent / f"{out.name}-data", n, classes, seed, feature_set_name)
     ds = load_dataset(data, splits=("train", "val"))
     cfg = TrainConfig()
     cfg.itfn.epochs = epochs
@@ -81,7 +88,8 @@ def make_tiny_checkpoint(out: Path, n: int = 60, classes=CLASSES, seed: int = 0,
     finally:
         torch.set_num_threads(threads)
     save_run(model, out, info, ["app.devtools.make_tiny_checkpoint", str(out)],
-             {"path": str(data), "name": ds.name, "note": "random features: for tests only"})
+             {"path": str(data), "name": ds.name, "feature_set": ds.meta["feature_set"],
+              "note": "random features: for tests only"})
     return out
 
 
@@ -152,7 +160,6 @@ def make_test_clip(out_dir: Path, duration: float = 14.0, fps: float = 15.0, siz
     (H.264 + AAC, with PyAV), ``clip.wav`` and, with ``y4m``, ``clip.y4m`` (raw frames for
     Chromium's fake camera).  Returns paths and the timeline.
     """
-    import av
     import soundfile as sf
 
     from extractors.audio import resample
@@ -170,10 +177,28 @@ def make_test_clip(out_dir: Path, duration: float = 14.0, fps: float = 15.0, siz
     sf.write(str(out_dir / "clip.wav"), audio, sr, subtype="PCM_16")
     kind = clip_plan(duration, face_off, speech_start)
     rng = np.random.default_rng(0)
-    path = out_dir / "clip.mp4"
+    path = write_mp4(out_dir / "clip.mp4", (clip_frame(kind(i / fps), size, rng)
+                                             for i in range(int(round(duration * fps)))), audio, fps, sr)
+    info = {"mp4": path, "wav": out_dir / "clip.wav", "duration": duration, "fps": fps,
+            "face_off": tuple(face_off), "speech_start": speech_start, "speech_end": speech_end}
+    if y4m:
+        info["y4m"] = write_y4m(out_dir / "clip.y4m", [clip_frame(kind(i / y4m_fps), y4m_size, rng)
+                                                        for i in range(int(round(duration * y4m_fps)))],
+                                y4m_fps)
+    return info
+
+
+def write_mp4(path: Path, frames, audio: np.ndarray, fps: float, sr: int = 16000) -> Path:
+    """RGB frames (uint8, all the same even size) at ``fps`` and mono float ``audio`` at ``sr`` as an
+    H.264 + AAC mp4 (PyAV), audio interleaved up to each frame's time."""
+    import av
+
+    frames = iter(frames)
+    first = next(frames)
+    h, w = first.shape[:2]
     with av.open(str(path), "w") as c:
         vs = c.add_stream("libx264", rate=int(fps))
-        vs.width, vs.height, vs.pix_fmt = size[0], size[1], "yuv420p"
+        vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
         vs.options = {"crf": "23", "preset": "veryfast"}
         ast = c.add_stream("aac", rate=sr)
         ast.layout = "mono"
@@ -190,23 +215,24 @@ def make_test_clip(out_dir: Path, duration: float = 14.0, fps: float = 15.0, siz
                     c.mux(p)
                 s += step
 
-        for i in range(int(round(duration * fps))):
-            fr = av.VideoFrame.from_ndarray(clip_frame(kind(i / fps), size, rng), format="rgb24")
+        i = 0
+        for frame in _chain(first, frames):
+            fr = av.VideoFrame.from_ndarray(frame, format="rgb24")
             for p in vs.encode(fr):
                 c.mux(p)
-            audio_until((i + 1) / fps)
+            i += 1
+            audio_until(i / fps)
         for p in vs.encode():
             c.mux(p)
-        audio_until(duration + 1.0)
+        audio_until(len(audio) / sr + 1.0)
         for p in ast.encode():
             c.mux(p)
-    info = {"mp4": path, "wav": out_dir / "clip.wav", "duration": duration, "fps": fps,
-            "face_off": tuple(face_off), "speech_start": speech_start, "speech_end": speech_end}
-    if y4m:
-        info["y4m"] = write_y4m(out_dir / "clip.y4m", [clip_frame(kind(i / y4m_fps), y4m_size, rng)
-                                                        for i in range(int(round(duration * y4m_fps)))],
-                                y4m_fps)
-    return info
+    return path
+
+
+def _chain(first, rest):
+    yield first
+    yield from rest
 
 
 def write_y4m(path: Path, frames, fps: float) -> Path:

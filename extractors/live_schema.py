@@ -1,29 +1,112 @@
 """The feature schema the live extractors produce, and the analysis window they are assembled in.
 
-A checkpoint that runs live (the app, ``weights/starter``) must have exactly this schema; training
-data for it (``admc extract``, the starter build) is shaped like these windows.
+A checkpoint that runs live (the app, ``weights/starter``) must have exactly the schema of one
+:class:`FeatureSet`; training data for it (``admc extract``, the starter build) is shaped like these
+windows and records the feature set's name in its ``meta.json`` (``extractors.feature_set``), which
+``admc train`` carries into the run's ``run.json`` (``dataset.feature_set``).  The app builds the
+extractors of the checkpoint's feature set; a checkpoint without the record is recognised by its
+dimensions.
+
+Two feature sets exist:
+
+* ``opensmile-minixception-minilm`` (the first starter): A openSMILE ComParE_2016 LLD + deltas
+  (130-d), V fer's mini-Xception penultimate features (128-d), T MiniLM word pieces (384-d);
+* ``opensmile-whisper-resnet-minilm-nade`` (the default): A the openSMILE rows side by side with
+  the Whisper tiny.en encoder states of the window (130 + 384 = 514-d, ``extractors.speech_encoder``),
+  V this project's FER2013 ResNet (384-d, ``extractors.face_net``), T MiniLM word pieces followed by
+  nade's 151 emoji credences (535-d, ``extractors.text_affect``).  Each part was chosen by
+  measurement on held-out speakers / test splits: benchmarks/results/speech_features.md,
+  text_features.md, weights/face_resnet_fer2013.json.
 """
 
 from __future__ import annotations
 
-from admc.data import Modality, Schema
+from dataclasses import dataclass
 
-AUDIO_DIM = 130   # openSMILE ComParE_2016 LLD + deltas, 10 frames/s (extractors.audio)
-FACE_DIM = 128    # mini-Xception penultimate features per frame (extractors.face)
-TEXT_DIM = 384    # MiniLM token features (extractors.text, default model)
+from admc.data import Modality, Schema
 
 WINDOW_SECONDS = 3.0      # one analysis window covers the last 3 s
 AUDIO_FRAME_RATE = 10.0   # A rows per second
 VIDEO_FRAME_RATE = 10.0   # V rows per second (frames are sampled to this rate inside a window)
 HOP_SECONDS = 0.2         # a new prediction every 200 ms (5 per second)
 
-MODALITIES = (
-    Modality("A", AUDIO_DIM, "sequence", "lstm"),
-    Modality("V", FACE_DIM, "sequence", "lstm"),
-    Modality("T", TEXT_DIM, "sequence", "textcnn"),
-)
+NADE_EMOJIS = 151         # nade's emoji distribution (extractors.text_affect.TextAffect.n_emojis)
 
 
-def live_schema(classes: list[str] | tuple[str, ...], text_dim: int = TEXT_DIM) -> Schema:
-    mods = tuple(Modality(m.name, text_dim if m.name == "T" else m.dim, m.kind, m.encoder) for m in MODALITIES)
-    return Schema(mods, tuple(classes))
+@dataclass(frozen=True)
+class FeatureSet:
+    """Which live extractor makes each modality's rows, and the rows' dims."""
+
+    name: str
+    audio: tuple[str, ...]  # A extractors side by side: "opensmile" (extractors.audio), "whisper" (speech_encoder)
+    face: str             # "mini_xception" | "resnet" (extractors.face.ExpressionNetwork)
+    text_affect: bool     # nade's emoji distribution appended to each text row
+    audio_dim: int
+    face_dim: int
+    text_model_dim: int = 384   # the bundled MiniLM; another text model changes it
+
+    @property
+    def text_dim(self) -> int:
+        return self.text_dim_for(self.text_model_dim)
+
+    def text_dim_for(self, text_model_dim: int) -> int:
+        return int(text_model_dim) + (NADE_EMOJIS if self.text_affect else 0)
+
+    def dims(self, text_model_dim: int | None = None) -> dict[str, int]:
+        return {"A": self.audio_dim, "V": self.face_dim,
+                "T": self.text_dim_for(text_model_dim or self.text_model_dim)}
+
+    def schema(self, classes, text_model_dim: int | None = None) -> Schema:
+        d = self.dims(text_model_dim)
+        return Schema((Modality("A", d["A"], "sequence", "lstm"), Modality("V", d["V"], "sequence", "lstm"),
+                       Modality("T", d["T"], "sequence", "textcnn")), tuple(classes))
+
+    def describe(self) -> str:
+        d = self.dims()
+        return (f"{self.name}: A {'+'.join(self.audio)} {d['A']}-d, V {self.face} {d['V']}-d, "
+                f"T MiniLM{' + nade' if self.text_affect else ''} {d['T']}-d")
+
+
+FEATURE_SETS: dict[str, FeatureSet] = {fs.name: fs for fs in (
+    FeatureSet("opensmile-minixception-minilm", audio=("opensmile",), face="mini_xception", text_affect=False,
+               audio_dim=130, face_dim=128),
+    FeatureSet("opensmile-whisper-resnet-minilm-nade", audio=("opensmile", "whisper"), face="resnet",
+               text_affect=True, audio_dim=130 + 384, face_dim=384),
+)}
+DEFAULT_FEATURE_SET = "opensmile-whisper-resnet-minilm-nade"
+
+
+def feature_set(name: str | None = None) -> FeatureSet:
+    """The named feature set (default :data:`DEFAULT_FEATURE_SET`); an unknown name fails in one line."""
+    name = name or DEFAULT_FEATURE_SET
+    if name not in FEATURE_SETS:
+        raise ValueError(f"feature set {name!r}: must be one of {', '.join(FEATURE_SETS)}")
+    return FEATURE_SETS[name]
+
+
+def feature_set_of(meta: dict | None, schema: Schema | None = None) -> FeatureSet | None:
+    """The feature set of a run (``run.json``): its ``dataset.feature_set`` record, else the one whose
+    A and V dims match ``schema`` (runs trained before the record existed); None when none fits."""
+    ds = (meta or {}).get("dataset") or {}
+    name = ds.get("feature_set") if isinstance(ds, dict) else None
+    if name:
+        return feature_set(name)
+    if schema is None:
+        return None
+    dims = {m.name: m.dim for m in schema.modalities}
+    for fs in FEATURE_SETS.values():
+        if dims.get("A") == fs.audio_dim and dims.get("V") == fs.face_dim:
+            return fs
+    return None
+
+
+def live_schema(classes: list[str] | tuple[str, ...], text_dim: int | None = None,
+                feature_set_name: str | None = None) -> Schema:
+    """The schema of ``feature_set_name`` (default feature set) for ``classes``; ``text_dim``: the
+    T rows' dim when another text model than the bundled MiniLM is used (the full row dim)."""
+    fs = feature_set(feature_set_name)
+    schema = fs.schema(classes)
+    if text_dim is not None and text_dim != schema.modalities[2].dim:
+        mods = tuple(Modality(m.name, text_dim if m.name == "T" else m.dim, m.kind, m.encoder) for m in schema.modalities)
+        schema = Schema(mods, tuple(classes))
+    return schema

@@ -44,8 +44,15 @@ class WhisperEncoderFeatures:
         self.model = ctranslate2.models.Whisper(str(path), device="cpu", compute_type=compute_type,
                                                 intra_threads=int(threads), inter_threads=1)
         self.mel = FeatureExtractor(feature_size=self.model.n_mels)
-        self.dim = 384 if "tiny" in path.as_posix() or True else None  # set from the first output below
         self.dim = int(self._encode(np.zeros(SAMPLE_RATE // 10, np.float32)).shape[1])
+
+    def window_source(self, keep_s: float = 5.0) -> "EncoderWindowRows":
+        """A live A row source over a session's audio ring: the encoder per window."""
+        return EncoderWindowRows(self)
+
+    def wave_source(self, wave: np.ndarray) -> "EncoderWindowRows":
+        """The A row source of one whole 16 kHz recording."""
+        return EncoderWindowRows.of_wave(self, wave)
 
     def _encode(self, audio: np.ndarray) -> np.ndarray:
         mel = self.mel(audio)[:, : max(2, int(np.ceil(len(audio) / HOP)))]
@@ -74,3 +81,66 @@ class WhisperEncoderFeatures:
         """Mean and standard deviation of the encoder states: ``[2 * dim]``."""
         seq = self.sequence(waveform)
         return np.concatenate([seq.mean(0), seq.std(0)]).astype(np.float32)
+
+
+class EncoderWindowRows:
+    """The A rows of a window from the Whisper encoder (the A row source of the ``whisper-*``
+    feature sets; :class:`extractors.audio_frontend.LldStream` is the openSMILE one).
+
+    Nothing is computed ahead: :meth:`window_rows` encodes the ring's audio of the window
+    ``[t - window_s, t)`` (about 15-25 ms on one core for 3 s) and keeps the result for the same
+    window.  Audio is encoded in pieces of ``piece_s`` (3 s, the live window), each from the
+    encoder's position 0, so a longer ``admc extract`` window is the live windows side by side.
+    ``update`` only remembers the ring (the session calls it before each window).
+    """
+
+    def __init__(self, encoder: WhisperEncoderFeatures, rate: float = 10.0, piece_s: float = 3.0,
+                 min_s: float = 0.1):
+        self.encoder = encoder
+        self.rate = float(rate)
+        self.piece_s = float(piece_s)
+        self.min_samples = int(min_s * SAMPLE_RATE)
+        self.ring = None
+        self._last: tuple[tuple, np.ndarray | None] | None = None
+
+    def reset(self) -> None:
+        self._last = None
+
+    def update(self, ring, lock=None, force: bool = False) -> None:
+        self.ring = ring
+
+    def window_rows(self, t: float, t0: float, window_s: float) -> np.ndarray | None:
+        ring = self.ring
+        if ring is None:
+            return None
+        b = int(round((t - t0) * SAMPLE_RATE))
+        a = max(b - int(round(window_s * SAMPLE_RATE)), 0)
+        key = (id(ring), t0, a, min(b, ring.total))
+        if self._last is not None and self._last[0] == key:
+            return self._last[1]
+        rows = self.wave_rows(ring.samples(a, b))
+        self._last = (key, rows)
+        return rows
+
+    def wave_rows(self, wave: np.ndarray) -> np.ndarray | None:
+        """Rows of consecutive ``piece_s`` pieces of ``wave`` (pieces under 0.1 s are dropped);
+        None when nothing is left."""
+        wave = np.asarray(wave, np.float32).reshape(-1)
+        step = int(round(self.piece_s * SAMPLE_RATE))
+        parts = [wave[i:i + step] for i in range(0, len(wave), step)]
+        parts = [p for p in parts if p.size >= self.min_samples]
+        if not parts:
+            return None
+        return np.concatenate([self.encoder.rows(p, rate=self.rate) for p in parts]).astype(np.float32)
+
+    @classmethod
+    def of_wave(cls, encoder: WhisperEncoderFeatures, wave: np.ndarray, **kw) -> "EncoderWindowRows":
+        """The source over one whole 16 kHz recording (``admc extract``), run starting at time 0."""
+        from extractors.audio_frontend import AudioRing
+
+        wave = np.asarray(wave, np.float32).reshape(-1)
+        ring = AudioRing(len(wave) / SAMPLE_RATE + 1.0)
+        ring.append(wave)
+        src = cls(encoder, **kw)
+        src.update(ring)
+        return src

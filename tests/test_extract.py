@@ -22,7 +22,7 @@ from extractors.commands import main as admc_main
 from admc.data import DatasetError, load_dataset
 from extractors import dataset_builder as db
 from extractors import manifests as mf
-from extractors.live_schema import live_schema
+from extractors.live_schema import DEFAULT_FEATURE_SET, live_schema
 
 torch.set_num_threads(1)
 
@@ -138,11 +138,28 @@ def test_extract_reports_skipped_and_records_extractors(extracted):
     assert "Invalid data" in skipped["broken"] or "Error" in skipped["broken"]
     assert "no usable modality" in skipped["dark"]
     assert ex["counts"]["train"] == {"samples": 1, "A_present": 1, "V_present": 1, "T_present": 1}
-    assert ex["extractors"]["A"]["opensmile"] and ex["extractors"]["V"]["weights_sha256"]
+    parts = {p["extractor"].rsplit(".", 1)[-1]: p for p in ex["extractors"]["A"]["parts"]}
+    assert list(parts) == ["AudioFeatureExtractor", "WhisperEncoderFeatures"] and parts["AudioFeatureExtractor"]["opensmile"]
+    assert ex["extractors"]["V"]["weights_sha256"] and "ResNet" in ex["extractors"]["V"]["network"]
+    assert meta["feature_set"] == ex["settings"]["feature_set"] == DEFAULT_FEATURE_SET
     assert ex["extractors"]["V"]["fps"] == 10 and ex["settings"]["asr"] is True
     texts = {json.loads(line)["id"]: json.loads(line) for line in (extracted / "transcripts.jsonl").open()}
     assert texts["clip"]["source"] == "asr" and "happy" in texts["clip"]["text"].lower()
     assert texts["voice"]["source"] == "manifest"
+
+
+@pytest.mark.slow
+def test_extract_with_the_first_feature_set(media, tmp_path):
+    """--feature-set picks the extractors: the first starter's (openSMILE, mini-Xception, MiniLM)."""
+    out = tmp_path / "v1"
+    assert admc_main(["extract", "--manifest", str(media / "manifest.csv"), "--out", str(out), "--classes",
+                      "happy,sad,neutral", "--feature-set", "opensmile-minixception-minilm", "--quiet"]) == 0
+    ds = load_dataset(out)
+    assert {m.name: m.dim for m in ds.schema.modalities} == {"A": 130, "V": 128, "T": 384}
+    assert json.loads((out / "meta.json").read_text())["feature_set"] == "opensmile-minixception-minilm"
+    with pytest.raises(SystemExit):
+        admc_main(["extract", "--manifest", str(media / "manifest.csv"), "--out", str(tmp_path / "x"),
+                   "--feature-set", "nope"])
 
 
 def test_extract_resumes_from_cache(extracted, media, monkeypatch):

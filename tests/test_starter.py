@@ -18,7 +18,7 @@ import torch
 
 from admc.pipeline import predict_window
 from admc.run import load_run
-from extractors.live_schema import live_schema
+from extractors.live_schema import feature_set_of
 
 torch.set_num_threads(1)
 
@@ -59,7 +59,8 @@ def starter():
 def test_starter_loads_with_the_live_schema(starter):
     model, meta = starter
     assert list(model.schema.classes) == CLASSES
-    assert model.schema == live_schema(CLASSES)
+    fs = feature_set_of(meta, model.schema)
+    assert fs is not None and model.schema == fs.schema(CLASSES)
     assert meta["method"] == "admc"
     assert (STARTER / "model.safetensors").stat().st_size < 30e6
     card = (STARTER / "MODEL_CARD.md").read_text()
