@@ -210,21 +210,27 @@ def perf_html(stats: dict) -> str:
 
 
 def provenance_md(prov: dict) -> str:
+    """A short header (checkpoint name, training data, classes, model card link); the path,
+    fingerprint, feature set, method and command behind a details toggle."""
+    from html import escape
+
     ds = prov.get("dataset") or {}
-    lines = [f"**Checkpoint** `{prov.get('path')}` &middot; method `{prov.get('method')}` &middot; "
-             f"classes {', '.join(prov.get('classes', []))}"]
-    if ds:
-        desc = ", ".join(f"{k}: `{v}`" for k, v in ds.items() if k in ("name", "path", "fingerprint", "note"))
-        lines.append(f"**Dataset** {desc or json.dumps(ds)}")
-    if prov.get("command"):
-        lines.append(f"**Command** `{prov['command']}`")
+    name = Path(str(prov.get("path") or "checkpoint")).name
+    data = f" &middot; trained on `{ds['name']}`" if ds.get("name") else ""
     card = prov.get("model_card")
     if card:
         target = card if str(card).startswith(("http://", "https://")) else f"/gradio_api/file={card}"
-        lines.append(f"**Model card** [{Path(str(card)).name if not str(card).startswith('http') else card}]({target})")
+        card_md = f"[model card]({target})"
     else:
-        lines.append("**Model card** none in this checkpoint")
-    return "  \n".join(lines)
+        card_md = "no model card"
+    head = (f"**Checkpoint** `{name}`{data} &middot; {len(prov.get('classes', []))} classes: "
+            f"{', '.join(prov.get('classes', []))} &middot; {card_md}")
+    rows = [("path", prov.get("path")), ("method", prov.get("method")),
+            ("feature set", ds.get("feature_set")), ("dataset path", ds.get("path")),
+            ("fingerprint", ds.get("fingerprint")), ("note", ds.get("note")),
+            ("command", prov.get("command")), ("admc", prov.get("admc_version"))]
+    items = "".join(f"<li>{k}: <code>{escape(str(v))}</code></li>" for k, v in rows if v)
+    return head + f"\n\n<details><summary>Details</summary><ul>{items}</ul></details>"
 
 
 # ------------------------------------------------------------------------------------------ export
