@@ -65,6 +65,8 @@ def test_training_resumes_where_it_stopped_and_exports_a_loadable_network(tmp_pa
     for split in ("val", "PublicTest", "PrivateTest"):
         assert set(card["scores"][split]) == {"single", "flip"}
     assert card["latency_one_core"]["p50_ms"] > 0 and card["normalisation"]["std"] > 0
+    md = straight.with_suffix(".md").read_text()
+    assert "PrivateTest" in md and f"{card['scores']['PrivateTest']['single']['accuracy']:.2f}" in md
 
     # the same training stopped after one epoch, then continued: the same epochs, the same network
     resumed = tmp_path / "resumed" / "face"
