@@ -14,22 +14,28 @@ The manifest is a CSV file with a header and the columns ``path,label,split`` pl
 * ``start``/``end`` (optional, seconds): use only this part of the file (e.g. one sentence of an
   IEMOCAP dialogue video).
 
-Every modality comes from exactly the live extractors (:mod:`extractors.live_schema`):
+Every modality comes from exactly the live extractors of one feature set
+(:mod:`extractors.live_schema`, ``ExtractSettings.feature_set``, ``admc extract --feature-set``; the
+name is written to ``meta.json["feature_set"]`` and a run trained on the dataset carries it, so the
+app loads the same extractors).
 
 Each sample is one window -- the clip, or its ``start``..``end`` -- whose rows are assembled by
 :class:`extractors.window.WindowAssembler`, the assembler of the live session's 3 s windows:
 
 * ``V``: frames sampled at 10 fps (the live rate), :class:`extractors.face.FaceExtractor` (MTCNN,
-  alignment, mini-Xception 128-d, the largest face); one row per 100 ms slot of the window whose
-  newest frame shows a face with score >= ``v_min_score`` (the live V-row rule; a black frame is
-  not analysed, as live).  A still image gives one row; a small image (<= 96 px) where MTCNN finds no face is
-  taken to be a face crop already (FER2013-like) unless ``still_images="detect"``.
-* ``A``: the first audio stream, mono 16 kHz, :class:`extractors.audio.AudioFeatureExtractor`
-  (openSMILE ComParE_2016 LLD + deltas, 10 rows/s, 130-d), its LLD frames computed in the fixed
-  blocks of the live :class:`extractors.audio_frontend.LldStream` (about 6x the openSMILE work of
-  one pass; the frames are the live ones, not a one-pass approximation of them).
+  alignment, the feature set's expression network: the FER2013 ResNet 384-d or mini-Xception 128-d,
+  the largest face); one row per 100 ms slot of the window whose newest frame shows a face with
+  score >= ``v_min_score`` (the live V-row rule; a black frame is not analysed, as live).  A still
+  image gives one row; a small image (<= 96 px) where MTCNN finds no face is taken to be a face
+  crop already (FER2013-like) unless ``still_images="detect"``.
+* ``A``: the first audio stream, mono 16 kHz, the feature set's A row source over the whole
+  recording (``wave_source``): openSMILE ComParE_2016 LLD + deltas (10 rows/s, 130-d) computed in
+  the fixed blocks of the live :class:`extractors.audio_frontend.LldStream` (about 6x the openSMILE
+  work of one pass; the frames are the live ones), and/or the Whisper tiny.en encoder over
+  consecutive 3 s pieces (10 rows/s, 384-d), side by side.
 * ``T``: :class:`extractors.text.TextEncoder` word-level features (MiniLM, 384-d) of the transcript,
-  or of the faster-whisper (tiny.en) transcript when there is none.
+  or of the faster-whisper (tiny.en) transcript when there is none; with nade's 151 emoji credences
+  of the text appended to every row in the feature sets that have them.
 
 A modality that is not there (no face in any frame, no audio stream, empty transcript) is kept as
 ``m_present = False`` with a single zero row; a sample with no modality at all, or a file that
