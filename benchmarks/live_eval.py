@@ -152,6 +152,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--checkpoint", type=Path, default=REPO / "weights" / "starter")
     ap.add_argument("--name", default="starter")
+    ap.add_argument("--label", default=None, help="what the checkpoint is, for the table header (default: its path)")
     ap.add_argument("--takes", type=int, default=2, help="clips per emotion (each 3 segments of 6 s)")
     ap.add_argument("--work", type=Path, default=REPO / "benchmarks" / "_work" / "live_eval")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
@@ -174,7 +175,8 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / f"live_eval_{args.name}"
     stem.with_suffix(".json").write_text(json.dumps(res, indent=2) + "\n")
-    lines = [f"# Live evaluation: {res['checkpoint']}", "",
+    res["label"] = args.label or res["checkpoint"]
+    lines = [f"# Live evaluation: {res['label']}", "",
              f"{len(info['segments'])} segments of {SEG_S:.0f} s ({args.takes} takes x 7 emotions x 3 states), "
              "FER2013 PrivateTest faces + RAVDESS test-actor speech, through `python -m app --no-ui`. "
              "Windows whose 3 s lie inside one segment.", "",
