@@ -21,7 +21,6 @@ import pytest
 from tests.test_app import REPO, clip, tiny_run  # noqa: F401 - fixtures
 
 CHROMIUM = "/usr/bin/chromium"
-SCREENSHOT = REPO / "docs" / "screenshots" / "app.png"
 BASE_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
               "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
@@ -77,7 +76,9 @@ def server(tiny_run, tmp_path_factory):  # noqa: F811
 
 
 @pytest.mark.slow
-def test_browser_live_badges_imputation_and_updates(server, clip):  # noqa: F811
+def test_browser_live_badges_imputation_and_updates(server, clip, tmp_path):  # noqa: F811
+    # the page as the test saw it (the README's screenshot is scripts/readme_screenshot.py's, with the starter)
+    shot_path = tmp_path / "app.png"
     sync_api = pytest.importorskip("playwright.sync_api")
     if not shutil.which(CHROMIUM):
         pytest.fail("Debian's chromium is not installed: apt-get install -y chromium (requirements/apt.txt)")
@@ -111,8 +112,8 @@ def test_browser_live_badges_imputation_and_updates(server, clip):  # noqa: F811
                 # speech has stopped (A completed by the ADN); the timeline shows both spans
                 if not shot and v_was_imputed and v == "live" and a == "imputed" and st["preview"]:
                     time.sleep(1.0)
-                    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-                    page.screenshot(path=str(SCREENSHOT), full_page=True)
+                    shot_path.parent.mkdir(parents=True, exist_ok=True)
+                    page.screenshot(path=str(shot_path), full_page=True)
                     shot = True
                 states = {m: {x["badges"].get(m, ["", ""])[0] for x in seen} for m in "AV"}
                 ts = {x["t"] for x in seen if x["t"]}
@@ -120,8 +121,8 @@ def test_browser_live_badges_imputation_and_updates(server, clip):  # noqa: F811
                         and "live" in states["A"] and len(ts) >= 20:
                     break
             if not shot:
-                SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-                page.screenshot(path=str(SCREENSHOT), full_page=True)
+                shot_path.parent.mkdir(parents=True, exist_ok=True)
+                page.screenshot(path=str(shot_path), full_page=True)
             # export what was seen (the download is served by the app)
             page.locator("#admc-export-csv").click()
             page.wait_for_selector("#admc-export a[href]", timeout=20000)
@@ -143,7 +144,7 @@ def test_browser_live_badges_imputation_and_updates(server, clip):  # noqa: F811
     assert len(set(ts)) >= 20 and ts[-1] > ts[0] + 8, ts
     assert sum(1 for s in seen if s["emotion"].strip()) >= len(seen) // 2
     assert any(s["preview"] for s in seen)
-    assert SCREENSHOT.is_file() and SCREENSHOT.stat().st_size > 10_000
+    assert shot_path.is_file() and shot_path.stat().st_size > 10_000
     # the export is a CSV of the windows seen
     lines = csv_text.splitlines()
     assert lines[0].startswith("t,label,p_neutral") and len(lines) > 20, csv_text[:300]

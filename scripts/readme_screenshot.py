@@ -1,0 +1,112 @@
+"""Take the README screenshot (docs/screenshots/app.png) from the running app with a real checkpoint.
+
+    .venv/bin/python scripts/readme_screenshot.py [--checkpoint weights/starter] [--emotion happiness]
+
+It starts ``python -m app --checkpoint CK`` on a free local port and opens it in Debian's Chromium
+(Playwright) whose fake webcam and microphone play held-out material: one take of
+``benchmarks/live_eval.py``'s clip (a FER2013 PrivateTest face moving slightly, RAVDESS test-actor
+speech of the same emotion, then the face hidden, then silence), looping.  After ``--wait`` seconds
+of streaming it saves the full page.  Needs the live-evaluation clip (built by running
+benchmarks/live_eval.py once) and chromium (requirements/apt.txt).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]
+
+
+def take_media(clip_info: Path, emotion: str, work: Path) -> tuple[Path, Path]:
+    """The y4m + wav of the first take of ``emotion`` in the live-evaluation clip."""
+    import soundfile as sf
+
+    from app.devtools import write_y4m
+    from extractors.media import decode_audio, iter_video
+
+    info = json.loads(clip_info.read_text())
+    segs = [s for s in info["segments"] if s["label"] == emotion and s["take"] == 0]
+    if not segs:
+        raise SystemExit(f"readme_screenshot: no segment of {emotion!r} in {clip_info}")
+    t0, t1 = segs[0]["start"], segs[-1]["end"]
+    frames = [f for _t, f in iter_video(info["clip"], fps=info["fps"], start=t0, end=t1)]
+    work.mkdir(parents=True, exist_ok=True)
+    y4m = write_y4m(work / "screen.y4m", frames, info["fps"])
+    wav = work / "screen.wav"
+    sf.write(str(wav), np.asarray(decode_audio(info["clip"], t0, t1), np.float32), 16000, subtype="PCM_16")
+    return y4m, wav
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--checkpoint", default=str(REPO / "weights" / "starter"))
+    ap.add_argument("--emotion", default="happiness")
+    ap.add_argument("--wait", type=float, default=14.0, help="seconds of streaming before the screenshot")
+    ap.add_argument("--clip", type=Path, default=REPO / "benchmarks" / "_work" / "live_eval" / "takes2" / "clip.json")
+    ap.add_argument("--out", type=Path, default=REPO / "docs" / "screenshots" / "app.png")
+    args = ap.parse_args()
+    from playwright.sync_api import sync_playwright
+
+    y4m, wav = take_media(args.clip, args.emotion, REPO / "benchmarks" / "_work" / "screenshot")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "app", "--checkpoint", args.checkpoint, "--port", str(port)],
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.time() + 180
+        while True:
+            try:
+                with urllib.request.urlopen(url, timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                if proc.poll() is not None or time.time() > deadline:
+                    raise SystemExit("readme_screenshot: the app did not start")
+                time.sleep(0.5)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS + [
+                f"--use-file-for-fake-video-capture={y4m}", f"--use-file-for-fake-audio-capture={wav}"])
+            try:
+                page = browser.new_context(viewport={"width": 1280, "height": 1100},
+                                           permissions=["camera", "microphone"]).new_page()
+                page.goto(url, wait_until="load")
+                page.wait_for_selector("#admc-badges .admc-badge", timeout=60000)
+                page.get_by_text("Click to Access Webcam").click()
+                page.locator("#admc-webcam button[aria-label='capture photo']").click(timeout=20000)
+                page.locator("#admc-mic button", has_text="Record").first.click(timeout=20000)
+                time.sleep(args.wait)
+                args.out.parent.mkdir(parents=True, exist_ok=True)
+                page.screenshot(path=str(args.out), full_page=True)
+            finally:
+                browser.close()
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+    print(args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
