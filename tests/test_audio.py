@@ -205,8 +205,9 @@ def test_streaming_resampler_equals_offline(sr):
 # ---------------------------------------------------------------------------------- RAVDESS
 
 def _ravdess_dir() -> Path | None:
-    cands = [os.environ.get("RAVDESS_SPEECH_DIR"), REPO / "shared" / "data" / "ravdess_speech",
-             REPO.parent / "shared" / "data" / "ravdess_speech", "/work/shared/data/ravdess_speech"]
+    from tests.shared_data import SHARED_DATA
+
+    cands = [os.environ.get("RAVDESS_SPEECH_DIR"), SHARED_DATA / "ravdess_speech"]
     for c in cands:
         if c and (Path(c) / "manifest.csv").is_file():
             return Path(c)

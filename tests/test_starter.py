@@ -19,13 +19,13 @@ import torch
 from admc.pipeline import predict_window
 from admc.run import load_run
 from extractors.live_schema import feature_set_of
+from tests.shared_data import SHARED_DATA
 
 torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
 STARTER = REPO / "weights" / "starter"
-DATA = next((p for p in (REPO.parent / "shared" / "data", Path("/work/shared/data")) if p.is_dir()),
-            REPO.parent / "shared" / "data")
+DATA = SHARED_DATA
 CLASSES = ["anger", "disgust", "fear", "happiness", "sadness", "surprise", "neutral"]
 
 FACES = [  # FER2013 PublicTest path -> expected class
@@ -69,17 +69,20 @@ def test_starter_loads_with_the_live_schema(starter):
 
 
 @pytest.fixture(scope="module")
-def face_extractor():
+def face_extractor(starter):
     from extractors.face import FaceExtractor
 
-    return FaceExtractor(device="cpu")
+    model, meta = starter
+    return FaceExtractor(device="cpu", network=feature_set_of(meta, model.schema).face)
 
 
 @pytest.fixture(scope="module")
-def build_script():
+def build_script(starter):
     spec = importlib.util.spec_from_file_location("build_starter", REPO / "scripts" / "build_starter.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
+    model, meta = starter
+    mod.FEATURES = feature_set_of(meta, model.schema)      # the starter's extractors, not the script's default
     return mod
 
 
@@ -103,7 +106,7 @@ def test_starter_classifies_real_speech(starter, build_script, path, label):
     model, _ = starter
     clip_id = ("ravdess/" if path.startswith("ravdess") else "emodb/") + Path(path).stem   # the build's clip id
     windows, _span = build_script.speech_windows(DATA / path, clip_id, train=False)
-    assert windows.shape == (1, 30, 130)
+    assert windows.shape == (1, 30, model.schema.modalities[0].dim)
     out = predict_window(model, {"A": windows[0], "V": None, "T": None}, generator=torch.Generator().manual_seed(0))
     assert out["label"] == label, out["probs"]
     assert set(out["imputed"]) == {"V", "T"}
