@@ -105,6 +105,7 @@ def save_face_net(net: FaceNet, weights: Path, meta: dict) -> None:
 
     weights.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().contiguous() for k, v in net.state_dict().items()}, str(weights))
+    weights.chmod(0o644)                       # safetensors writes the file private
     card = dict(meta)
     card["shape"] = {"stem": net.shape.stem, "widths": list(net.shape.widths), "blocks": net.shape.blocks,
                      "dropout": net.shape.dropout}
