@@ -35,6 +35,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 import build_starter as bs  # noqa: E402
 
 sys.path.insert(0, str(REPO / "benchmarks"))
+from linear_probe import fit_probe, ua  # noqa: E402
 from machine_info import cpu_name  # noqa: E402
 
 
@@ -81,15 +82,7 @@ def pooled(seq: np.ndarray) -> np.ndarray:
     return np.concatenate([seq.mean(1), seq.std(1)], axis=1)
 
 
-def ua(y: np.ndarray, pred: np.ndarray) -> float:
-    return 100 * float(np.mean([(pred[y == c] == c).mean() for c in np.unique(y)]))
-
-
 def evaluate(feats: dict[str, np.ndarray]) -> dict:
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
     clip = feats["clip"]
     split = feats["item_split"][clip]
     source = feats["item_source"][clip]
@@ -98,14 +91,7 @@ def evaluate(feats: dict[str, np.ndarray]) -> dict:
     reps["compare+whisper"] = np.concatenate([reps["compare"], reps["whisper"]], axis=1)
     out = {}
     for name, X in reps.items():
-        best = None
-        for C in (0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0):
-            clf = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=3000, class_weight="balanced"))
-            clf.fit(X[split == "train"], y[split == "train"])
-            v = ua(y[split == "val"], clf.predict(X[split == "val"]))
-            if best is None or v > best[0]:
-                best = (v, C, clf)
-        v, C, clf = best
+        clf, C, v = fit_probe(X, y, split)
         row = {"dim": int(X.shape[1]), "C": C, "val_ua": round(v, 1)}
         te = split == "test"
         pred = clf.predict(X[te])

@@ -31,6 +31,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 import build_starter as bs  # noqa: E402
+from linear_probe import fit_probe, ua  # noqa: E402
 from machine_info import cpu_name  # noqa: E402
 
 
@@ -66,29 +67,14 @@ def extract(cache: Path) -> dict[str, np.ndarray]:
     return out
 
 
-def ua(y: np.ndarray, pred: np.ndarray) -> float:
-    return 100 * float(np.mean([(pred[y == c] == c).mean() for c in np.unique(y)]))
-
-
 def evaluate(f: dict[str, np.ndarray]) -> dict:
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
     y, split = f["label"].astype(int), f["split"]
     reps = {"minilm": f["minilm"], "nade8": f["nade8"], "nade_emoji": f["nade_emoji"],
             "minilm+nade8": np.concatenate([f["minilm"], f["nade8"]], 1),
             "minilm+nade_emoji": np.concatenate([f["minilm"], f["nade_emoji"]], 1)}
     out = {}
     for name, X in reps.items():
-        best = None
-        for C in (0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0):
-            clf = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=3000, class_weight="balanced"))
-            clf.fit(X[split == "train"], y[split == "train"])
-            v = ua(y[split == "val"], clf.predict(X[split == "val"]))
-            if best is None or v > best[0]:
-                best = (v, C, clf)
-        v, C, clf = best
+        clf, C, v = fit_probe(X, y, split)
         te = split == "test"
         pred = clf.predict(X[te])
         out[name] = {"dim": int(X.shape[1]), "C": C, "val_ua": round(v, 1), "test_ua": round(ua(y[te], pred), 1),
