@@ -90,9 +90,7 @@ def check_schema(model, path, text_dim: int | None = None, meta: dict | None = N
     from extractors.live_schema import FEATURE_SETS
 
     fs = checkpoint_feature_set(model, meta or {}, path)
-    want = fs.schema(model.schema.classes)
-    if text_dim is not None:
-        want = fs.schema(model.schema.classes, text_model_dim=text_dim - (fs.text_dim - fs.text_model_dim))
+    want = fs.schema(model.schema.classes, text_dim)
     diff = want.differences(model.schema)
     if diff:
         known = "; ".join(f.describe() for f in FEATURE_SETS.values())

@@ -43,15 +43,8 @@ class Components:
 
     def audio_rows(self, keep_s: float = 5.0):
         """A new A row source for one session (None without an audio extractor): the extractor's
-        ``window_source`` (openSMILE LLD stream, Whisper encoder per window, or both side by side);
-        an extractor with only ``lld`` / ``downsample_frames`` gets an LLD stream."""
-        if self.audio is None:
-            return None
-        if hasattr(self.audio, "window_source"):
-            return self.audio.window_source(keep_s)
-        from extractors.audio_frontend import LldStream
-
-        return LldStream(self.audio, keep_s=keep_s)
+        ``window_source`` (openSMILE LLD stream, Whisper encoder per window, or both side by side)."""
+        return None if self.audio is None else self.audio.window_source(keep_s)
 
     @classmethod
     def load(cls, device="cpu", *, feature_set=None, face: bool = True, audio: bool = True, asr: bool = True,

@@ -689,8 +689,7 @@ def extract_manifest(manifest: str | os.PathLike, out: str | os.PathLike, worker
                                        {m: np.array(d["present"][m], bool) for m in MODALITIES})
         counts[s] = {"samples": len(d["labels"]),
                      **{f"{m}_present": int(np.sum(d["present"][m])) for m in MODALITIES}}
-    fs = settings.features
-    schema = fs.schema(classes, text_model_dim=dims["T"] - (fs.text_dim - fs.text_model_dim))
+    schema = settings.features.schema(classes, text_dim=dims["T"])
     extra = {
         "feature_set": settings.feature_set,       # the live app loads these extractors for a run on it
         "source": {"kind": "extract", "manifest": str(manifest.resolve()), "rows": len(rows)},

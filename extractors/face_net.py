@@ -84,7 +84,7 @@ class FaceNet(nn.Module):
         return self.shape.feature_dim
 
     def preprocess(self, grey_uint8: torch.Tensor) -> torch.Tensor:
-        """``[B, 48, 48]`` or ``[B, 1, 48, 48]`` uint8 grey crops -> normalised float input."""
+        """``[B, 48, 48]`` or ``[B, 1, 48, 48]`` grey crops (uint8, or float in 0..255) -> normalised input."""
         x = grey_uint8.float().div(255.0)
         if x.dim() == 3:
             x = x.unsqueeze(1)

@@ -56,8 +56,10 @@ class FeatureSet:
         return {"A": self.audio_dim, "V": self.face_dim,
                 "T": self.text_dim_for(text_model_dim or self.text_model_dim)}
 
-    def schema(self, classes, text_model_dim: int | None = None) -> Schema:
-        d = self.dims(text_model_dim)
+    def schema(self, classes, text_dim: int | None = None) -> Schema:
+        """The schema for ``classes``; ``text_dim``: the T row dim another text model gives (default
+        :attr:`text_dim`)."""
+        d = {**self.dims(), "T": int(text_dim) if text_dim is not None else self.text_dim}
         return Schema((Modality("A", d["A"], "sequence", "lstm"), Modality("V", d["V"], "sequence", "lstm"),
                        Modality("T", d["T"], "sequence", "textcnn")), tuple(classes))
 
@@ -104,9 +106,4 @@ def live_schema(classes: list[str] | tuple[str, ...], text_dim: int | None = Non
                 feature_set_name: str | None = None) -> Schema:
     """The schema of ``feature_set_name`` (default feature set) for ``classes``; ``text_dim``: the
     T rows' dim when another text model than the bundled MiniLM is used (the full row dim)."""
-    fs = feature_set(feature_set_name)
-    schema = fs.schema(classes)
-    if text_dim is not None and text_dim != schema.modalities[2].dim:
-        mods = tuple(Modality(m.name, text_dim if m.name == "T" else m.dim, m.kind, m.encoder) for m in schema.modalities)
-        schema = Schema(mods, tuple(classes))
-    return schema
+    return feature_set(feature_set_name).schema(classes, text_dim)

@@ -60,7 +60,12 @@ class FakeFace:
 
 
 class FakeAudio:
-    """AudioFeatureExtractor's interface: 100 fps LLD frames, downsampled by 10."""
+    """AudioFeatureExtractor's interface: 100 fps LLD frames, downsampled by 10, streamed live."""
+
+    def window_source(self, keep_s=5.0):
+        from extractors.audio_frontend import LldStream
+
+        return LldStream(self, keep_s=keep_s)
 
     def lld(self, audio, sr):
         n = max(0, len(audio) // (sr // 100) - 4)
