@@ -188,6 +188,45 @@ def make_test_clip(out_dir: Path, duration: float = 14.0, fps: float = 15.0, siz
     return info
 
 
+MANIFEST_SENTENCES = ("I am so happy to see you", "this is terrible news", "we will meet at noon",
+                      "what a wonderful day")
+
+
+def make_clip_manifest(out_dir: Path, n: int, seconds: float = 3.0, fps: float = 10.0, size=(320, 240),
+                       broken: bool = True) -> Path:
+    """``n`` short clips for ``admc extract`` and their manifest ``out_dir/manifest.csv``: the
+    astronaut's face for the first 60% of each clip then black frames, espeak-ng speech of one of
+    :data:`MANIFEST_SENTENCES` (also the row's transcript); labels happy/sad, splits train/val/test in
+    turn; with ``broken`` one more row whose file is not a video (skipped by the extractors)."""
+    import csv
+
+    from extractors.audio import resample
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    frames = int(round(seconds * fps))
+    for i in range(n):
+        text = MANIFEST_SENTENCES[i % len(MANIFEST_SENTENCES)]
+        x, sr = espeak(text, out_dir / f"speech{i}.wav")
+        audio = np.zeros(int(seconds * 16000), np.float32)
+        x = resample(x, sr, 16000)[:len(audio)]
+        audio[:len(x)] = 0.8 * x
+        rng = np.random.default_rng(i)
+        write_mp4(out_dir / f"clip{i}.mp4", (clip_frame("face" if j < 0.6 * frames else "black", size, rng)
+                                             for j in range(frames)), audio, fps)
+        (out_dir / f"speech{i}.wav").unlink()
+        rows.append([f"clip{i}.mp4", ("happy", "sad")[i % 2], ("train", "val", "test")[i % 3], text, f"clip{i}"])
+    if broken:
+        (out_dir / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\xde\xad\xbe\xef" * 300)
+        rows.append(["broken.mp4", "sad", "train", "", "broken"])
+    with open(out_dir / "manifest.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "label", "split", "transcript", "id"])
+        w.writerows(rows)
+    return out_dir / "manifest.csv"
+
+
 def write_mp4(path: Path, frames, audio: np.ndarray, fps: float, sr: int = 16000) -> Path:
     """RGB frames (uint8, all the same even size) at ``fps`` and mono float ``audio`` at ``sr`` as an
     H.264 + AAC mp4 (PyAV), audio interleaved up to each frame's time."""

@@ -28,6 +28,22 @@ def _text_encoder():
 from extractors.live_schema import DEFAULT_FEATURE_SET, FEATURE_SETS  # noqa: E402 - light, no models
 
 
+def _engine(args):
+    """None (local processes) or the :class:`extractors.ray_engine.RayEngine` the flags ask for."""
+    ray_flags = [f for f, v in (("--address", args.address), ("--num-cpus-per-task", args.num_cpus_per_task),
+                                ("--num-gpus-per-task", args.num_gpus_per_task)) if v is not None]
+    if args.engine != "ray":
+        if ray_flags:
+            raise UsageError(f"{ray_flags[0]}: only with --engine ray")
+        return None
+    from extractors.ray_engine import RayEngine, import_ray
+
+    import_ray()                      # a missing Ray is reported before any work
+    return RayEngine(address=args.address, workers=args.workers,
+                     num_cpus_per_task=1.0 if args.num_cpus_per_task is None else args.num_cpus_per_task,
+                     num_gpus_per_task=args.num_gpus_per_task or 0.0)
+
+
 def cmd_extract(args) -> int:
     from extractors.dataset_builder import ExtractSettings, extract_manifest
 
@@ -39,13 +55,16 @@ def cmd_extract(args) -> int:
         pass  # a missing manifest is reported by extract_manifest
     classes = [c for c in args.classes.split(",") if c.strip()] if args.classes else None
     settings = ExtractSettings(asr=not args.no_asr, feature_set=args.feature_set)
-    path = extract_manifest(args.manifest, args.out, workers=args.workers, progress=not args.quiet,
-                            classes=classes, name=args.name, settings=settings)
+    path = extract_manifest(args.manifest, args.out, workers=args.workers or 1, progress=not args.quiet,
+                            classes=classes, name=args.name, settings=settings, engine=_engine(args))
     if not args.quiet:
         meta = json.loads((Path(path) / "meta.json").read_text())
         ex = meta["extract"]
         for s, c in ex["counts"].items():
             print(f"{s}: {c['samples']} samples (A {c['A_present']}, V {c['V_present']}, T {c['T_present']} present)")
+        if "engine" in ex:
+            e = ex["engine"]
+            print(f"ray: {e['extracted']} sample(s) sent to {e['workers']} worker(s) on {e.get('nodes', 0)} node(s)")
         if ex["skipped"]:
             print(f"skipped {len(ex['skipped'])} file(s) (listed in meta.json extract.skipped)")
         print(f"wrote {path} in {ex['seconds']:.0f} s")
@@ -86,7 +105,18 @@ def add_commands(sub, parser) -> None:
     x = sub.add_parser("extract", help="media files in a manifest CSV -> feature dataset with the live extractors")
     x.add_argument("--manifest", required=True, help="CSV: path,label,split[,transcript,id,start,end]")
     x.add_argument("--out", required=True, help="dataset directory to write (per-sample cache in OUT/.cache)")
-    x.add_argument("--workers", type=int, default=1, help="processes extracting in parallel")
+    x.add_argument("--workers", type=int, default=None,
+                   help="processes extracting in parallel (default 1; with --engine ray: Ray workers, default as "
+                        "many as the cluster's resources hold)")
+    x.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="local: processes on this machine (default); ray: tasks on a Ray cluster "
+                        "(pip install 'admc[ray]'; docs/scaling.md)")
+    x.add_argument("--address", help="with --engine ray: the cluster, auto or HOST:PORT (default: Ray's own choice, "
+                                     "RAY_ADDRESS or a new local instance)")
+    x.add_argument("--num-cpus-per-task", type=float, default=None, metavar="K",
+                   help="with --engine ray: CPUs per worker (default 1; also its torch threads)")
+    x.add_argument("--num-gpus-per-task", type=float, default=None, metavar="G",
+                   help="with --engine ray: GPUs per worker (default 0; > 0 runs the networks on CUDA)")
     x.add_argument("--classes", help="comma-separated class list and order (default: sorted labels)")
     x.add_argument("--name", help="dataset name (default: the directory name)")
     x.add_argument("--no-asr", action="store_true", help="no speech recognition: T is missing without a transcript")

@@ -48,7 +48,8 @@ with ``--set itfn.max_len=30``.
 Resumable: every finished sample is cached in ``OUT/.cache/<key>.npz`` (plain arrays, read with
 ``allow_pickle=False``), keyed by the file (path, size, mtime), the segment, the transcript and the
 extraction settings; a rerun after an interruption only processes what is not cached.  ``workers``
-> 1 runs samples in a process pool (spawned processes, each with its own extractors).
+> 1 runs samples in a process pool (spawned processes, each with its own extractors); an
+``engine`` (:mod:`extractors.ray_engine`) runs them on a Ray cluster instead, into the same cache.
 """
 
 from __future__ import annotations
@@ -434,15 +435,19 @@ _WORKER: SampleExtractor | None = None
 _WORKER_DIMS: dict[str, int] = {}
 
 
-def _init_worker(settings_json: dict, threads: int) -> None:
-    global _WORKER, _WORKER_DIMS
+def worker_extractor(settings_json: dict, threads: int, device: str = "cpu") -> SampleExtractor:
+    """The extractors of one worker process (a local pool's or a Ray actor's), on ``threads`` threads."""
     import torch
 
     torch.set_num_threads(max(1, threads))
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, threads)))
-    settings = ExtractSettings(**settings_json)
-    _WORKER = SampleExtractor(settings)
-    _WORKER_DIMS = _dims(settings)
+    return SampleExtractor(ExtractSettings(**settings_json), device=device)
+
+
+def _init_worker(settings_json: dict, threads: int) -> None:
+    global _WORKER, _WORKER_DIMS
+    _WORKER = worker_extractor(settings_json, threads)
+    _WORKER_DIMS = _dims(_WORKER.settings)
 
 
 def _process(row_json: dict, cache_file: str) -> tuple[int, str | None]:
@@ -571,11 +576,15 @@ def _check_out(out: Path) -> None:
 def extract_manifest(manifest: str | os.PathLike, out: str | os.PathLike, workers: int = 1,
                      progress: bool = True, classes: list[str] | None = None, name: str | None = None,
                      settings: ExtractSettings | None = None, device: str = "cpu",
-                     threads: int | None = None) -> Path:
+                     threads: int | None = None, engine=None) -> Path:
     """Extract every sample of ``manifest`` with the live extractors into the dataset ``out``.
 
     Returns ``out``.  Raises :class:`~admc.data.DatasetError` for a bad manifest or when a split
     ends up empty; bad media files are skipped and listed in ``meta.json["extract"]["skipped"]``.
+    ``engine``: extract the samples elsewhere (:class:`extractors.ray_engine.RayEngine`: a Ray
+    cluster); its ``run(rows, settings, done)`` calls ``done(index, result, error)`` once per row,
+    and the results land in the same cache and dataset as the local processes' (its ``run`` returns
+    what ``meta.json["extract"]["engine"]`` records).  ``None``: local processes (``workers``).
     """
     from tqdm.auto import tqdm
 
@@ -614,8 +623,17 @@ def extract_manifest(manifest: str | os.PathLike, out: str | os.PathLike, worker
             bar.write(f"skipped {row.path}: {err}")
         bar.update(1)
 
+    engine_info = None
+
+    def done(idx: int, result: dict | None, err: str | None):
+        if err is None:
+            save_cached(keys[idx], result, dims)
+        note(idx, err)
+
     try:
-        if workers == 1 or len(todo) <= 1:
+        if engine is not None:
+            engine_info = engine.run(todo, settings, done)
+        elif workers == 1 or len(todo) <= 1:
             if threads:
                 import torch
 
@@ -702,6 +720,8 @@ def extract_manifest(manifest: str | os.PathLike, out: str | os.PathLike, worker
             "transcripts": "transcripts.jsonl",
         },
     }
+    if engine_info is not None:
+        extra["extract"]["engine"] = engine_info
     # write_dataset replaces ``out`` wholesale: keep the cache beside it meanwhile
     parked = None
     if cache_dir.is_dir():

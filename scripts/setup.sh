@@ -20,7 +20,7 @@ command -v "$PY" >/dev/null 2>&1 || PY=python3
 pip=".venv/bin/python -m pip"
 $pip install -q --upgrade pip
 # torch first, from the pinned release (pip takes it from the local wheel cache where one exists)
-$pip install -q -e ".[test]"
+$pip install -q -e ".[test,ray]"
 for f in requirements/*.txt; do
   case "$f" in
     *apt.txt) ;;
