@@ -266,8 +266,11 @@ def _train_lines(tr: dict) -> list[str]:
          lambda: ", ".join(f"{k} {v['mse']:.3f}" for k, v in tr["adn"]["val_completion"].items())),
         ("ADN start step n by val MSE / by val UA ",
          lambda: f"{tr['adn']['start_step_by_mse']} / {tr['adn']['start_step_by_ua']}"),
-        ("ridge val completion MSE ",
+        ("ridge val completion MSE " if "prior_shrinkage" in (tr.get("completion") or ()) else "completion val MSE ",
          lambda: ", ".join(f"{k} {v['mse']:.3f}" for k, v in tr["completion"]["val_completion"].items())),
+        ("joint encoders + full-input fusion val UA ", lambda: f"{tr['joint']['val_ua']:.1f}"),
+        ("linear val UA (C) ",
+         lambda: ", ".join(f"{k} {v['val_ua']:.1f} ({v['C']:g})" for k, v in tr["linear"].items())),
         ("calibration val ECE % before -> after (T) ",
          lambda: ", ".join(f"{k} {v['ece_before']:.1f} -> {v['ece_after']:.1f} ({v['temperature']:g})"
                            for k, v in tr["calibration"]["conditions"].items())),
@@ -309,10 +312,12 @@ def cmd_info(args) -> int:
               f"labels on {td.get('labelled')} samples")
     adn = dataclasses.asdict(cfg.adn)
     tr = meta.get("train", {})
-    from admc.pipeline import config_for_method
+    from admc.pipeline import METHODS, config_for_method
 
     acfg = config_for_method(cfg).adn  # the ADN settings the method fixes (admc_paper: the paper variant)
-    if meta["method"] in ("admc", "admc_paper"):
+    if meta["method"] not in ("admc", "admc_paper", "ridge_fill"):
+        print(f"method    {METHODS[meta['method']].about}")
+    if METHODS[meta["method"]].completer == "diffusion":
         if acfg.variant == "paper":
             print(f"ADN       paper ({acfg.prediction_or_default()}), reading {acfg.reading_or_default()}, "
                   f"stride {acfg.stride or 1}, RePaint U={acfg.resample} r={acfg.jump}, K={acfg.num_samples}, "
@@ -368,7 +373,9 @@ def build_parser(extra: Sequence[Callable] = ()) -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, help="run directory to write (new or empty; not inside --data)")
     t.add_argument("--overwrite", action="store_true", help="replace the run already at --out")
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--method", default="admc", help="admc, zero_fill, ... (admc.pipeline.METHODS)")
+    t.add_argument("--method", default="admc",
+                   help="admc, admc_paper, ridge_fill, zero_fill (= mean fill: the train mean), late_fusion, ae, "
+                        "cra, mmin, joint, linear (admc.pipeline.METHODS; docs/baselines.md)")
     _train_opts(t)
     _common(t)
     t.set_defaults(func=cmd_train)
@@ -388,8 +395,9 @@ def build_parser(extra: Sequence[Callable] = ()) -> argparse.ArgumentParser:
     b.add_argument("--data", required=True)
     b.add_argument("--out", required=True, help="output directory (results.json, results.md, runs/)")
     b.add_argument("--methods", default="admc,admc_paper,ridge_fill,zero_fill",
-                   help="comma-separated, from admc.pipeline.METHODS (admc, admc_paper, ridge_fill, zero_fill, "
-                        "late_fusion)")
+                   help="comma-separated, from admc.pipeline.METHODS: admc, admc_paper, ridge_fill, zero_fill "
+                        "(missing rows = the train mean: this is mean fill, there is no separate mean_fill), "
+                        "late_fusion, ae, cra, mmin, joint, linear (docs/baselines.md)")
     b.add_argument("--missing-rates", type=_floats, default=None, help="e.g. 0,0.1,0.2,0.3,0.4,0.5")
     b.add_argument("--runs", type=_positive, default=1, help="seeded random draws per missing rate")
     b.add_argument("--seed", type=int, default=0)

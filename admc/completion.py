@@ -1,23 +1,25 @@
 """Every way of filling missing modality rows, behind one surface (the way scikit-learn estimators
 share ``fit``/``predict``):
 
-- ``fit(train, full_val, seed, present=None) -> info``: learn from the standardized embeddings
-  ``[n, M, E]`` of the training samples (every modality present, or ``present [n, M]`` says which rows
-  are there: a training set with missing modalities); the full validation samples serve model
-  selection only;
+- ``fit(train, full_val, seed, present=None, labels=None) -> info``: learn from the standardized
+  embeddings ``[n, M, E]`` of the training samples (every modality present, or ``present [n, M]`` says
+  which rows are there: a training set with missing modalities; ``labels [n]``, -1 where unlabelled,
+  for a completer with a classification loss); the full validation samples serve model selection only;
 - ``complete(z, avail, generator=None, start_step=None) -> z'``: the rows where ``avail [B, M]`` is
   False filled in, the available rows returned exactly as given.
 
-``ZeroFill`` (the train mean in standardized space: the paper's "w/o ADN" and ``mean_fill`` alike),
+``ZeroFill`` (the train mean in standardized space: the paper's "w/o ADN"; mean fill is this),
 ``RidgeFill`` (the linear prior alone: the ridge conditional mean of the missing rows given the
-available ones) and :class:`~admc.diffusion.process.Diffusion` (the ADN) are the completers;
-:func:`build_completer` is the one place a method's completer is chosen.
+available ones), :class:`~admc.diffusion.process.Diffusion` (the ADN) and the autoencoders of
+:mod:`admc.baselines.imputers` (``ae``, ``cra``, ``mmin``) are the completers; :data:`COMPLETERS`
+maps the kind a method names (``admc.pipeline.METHODS``) to its constructor.
 """
 
 from __future__ import annotations
 
 import torch
 
+from admc.baselines.imputers import AEFill, CRAFill, MMINFill
 from admc.config import TrainConfig
 from admc.diffusion.process import Diffusion
 from admc.models.denoiser import Denoiser
@@ -31,7 +33,7 @@ class ZeroFill:
     start_step = None
     uses_start_step = False
 
-    def fit(self, full_tr: torch.Tensor, full_va: torch.Tensor, seed: int, present=None) -> dict:
+    def fit(self, full_tr: torch.Tensor, full_va: torch.Tensor, seed: int, present=None, labels=None) -> dict:
         return {}
 
     @torch.no_grad()
@@ -49,7 +51,7 @@ class RidgeFill:
     def __init__(self, prior: LinearPrior, cfg):
         self.prior, self.cfg = prior, cfg
 
-    def fit(self, full_tr: torch.Tensor, full_va: torch.Tensor, seed: int, present=None) -> dict:
+    def fit(self, full_tr: torch.Tensor, full_va: torch.Tensor, seed: int, present=None, labels=None) -> dict:
         return self.prior.fit_select(full_tr, full_va, self.cfg.prior_shrinkage, self.cfg.prior_grid, present)
 
     @torch.no_grad()
@@ -59,18 +61,30 @@ class RidgeFill:
         return torch.where(keep, z, self.prior(z * keep, avail))
 
 
-def build_completer(kind: str, cfg: TrainConfig, M: int, E: int):
-    """The completer of kind ``zero`` | ``ridge`` | ``diffusion`` | ``none`` (no completion: late
-    fusion), with its modules (the caller registers them under ``denoiser`` and ``prior``)."""
+def _diffusion(cfg: TrainConfig, M: int, E: int) -> Diffusion:
     a = cfg.adn
-    if kind in ("none", "zero"):
-        return ZeroFill()
-    if kind == "ridge":
-        return RidgeFill(LinearPrior(M, E), a)
-    if kind == "diffusion":
-        if a.prior not in ("linear", "none"):
-            raise ValueError(f"adn.prior must be linear or none, got {a.prior!r}")
-        needs_prior = (a.variant == "conditional" and a.prior == "linear") or a.reading_or_default() == "sdedit_ridge"
-        den = Denoiser(M, E, a.d_model, a.layers, a.heads, a.ff, a.dropout, conditional=a.variant == "conditional")
-        return Diffusion(den, a, LinearPrior(M, E) if needs_prior else None)
-    raise ValueError(f"unknown completer {kind!r}")
+    if a.prior not in ("linear", "none"):
+        raise ValueError(f"adn.prior must be linear or none, got {a.prior!r}")
+    needs_prior = (a.variant == "conditional" and a.prior == "linear") or a.reading_or_default() == "sdedit_ridge"
+    den = Denoiser(M, E, a.d_model, a.layers, a.heads, a.ff, a.dropout, conditional=a.variant == "conditional")
+    return Diffusion(den, a, LinearPrior(M, E) if needs_prior else None)
+
+
+COMPLETERS = {
+    "none": lambda cfg, M, E, C: ZeroFill(),  # no completion: late fusion
+    "zero": lambda cfg, M, E, C: ZeroFill(),
+    "ridge": lambda cfg, M, E, C: RidgeFill(LinearPrior(M, E), cfg.adn),
+    "diffusion": lambda cfg, M, E, C: _diffusion(cfg, M, E),
+    "ae": lambda cfg, M, E, C: AEFill(cfg.imputer, M, E, C),
+    "cra": lambda cfg, M, E, C: CRAFill(cfg.imputer, M, E, C),
+    "mmin": lambda cfg, M, E, C: MMINFill(cfg.imputer, M, E, C),
+}
+"""Completer kind -> ``(cfg, M, E, n_classes) -> completer``."""
+
+
+def build_completer(kind: str, cfg: TrainConfig, M: int, E: int, n_classes: int = 2):
+    """The completer of ``kind`` (a key of :data:`COMPLETERS`) with its modules (the caller registers
+    them: ``admc.pipeline.ADMCModel.set_completer``)."""
+    if kind not in COMPLETERS:
+        raise ValueError(f"unknown completer {kind!r} (one of {', '.join(COMPLETERS)})")
+    return COMPLETERS[kind](cfg, M, E, n_classes)

@@ -183,6 +183,40 @@ INCOMPLETE = ("fill", "drop")
 
 
 @dataclass
+class ImputerConfig:
+    """The autoencoder completers of the ``ae``, ``cra`` and ``mmin`` methods (admc/baselines/imputers.py).
+
+    The defaults are MMIN's (AIM3-RUC/MMIN, scripts/CAP_mmin.sh: AE_layers 256,128,64, 5 blocks, Adam
+    lr 2e-4 with beta1 0.5, batch 128, 30 + 30 epochs with the learning rate decayed linearly over the
+    second half, gradients clipped to norm 1, loss weights CE 1, MSE 4, cycle 2, classifier 128,128 with
+    dropout 0.5); ``ae`` takes its own where these keep the default (admc.pipeline.METHODS)."""
+
+    layers: list[int] = field(default_factory=lambda: [256, 128, 64])
+    blocks: int = 5                # cascaded autoencoders (cra, mmin)
+    epochs: int = 60
+    patience: int = 15             # early stopping on validation completion MSE
+    batch_size: int = 128
+    lr: float = 2e-4
+    beta1: float = 0.5             # Adam's first moment decay (MMIN's)
+    weight_decay: float = 0.0      # MMIN's scripts pass 1e-5 but its optimizer does not use it
+    grad_clip: float = 1.0
+    mse_weight: float = 4.0        # mmin: forward imputation (missing rows and available ones)
+    cycle_weight: float = 2.0      # mmin: backward imputation back to the masked input
+    ce_weight: float = 1.0         # mmin: classification of the latent (labelled training samples)
+    cls_layers: list[int] = field(default_factory=lambda: [128, 128])
+    cls_dropout: float = 0.5
+
+
+@dataclass
+class LinearConfig:
+    """The ``linear`` method: per availability condition a class-balanced logistic regression
+    (scikit-learn, lbfgs) on the standardized mean/std-pooled raw features (admc/baselines/linear.py)."""
+
+    c_grid: list[float] = field(default_factory=lambda: [0.001, 0.01, 0.1, 1.0])  # C chosen on validation UA
+    max_iter: int = 1000
+
+
+@dataclass
 class DataConfig:
     """What of the training split a run may use (docs/completion.md, "Where completion can pay").
 
@@ -240,6 +274,8 @@ class TrainConfig:
     adn: ADNConfig = field(default_factory=ADNConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+    imputer: ImputerConfig = field(default_factory=ImputerConfig)
+    linear: LinearConfig = field(default_factory=LinearConfig)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -262,6 +298,8 @@ class TrainConfig:
             fusion=build(FusionConfig, obj.get("fusion", {})),
             data=build(DataConfig, obj.get("data", {})),
             calibration=build(CalibrationConfig, obj.get("calibration", {})),
+            imputer=build(ImputerConfig, obj.get("imputer", {})),
+            linear=build(LinearConfig, obj.get("linear", {})),
         )
 
     @classmethod

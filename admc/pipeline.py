@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from admc.baselines.linear import LinearModel
 from admc.batching import batches, modality_batch
 from admc.calibration import TemperatureScaling
 from admc.completion import build_completer
@@ -32,11 +33,25 @@ from admc.ood import MahalanobisOOD
 class Method:
     """What a method of ``admc train --method`` / ``admc bench --methods`` is made of."""
 
-    completer: str                      # admc.completion.build_completer kind
+    completer: str = "none"             # a kind of admc.completion.COMPLETERS
     late: bool = False                  # average the unimodal heads instead of a fusion network
-    adn: dict = field(default_factory=dict)  # the method's ADN settings (where the config keeps the default)
+    adn: dict = field(default_factory=dict)      # the method's ADN settings (where the config keeps the default)
+    imputer: dict = field(default_factory=dict)  # the same for the autoencoder completers (config.imputer)
+    # how the encoders are trained: "itfn" (each alone, shared by the methods of one bench seed) or
+    # "joint" (end to end with the full-input fusion network: admc.baselines.joint)
+    encoders: str = "itfn"
+    # a model class of its own instead of ADMCModel (built as model(schema, cfg), trained by its
+    # classmethod fit(ds, cfg, device) -> (model, info)): no ITFN, no completion
+    model: type | None = None
     about: str = ""
 
+    @property
+    def shares_itfn(self) -> bool:
+        """Whether the method's encoders are the ITFN, the same for every such method of one bench seed."""
+        return self.model is None and self.encoders == "itfn"
+
+
+_MMIN_AE = {"layers": [512, 450, 384, 256], "lr": 1e-3, "batch_size": 256, "epochs": 50, "grad_clip": 5.0}
 
 METHODS: dict[str, Method] = {
     "admc": Method("diffusion", about="ADN completion (the configured variant, by default conditional "
@@ -47,26 +62,44 @@ METHODS: dict[str, Method] = {
                                "chains respaced to every 10th step unless adn.stride says otherwise"),
     "ridge_fill": Method("ridge", about="missing rows = the ridge (linear prior) estimate alone, no "
                                         "diffusion; same ITFN, fusion and MMER as admc"),
-    "zero_fill": Method("zero", about="missing rows = the train mean (= mean_fill); the paper's w/o ADN"),
+    "zero_fill": Method("zero", about="missing rows = the train mean, i.e. mean fill (there is no separate "
+                                      "mean_fill); the paper's w/o ADN"),
     "late_fusion": Method("none", late=True, about="mean of the unimodal heads' probabilities"),
+    "ae": Method("ae", imputer=_MMIN_AE, about="missing rows imputed by one autoencoder trained to "
+                                               "reconstruct every row from randomly masked inputs"),
+    "cra": Method("cra", about="missing rows imputed by a cascaded residual autoencoder (Tran et al. 2017)"),
+    "mmin": Method("mmin", about="MMIN (Zhao et al. 2021) on the frozen ITFN: forward and backward CRA "
+                                 "with cycle consistency and a classification loss"),
+    "joint": Method("diffusion", encoders="joint",
+                    about="the paper's w/o ITFN: encoders trained end to end with the full-input fusion "
+                          "network (which stays the full-input classifier), then ADN completion"),
+    "linear": Method(model=LinearModel, about="per condition, a logistic regression on the standardized "
+                                              "mean/std-pooled raw features of the available modalities"),
 }
 
 
 def config_for_method(cfg: TrainConfig) -> TrainConfig:
-    """``cfg`` with its method's own ADN settings where the configuration keeps the defaults
-    (``admc_paper``: the paper variant, stride 10), checked against the variant."""
+    """``cfg`` with its method's own ADN and autoencoder settings where the configuration keeps the
+    defaults (``admc_paper``: the paper variant, stride 10; ``ae``: MMIN's AE geometry), checked
+    against the variant."""
     if cfg.method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {cfg.method!r}")
-    own = METHODS[cfg.method].adn
-    if own:
-        # the method's own ADN settings, where the configuration leaves the default
-        default = ADNConfig()
-        adn = asdict(cfg.adn)
-        adn.update({k: v for k, v in own.items() if adn[k] == getattr(default, k)})
-        cfg = replace(cfg, adn=ADNConfig(**adn))
-    if METHODS[cfg.method].completer == "diffusion":
+    method = METHODS[cfg.method]
+    for section, own in (("adn", method.adn), ("imputer", method.imputer)):
+        if own:
+            current = getattr(cfg, section)
+            default, values = type(current)(), asdict(current)
+            values.update({k: v for k, v in own.items() if values[k] == getattr(default, k)})
+            cfg = replace(cfg, **{section: type(current)(**values)})
+    if method.completer == "diffusion":
         cfg.adn.check_variant(cfg.method)
     return cfg
+
+
+def build_model(schema: Schema, cfg: TrainConfig) -> "ADMCModel | LinearModel":
+    """The untrained model of ``cfg.method`` (the same shapes a saved run of it has)."""
+    cls = METHODS[cfg.method].model if cfg.method in METHODS else None
+    return (cls or ADMCModel)(schema, cfg)
 
 
 def mask_key(mask) -> str:
@@ -94,14 +127,16 @@ class ADMCModel(nn.Module):
         self.register_buffer("emb_mean", torch.zeros(M, E))
         self.register_buffer("emb_std", torch.ones(M, E))
         method = METHODS[cfg.method]
-        self.completer = build_completer(method.completer, cfg, M, E)
-        # the completer's modules, registered here so that a run's weights keep their names
-        self.denoiser = getattr(self.completer, "denoiser", None)
-        self.prior = getattr(self.completer, "prior", None)
+        if method.model is not None:
+            raise ValueError(f"method {cfg.method} is not an ADMCModel (build it with admc.pipeline.build_model)")
+        self.set_completer(self.new_completer())
         self.uses_adn = method.completer == "diffusion"
         self.completes = self.completer.completes  # missing rows are estimated (not the train mean)
         self.fusion_mode = "late" if method.late else resolve_fusion_mode(cfg.fusion.mode, M)
-        self.mmer = self.completes and cfg.fusion.mmer
+        # joint: the full-input fusion network is the one trained end to end with the encoders, on
+        # their raw (unstandardized) embeddings, without MMER (admc.baselines.joint)
+        self.joint_full = method.encoders == "joint" and self.fusion_mode == "per-condition"
+        self.mmer = self.completes and cfg.fusion.mmer and not self.joint_full
         self.fusion = nn.ModuleDict()
         f = cfg.fusion
         if self.fusion_mode == "late":
@@ -120,6 +155,18 @@ class ADMCModel(nn.Module):
         # abstention, no OOD model (OPTIONAL_STATE)
         self.calibration = TemperatureScaling(M)
         self.ood = MahalanobisOOD(M, C, E)
+
+    def new_completer(self):
+        """A fresh, untrained completer of this model's method."""
+        return build_completer(METHODS[self.cfg.method].completer, self.cfg, self.M, self.E, self.C)
+
+    def set_completer(self, completer) -> None:
+        """Use ``completer``; its modules are registered here so that a run's weights keep their names
+        (``denoiser``, ``prior``: the ADN and the ridge prior; ``imputer``: an autoencoder's)."""
+        self.completer = completer
+        self.denoiser = getattr(completer, "denoiser", None)
+        self.prior = getattr(completer, "prior", None)
+        self.imputer = getattr(completer, "net", None)
 
     # set at train time, saved in the run's JSON
     @property
@@ -187,6 +234,8 @@ class ADMCModel(nn.Module):
         ``mmer=False`` switches the enhancement off at inference for a model trained with it: the
         full-input tokens become cat(F, F) instead of cat(F, F')."""
         filled = self.fill(z, avail, generator, start_step)
+        if self.joint_full and bool(avail.all()):
+            return self.unstandardize(filled)
         if self.fusion_mode == "per-condition" and self.mmer and bool(avail.all()):
             return torch.cat([filled, self.cross_generate(z, generator) if mmer else filled], dim=-1)
         return filled

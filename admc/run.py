@@ -22,7 +22,7 @@ from admc import __version__
 from admc.config import TrainConfig
 from admc.data import DatasetError, Schema
 from admc.outdir import RUN_FORMAT, current_umask, install, make_staging_dir
-from admc.pipeline import OPTIONAL_STATE, ADMCModel
+from admc.pipeline import OPTIONAL_STATE, ADMCModel, build_model
 from admc.run_schema import run_meta_problem
 
 MAX_RUN_JSON_BYTES = 64 * 2**20
@@ -115,7 +115,7 @@ def _check_weights_match(meta: dict, schema: Schema, cfg: TrainConfig, wf: Path,
         raise RunError(f"{wf}: not a readable safetensors file ({e})") from None
     try:
         with torch.device("meta"):
-            skeleton = ADMCModel(schema, cfg)
+            skeleton = build_model(schema, cfg)
     except (ValueError, TypeError, AssertionError, RuntimeError) as e:
         raise RunError(f"{where}: key 'config': cannot build the model it describes ({e})") from None
     expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
@@ -167,7 +167,7 @@ def load_run(path: str | os.PathLike, device: torch.device | str = "cpu") -> tup
     except Exception as e:  # noqa: BLE001 - safetensors raises several types on corrupt files
         raise RunError(f"{wf}: not a readable safetensors file ({e})") from None
     _check_values(state, wf)
-    model = ADMCModel(schema, cfg)
+    model = build_model(schema, cfg)
     try:
         # strict but for the optional groups _check_weights_match found absent (they keep their defaults)
         result = model.load_state_dict(state, strict=False)

@@ -55,6 +55,17 @@ RANGES: dict[str, tuple[typing.Callable, str]] = {
     "calibration.ood_quantile": (lambda x: 0 < x <= 1, "null or in (0, 1]"),
     "calibration.abstain_below": (lambda x: 0 <= x <= 1, "null or in [0, 1]"),
     "calibration.abstain_keep": (lambda x: 0 < x <= 1, "in (0, 1]"),
+    **{f"imputer.{k}": (_pos, "> 0") for k in ("epochs", "batch_size", "lr", "grad_clip")},
+    "imputer.patience": (lambda x: x >= 0, ">= 0"),
+    "imputer.blocks": (lambda x: 1 <= x <= MAX_LAYERS, f"in 1..{MAX_LAYERS}"),
+    **{f"imputer.{k}": (lambda x: len(x) > 0 and all(1 <= v <= MAX_SIZE for v in x),
+                        f"a non-empty list of widths in 1..{MAX_SIZE}") for k in ("layers", "cls_layers")},
+    **{f"imputer.{k}": (lambda x: x >= 0, ">= 0")
+       for k in ("weight_decay", "mse_weight", "cycle_weight", "ce_weight")},
+    "imputer.beta1": (lambda x: 0 <= x < 1, "in [0, 1)"),
+    "imputer.cls_dropout": (lambda x: 0 <= x < 1, "in [0, 1)"),
+    "linear.c_grid": (lambda x: len(x) > 0 and all(v > 0 for v in x), "a non-empty list of numbers > 0"),
+    "linear.max_iter": (_pos, "> 0"),
 }
 
 

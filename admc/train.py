@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from admc.baselines.joint import train_joint
 from admc.batching import batches, modality_batch
 from admc.calibration import fit_calibration
 from admc.config import TrainConfig
@@ -20,7 +21,6 @@ from admc.diffusion.process import clip_range  # noqa: F401 - re-exported for th
 from admc.metrics import scores
 from admc.ood import fit_ood
 from admc.optim import EarlyStopping, lambda_rule  # noqa: F401 - re-exported for the benchmarks
-from admc.completion import build_completer
 from admc.pipeline import METHODS, ADMCModel, all_masks, mask_key
 from admc.regimes import training_data
 from admc.runtime import log, progress
@@ -31,8 +31,9 @@ def _ua(y, pred) -> float:
 
 # ---- stage 1: ITFN ---------------------------------------------------------------------------------
 
-def train_unimodal(model: ADMCModel, train: Split, val: Split, device, seed: int) -> dict:
-    """Train each modality's encoder + head alone; early stopping on validation UA; then freeze."""
+def train_unimodal(model: ADMCModel, train: Split, val: Split, device, seed: int, what: str = "ITFN") -> dict:
+    """Train each modality's encoder + head alone; early stopping on validation UA; then freeze.
+    (Encoders already frozen, as after ``joint`` training: the heads alone.)"""
     cfg = model.cfg.itfn
     out = {}
     for i, mod in enumerate(model.schema.modalities):
@@ -45,7 +46,7 @@ def train_unimodal(model: ADMCModel, train: Split, val: Split, device, seed: int
         tr_idx = np.flatnonzero(train.present[mod.name])
         va_idx = np.flatnonzero(val.present[mod.name])
         stopper = EarlyStopping(cfg.patience)
-        bar = progress(range(cfg.epochs), desc=f"ITFN {mod.name}")
+        bar = progress(range(cfg.epochs), desc=f"{what} {mod.name}")
         for epoch in bar:
             net.train()
             for idx in batches(len(tr_idx), cfg.batch_size, rng, idx=tr_idx):
@@ -65,7 +66,7 @@ def train_unimodal(model: ADMCModel, train: Split, val: Split, device, seed: int
         net.requires_grad_(False)
         pred = _predict_unimodal(net, val, mod.name, va_idx, cfg.max_len, device)
         out[mod.name] = {**scores(val.labels[va_idx], pred), "epochs": epoch + 1}
-        log(f"ITFN {mod.name}: val UA {out[mod.name]['ua']:.1f} after {epoch + 1} epochs")
+        log(f"{what} {mod.name}: val UA {out[mod.name]['ua']:.1f} after {epoch + 1} epochs")
     return out
 
 
@@ -93,11 +94,12 @@ def fit_standardization(model: ADMCModel, train: Split) -> None:
 # ---- stage 2: completion (ADN, ridge prior or nothing) ----------------------------------------------
 
 def train_completer(model: ADMCModel, z_tr: torch.Tensor, p_tr: torch.Tensor, z_va: torch.Tensor,
-                    p_va: torch.Tensor, y_va: np.ndarray, seed: int) -> dict:
+                    p_va: torch.Tensor, y_va: np.ndarray, seed: int, y_tr: torch.Tensor | None = None) -> dict:
     """Fit the method's completer on the training samples, with the rows that are there (``present``;
-    a completer treats an all-present mask as full samples), selection on full validation ones;
-    the paper variant's start step n is then chosen on validation (:func:`choose_start_step`)."""
-    info = model.completer.fit(z_tr, z_va[p_va.all(dim=1)], seed, present=p_tr)
+    a completer treats an all-present mask as full samples) and their labels (``y_tr``, -1 where
+    unlabelled), selection on full validation ones; the paper variant's start step n is then chosen
+    on validation (:func:`choose_start_step`)."""
+    info = model.completer.fit(z_tr, z_va[p_va.all(dim=1)], seed, present=p_tr, labels=y_tr)
     if model.completer.uses_start_step and model.cfg.adn.start_step is None:
         info.update(choose_start_step(model, z_va, p_va, y_va, seed))
     return info
@@ -142,7 +144,7 @@ class CrossFit:
     whose completer was refitted on the full training samples of the other folds, so the fusion
     network trains on completions like the ones it meets at test time (not in-sample ones)."""
 
-    def __init__(self, model: ADMCModel, z_tr, p_tr, z_va, p_va, folds: int, seed: int):
+    def __init__(self, model: ADMCModel, z_tr, p_tr, z_va, p_va, folds: int, seed: int, y_tr=None):
         n = len(z_tr)
         self.fold_of = torch.from_numpy(np.random.default_rng(seed + 71).permutation(n) % folds).to(z_tr.device)
         full_va = z_va[p_va.all(dim=1)]
@@ -151,12 +153,11 @@ class CrossFit:
             fm = copy.deepcopy(model)
             # a fresh completer (untrained denoiser, empty prior): nothing of fold k may leak into it
             torch.manual_seed(seed + 1000 * (k + 1))
-            fm.completer = build_completer(METHODS[model.cfg.method].completer, model.cfg, model.M, model.E)
-            fm.denoiser = getattr(fm.completer, "denoiser", None)
-            fm.prior = getattr(fm.completer, "prior", None)
+            fm.set_completer(model.new_completer())
             fm.to(z_tr.device)
             sel = self.fold_of != k
-            fm.completer.fit(z_tr[sel], full_va, seed + 1000 * (k + 1), present=p_tr[sel])
+            fm.completer.fit(z_tr[sel], full_va, seed + 1000 * (k + 1), present=p_tr[sel],
+                             labels=None if y_tr is None else y_tr[sel])
             fm.start_step = model.start_step  # the paper variant keeps the n chosen on the whole train set
             fm.requires_grad_(False)
             self.models.append(fm)
@@ -257,7 +258,8 @@ def train_fusion(model: ADMCModel, z_tr, p_tr, y_tr, z_va, p_va, y_va, seed: int
     info = {}
     xfit = None
     if cfg.cross_fit and cfg.cross_fit > 1 and model.completes:
-        xfit = CrossFit(model, z_tr, p_tr, z_va, p_va, int(cfg.cross_fit), seed)
+        xfit = CrossFit(model, z_tr, p_tr, z_va, p_va, int(cfg.cross_fit), seed,
+                        torch.from_numpy(np.asarray(y_tr)).to(z_tr.device))
         info["cross_fit_folds"] = int(cfg.cross_fit)
     if model.fusion_mode == "shared":
         if cfg.shared_patterns not in ("all", "full"):
@@ -269,6 +271,8 @@ def train_fusion(model: ADMCModel, z_tr, p_tr, y_tr, z_va, p_va, y_va, seed: int
         info["shared"]["patterns"] = [model.condition_name(m) for m in masks]
     else:
         for k, mask in enumerate(progress(all_masks(model.M), desc="fusion")):
+            if model.joint_full and all(mask):
+                continue  # trained end to end with the encoders (admc.baselines.joint)
             tr = _pattern_set(model, z_tr, p_tr, y_tr, [mask], seed + k, xfit, cfg.incomplete)
             va = _pattern_set(model, z_va, p_va, y_va, [mask], seed + 1000 + k)
             info[model.condition_name(mask)] = fit_fusion(model.fusion[mask_key(mask)], tr, va, cfg, seed + 11 + k)
@@ -299,8 +303,13 @@ def train(ds: FeatureDataset, cfg: TrainConfig, device: torch.device, encoders_f
     """Train a full model on ``ds['train']`` (reduced as ``cfg.data`` says: :mod:`admc.regimes`)
     with selection on ``ds['val']``.
 
-    ``encoders_from`` reuses another model's frozen ITFN (the paper's ablation shares it).
+    ``encoders_from`` reuses another model's frozen ITFN (the paper's ablation shares it; ignored by a
+    method whose encoders are not the ITFN).  A method with a model of its own (``linear``) is
+    trained by that model's ``fit``.
     """
+    method = METHODS[cfg.method]
+    if method.model is not None:
+        return method.model.fit(ds, cfg, device)
     t0 = time.time()
     model = ADMCModel(ds.schema, cfg).to(device)
     data = training_data(ds["train"], ds.schema.names, cfg.data, cfg.seed)
@@ -312,12 +321,18 @@ def train(ds: FeatureDataset, cfg: TrainConfig, device: torch.device, encoders_f
         info["train_data"] = {"samples": len(train_split), "labelled": len(data.labelled),
                               "full_samples": int(pm.all(axis=1).sum()),
                               "missing_entries": round(float((~pm).mean()), 4)}
-    if encoders_from is not None:
+    if encoders_from is not None and method.shares_itfn and METHODS[encoders_from.cfg.method].shares_itfn:
         model.encoders.load_state_dict(encoders_from.encoders.state_dict())
         model.encoders.requires_grad_(False)
         model.emb_mean.copy_(encoders_from.emb_mean)
         model.emb_std.copy_(encoders_from.emb_std)
         info["itfn"] = "shared with another run"
+    elif method.encoders == "joint":
+        info["joint"] = train_joint(model, data.labelled_split, val_split, device, cfg.seed)
+        # the unimodal heads on the frozen joint embeddings (what the Table 4 diagnostics read)
+        info["joint"]["heads"] = train_unimodal(model, data.labelled_split, val_split, device, cfg.seed,
+                                                what="head on joint encoder")
+        fit_standardization(model, train_split)
     else:
         info["itfn"] = train_unimodal(model, data.labelled_split, val_split, device, cfg.seed)
         fit_standardization(model, train_split)
@@ -325,7 +340,10 @@ def train(ds: FeatureDataset, cfg: TrainConfig, device: torch.device, encoders_f
     z_va, p_va = model.embed(val_split)
     if model.completes:
         key = "adn" if model.uses_adn else "completion"
-        info[key] = train_completer(model, z_tr, p_tr, z_va, p_va, val_split.labels, cfg.seed)
+        y_tr = np.full(len(train_split), -1, dtype=np.int64)
+        y_tr[data.labelled] = train_split.labels[data.labelled]
+        info[key] = train_completer(model, z_tr, p_tr, z_va, p_va, val_split.labels, cfg.seed,
+                                    torch.from_numpy(y_tr).to(device))
         info[key]["val_completion"] = completion_errors(model, z_va, p_va, cfg.seed)
     if model.fusion_mode != "late":
         info["fusion"] = train_fusion(model, z_tr[labelled], p_tr[labelled], train_split.labels[data.labelled],

@@ -103,12 +103,16 @@ def check_schema(model, path, text_dim: int | None = None, meta: dict | None = N
 
 
 def _load_one(path: Path, device, text_dim):
+    from admc.pipeline import ADMCModel
     from admc.run import RunError, load_run
 
     try:
         model, meta = load_run(path, device)
     except RunError as e:
         raise CheckpointError(f"cannot load checkpoint {path}: {e}") from None
+    if not isinstance(model, ADMCModel):
+        raise CheckpointError(f"checkpoint {path}: method {meta['method']} has no encoders or completer to run "
+                              "live (the app runs the methods trained on ITFN or joint embeddings)")
     fs = check_schema(model, path, text_dim, meta)
     return model, meta, fs
 

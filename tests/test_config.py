@@ -56,7 +56,7 @@ def test_every_string_setting_with_a_fixed_set_of_values_is_listed_here():
 
 
 @pytest.mark.parametrize("override, key, needle", [
-    ("nope.x=1", "nope.x", "unknown setting (sections data, itfn, adn, fusion, calibration)"),
+    ("nope.x=1", "nope.x", "unknown setting (sections data, itfn, adn, fusion, calibration, imputer, linear)"),
     ("adn.colour=red", "adn.colour", "unknown setting"),
     ("adn.epochs=abc", "adn.epochs", "expected int, got 'abc'"),
     ("adn.lr=-1", "adn.lr", "must be > 0, got -1"),

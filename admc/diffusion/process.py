@@ -59,6 +59,12 @@ def _masks_within(present: torch.Tensor, gen: torch.Generator, tries: int = 16) 
     return avail
 
 
+def training_masks(B: int, M: int, gen: torch.Generator, device, present: torch.Tensor | None = None) -> torch.Tensor:
+    """[B, M] availability masks for one training batch: a random non-empty proper subset of all
+    rows (full samples) or of each sample's ``present`` rows."""
+    return random_proper_masks(B, M, gen, device) if present is None else _masks_within(present, gen)
+
+
 def clip_range(cfg: ADNConfig, full_train: torch.Tensor, present: torch.Tensor | None = None) -> float | None:
     """Predicted clean rows are clipped to this quantile of |standardized train embeddings| (the
     rows that are there, when ``present`` says)."""
@@ -108,7 +114,7 @@ class Diffusion:
             present = present.bool()
             x0 = x0 * present[..., None]
         if self.variant == "conditional":
-            avail = random_proper_masks(B, M, gen, dev) if present is None else _masks_within(present, gen)
+            avail = training_masks(B, M, gen, dev, present)
             keep = avail[..., None].float()
             mu = (1 - keep) * self.prior(keep * x0, avail) if self.prior is not None else torch.zeros_like(x0)
             y0 = x0 - mu
@@ -137,10 +143,11 @@ class Diffusion:
         return err.mean()
 
     def fit(self, full_tr: torch.Tensor, full_va: torch.Tensor, seed: int,
-            present: torch.Tensor | None = None) -> dict:
+            present: torch.Tensor | None = None, labels: torch.Tensor | None = None) -> dict:
         """Fit the prior (shrinkage on validation), then train the denoiser (``admc.diffusion.training``).
         ``present [n, M]``: which training rows are there (a training set with missing modalities):
-        the prior is fitted pairwise and the denoiser's loss is masked (:meth:`loss`)."""
+        the prior is fitted pairwise and the denoiser's loss is masked (:meth:`loss`).  ``labels``
+        are not used: the ADN learns without them."""
         from admc.diffusion.training import train_denoiser
 
         if present is not None and bool(present.all()):
