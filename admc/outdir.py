@@ -29,7 +29,8 @@ from admc.data import FORMAT as DATASET_FORMAT
 RUN_FORMAT = "admc-run/1"
 RUN_FILES = frozenset({"run.json", "model.safetensors"})
 DATASET_FILES = frozenset({"meta.json", "train.npz", "val.npz", "test.npz", "transcripts.jsonl", ".cache"})
-BENCH_FILES = frozenset({"results.json", "results.md", "runs"})
+BENCH_FILES = frozenset({"results.json", "results.md", "runs", "cells", "figures"})
+BENCH_SUFFIXES = {"cells": ".json", "figures": ".png"}  # what bench writes in these folders
 LABELS = {"run": "run directory (admc train)", "dataset": "feature dataset", "bench": "bench output (admc bench)"}
 
 
@@ -76,6 +77,11 @@ def describe(path: str | os.PathLike) -> str:
             for p in runs.iterdir():
                 if not _is_leftover(p.name) and describe(p) not in ("run", "empty"):
                     return "foreign"
+        for folder, suffix in BENCH_SUFFIXES.items():
+            d = path / folder
+            if d.exists() and (not d.is_dir() or any(
+                    not (p.is_file() and (p.suffix == suffix or _is_leftover(p.name))) for p in d.iterdir())):
+                return "foreign"
         return "bench"
     return "foreign"
 
@@ -84,12 +90,14 @@ def check_out(out: str | os.PathLike, kind: str, *, overwrite: bool, inputs: dic
               flag: str = "--out") -> Path:
     """Refuse an output directory that writing a ``kind`` ("run", "dataset", "bench") there would lose.
 
-    ``inputs`` maps an option name to a path the command reads (``{"--data": DIR}``): ``out`` may
-    not be it, contain it or lie inside it.  Raises :class:`OutputError`; returns ``Path(out)``.
+    ``inputs`` maps an option name to a path the command reads (``{"--data": DIR}``; or a list of
+    (option, path) pairs, one option for several paths): ``out`` may not be it, contain it or lie
+    inside it.  Raises :class:`OutputError`; returns ``Path(out)``.
     """
     out = Path(out)
     resolved = out.resolve()
-    for opt, p in (inputs or {}).items():
+    pairs = inputs.items() if isinstance(inputs, dict) else (inputs or ())
+    for opt, p in pairs:
         if p is None:
             continue
         q = Path(p).resolve()

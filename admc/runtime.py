@@ -18,10 +18,11 @@ def set_quiet(quiet: bool) -> None:
 
 
 def progress(iterable=None, **kw):
-    """A tqdm progress bar that ``--quiet`` silences."""
+    """A tqdm progress bar (with its rate and ETA where the total is known), silent with ``--quiet``
+    and when stderr is not a terminal (a log file, a pipe, a test)."""
     kw.setdefault("leave", False)
     kw.setdefault("dynamic_ncols", True)
-    return tqdm(iterable, disable=_QUIET, **kw)
+    return tqdm(iterable, disable=True if _QUIET else None, **kw)
 
 
 def log(msg: str) -> None:
