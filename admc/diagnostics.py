@@ -6,6 +6,9 @@ Per missing condition, on samples with every modality present:
 - ``mse_ridge``: ridge regression from the available rows (the linear conditional mean, fitted on train),
 - ``ua_generated``: UA of the frozen unimodal heads on the generated rows (paper Table 4),
   averaged over the missing modalities.
+
+:func:`generated_features` breaks these down per generated modality (paper Table 4: WA/UA of the
+head, MSE and cosine) for one start step n.
 """
 
 from __future__ import annotations
@@ -67,16 +70,46 @@ def completion_errors(model: ADMCModel, z: torch.Tensor, present: torch.Tensor, 
 
 
 @torch.no_grad()
+def head_scores(model: ADMCModel, rows: torch.Tensor, i: int, y: np.ndarray) -> dict[str, float]:
+    """WA/UA/F1 of modality ``i``'s frozen unimodal head on standardized rows ``[n, E]``."""
+    head = model.encoders[model.schema.modalities[i].name].head.eval()
+    logits = head(rows * model.emb_std[i] + model.emb_mean[i])
+    return scores(y, logits.argmax(-1).cpu().numpy())
+
+
+@torch.no_grad()
 def head_ua(model: ADMCModel, filled: torch.Tensor, mask, y: np.ndarray) -> float:
     """UA of the frozen unimodal heads on the generated rows, averaged over the missing modalities."""
-    uas = []
-    for i, mod in enumerate(model.schema.modalities):
-        if mask[i]:
-            continue
-        head = model.encoders[mod.name].head.eval()
-        logits = head(filled[:, i] * model.emb_std[i] + model.emb_mean[i])
-        uas.append(scores(y, logits.argmax(-1).cpu().numpy())["ua"])
-    return float(np.mean(uas))
+    return float(np.mean([head_scores(model, filled[:, i], i, y)["ua"] for i in range(model.M) if not mask[i]]))
+
+
+def generated_features(model: ADMCModel, z: torch.Tensor, present: torch.Tensor, labels: np.ndarray, seed: int,
+                       start_step: int | None = None) -> dict[str, dict[str, dict[str, float]]]:
+    """Paper Table 4, per missing condition and per generated modality (``{cond: {modality: {"wa",
+    "ua", "mse", "cos"}}}``): the frozen unimodal head of that modality classifying its generated rows,
+    beside their error against the true rows; samples with every modality, ``start_step`` n as in
+    :meth:`ADMCModel.fill`."""
+    y = labels[_full_rows(z, present).cpu().numpy()]
+    out: dict = {}
+    for cond, mask, avail, filled, zf in completions(model, z, present, seed, start_step):
+        out[cond] = {}
+        for i, name in enumerate(model.schema.names):
+            if not mask[i]:
+                s = head_scores(model, filled[:, i], i, y)
+                err = _errors(filled[:, i : i + 1], zf[:, i : i + 1], avail[:, i : i + 1])
+                out[cond][name] = {"wa": s["wa"], "ua": s["ua"], **err}
+    return out
+
+
+def real_features(model: ADMCModel, z: torch.Tensor, present: torch.Tensor, labels: np.ndarray) -> dict:
+    """The reference of :func:`generated_features`: each head on the true rows of the same samples."""
+    full = _full_rows(z, present)
+    y = labels[full.cpu().numpy()]
+    out = {}
+    for i, name in enumerate(model.schema.names):
+        s = head_scores(model, z[full][:, i], i, y)
+        out[name] = {"wa": s["wa"], "ua": s["ua"]}
+    return out
 
 
 def completion_scores(model: ADMCModel, z: torch.Tensor, present: torch.Tensor, labels: np.ndarray | None,

@@ -1,11 +1,13 @@
 """Evaluation of a trained model on every missing-modality condition and at random missing rates.
 
 Output layout (percentages 0-100), one method:
-``{"conditions": {COND: {"wa","ua","f1"}}, "average": {...}, "full": {...},
+``{"conditions": {COND: {"wa","ua","f1"}}, "average": {...}, "pooled": {...}, "full": {...},
 "calibration": {"conditions": {COND: {"ece_before","ece_after"}}, "average": {...}, "full": {...}},
 "missing_rate": {"0.1": {"acc","f1"}, ...}}``.  ``calibration`` is the expected calibration error
 (:func:`admc.calibration.expected_calibration_error`, 15 bins) of the raw softmax (before) and of the
-probabilities the model gives, temperature-scaled per condition (after).
+probabilities the model gives, temperature-scaled per condition (after).  ``average`` is the mean of
+the conditions' scores; ``pooled`` is MMIN's average (AIM3-RUC/MMIN ``train_miss.py``, its
+"total"): the test samples of every missing condition pooled into one set, then WA/UA/F1 once.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ def evaluate(model: ADMCModel, split: Split, seed: int = 0, missing_rates=(), ru
     names = model.schema.names
     result: dict = {"conditions": {}}
     calibration: dict = {"conditions": {}}
+    pooled_y, pooled_pred = [], []
     for cond, mask in missing_conditions(names) + [("full", tuple(True for _ in names))]:
         avail = present_np & np.array(mask)[None]
         keep = avail.any(axis=1)
@@ -60,7 +63,10 @@ def evaluate(model: ADMCModel, split: Split, seed: int = 0, missing_rates=(), ru
             result["full"], calibration["full"] = s, ece
         else:
             result["conditions"][cond], calibration["conditions"][cond] = s, ece
+            pooled_y.append(y[keep])
+            pooled_pred.append(pred)
     result["average"] = mean_scores(list(result["conditions"].values()))
+    result["pooled"] = scores(np.concatenate(pooled_y), np.concatenate(pooled_pred))
     calibration["average"] = mean_scores(list(calibration["conditions"].values()))
     result["calibration"] = calibration
     if missing_rates:
