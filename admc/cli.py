@@ -228,6 +228,13 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def _dirs(s: str) -> list[str]:
+    dirs = [d.strip() for d in s.split(",") if d.strip()]
+    if len(dirs) < 2:
+        raise argparse.ArgumentTypeError(f"expected two or more comma-separated dataset directories, got {s!r}")
+    return dirs
+
+
 def cmd_bench(args) -> int:
     from admc.bench import run_bench
     from admc.data import load_dataset
@@ -238,15 +245,22 @@ def cmd_bench(args) -> int:
     cfg = build_config(args)
     seeds = args.seeds or [args.seed]
     device = resolve_device(args.device)
-    ds = load_dataset(args.data)
-    _check_classes(ds, args.allow_missing_classes)
+    if args.folds:
+        data = [load_dataset(d) for d in args.folds]
+        inputs = [("--folds", d) for d in args.folds]
+    else:
+        data, inputs = load_dataset(args.data), [("--data", args.data)]
+    for ds in data if args.folds else [data]:
+        _check_classes(ds, args.allow_missing_classes)
     # a bench output of ours is resumed (runs with the same config and data are reused); nothing else is touched
-    check_out(args.out, "bench", overwrite=True, inputs={"--data": args.data})
-    res = run_bench(ds, Path(args.out), methods, cfg, seeds, args.split, args.missing_rates or (), args.runs,
-                    device, args.command_line)
+    check_out(args.out, "bench", overwrite=True, inputs=inputs)
+    res = run_bench(data, Path(args.out), methods, cfg, seeds, args.split, args.missing_rates or (), args.runs,
+                    device, args.command_line, resume=args.resume, figures=args.figures)
     if not args.quiet:
         print((Path(args.out) / "results.md").read_text())
-        print(f"wrote {Path(args.out) / 'results.json'} in {res['seconds']:.0f} s")
+        c = res["cells"]
+        print(f"wrote {Path(args.out) / 'results.json'} in {res['seconds']:.0f} s "
+              f"({c['reused']} of {c['total']} cells reused)")
     return 0
 
 
@@ -392,8 +406,12 @@ def build_parser(extra: Sequence[Callable] = ()) -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_eval)
 
     b = sub.add_parser("bench", help="train (or reuse) and compare methods on one split")
-    b.add_argument("--data", required=True)
-    b.add_argument("--out", required=True, help="output directory (results.json, results.md, runs/)")
+    where = b.add_mutually_exclusive_group(required=True)
+    where.add_argument("--data", help="one feature dataset")
+    where.add_argument("--folds", type=_dirs, metavar="DIR1,DIR2,...",
+                       help="cross-validation: one dataset per fold, same schema (e.g. the 10 folds of admc import "
+                            "mmin-iemocap); every table gives the mean and std over folds and seeds")
+    b.add_argument("--out", required=True, help="output directory (results.json, results.md, runs/, cells/, figures/)")
     b.add_argument("--methods", default="admc,admc_paper,ridge_fill,zero_fill",
                    help="comma-separated, from admc.pipeline.METHODS: admc, admc_paper, ridge_fill, zero_fill "
                         "(missing rows = the train mean: this is mean fill, there is no separate mean_fill), "
@@ -403,6 +421,10 @@ def build_parser(extra: Sequence[Callable] = ()) -> argparse.ArgumentParser:
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--seeds", type=_ints, default=None, help="several training seeds, e.g. 0,1,2 (mean and std)")
     b.add_argument("--split", choices=SPLITS, default="test")
+    b.add_argument("--resume", action="store_true",
+                   help="reuse the finished cells (method, fold, seed) of an interrupted bench in --out")
+    b.add_argument("--figures", action="store_true",
+                   help="also draw Figure 3 (t-SNE of real and generated embeddings) as PNG in OUT/figures/")
     _train_opts(b)
     _common(b)
     b.set_defaults(func=cmd_bench)

@@ -103,7 +103,7 @@ def test_bench_end_to_end_and_reuse(ds_dir, tmp_path):
     comp = res["methods"]["admc"]["completion"]
     assert set(comp["A+B"]) == {"mse", "cos", "mse_zero", "mse_ridge", "ua_generated"}
     md = (out / "results.md").read_text()
-    assert "| Method | {A} | {B} | {C} | {A+B} | {A+C} | {B+C} | Average | Full |" in md
+    assert "| Method | {A} | {B} | {C} | {A+B} | {A+C} | {B+C} | Average | Pooled (MMIN) | Full |" in md
     # the paper's ablation: both methods share the same frozen ITFN
     from safetensors.torch import load_file
     a = load_file(out / "runs/admc-seed0/model.safetensors")
