@@ -179,6 +179,7 @@ def cmd_train(args) -> int:
     from admc.data import load_dataset
     from admc.outdir import check_out
     from admc.run import save_run
+    from admc import distributed as dp
     from admc.runtime import log, resolve_device, seed_everything
     from admc.train import train
 
@@ -192,8 +193,11 @@ def cmd_train(args) -> int:
     check_out(args.out, "run", overwrite=args.overwrite, inputs={"--data": args.data})
     seed_everything(args.seed)
     model, info = train(ds, cfg, device)
-    save_run(model, args.out, info, args.command_line, dataset_record(ds))
-    log(f"saved {args.out}")
+    if dp.current().active:
+        info["data_parallel"] = dp.describe()
+    if dp.current().main:       # under torchrun rank 0 writes the run; the others wait (admc.distributed)
+        save_run(model, args.out, info, args.command_line, dataset_record(ds))
+        log(f"saved {args.out}")
     return 0
 
 
@@ -373,6 +377,16 @@ def cmd_import(args) -> int:
     return 0
 
 
+def _data_parallel(command: Callable, private_out: bool = False) -> Callable:
+    """``command`` data-parallel when ``torchrun`` started this process (:func:`admc.distributed.data_parallel`;
+    torch is imported only when the command runs)."""
+    def run(args) -> int:
+        from admc.distributed import data_parallel
+
+        return data_parallel(command, private_out)(args)
+    return run
+
+
 def build_parser(extra: Sequence[Callable] = ()) -> argparse.ArgumentParser:
     """The core commands' parser; each of ``extra`` is called with the subcommands action and the
     parser to add the commands of a layer above this package (see :mod:`extractors.commands`)."""
@@ -392,7 +406,7 @@ def build_parser(extra: Sequence[Callable] = ()) -> argparse.ArgumentParser:
                         "cra, mmin, joint, linear (admc.pipeline.METHODS; docs/baselines.md)")
     _train_opts(t)
     _common(t)
-    t.set_defaults(func=cmd_train)
+    t.set_defaults(func=_data_parallel(cmd_train))
 
     e = sub.add_parser("eval", help="evaluate a run on every missing-modality condition")
     e.add_argument("--run", required=True)
@@ -427,7 +441,7 @@ def build_parser(extra: Sequence[Callable] = ()) -> argparse.ArgumentParser:
                    help="also draw Figure 3 (t-SNE of real and generated embeddings) as PNG in OUT/figures/")
     _train_opts(b)
     _common(b)
-    b.set_defaults(func=cmd_bench)
+    b.set_defaults(func=_data_parallel(cmd_bench, private_out=True))
 
     i = sub.add_parser("info", help="print what a run directory holds")
     i.add_argument("run")

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from admc.baselines.joint import train_joint
+from admc import distributed as dp
 from admc.batching import batches, modality_batch
 from admc.calibration import fit_calibration
 from admc.config import TrainConfig
@@ -47,22 +48,25 @@ def train_unimodal(model: ADMCModel, train: Split, val: Split, device, seed: int
         va_idx = np.flatnonzero(val.present[mod.name])
         stopper = EarlyStopping(cfg.patience)
         bar = progress(range(cfg.epochs), desc=f"{what} {mod.name}")
+        step = dp.wrap(net)
         for epoch in bar:
             net.train()
-            for idx in batches(len(tr_idx), cfg.batch_size, rng, idx=tr_idx):
+            for idx in dp.batches(len(tr_idx), cfg.batch_size, rng, idx=tr_idx):
                 x, lengths = modality_batch(train, mod.name, idx, cfg.max_len, device)
                 y = torch.from_numpy(train.labels[idx]).to(device)
-                _, logits = net(x, lengths)
+                _, logits = step(x, lengths)
                 loss = nn.functional.cross_entropy(logits, y)
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
             sched.step()
-            ua = _ua(val.labels[va_idx], _predict_unimodal(net, val, mod.name, va_idx, cfg.max_len, device))
+            ua = dp.agree(lambda: _ua(val.labels[va_idx],
+                                      _predict_unimodal(net, val, mod.name, va_idx, cfg.max_len, device)))
             bar.set_postfix(val_ua=f"{ua:.1f}")
             if stopper.step(ua, net):
                 break
         net.load_state_dict(stopper.best_state)
+        dp.sync(net)
         net.requires_grad_(False)
         pred = _predict_unimodal(net, val, mod.name, va_idx, cfg.max_len, device)
         out[mod.name] = {**scores(val.labels[va_idx], pred), "epochs": epoch + 1}
@@ -225,19 +229,21 @@ def fit_fusion(net: nn.Module, train_sets, val_sets, cfg, seed: int) -> dict:
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda_rule(cfg.epochs))
     stopper = EarlyStopping(cfg.patience)
+    step = dp.wrap(net)
     for epoch in range(cfg.epochs):
         net.train()
-        for idx in batches(len(Y), cfg.batch_size, rng):
+        for idx in dp.batches(len(Y), cfg.batch_size, rng):
             i = torch.from_numpy(idx).to(X.device)
-            logits = net(X[i], A[i]) if net.mask_aware else net(X[i])
+            logits = step(X[i], A[i]) if net.mask_aware else step(X[i])
             loss = nn.functional.cross_entropy(logits, Y[i])
             opt.zero_grad()
             loss.backward()
             opt.step()
         sched.step()
-        if stopper.step(_fusion_val_ua(net, val_sets), net):
+        if stopper.step(dp.agree(lambda: _fusion_val_ua(net, val_sets)), net):
             break
     net.load_state_dict(stopper.best_state)
+    dp.sync(net)
     net.requires_grad_(False)
     return {"val_ua": stopper.best, "epochs": epoch + 1}
 

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import get_ema_multi_avg_fn
 
-from admc.batching import batches
+from admc import distributed as dp
 from admc.optim import EarlyStopping, lambda_rule
 from admc.runtime import log, progress
 
@@ -36,6 +36,15 @@ def _val_loss(diffusion, full_va: torch.Tensor, seed: int) -> float:
     return float(sum(losses) / len(full_va))
 
 
+def _epoch_record(diffusion, full_va, seed: int, epoch: int, per_bin: np.ndarray, completion: bool) -> dict:
+    """One epoch's line of the training history: validation loss (and completion MSE), train loss per bin."""
+    h = {"epoch": epoch + 1, "val_loss": _val_loss(diffusion, full_va, seed),
+         "train_loss_per_noise_bin": (per_bin[0] / np.maximum(per_bin[1], 1)).tolist()}
+    if completion:
+        h["val_completion_mse"] = val_completion_mse(diffusion, full_va, seed)
+    return h
+
+
 def train_denoiser(diffusion, full_tr: torch.Tensor, full_va: torch.Tensor, seed: int,
                    present: torch.Tensor | None = None) -> dict:
     """AdamW with MMIN's LR rule, early stopping.  The conditional variant is selected on what it is
@@ -47,7 +56,7 @@ def train_denoiser(diffusion, full_tr: torch.Tensor, full_va: torch.Tensor, seed
     net = diffusion.denoiser
     dev = full_tr.device
     torch.manual_seed(seed + 17)
-    gen = torch.Generator().manual_seed(seed + 17)
+    gen = torch.Generator().manual_seed(dp.rank_seed(seed + 17))   # each process its own t and noise
     rng = np.random.default_rng(seed + 17)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda_rule(cfg.epochs))
@@ -58,12 +67,14 @@ def train_denoiser(diffusion, full_tr: torch.Tensor, full_va: torch.Tensor, seed
     select_on_completion = diffusion.variant == "conditional"
     best_epoch = None
     bar = progress(range(cfg.epochs), desc="ADN")
+    step = dp.wrap(net)
     for epoch in bar:
         net.train()
         per_bin = np.zeros((2, NOISE_BINS))
-        for idx in batches(len(full_tr), cfg.batch_size, rng):
+        for idx in dp.batches(len(full_tr), cfg.batch_size, rng):
             i = torch.from_numpy(idx).to(dev)
-            loss = diffusion.loss(full_tr[i], gen, per_bin, None if present is None else present[i])
+            with dp.forward_through(diffusion, "denoiser", step):
+                loss = diffusion.loss(full_tr[i], gen, per_bin, None if present is None else present[i])
             opt.zero_grad()
             loss.backward()
             nn.utils.clip_grad_norm_(net.parameters(), 1.0)
@@ -75,11 +86,8 @@ def train_denoiser(diffusion, full_tr: torch.Tensor, full_va: torch.Tensor, seed
         if ema is not None:  # evaluate (and keep) the averaged weights
             train_state = copy.deepcopy(net.state_dict())
             net.load_state_dict(ema.module.state_dict())
-        val = _val_loss(diffusion, full_va, seed)
-        h = {"epoch": epoch + 1, "val_loss": val,
-             "train_loss_per_noise_bin": (per_bin[0] / np.maximum(per_bin[1], 1)).tolist()}
-        if select_on_completion:
-            h["val_completion_mse"] = val_completion_mse(diffusion, full_va, seed)
+        h = dp.agree(lambda: _epoch_record(diffusion, full_va, seed, epoch, per_bin, select_on_completion))
+        val = h["val_loss"]
         history.append(h)
         score = h.get("val_completion_mse", val)
         bar.set_postfix(val_loss=f"{val:.4f}", score=f"{score:.4f}")
@@ -91,6 +99,7 @@ def train_denoiser(diffusion, full_tr: torch.Tensor, full_va: torch.Tensor, seed
         if stop:
             break
     net.load_state_dict(stopper.best_state)
+    dp.sync(net)
     net.requires_grad_(False)
     val_bins = np.zeros((2, NOISE_BINS))
     with torch.no_grad():
