@@ -201,6 +201,26 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_calibrate(args) -> int:
+    from admc.data import load_dataset
+    from admc.outdir import check_out
+    from admc.run import load_run, save_run
+    from admc.runtime import log, resolve_device
+    from admc.train import refit_trust
+
+    model, meta = load_run(args.run, resolve_device(args.device))
+    ds = load_dataset(args.data, splits=("train", "val"))
+    diff = model.schema.differences(ds.schema)
+    if diff:
+        raise ValueError(f"dataset {args.data} does not match run {args.run}: " + "; ".join(diff))
+    check_out(args.out, "run", overwrite=args.overwrite, inputs={"--run": args.run, "--data": args.data})
+    info = {**meta["train"], **refit_trust(model, ds),
+            "recalibrated": {"data": str(args.data), "command": args.command_line}}
+    save_run(model, args.out, info, meta.get("command"), meta.get("dataset"))
+    log(f"saved {args.out}: OOD models, temperatures and abstain threshold fitted on {args.data}")
+    return 0
+
+
 def cmd_eval(args) -> int:
     from admc.data import load_dataset
     from admc.evaluate import evaluate
@@ -296,6 +316,9 @@ def _train_lines(tr: dict) -> list[str]:
         ("OOD thresholds (val quantile) ",
          lambda: ", ".join(f"{k} {v['threshold']:.2f}" for k, v in tr["ood"]["modalities"].items() if v)
                  + f" ({tr['ood']['quantile']:g})"),
+        ("input OOD thresholds (principal axes) ",
+         lambda: ", ".join(f"{k} {v['threshold']:.3f} ({v['components']})" for k, v in tr["ood"]["input"].items() if v)
+                 or "none fitted"),
     ]
     out = []
     for head, text in parts:
@@ -407,6 +430,15 @@ def build_parser(extra: Sequence[Callable] = ()) -> argparse.ArgumentParser:
     _train_opts(t)
     _common(t)
     t.set_defaults(func=_data_parallel(cmd_train))
+
+    c = sub.add_parser("calibrate", help="fit a run's OOD models, temperatures and abstain threshold again "
+                                         "(on its own or another dataset's train/val splits) into a new run")
+    c.add_argument("--run", required=True)
+    c.add_argument("--data", required=True, help="feature dataset with the run's schema (train and val splits)")
+    c.add_argument("--out", required=True, help="run directory to write (not the --run itself)")
+    c.add_argument("--overwrite", action="store_true", help="replace the run already at --out")
+    _common(c)
+    c.set_defaults(func=cmd_calibrate)
 
     e = sub.add_parser("eval", help="evaluate a run on every missing-modality condition")
     e.add_argument("--run", required=True)

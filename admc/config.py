@@ -252,6 +252,10 @@ class CalibrationConfig:
     abstain_below: float | None = None
     # the chosen abstain_below keeps this fraction of the correctly classified validation windows
     # (every condition) confident: the highest threshold that abstains on at most 1 - keep of them
+    # and a second score on the window's input features (admc.ood.InputOOD): the error of the pooled,
+    # standardized input outside its top k principal axes of the training samples, thresholded at the
+    # same quantile; 0: no input score
+    ood_input_components: int = 32
     abstain_keep: float = 0.9
 
     def __post_init__(self):
@@ -264,6 +268,9 @@ class CalibrationConfig:
         if not 0 < self.abstain_keep <= 1:
             raise ConfigError(f"calibration.abstain_keep must be in (0, 1], got {self.abstain_keep!r}")
 
+        if isinstance(self.ood_input_components, bool) or not isinstance(self.ood_input_components, int) \
+                or self.ood_input_components < 0:
+            raise ConfigError(f"calibration.ood_input_components must be an integer >= 0, got {self.ood_input_components!r}")
 
 @dataclass
 class TrainConfig:

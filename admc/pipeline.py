@@ -26,7 +26,7 @@ from admc.data import Schema, Split, condition_name
 from admc.errors import ModalityError
 from admc.models.encoders import UnimodalNet
 from admc.models.fusion import FusionNet
-from admc.ood import MahalanobisOOD
+from admc.ood import InputOOD, MahalanobisOOD
 
 
 @dataclass(frozen=True)
@@ -156,6 +156,7 @@ class ADMCModel(nn.Module):
         self.calibration = TemperatureScaling(M)
         self.ood = MahalanobisOOD(M, C, E)
 
+        self.ood_input = InputOOD(schema, cfg.calibration.ood_input_components)
     def new_completer(self):
         """A fresh, untrained completer of this model's method."""
         return build_completer(METHODS[self.cfg.method].completer, self.cfg, self.M, self.E, self.C)
@@ -289,7 +290,7 @@ class ADMCModel(nn.Module):
         return condition_name(self.schema.names, mask)
 
 
-OPTIONAL_STATE = ("calibration.", "ood.")
+OPTIONAL_STATE = ("calibration.", "ood.", "ood_input.")
 """Prefixes of the buffer groups a run may lack (saved before they existed): each group is all there
 or absent, and an absent one keeps :class:`ADMCModel`'s defaults."""
 
@@ -333,14 +334,16 @@ def embed_features(model: ADMCModel, features: dict[str, "np.ndarray | None"]) -
 
 @dataclass(frozen=True)
 class ModalityOOD:
-    """A present modality's out-of-distribution score (Mahalanobis distance, :mod:`admc.ood`) and
-    whether it is above the checkpoint's threshold."""
+    """A present modality's out-of-distribution scores (:mod:`admc.ood`): the Mahalanobis distance of
+    its embedding and the error of its input outside the training subspace (None: no input model),
+    and whether either is above the checkpoint's threshold for it."""
 
     score: float
     out: bool
 
+    input_score: float | None = None
     def to_json(self) -> dict:
-        return {"score": self.score, "out": self.out}
+        return {"score": self.score, "out": self.out, "input_score": self.input_score}
 
 
 @dataclass(frozen=True)
@@ -380,13 +383,20 @@ def predict_window(model: ADMCModel, features: dict[str, "np.ndarray | None"],
     scores = model.ood.scores(model.unstandardize(z))
     out = model.ood.out_of_distribution(scores, avail)
     used = avail & ~out
+    names = model.schema.names
+    input_scores: dict[str, float | None] = {}
+    for i, m in enumerate(names):
+        if bool(avail[0, i]):
+            x = np.asarray(features[m], dtype=np.float32)
+            input_scores[m] = model.ood_input.score(m, x[None] if x.ndim == 1 else x)
+            out[0, i] |= model.ood_input.out(m, input_scores[m])
     all_out = not bool(used.any())
     if all_out:
         used = avail
     probs = model.predict_proba(z, used, generator, start_step, mmer=mmer)[0].cpu().numpy()
     classes = list(model.schema.classes)
-    names = model.schema.names
-    ood = {m: (ModalityOOD(round(float(scores[0, i]), 4), bool(out[0, i]))
+    ood = {m: (ModalityOOD(round(float(scores[0, i]), 4), bool(out[0, i]),
+                           None if input_scores[m] is None else round(input_scores[m], 4))
                if bool(avail[0, i]) and not bool(torch.isnan(scores[0, i])) else None)
            for i, m in enumerate(names)}
     return WindowPrediction(

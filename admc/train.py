@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import time
+from dataclasses import asdict
 
 import numpy as np
 import torch
@@ -20,7 +21,7 @@ from admc.data import FeatureDataset, Split
 from admc.diagnostics import completion_errors, completion_scores
 from admc.diffusion.process import clip_range  # noqa: F401 - re-exported for the benchmarks
 from admc.metrics import scores
-from admc.ood import fit_ood
+from admc.ood import fit_input_ood, fit_ood
 from admc.optim import EarlyStopping, lambda_rule  # noqa: F401 - re-exported for the benchmarks
 from admc.pipeline import METHODS, ADMCModel, all_masks, mask_key
 from admc.regimes import training_data
@@ -287,20 +288,41 @@ def train_fusion(model: ADMCModel, z_tr, p_tr, y_tr, z_va, p_va, y_va, seed: int
 
 # ---- stage 4: calibration and out-of-distribution scores --------------------------------------------
 
-def fit_trust(model: ADMCModel, z_tr, p_tr, y_tr, z_va, p_va, y_va, seed: int) -> dict:
-    """The OOD model of each modality (labelled training ITFN embeddings; thresholds from validation),
-    then one temperature per availability condition and the abstain threshold on validation
+def fit_trust(model: ADMCModel, z_tr, p_tr, y_tr, z_va, p_va, y_va, seed: int,
+              train_split: Split | None = None, val_split: Split | None = None) -> dict:
+    """The OOD models of each modality (labelled training ITFN embeddings; and, given the splits, the
+    inputs of every training sample: :class:`admc.ood.InputOOD`; thresholds from validation), then one
+    temperature per availability condition and the abstain threshold on validation
     (``model.cfg.calibration``); run.json's ``train.ood`` and ``train.calibration``."""
     cfg = model.cfg.calibration
     ood = fit_ood(model.ood, model.schema.names, model.unstandardize(z_tr), p_tr, y_tr, model.unstandardize(z_va),
-                  p_va, cfg.ood_quantile)
+                  p_va, cfg.ood_quantile).to_json()
+    if train_split is not None and val_split is not None:
+        q = cfg.ood_quantile if cfg.ood_input_components > 0 else None
+        ood["input"] = {k: (asdict(v) if v is not None else None)
+                        for k, v in fit_input_ood(model.ood_input, train_split, val_split, q).items()}
     cal = fit_calibration(model, z_va, p_va, y_va, cfg, seed)
     worst = max(cal.conditions.values(), key=lambda c: c.ece_before, default=None)
     if worst is not None:
         log(f"calibration: val ECE {worst.ece_before:.1f}% -> {worst.ece_after:.1f}% at worst before "
             f"(T {worst.temperature:g}); uncertain below max probability {cal.abstain.threshold:.3f} "
             f"({100 * (1 - cal.abstain.confident_fraction):.0f}% of val windows)")
-    return {"ood": ood.to_json(), "calibration": cal.to_json()}
+    return {"ood": ood, "calibration": cal.to_json()}
+
+
+def refit_trust(model: ADMCModel, ds: FeatureDataset) -> dict:
+    """Fit a trained model's OOD models, temperatures and abstain threshold again on ``ds`` (its
+    train split reduced as the run's ``config.data`` says, and its val split) without touching the
+    encoders, completer or fusion: ``admc calibrate``.  Returns run.json's new ``ood`` and ``calibration``."""
+    cfg = model.cfg
+    data = training_data(ds["train"], ds.schema.names, cfg.data, cfg.seed)
+    labelled = torch.from_numpy(data.labelled)
+    z_tr, p_tr = model.embed(data.split)
+    z_va, p_va = model.embed(ds["val"])
+    dev = z_tr.device
+    labelled = labelled.to(dev)
+    return fit_trust(model, z_tr[labelled], p_tr[labelled], data.split.labels[data.labelled], z_va, p_va,
+                     ds["val"].labels, cfg.seed, data.split, ds["val"])
 
 
 # ---- everything ------------------------------------------------------------------------------------
@@ -355,6 +377,6 @@ def train(ds: FeatureDataset, cfg: TrainConfig, device: torch.device, encoders_f
         info["fusion"] = train_fusion(model, z_tr[labelled], p_tr[labelled], train_split.labels[data.labelled],
                                       z_va, p_va, val_split.labels, cfg.seed)
     info.update(fit_trust(model, z_tr[labelled], p_tr[labelled], train_split.labels[data.labelled],
-                          z_va, p_va, val_split.labels, cfg.seed))
+                          z_va, p_va, val_split.labels, cfg.seed, train_split, val_split))
     info["train_seconds"] = round(time.time() - t0, 1)
     return model, info

@@ -44,7 +44,8 @@ class WindowResult:
     latency_ms: float = 0.0                    # from the window being due to this result
     uncertain: bool = False                    # the prediction is not to be shown as an emotion
     # modality -> {"score": Mahalanobis distance, "out": out of distribution (then completed like a
-    # missing one)}, or None when the modality is absent (or the checkpoint has no OOD model)
+    # missing one), "input_score": the input features' score (None: no input model)}, or None when
+    # the modality is absent (or the checkpoint has no OOD model)
     ood: dict[str, dict | None] = field(default_factory=dict)
 
     def to_dict(self) -> dict:

@@ -77,8 +77,8 @@ def test_composed_parser_has_every_command_and_the_core_one_only_its_own():
         (sub,) = [a for a in p._actions if a.__class__.__name__ == "_SubParsersAction"]
         return list(sub.choices)
 
-    assert commands(full()) == ["train", "eval", "bench", "info", "import", "extract", "manifest"]
-    assert commands(core()) == ["train", "eval", "bench", "info", "import"]
+    assert commands(full()) == ["train", "calibrate", "eval", "bench", "info", "import", "extract", "manifest"]
+    assert commands(core()) == ["train", "calibrate", "eval", "bench", "info", "import"]
     args = full().parse_args(["import", "mintrec", "--root", "r", "--out", "o"])
     assert callable(args.make_text_encoder)  # the text encoder comes from the layer above
     assert getattr(core().parse_args(["import", "mintrec", "--root", "r", "--out", "o"]),

@@ -178,3 +178,111 @@ def test_nothing_trusted_left_or_too_unsure_is_uncertain(trained):
     assert predict_window(m2, feats, generator=torch.Generator().manual_seed(0)).uncertain
     m2.calibration.abstain_below.fill_(top - 1e-3)
     assert not predict_window(m2, feats, generator=torch.Generator().manual_seed(0)).uncertain
+
+
+# ------------------------------------------------------------------------------------------ input features
+D, RANK = 10, 3
+
+
+def low_rank_split(n: int, seed: int, rows: int = 12, name: str = "train"):
+    """A sequence modality whose rows lie near a 3-d subspace of 10 dims (and vary within a sample)."""
+    from admc.data import Split
+
+    rng = np.random.default_rng(seed)
+    basis = np.linalg.qr(np.random.default_rng(0).normal(size=(D, D)))[0][:, :RANK]
+    centres = rng.normal(0, 2.0, (n, 1, RANK))
+    x = (centres + rng.normal(0, 1.0, (n, rows, RANK))) @ basis.T + rng.normal(0, 0.05, (n, rows, D))
+    off = np.arange(0, n * rows + 1, rows, dtype=np.int64)
+    split = Split(name, np.zeros(n, np.int64), np.arange(n).astype(str), {"A": x.reshape(-1, D).astype(np.float32)},
+                  {"A": off}, {"A": np.ones(n, bool)})
+    return split, basis
+
+
+def fitted_input_ood(quantile=0.99):
+    from admc.data import Modality, Schema
+    from admc.ood import InputOOD, fit_input_ood
+
+    schema = Schema((Modality("A", D, "sequence", "transformer"),), ("c",))
+    ood = InputOOD(schema, k=2 * RANK)   # mean and std of 3 latent dims: 6 pooled axes
+    train, basis = low_rank_split(3000, 1)
+    val, _ = low_rank_split(3000, 2, name="val")
+    fits = fit_input_ood(ood, train, val, quantile)
+    return ood, fits["A"], basis
+
+
+def test_input_score_passes_about_99_percent_of_held_out_windows():
+    ood, fit, _ = fitted_input_ood()
+    assert fit.components == 2 * RANK and fit.val_out == pytest.approx(0.01, abs=0.002) and fit.explained > 0.8
+    test, _ = low_rank_split(3000, 3, name="test")
+    scores = np.array([ood.score("A", test.rows["A"][test.offsets["A"][i]:test.offsets["A"][i + 1]])
+                       for i in range(len(test))])
+    assert 0.003 < np.mean([ood.out("A", s) for s in scores]) < 0.025
+
+
+def test_input_score_flags_a_flat_stream_and_a_shift_off_the_subspace_but_not_one_along_it():
+    """A flat stream (rows that do not vary: a synthetic voice's pitch) and a step off the subspace
+    (3 units: 1.5x the spread of the samples' centres) are flagged; the same step along the subspace
+    is an ordinary sample."""
+    ood, fit, basis = fitted_input_ood()
+    test, _ = low_rank_split(200, 4, name="test")
+    rows = [test.rows["A"][test.offsets["A"][i]:test.offsets["A"][i + 1]] for i in range(len(test))]
+    ordinary = [r for r in rows if not ood.out("A", ood.score("A", r))]
+    off_axis = np.linalg.qr(np.concatenate([basis, np.random.default_rng(5).normal(size=(D, 1))], 1))[0][:, -1]
+    flat = [np.repeat(r.mean(0, keepdims=True), len(r), 0) for r in ordinary]
+    assert np.mean([ood.out("A", ood.score("A", r)) for r in flat]) > 0.95
+    assert np.mean([ood.out("A", ood.score("A", r + 3.0 * off_axis)) for r in ordinary]) > 0.95
+    assert np.mean([ood.out("A", ood.score("A", r + 3.0 * basis[:, 0])) for r in ordinary]) < 0.05
+
+
+def test_input_score_in_predict_window_json_and_policy(trained):
+    """The trained run has an input model per modality; its score is in the window's JSON and a
+    modality flagged on its input alone is treated as missing."""
+    from admc.pipeline import predict_window
+
+    model, meta, samples = trained
+    fits = meta["train"]["ood"]["input"]
+    assert set(fits) == {"A", "B", "C"} and all(f is not None for f in fits.values())
+    feats, out = _in_distribution(model, samples)
+    assert all(0 <= o.input_score <= fits[m]["threshold"] for m, o in out.ood.items())
+    assert set(out.ood["C"].to_json()) == {"score", "out", "input_score"}
+    # B's input threshold lowered below this window's score: B alone is flagged
+    space = model.ood_input.spaces["B"]
+    old = float(space.threshold)
+    try:
+        space.threshold.fill_(out.ood["B"].input_score / 2)
+        flagged = predict_window(model, feats, generator=torch.Generator().manual_seed(0))
+    finally:
+        space.threshold.fill_(old)
+    assert flagged.ood["B"].out and flagged.ood["B"].score == out.ood["B"].score
+    dropped = predict_window(model, {**feats, "B": None}, generator=torch.Generator().manual_seed(0))
+    assert flagged.imputed == ["B"] and flagged.probs == dropped.probs
+
+
+def test_admc_calibrate_refits_trust_into_a_new_run_and_leaves_the_rest(tmp_path_factory, tmp_path, capsys):
+    """``admc calibrate``: same encoders and fusion, the OOD models, temperatures and abstain threshold
+    fitted again (here on the run's own data: the same values, as the fit is deterministic); an old
+    run without an input model gets one; ``--out`` may not be the run it reads."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    from admc.cli import main
+
+    ds_dir, run_dir = cached_run(tmp_path_factory.getbasetemp())
+    old = tmp_path / "old"   # the run as saved before the input model existed
+    old.mkdir()
+    state = {k: v for k, v in load_file(run_dir / "model.safetensors").items() if not k.startswith("ood_input.")}
+    save_file(state, old / "model.safetensors", metadata={"format": "admc-run/1"})
+    meta = json.loads((run_dir / "run.json").read_text())
+    meta["train"]["ood"].pop("input")
+    (old / "run.json").write_text(json.dumps(meta))
+    new = tmp_path / "new"
+    assert main(["calibrate", "--run", str(old), "--data", str(ds_dir), "--out", str(new), "--quiet"]) == 0
+    fresh = json.loads((new / "run.json").read_text())
+    trained = json.loads((run_dir / "run.json").read_text())
+    assert fresh["train"]["ood"] == trained["train"]["ood"] and fresh["train"]["calibration"] == trained["train"]["calibration"]
+    assert fresh["train"]["recalibrated"]["data"] == str(ds_dir) and fresh["train"]["itfn"] == trained["train"]["itfn"]
+    a, b = load_file(run_dir / "model.safetensors"), load_file(new / "model.safetensors")
+    assert set(a) == set(b) and all(bool((a[k] == b[k]).all()) for k in a)
+    assert main(["calibrate", "--run", str(new), "--data", str(ds_dir), "--out", str(new), "--quiet"]) == 2
+    assert "--out" in capsys.readouterr().err
