@@ -8,7 +8,9 @@ Used by ``admc extract`` (:mod:`extractors.dataset_builder`), :meth:`FaceExtract
   (:func:`subsample_gate`), from ``start`` to ``end``;
 * :func:`iter_audio`: ``(t, mono float32 chunk, sample rate)`` as decoded, at the file's rate or
   resampled; :func:`decode_audio`: the whole track (or a segment) as one array;
-* :func:`iter_media`: both streams merged in time order, as a live capture delivers them.
+* :func:`iter_media`: both streams merged in time order, as a live capture delivers them;
+* :func:`codec_roundtrip`: a waveform as it comes back from a lossy audio codec (AAC in MP4, in
+  memory): what a recorded video does to the voice, for training on it.
 
 A frame's time is its presentation time in seconds, or ``n / average_rate`` (n = frames decoded
 so far) for a stream without timestamps.
@@ -154,3 +156,30 @@ def iter_media(path: str | Path) -> Iterator[tuple[str, float, object, int]]:
     video = (("V", t, frame, 0) for t, frame in iter_video(path))
     audio = (("A", t, x, sr) for t, x, sr in iter_audio(path))
     return heapq.merge(video, audio, key=lambda item: item[1])
+
+
+def codec_roundtrip(wave: np.ndarray, sr: int, bit_rate: int, codec: str = "aac") -> np.ndarray:
+    """``wave`` (mono float32 in [-1, 1]) encoded with ``codec`` at ``bit_rate`` bit/s into an MP4 in
+    memory and decoded again: same length and alignment (the MP4 edit list drops the encoder delay;
+    the tail is zero-padded or cut)."""
+    import io
+    from fractions import Fraction
+
+    import av
+
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mp4") as c:
+        st = c.add_stream(codec, rate=sr, layout="mono")
+        st.bit_rate = int(bit_rate)
+        frame = av.AudioFrame.from_ndarray(np.clip(wave, -1, 1).astype(np.float32)[None], format="flt", layout="mono")
+        frame.sample_rate, frame.pts, frame.time_base = sr, 0, Fraction(1, sr)  # timestamps: the muxer writes the edit list
+        for pkt in st.encode(frame):
+            c.mux(pkt)
+        for pkt in st.encode(None):
+            c.mux(pkt)
+    buf.seek(0)
+    with av.open(buf) as c:
+        chunks = [x for _, x, _ in _audio_chunks(c, sr)]
+    out = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
+    n = len(wave)
+    return out[:n] if len(out) >= n else np.concatenate([out, np.zeros(n - len(out), np.float32)])
