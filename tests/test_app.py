@@ -487,7 +487,7 @@ def test_render_badges_timeline_exports(tmp_path):
 
 
 def test_uncertain_windows_are_shown_as_uncertain_not_as_an_emotion(tiny_model, tmp_path):
-    """Every window carries ``uncertain`` and ``ood`` (per modality {score, out} or null when absent);
+    """Every window carries ``uncertain`` and ``ood`` (per modality {score, out, input_score} or null when absent);
     an uncertain one is badged and named "uncertain" instead of its emotion, and a live modality
     out of distribution is badged as completed."""
     from app.render import badges_html, export_csv, probs_label, shown_label
@@ -502,7 +502,8 @@ def test_uncertain_windows_are_shown_as_uncertain_not_as_an_emotion(tiny_model, 
             if r["streams"][m] == "missing" or not r["probs"]:
                 assert o is None
             else:
-                assert set(o) == {"score", "out"} and isinstance(o["out"], bool) and o["score"] >= 0
+                assert set(o) == {"score", "out", "input_score"} and isinstance(o["out"], bool) and o["score"] >= 0
+                assert o["input_score"] is None or o["input_score"] >= 0
     assert json.loads(json.dumps(res[-1], allow_nan=False)) == res[-1]
     sure = {"t": 1.0, "streams": {"A": "live", "V": "live", "T": "missing"},
             "reasons": {"A": "ok", "V": "ok", "T": "x"},
