@@ -30,7 +30,7 @@ from admc.data import load_dataset, missing_conditions
 from admc.diagnostics import head_ua
 from admc.diffusion.process import Diffusion
 from admc.evaluate import evaluate
-from admc.pipeline import ADMCModel
+from admc.pipeline import OPTIONAL_STATE, ADMCModel
 from admc.runtime import seed_everything, set_quiet
 from admc.train import fit_standardization, train_fusion, train_unimodal
 
@@ -47,25 +47,36 @@ READINGS = {
 
 
 @torch.no_grad()
-def condition_batch(z_full: torch.Tensor, masks: list[tuple[bool, ...]]):
-    """Every missing condition of the full samples in one batch: z repeated, availability per block."""
-    n = len(z_full)
-    avail = torch.cat([torch.tensor(m).expand(n, -1) for m in masks])
-    return z_full.repeat(len(masks), 1, 1), avail
+def condition_batch(z_full: torch.Tensor, masks: list[tuple[bool, ...]], picks: list[np.ndarray]):
+    """Every missing condition in one batch: block k holds the full samples ``picks[k]`` with
+    availability ``masks[k]``; also the blocks' slices."""
+    avail = torch.cat([torch.tensor(m).expand(len(p), -1) for m, p in zip(masks, picks)])
+    ends = np.cumsum([len(p) for p in picks])
+    slices = [slice(int(e - len(p)), int(e)) for e, p in zip(ends, picks)]
+    return z_full[torch.from_numpy(np.concatenate(picks))], avail, slices
+
+
+def condition_picks(n: int, conditions: int, per_condition: int | None, seed: int) -> list[np.ndarray]:
+    """Which full samples each condition completes: all of them, or a seeded random ``per_condition``
+    (different per condition, the same for every reading: the mean over the conditions still sees
+    ``conditions * per_condition`` completions)."""
+    if per_condition is None or per_condition >= n:
+        return [np.arange(n)] * conditions
+    rng = np.random.default_rng(seed + 11)
+    return [np.sort(rng.choice(n, per_condition, replace=False)) for _ in range(conditions)]
 
 
 @torch.no_grad()
-def per_condition(model: ADMCModel, diff: Diffusion, z_full, y, conds, masks, n, seed) -> dict:
-    zb, ab = condition_batch(z_full, masks)
+def per_condition(model: ADMCModel, diff: Diffusion, z_full, y, conds, masks, picks, n, seed) -> dict:
+    zb, ab, slices = condition_batch(z_full, masks, picks)
     filled = diff.complete(zb, ab, torch.Generator().manual_seed(seed + 5), start_step=n)
     out = {}
-    for k, (cond, mask) in enumerate(zip(conds, masks)):
-        sl = slice(k * len(z_full), (k + 1) * len(z_full))
-        f, a = filled[sl], ab[sl]
-        miss = ~a
-        out[cond] = {"mse": float(((f - z_full)[miss] ** 2).mean()),
-                     "cos": float(torch.nn.functional.cosine_similarity(f[miss], z_full[miss], dim=-1).mean()),
-                     "ua_generated": head_ua(model, f, mask, y)}
+    for cond, mask, sl, p in zip(conds, masks, slices, picks):
+        f, miss = filled[sl], ~ab[sl]
+        truth = zb[sl]
+        out[cond] = {"mse": float(((f - truth)[miss] ** 2).mean()),
+                     "cos": float(torch.nn.functional.cosine_similarity(f[miss], truth[miss], dim=-1).mean()),
+                     "ua_generated": head_ua(model, f, mask, y[p])}
     return out
 
 
@@ -74,12 +85,14 @@ def _mean(d: dict, key: str) -> float:
 
 
 def run(data: Path, out: Path, seeds: list[int], readings: list[str], stride: int, grid: list[int],
-        fusion: bool, adn_epochs: int | None, cache: Path | None = None) -> dict:
+        fusion: bool, adn_epochs: int | None, cache: Path | None = None, per_cond: int | None = None,
+        available: set[int] | None = None) -> dict:
     ds = load_dataset(data)
-    conds_masks = missing_conditions(ds.names)
+    conds_masks = [(c, m) for c, m in missing_conditions(ds.names) if available is None or sum(m) in available]
     conds, masks = [c for c, _ in conds_masks], [m for _, m in conds_masks]
     result = {"dataset": ds.name, "seeds": seeds, "stride": stride, "grid": grid, "conditions": conds,
-              "readings": {r: {"per_seed": []} for r in readings}, "reference": {"per_seed": []}}
+              "per_condition": per_cond,
+              "available": sorted(available) if available else None, "readings": {r: {"per_seed": []} for r in readings}, "reference": {"per_seed": []}}
     for seed in seeds:
         seed_everything(seed)
         cfg = TrainConfig(method="admc_paper", seed=seed)
@@ -93,7 +106,10 @@ def run(data: Path, out: Path, seeds: list[int], readings: list[str], stride: in
         if cached is not None and cached.is_file():  # the trained ITFN + ADN of an interrupted run
             state = load_file(cached)
             clip = float(state.pop("clip_range"))
-            base.load_state_dict(state)
+            loaded = base.load_state_dict(state, strict=False)  # a cache from before calibration/OOD lacks them
+            bad = [k for k in loaded.missing_keys if not k.startswith(OPTIONAL_STATE)] + loaded.unexpected_keys
+            if bad:
+                raise SystemExit(f"paper_readings: {cached}: not this model's state ({bad[:3]})")
             base.completer.clip_range = clip
             base.requires_grad_(False)
             train_info = json.loads(cached.with_suffix(".json").read_text())
@@ -112,16 +128,16 @@ def run(data: Path, out: Path, seeds: list[int], readings: list[str], stride: in
                 cached.with_suffix(".json").write_text(json.dumps({"best_epoch": train_info["best_epoch"]}))
         t_train = time.time() - t0
         print(f"seed {seed}: ITFN + paper ADN trained in {t_train:.0f} s (epoch {train_info['best_epoch']})", flush=True)
-        ref = {}
+        ref, picks = {}, {}
         for s in ("val", "test"):
-            zb, ab = condition_batch(full[s], masks)
+            picks[s] = condition_picks(len(full[s]), len(masks), per_cond, seed + (s == "test"))
+            zb, ab, slices = condition_batch(full[s], masks, picks[s])
             ridge = torch.where(ab[..., None], zb, base.prior(zb * ab[..., None], ab))
             ref[s] = {}
-            for k, cond in enumerate(conds):
-                sl = slice(k * len(full[s]), (k + 1) * len(full[s]))
+            for cond, sl in zip(conds, slices):
                 miss = ~ab[sl]
-                ref[s][cond] = {"mse_zero": float((full[s][miss] ** 2).mean()),
-                                "mse_ridge": float(((ridge[sl] - full[s])[miss] ** 2).mean())}
+                ref[s][cond] = {"mse_zero": float((zb[sl][miss] ** 2).mean()),
+                                "mse_ridge": float(((ridge[sl] - zb[sl])[miss] ** 2).mean())}
         result["reference"]["per_seed"].append({"seed": seed, **ref, "train_seconds": t_train,
                                                 "adn_best_epoch": train_info["best_epoch"]})
         for r in readings:
@@ -133,11 +149,11 @@ def run(data: Path, out: Path, seeds: list[int], readings: list[str], stride: in
             diff.clip_range = base.completer.clip_range
             t1 = time.time()
             n_grid = grid if diff.uses_start_step else [None]
-            val = {str(n): per_condition(base, diff, full["val"], ys["val"], conds, masks, n, seed) for n in n_grid}
+            val = {str(n): per_condition(base, diff, full["val"], ys["val"], conds, masks, picks["val"], n, seed) for n in n_grid}
             by_mse = min(val, key=lambda n: _mean(val[n], "mse"))
             by_ua = max(val, key=lambda n: _mean(val[n], "ua_generated"))
             n_star = None if by_mse == "None" else int(by_mse)
-            test = per_condition(base, diff, full["test"], ys["test"], conds, masks, n_star, seed)
+            test = per_condition(base, diff, full["test"], ys["test"], conds, masks, picks["test"], n_star, seed)
             row = {"seed": seed, "n_by_mse": n_star, "n_by_ua": None if by_ua == "None" else int(by_ua),
                    "val_mse_by_n": {n: _mean(v, "mse") for n, v in val.items()},
                    "val_ua_by_n": {n: _mean(v, "ua_generated") for n, v in val.items()},
@@ -175,7 +191,9 @@ def markdown(res: dict) -> str:
     refs = res["reference"]["per_seed"]
     lines = [f"# Paper-variant readings on {res['dataset']} (test split, seeds {res['seeds']}, stride {res['stride']})",
              "", "Completion MSE of the missing rows (standardized embeddings; mean ± std over seeds) at the n "
-             "chosen on validation by MSE.", "",
+             "chosen on validation by MSE." + (f" Each condition completes a seeded random {res['per_condition']} of "
+                                                "the split's full samples." if res.get("per_condition") else "")
+             + (f" Conditions with {res['available']} modalities available only." if res.get("available") else ""), "",
              "| Reading | n (by MSE / by UA) | " + " | ".join(conds) + " | mean | cos | head UA |",
              "|---" * (len(conds) + 5) + "|"]
     for name, key in (("zero fill (train mean)", "mse_zero"), ("ridge (linear prior)", "mse_ridge")):
@@ -206,19 +224,53 @@ def markdown(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def merge(parts: list[Path], out: Path) -> dict:
+    """One result from runs of the same dataset and settings on different seeds (or readings)."""
+    res = None
+    for part in parts:
+        r = json.loads(part.with_suffix(".json").read_text())
+        if res is None:
+            res = r
+            continue
+        for key in ("dataset", "stride", "grid", "conditions"):
+            if r[key] != res[key]:
+                raise SystemExit(f"paper_readings: --merge: {part}: {key} differs from {parts[0]}")
+        res["seeds"] = sorted(set(res["seeds"]) | set(r["seeds"]))
+        res["reference"]["per_seed"] += [x for x in r["reference"]["per_seed"]
+                                         if x["seed"] not in {y["seed"] for y in res["reference"]["per_seed"]}]
+        for name, d in r["readings"].items():
+            res["readings"].setdefault(name, {"per_seed": []})["per_seed"] += d["per_seed"]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(res, indent=1) + "\n")
+    out.with_suffix(".md").write_text(markdown(res))
+    return res
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--data", type=Path)
+    p.add_argument("--merge", default=None, metavar="OUT1,OUT2,...",
+                   help="only merge earlier outputs (paths without suffix) into --out")
     p.add_argument("--out", type=Path, required=True, help="output path without suffix (.json and .md)")
     p.add_argument("--seeds", default="0")
     p.add_argument("--readings", default=",".join(READINGS))
     p.add_argument("--stride", type=int, default=10, help="respaced chains (1 = the paper's every step)")
     p.add_argument("--grid", default="10,30,50,80,200,500,1000")
     p.add_argument("--fusion", action="store_true", help="also WA/UA per condition with fusion on each reading")
+    p.add_argument("--per-condition", type=int, default=None, metavar="N",
+                   help="each condition completes a seeded random N of the split's full samples (default: all; "
+                        "mfeat6's 62 conditions need it on CPU)")
+    p.add_argument("--available", default=None, metavar="K1,K2",
+                   help="only the conditions with K1, K2, ... modalities available (default: every one)")
     p.add_argument("--adn-epochs", type=int, default=None)
     p.add_argument("--cache", type=Path, default=None,
                    help="keep each seed's trained ITFN + ADN here and reuse it (resume an interrupted run)")
     a = p.parse_args()
+    if a.merge:
+        merge([Path(x) for x in a.merge.split(",") if x], a.out)
+        return
+    if a.data is None:
+        p.error("--data is required (unless --merge)")
     set_quiet(True)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     readings = [r for r in a.readings.split(",") if r]
@@ -226,7 +278,8 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"paper_readings: --readings: unknown {sorted(unknown)}; choose from {', '.join(READINGS)}")
     run(a.data, a.out, [int(s) for s in a.seeds.split(",")], readings, a.stride,
-        [int(n) for n in a.grid.split(",")], a.fusion, a.adn_epochs, a.cache)
+        [int(n) for n in a.grid.split(",")], a.fusion, a.adn_epochs, a.cache, a.per_condition,
+        {int(k) for k in a.available.split(",")} if a.available else None)
 
 
 if __name__ == "__main__":
