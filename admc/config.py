@@ -43,6 +43,11 @@ class ITFNConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-5
     max_len: int | None = None  # truncate longer sequences (frames/words); None keeps all
+    # regularisation (docs/baselines.md, "ITFN against a linear model"): dropout inside the encoder
+    # (None: each encoder's own, MLP 0.2, LSTM and TextCNN none) and the classifier head's width and dropout
+    dropout: float | None = None
+    head_hidden: int = 128
+    head_dropout: float = 0.3
 
 
 @dataclass

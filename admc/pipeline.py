@@ -122,7 +122,8 @@ class ADMCModel(nn.Module):
         M, E, C = len(schema.modalities), cfg.itfn.emb_dim, len(schema.classes)
         self.M, self.E, self.C = M, E, C
         self.encoders = nn.ModuleDict(
-            {m.name: UnimodalNet(m.encoder, m.dim, C, E) for m in schema.modalities}
+            {m.name: UnimodalNet(m.encoder, m.dim, C, E, cfg.itfn.head_hidden, cfg.itfn.head_dropout, cfg.itfn.dropout)
+             for m in schema.modalities}
         )
         self.register_buffer("emb_mean", torch.zeros(M, E))
         self.register_buffer("emb_std", torch.ones(M, E))

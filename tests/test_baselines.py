@@ -11,7 +11,7 @@ import torch
 from admc.baselines.imputers import AEFill, CRAFill, MMINFill
 from admc.baselines.linear import LinearModel
 from admc.completion import ZeroFill
-from admc.config import ADNConfig, FusionConfig, ImputerConfig, ITFNConfig, TrainConfig
+from admc.config import ImputerConfig, TrainConfig
 from admc.data import load_dataset
 from admc.diffusion.training import val_completion_mse
 from admc.evaluate import evaluate
@@ -71,25 +71,24 @@ def test_absent_training_rows_carry_nothing_into_the_completer():
         assert torch.equal(states[0][k], states[1][k]), k
 
 
-def _small() -> TrainConfig:
-    return TrainConfig(
-        itfn=ITFNConfig(epochs=8),
-        adn=ADNConfig(epochs=3, d_model=32, ff=64, layers=1, heads=2),
-        fusion=FusionConfig(epochs=8, lr=1e-3, d_model=32, ff=64),
-        imputer=ImputerConfig(layers=[32, 16], blocks=2, epochs=4, lr=1e-3),
-    )
-
-
 @pytest.fixture(scope="module")
 def ds(tmp_path_factory):
     return load_dataset(make_dataset(tmp_path_factory.mktemp("data") / "ds"))
 
 
+SMALL = ["itfn.epochs=8", "adn.epochs=3", "adn.d_model=32", "adn.ff=64", "adn.layers=1", "adn.heads=2",
+         "fusion.epochs=8", "fusion.lr=0.001", "fusion.d_model=32", "fusion.ff=64", "imputer.layers=[32,16]",
+         "imputer.blocks=2", "imputer.epochs=4", "imputer.lr=0.001"]
+
+
 def test_bench_runs_every_baseline_with_the_same_results_schema(ds, tmp_path):
-    from admc.bench import run_bench
+    from admc.cli import main
 
     methods = ["zero_fill", "ae", "cra", "mmin", "joint", "linear"]
-    res = run_bench(ds, tmp_path / "b", methods, _small(), [0])
+    sets = [x for kv in SMALL for x in ("--set", kv)]
+    assert main(["bench", "--data", str(ds.path), "--out", str(tmp_path / "b"), "--methods", ",".join(methods),
+                 "--quiet", *sets]) == 0
+    res = json.loads((tmp_path / "b" / "results.json").read_text())
     assert list(res["methods"]) == methods
     conds = set(res["methods"]["zero_fill"]["conditions"])
     for m in methods:
@@ -196,3 +195,15 @@ def test_the_app_refuses_a_linear_run(ds, tmp_path):
                  "--set", "linear.c_grid=[0.1]"]) == 0
     with pytest.raises(CheckpointError, match="method linear has no encoders"):
         load_checkpoint(run)
+
+
+def test_itfn_regularisation_settings_reach_the_encoders(ds):
+    from admc.pipeline import ADMCModel
+
+    cfg = TrainConfig.with_overrides(["itfn.dropout=0.4", "itfn.head_hidden=16", "itfn.head_dropout=0.1"])
+    enc = ADMCModel(ds.schema, cfg).encoders
+    assert enc["A"].encoder.net[2].p == 0.4 and enc["C"].encoder.drop.p == 0.4   # MLP and LSTM
+    assert enc["A"].head[0].out_features == 16 and enc["A"].head[2].p == 0.1
+    default = ADMCModel(ds.schema, TrainConfig()).encoders  # unset: each encoder's own dropout, as before
+    assert default["A"].encoder.net[2].p == 0.2 and default["C"].encoder.drop.p == 0.0
+    assert default["A"].head[0].out_features == 128 and default["A"].head[2].p == 0.3

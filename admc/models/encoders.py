@@ -84,9 +84,11 @@ class UnimodalNet(nn.Module):
     """Encoder + 2-layer classifier head (ITFN for one modality)."""
 
     def __init__(self, encoder: str, in_dim: int, n_classes: int, emb_dim: int = 256, hidden: int = 128,
-                 dropout: float = 0.3):
+                 dropout: float = 0.3, encoder_dropout: float | None = None):
         super().__init__()
-        self.encoder = ENCODER_CLASSES[encoder](in_dim, emb_dim)
+        # encoder_dropout None: each encoder's own (MLP 0.2, LSTM and TextCNN none)
+        kw = {} if encoder_dropout is None else {"dropout": encoder_dropout}
+        self.encoder = ENCODER_CLASSES[encoder](in_dim, emb_dim, **kw)
         self.head = nn.Sequential(nn.Linear(emb_dim, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, n_classes))
         # Per-dimension standardization of the raw input features (e.g. openSMILE LLDs span 1e-3..1e7),
         # fitted on the training rows by fit_input_norm; identity until then, and for runs saved before
