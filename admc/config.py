@@ -252,15 +252,15 @@ class CalibrationConfig:
     # a present modality whose Mahalanobis score (ITFN embedding space) is above this quantile of the
     # validation scores is out of distribution and treated as missing; null: no OOD model
     ood_quantile: float | None = 0.99
+    # and a second score on the window's input features (admc.ood.InputOOD): the error of the pooled,
+    # standardized input outside its top k principal axes of the training samples, thresholded at the
+    # same quantile; 0: no input score
+    ood_input_components: int = 32
     # a window is uncertain when its calibrated max probability is below this; null: chosen on
     # validation with abstain_keep; 0: never
     abstain_below: float | None = None
     # the chosen abstain_below keeps this fraction of the correctly classified validation windows
     # (every condition) confident: the highest threshold that abstains on at most 1 - keep of them
-    # and a second score on the window's input features (admc.ood.InputOOD): the error of the pooled,
-    # standardized input outside its top k principal axes of the training samples, thresholded at the
-    # same quantile; 0: no input score
-    ood_input_components: int = 32
     abstain_keep: float = 0.9
 
     def __post_init__(self):
@@ -268,14 +268,14 @@ class CalibrationConfig:
             raise ConfigError(f"calibration.temperature must be true or false, got {self.temperature!r}")
         if self.ood_quantile is not None and not 0 < self.ood_quantile <= 1:
             raise ConfigError(f"calibration.ood_quantile must be null or in (0, 1], got {self.ood_quantile!r}")
+        if isinstance(self.ood_input_components, bool) or not isinstance(self.ood_input_components, int) \
+                or self.ood_input_components < 0:
+            raise ConfigError(f"calibration.ood_input_components must be an integer >= 0, got {self.ood_input_components!r}")
         if self.abstain_below is not None and not 0 <= self.abstain_below <= 1:
             raise ConfigError(f"calibration.abstain_below must be null or in [0, 1], got {self.abstain_below!r}")
         if not 0 < self.abstain_keep <= 1:
             raise ConfigError(f"calibration.abstain_keep must be in (0, 1], got {self.abstain_keep!r}")
 
-        if isinstance(self.ood_input_components, bool) or not isinstance(self.ood_input_components, int) \
-                or self.ood_input_components < 0:
-            raise ConfigError(f"calibration.ood_input_components must be an integer >= 0, got {self.ood_input_components!r}")
 
 @dataclass
 class TrainConfig:

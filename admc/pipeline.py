@@ -156,8 +156,8 @@ class ADMCModel(nn.Module):
         # abstention, no OOD model (OPTIONAL_STATE)
         self.calibration = TemperatureScaling(M)
         self.ood = MahalanobisOOD(M, C, E)
-
         self.ood_input = InputOOD(schema, cfg.calibration.ood_input_components)
+
     def new_completer(self):
         """A fresh, untrained completer of this model's method."""
         return build_completer(METHODS[self.cfg.method].completer, self.cfg, self.M, self.E, self.C)
@@ -341,8 +341,8 @@ class ModalityOOD:
 
     score: float
     out: bool
-
     input_score: float | None = None
+
     def to_json(self) -> dict:
         return {"score": self.score, "out": self.out, "input_score": self.input_score}
 
@@ -383,7 +383,6 @@ def predict_window(model: ADMCModel, features: dict[str, "np.ndarray | None"],
         raise ValueError("no modality available in this window")
     scores = model.ood.scores(model.unstandardize(z))
     out = model.ood.out_of_distribution(scores, avail)
-    used = avail & ~out
     names = model.schema.names
     input_scores: dict[str, float | None] = {}
     for i, m in enumerate(names):
@@ -391,6 +390,7 @@ def predict_window(model: ADMCModel, features: dict[str, "np.ndarray | None"],
             x = np.asarray(features[m], dtype=np.float32)
             input_scores[m] = model.ood_input.score(m, x[None] if x.ndim == 1 else x)
             out[0, i] |= model.ood_input.out(m, input_scores[m])
+    used = avail & ~out
     all_out = not bool(used.any())
     if all_out:
         used = avail
