@@ -55,7 +55,7 @@ def extract(cache: Path) -> dict[str, np.ndarray]:
     t_whisper, n_win = 0.0, 0
     items = bs.speech_items()
     for i, it in enumerate(items):
-        waves, _span = bs.speech_window_waves(it["path"], it["id"], it["split"] == "train")
+        waves, _span = bs.speech_window_waves(it["path"], it["id"], it["split"], codec=False)
         for seg in waves:
             x = fe.wave_source(seg).window_rows(bs.WINDOW_S, 0.0, bs.WINDOW_S)   # the live A rows
             if len(x) < bs.ROWS:

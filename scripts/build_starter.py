@@ -79,6 +79,11 @@ TRAIN_WINDOWS = 4         # 3 s windows per training speech clip (val/test: 1 ce
 PAIRS_PER_CLASS = {"train": 1000, "val": 200, "test": 300}
 WINDOW_S, ROWS, SR = 3.0, 30, 16000
 EVAL_NOISE_DBFS = -65.0
+# a recorded video's voice: the live evaluation's clip (AAC, 55 kbit/s) moved the starter's test-speaker
+# speech windows far off the training ones (input OOD score median 0.58 -> 1.33, 0% -> 88% flagged), so
+# training and validation windows are encoded and decoded again with this probability
+CODEC_P = 0.5
+CODEC_BIT_RATES = (24000, 32000, 48000, 64000, 96000)
 FEATURES = feature_set(DEFAULT_FEATURE_SET)   # which live extractors the starter reads
 # Size settings only (the checkpoint must stay < 30 MB); everything else is admc train's default.
 TRAIN_SET = ["fusion.d_model=128", "fusion.ff=256", "adn.ff=256"]
@@ -269,20 +274,28 @@ def window_starts(span: tuple[float, float], n: int, rng: np.random.Generator | 
     return [float(rng.uniform(lo, hi)) for _ in range(n)]
 
 
-def speech_window_waves(path: str | Path, clip_id: str, train: bool) -> tuple[np.ndarray, tuple[float, float]]:
+def speech_window_waves(path: str | Path, clip_id: str, split: str,
+                        codec: bool = True) -> tuple[np.ndarray, tuple[float, float]]:
     """``[n, 3 s * SR]`` waveforms of the 3 s windows of one clip, and the voiced span.
 
     Digital silence is dithered and windows reaching past the clip are padded with a noise floor
-    (live microphones never give exact zeros).  ``train``: 4 random placements, noise floor
-    -75..-55 dBFS, gain +-6 dB; else one centred window at -65 dBFS.  Deterministic per clip id.
+    (live microphones never give exact zeros).  ``split`` "train": 4 random placements, noise floor
+    -75..-55 dBFS, gain +-6 dB; else one centred window at -65 dBFS.  With ``codec``, training and
+    validation windows then go through an AAC encoder and back with probability :data:`CODEC_P` (a
+    bit rate from :data:`CODEC_BIT_RATES`), as the voice in a recorded video does (test windows stay
+    as recorded).  Deterministic per clip id.
     """
     from extractors.audio import load_audio
+    from extractors.media import codec_roundtrip
 
     _rows_of, vad = _audio_extractor()
     wave = load_audio(path, SR)
     span = speech_span(wave, vad)
     rng = np.random.default_rng(_crc(clip_id) + 7)
+    train = split == "train"
     starts = window_starts(span, TRAIN_WINDOWS, rng if train else None)
+    # its own generator: the placements, floors and gains are those drawn without the codec
+    codec_rng = np.random.default_rng(_crc(clip_id) + 13) if codec and split in ("train", "val") else None
     W = int(WINDOW_S * SR)
     out = []
     for s in starts:
@@ -293,11 +306,14 @@ def speech_window_waves(path: str | Path, clip_id: str, train: bool) -> tuple[np
         lo, hi = max(a, 0), min(a + W, len(wave))
         if hi > lo:
             seg[lo - a:hi - a] = wave[lo:hi] * gain
-        out.append(np.clip(seg + noise_floor(W, dbfs, rng), -1.0, 1.0))
+        seg = np.clip(seg + noise_floor(W, dbfs, rng), -1.0, 1.0)
+        if codec_rng is not None and codec_rng.random() < CODEC_P:
+            seg = codec_roundtrip(seg, SR, int(codec_rng.choice(CODEC_BIT_RATES)))
+        out.append(seg)
     return np.stack(out).astype(np.float32), span
 
 
-def speech_windows(path: str | Path, clip_id: str, train: bool) -> tuple[np.ndarray, tuple[float, float]]:
+def speech_windows(path: str | Path, clip_id: str, split: str) -> tuple[np.ndarray, tuple[float, float]]:
     """``[n, 30, A dim]`` features of 3 s windows of one clip (live extractors), and the voiced span.
 
     The windows are :func:`speech_window_waves`; their rows are the feature set's A rows of the
@@ -305,7 +321,7 @@ def speech_windows(path: str | Path, clip_id: str, train: bool) -> tuple[np.ndar
     :class:`extractors.window.WindowAssembler`; Whisper: the encoder over the 3 s window).
     """
     rows_of, _vad = _audio_extractor()
-    waves, span = speech_window_waves(path, clip_id, train)
+    waves, span = speech_window_waves(path, clip_id, split)
     out = []
     for seg in waves:
         x = rows_of(seg)
@@ -318,7 +334,7 @@ def speech_windows(path: str | Path, clip_id: str, train: bool) -> tuple[np.ndar
 def _speech_job(items: list[dict]) -> list[dict]:
     out = []
     for it in items:
-        w, span = speech_windows(it["path"], it["id"], it["split"] == "train")
+        w, span = speech_windows(it["path"], it["id"], it["split"])
         out.append({**it, "windows": w, "span": span})
     return out
 
@@ -800,7 +816,9 @@ def stage_card(work: Path, out: Path, src: Sources, settings: list[str]) -> None
     w(f"  jittered crops gives that slowly varying sequence at {KEYFRAMES}/30 of the cost.")
     w("- **A**: clip -> 16 kHz -> silero VAD (`extractors.audio.VoiceActivityDetector` + `speech_regions`) finds")
     w("  the voiced span -> 3 s windows (train: 4 random placements covering the voiced span, gain ±6 dB,")
-    w("  noise floor -75..-55 dBFS; val/test: one centred window, -65 dBFS) -> the live A rows: openSMILE")
+    w("  noise floor -75..-55 dBFS; val/test: one centred window, -65 dBFS; train and val windows then through")
+    w(f"  an AAC encoder and back with p = {CODEC_P} at {'/'.join(str(b // 1000) for b in CODEC_BIT_RATES)} kbit/s, as in a recorded video)")
+    w("  -> the live A rows: openSMILE")
     w("  ComParE LLDs (`AudioFeatureExtractor`, 130-d) side by side with the Whisper tiny.en encoder states of")
     w(f"  the window (`extractors.speech_encoder`, 384-d), 30 x {FEATURES.audio_dim}; chosen by")
     w("  benchmarks/results/speech_features.md. Digital silence (RAVDESS leading zeros, EmoDB's zero padding to 2.0 s) is dithered and")
@@ -913,10 +931,14 @@ def stage_card(work: Path, out: Path, src: Sources, settings: list[str]) -> None
         if isinstance(ab, dict) and ab.get("threshold") is not None:
             w(f"Abstention: a window whose calibrated top probability is below {ab['threshold']:.2f} (chosen on")
             w(f"validation to keep {100 * (ab.get('keep') or 0.9):.0f} % of the correct windows confident) or whose present modalities are all out of")
-            w("distribution is shown as **uncertain**.")
+            w("distribution is shown as **uncertain** (a modality is out of distribution when its ITFN embedding or its")
+            w("input features score above the validation quantile: `docs/calibration.md`; a flat espeak-ng voice reading")
+            w("neutral sentences is flagged on its input in every window: `tests/test_starter_live.py`).")
             w("")
     live = {}
-    for tag in ("starter_before", "starter"):
+    names = {"starter_before": "first starter", "starter_v2": "second starter (no input OOD score, no codec in training)",
+             "starter": "this starter"}
+    for tag in names:
         f = REPO / "benchmarks" / "results" / f"live_eval_{tag}.json"
         if f.is_file():
             live[tag] = json.loads(f.read_text())
@@ -927,13 +949,20 @@ def stage_card(work: Path, out: Path, src: Sources, settings: list[str]) -> None
         w("emotion; 6 s segments with face and voice, with the face hidden, and silent. Every window whose 3 s lie")
         w("inside one segment, through `python -m app --no-ui` (WA / UA, %; uncertain windows count as shown).")
         w("")
-        w("| checkpoint | all | full | face hidden | silent | uncertain % |")
-        w("|---|---|---|---|---|---|")
+        w("| checkpoint | all | full | face hidden | silent | uncertain % | WA of the rest |")
+        w("|---|---|---|---|---|---|---|")
         for tag, r in live.items():
             sc = r["scores"]
             cell = lambda k: (f"{sc[k]['wa']:.1f} / {sc[k]['ua']:.1f}" if sc.get(k, {}).get("windows") else "—")  # noqa: E731
-            w(f"| {'before (first starter)' if tag == 'starter_before' else 'this starter'} | {cell('overall')} | "
-              f"{cell('full')} | {cell('face_hidden')} | {cell('silent')} | {sc['overall']['uncertain_share']:.1f} |")
+            w(f"| {names[tag]} | {cell('overall')} | {cell('full')} | {cell('face_hidden')} | {cell('silent')} | "
+              f"{sc['overall']['uncertain_share']:.1f} | {sc['overall'].get('wa_confident', float('nan')):.1f} |")
+        w("")
+        w("Most windows of the face-hidden segments that miss are not about the voice: 56 of 224 fall in the")
+        w("pauses between the clips (no stream live: no prediction, counted wrong) and about 67 see only the")
+        w("lingering transcript, whose words (\"Kids are talking by the door\") carry no emotion. The input OOD")
+        w("score flags about three quarters of the live speech windows of these clips, against 3 % of the")
+        w("offline test windows: the live windows differ from the training ones in more than the AAC codec")
+        w("(training on AAC-coded windows moved the share only from 78 % to 74 %); found, not yet explained.")
         w("")
     w("## Test examples (`tests/test_starter.py`)")
     w("")

@@ -105,7 +105,7 @@ def test_starter_classifies_real_faces(starter, face_extractor, path, label):
 def test_starter_classifies_real_speech(starter, build_script, path, label):
     model, _ = starter
     clip_id = ("ravdess/" if path.startswith("ravdess") else "emodb/") + Path(path).stem   # the build's clip id
-    windows, _span = build_script.speech_windows(DATA / path, clip_id, train=False)
+    windows, _span = build_script.speech_windows(DATA / path, clip_id, "test")
     assert windows.shape == (1, 30, model.schema.modalities[0].dim)
     out = predict_window(model, {"A": windows[0], "V": None, "T": None}, generator=torch.Generator().manual_seed(0))
     assert out.label == label, out.probs
