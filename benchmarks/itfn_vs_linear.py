@@ -82,8 +82,9 @@ def report(paths: list[str]) -> str:
     variant (mean over the seeds of the files), and the variant chosen on mean validation UA."""
     by_ds: dict[str, list[dict]] = {}
     for p in paths:
-        r = json.loads(Path(p).read_text())
-        by_ds.setdefault(r["dataset"], []).append(r)
+        got = json.loads(Path(p).read_text())
+        for r in got.get("runs", [got]):  # one run per file, or a file of several (results/itfn_vs_linear.json)
+            by_ds.setdefault(r["dataset"], []).append(r)
     lines = ["| dataset (seeds) | model | per modality: val / test UA | mean val UA | mean test UA |",
              "|---|---|---|---|---|"]
     chosen = []
