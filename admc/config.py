@@ -252,9 +252,9 @@ class CalibrationConfig:
     # a present modality whose Mahalanobis score (ITFN embedding space) is above this quantile of the
     # validation scores is out of distribution and treated as missing; null: no OOD model
     ood_quantile: float | None = 0.99
-    # and a second score on the window's input features (admc.ood.InputOOD): the error of the pooled,
-    # standardized input outside its top k principal axes of the training samples, thresholded at the
-    # same quantile; 0: no input score
+    # and a second score on the window's input features (admc.ood.InputOOD): the pooled, standardized
+    # input against the top k principal axes of the training samples (whitened distance inside them,
+    # error outside them), thresholded at the same quantile; 0: no input score
     ood_input_components: int = 32
     # a window is uncertain when its calibrated max probability is below this; null: chosen on
     # validation with abstain_keep; 0: never
