@@ -201,6 +201,13 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _check_matches(model, ds, args) -> None:
+    """Refuse a dataset whose schema is not the run's, in one line naming both."""
+    diff = model.schema.differences(ds.schema)
+    if diff:
+        raise ValueError(f"dataset {args.data} does not match run {args.run}: " + "; ".join(diff))
+
+
 def cmd_calibrate(args) -> int:
     from admc.data import load_dataset
     from admc.outdir import check_out
@@ -210,9 +217,7 @@ def cmd_calibrate(args) -> int:
 
     model, meta = load_run(args.run, resolve_device(args.device))
     ds = load_dataset(args.data, splits=("train", "val"))
-    diff = model.schema.differences(ds.schema)
-    if diff:
-        raise ValueError(f"dataset {args.data} does not match run {args.run}: " + "; ".join(diff))
+    _check_matches(model, ds, args)
     check_out(args.out, "run", overwrite=args.overwrite, inputs={"--run": args.run, "--data": args.data})
     info = {**meta["train"], **refit_trust(model, ds),
             "recalibrated": {"data": str(args.data), "command": args.command_line}}
@@ -234,9 +239,7 @@ def cmd_eval(args) -> int:
         raise UsageError(f"--json {out}: {out.parent} is not a directory")
     model, meta = load_run(args.run, resolve_device(args.device))
     ds = load_dataset(args.data, splits=(args.split,))
-    diff = model.schema.differences(ds.schema)
-    if diff:
-        raise ValueError(f"dataset {args.data} does not match run {args.run}: " + "; ".join(diff))
+    _check_matches(model, ds, args)
     res = evaluate(model, ds[args.split], args.seed, args.missing_rates or (), args.runs)
     out = {"dataset": ds.name, "split": args.split, "methods": {meta["method"]: res}}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
