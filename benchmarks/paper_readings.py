@@ -212,15 +212,18 @@ def markdown(res: dict) -> str:
         lines.append(f"| {r} | {ns} | " + " | ".join(cells) + f" | {mean} | {cos:.3f} | {ua:.1f} |")
     if any("wa_ua" in x for d in res["readings"].values() for x in d["per_seed"]):
         lines += ["", "Per-condition fusion trained on each reading's completions (MMER off): WA/UA (%) on test, "
-                  "mean over seeds.", "", "| Reading | " + " | ".join(conds) + " | Average |",
-                  "|---" * (len(conds) + 2) + "|"]
+                  "mean over the seeds listed (± the std of the average UA).", "",
+                  "| Reading | seeds | " + " | ".join(conds) + " | Average |", "|---" * (len(conds) + 3) + "|"]
         for r, d in res["readings"].items():
             rows = [x for x in d["per_seed"] if "wa_ua" in x]
             if not rows:
                 continue
             cells = [f"{np.mean([x['wa_ua'][c]['wa'] for x in rows]):.1f}/{np.mean([x['wa_ua'][c]['ua'] for x in rows]):.1f}"
                      for c in conds + ["average"]]
-            lines.append(f"| {r} | " + " | ".join(cells) + " |")
+            if len(rows) > 1:
+                cells[-1] += f" (±{np.std([x['wa_ua']['average']['ua'] for x in rows]):.1f})"
+            seeds = ",".join(str(x["seed"]) for x in rows)
+            lines.append(f"| {r} | {seeds} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -238,8 +241,11 @@ def merge(parts: list[Path], out: Path) -> dict:
         res["seeds"] = sorted(set(res["seeds"]) | set(r["seeds"]))
         res["reference"]["per_seed"] += [x for x in r["reference"]["per_seed"]
                                          if x["seed"] not in {y["seed"] for y in res["reference"]["per_seed"]}]
-        for name, d in r["readings"].items():
-            res["readings"].setdefault(name, {"per_seed": []})["per_seed"] += d["per_seed"]
+        for name, d in r["readings"].items():  # a later part's (reading, seed) replaces an earlier one
+            rows = res["readings"].setdefault(name, {"per_seed": []})["per_seed"]
+            new_seeds = {x["seed"] for x in d["per_seed"]}
+            rows[:] = [x for x in rows if x["seed"] not in new_seeds] + d["per_seed"]
+            rows.sort(key=lambda x: x["seed"])
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(res, indent=1) + "\n")
     out.with_suffix(".md").write_text(markdown(res))
