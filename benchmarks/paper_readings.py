@@ -227,6 +227,14 @@ def markdown(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _merge_seeds(into: dict, part: dict) -> None:
+    """``into["per_seed"]`` with ``part``'s seeds added; a seed in both takes ``part``'s row (a later run
+    of that seed, e.g. again with ``--fusion``, replaces the earlier one)."""
+    new = {x["seed"] for x in part["per_seed"]}
+    into["per_seed"] = sorted([x for x in into["per_seed"] if x["seed"] not in new] + part["per_seed"],
+                              key=lambda x: x["seed"])
+
+
 def merge(parts: list[Path], out: Path) -> dict:
     """One result from runs of the same dataset and settings on different seeds (or readings)."""
     res = None
@@ -239,13 +247,9 @@ def merge(parts: list[Path], out: Path) -> dict:
             if r[key] != res[key]:
                 raise SystemExit(f"paper_readings: --merge: {part}: {key} differs from {parts[0]}")
         res["seeds"] = sorted(set(res["seeds"]) | set(r["seeds"]))
-        res["reference"]["per_seed"] += [x for x in r["reference"]["per_seed"]
-                                         if x["seed"] not in {y["seed"] for y in res["reference"]["per_seed"]}]
-        for name, d in r["readings"].items():  # a later part's (reading, seed) replaces an earlier one
-            rows = res["readings"].setdefault(name, {"per_seed": []})["per_seed"]
-            new_seeds = {x["seed"] for x in d["per_seed"]}
-            rows[:] = [x for x in rows if x["seed"] not in new_seeds] + d["per_seed"]
-            rows.sort(key=lambda x: x["seed"])
+        _merge_seeds(res["reference"], r["reference"])
+        for name, d in r["readings"].items():
+            _merge_seeds(res["readings"].setdefault(name, {"per_seed": []}), d)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(res, indent=1) + "\n")
     out.with_suffix(".md").write_text(markdown(res))
