@@ -210,3 +210,19 @@ def test_runs_saved_before_the_prior_keep_diffusing_around_zero(tmp_path):
     model, _ = load_run(new)
     assert model.cfg.adn.prior == "linear" and model.prior is not None
     assert TrainConfig.from_json({"adn": {"epochs": 5}}).adn.prior == "linear"
+
+
+def test_a_unit_silent_in_training_does_not_blow_up_standardized_embeddings():
+    from admc.train import embedding_scale
+    g = torch.Generator().manual_seed(0)
+    rows = torch.randn(500, 8, generator=g)
+    rows[:, 3] = 1e-5 * torch.randn(500, generator=g)   # a unit that (almost) never fires on train
+    rows[:, 5] = 0.0                                    # one that never does
+    mean, scale = rows.mean(0), embedding_scale(rows)
+    fired = torch.zeros(8)
+    fired[3] = fired[5] = 0.8                          # a test sample on which both fire
+    z = (fired - mean) / scale
+    assert z.abs().max() < 1.0
+    # the live units keep their own std
+    live = [0, 1, 2, 4, 6, 7]
+    assert torch.allclose(scale[live], rows[:, live].std(0))
