@@ -19,6 +19,11 @@ calibration.  Every window whose 3 s lie inside one segment is scored: WA (accur
 recall over emotions) overall and per segment state, with the share of windows shown as
 "uncertain" and the accuracy of the rest.  A window without a prediction counts as wrong.
 Writes ``benchmarks/results/live_eval_<name>.{json,md}``.
+
+``--vs OTHER`` compares with an earlier run on the same clip (``--work/OTHER.jsonl``): the difference in
+window accuracy with a 95 % interval from a bootstrap over the segments (windows of one segment are
+not independent), stored under ``vs`` in the JSON.  ``--reuse`` scores the run's JSONL again without
+running the app.
 """
 
 from __future__ import annotations
@@ -148,6 +153,35 @@ def score(rows: list[dict], segments: list[dict], classes: list[str]) -> dict:
     return out
 
 
+def _segment_hits(rows: list[dict], segments: list[dict]) -> dict[int, list[bool]]:
+    """Per segment index: whether each scored window's label is the segment's label."""
+    out: dict[int, list[bool]] = {}
+    for r in rows:
+        t = float(r["t"])
+        for i, s in enumerate(segments):
+            if s["start"] - 1e-6 <= t - 3.0 and t <= s["end"] + 1e-6:
+                out.setdefault(i, []).append(r.get("label") == s["label"])
+                break
+    return out
+
+
+def compare(rows: list[dict], other: list[dict], segments: list[dict], draws: int = 5000, seed: int = 0) -> dict:
+    """Window accuracy of ``rows`` minus ``other`` (same clip), with a 95 % segment-bootstrap interval."""
+    a, b = _segment_hits(rows, segments), _segment_hits(other, segments)
+    idx = sorted(set(a) & set(b))
+    if not idx:
+        return {"segments": 0}
+    hits_a = np.array([sum(a[i]) for i in idx], float)
+    hits_b = np.array([sum(b[i]) for i in idx], float)
+    n = np.array([len(a[i]) for i in idx], float)
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(idx), (draws, len(idx)))
+    diffs = 100 * (hits_a[picks].sum(1) - hits_b[picks].sum(1)) / n[picks].sum(1)
+    lo, hi = np.percentile(diffs, [2.5, 97.5])
+    return {"segments": len(idx), "wa_difference": round(100 * float((hits_a.sum() - hits_b.sum()) / n.sum()), 1),
+            "ci95": [round(float(lo), 1), round(float(hi), 1)], "bootstrap_draws": draws}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--checkpoint", type=Path, default=REPO / "weights" / "starter")
@@ -156,24 +190,42 @@ def main() -> int:
     ap.add_argument("--takes", type=int, default=2, help="clips per emotion (each 3 segments of 6 s)")
     ap.add_argument("--work", type=Path, default=REPO / "benchmarks" / "_work" / "live_eval")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    ap.add_argument("--vs", default=None, help="an earlier run's name on the same clip to compare with")
+    ap.add_argument("--reuse", action="store_true", help="score this run's existing JSONL (do not run the app)")
     args = ap.parse_args()
     info = build_clip(args.work / f"takes{args.takes}", args.takes)
     jsonl = args.work / f"{args.name}.jsonl"
-    t0 = time.perf_counter()
-    r = subprocess.run([sys.executable, "-m", "app", "--source", info["clip"], "--no-ui", "--out", str(jsonl),
-                        "--checkpoint", str(args.checkpoint), "--quiet"], cwd=REPO, capture_output=True, text=True)
-    if r.returncode:
-        raise SystemExit(f"live_eval: the app failed (rc {r.returncode}): {r.stderr[-1500:]}")
-    seconds = time.perf_counter() - t0
+    stem = args.out / f"live_eval_{args.name}"
+    seconds, machine = None, None
+    if args.reuse:
+        if not jsonl.is_file():
+            raise SystemExit(f"live_eval: --reuse: no earlier run {jsonl}")
+        if stem.with_suffix(".json").is_file():
+            before = json.loads(stem.with_suffix(".json").read_text())
+            seconds, machine = before.get("app_seconds"), before.get("machine")
+    else:
+        t0 = time.perf_counter()
+        r = subprocess.run([sys.executable, "-m", "app", "--source", info["clip"], "--no-ui", "--out", str(jsonl),
+                            "--checkpoint", str(args.checkpoint), "--quiet"], cwd=REPO, capture_output=True, text=True)
+        if r.returncode:
+            raise SystemExit(f"live_eval: the app failed (rc {r.returncode}): {r.stderr[-1500:]}")
+        seconds = round(time.perf_counter() - t0, 1)
     rows = [json.loads(x) for x in jsonl.read_text().splitlines() if x.strip()]
+    other = None
+    if args.vs:
+        other_file = args.work / f"{args.vs}.jsonl"
+        if not other_file.is_file():
+            raise SystemExit(f"live_eval: --vs {args.vs}: no run {other_file} on this clip")
+        other = [json.loads(x) for x in other_file.read_text().splitlines() if x.strip()]
     res = {"checkpoint": str(args.checkpoint.resolve().relative_to(REPO)) if args.checkpoint.resolve().is_relative_to(REPO)
            else str(args.checkpoint), "name": args.name, "clip_seconds": info["duration"],
            "segments": len(info["segments"]), "takes_per_emotion": args.takes, "classes": bs.CLASSES,
            "scores": score(rows, info["segments"], list(bs.CLASSES)),
-           "app_seconds": round(seconds, 1),
-           "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "load_1min": round(os.getloadavg()[0], 2)}}
+           "app_seconds": seconds,
+           "machine": machine or {"cpu": cpu_name(), "cores": os.cpu_count(), "load_1min": round(os.getloadavg()[0], 2)}}
+    if other is not None:
+        res["vs"] = {"name": args.vs, **compare(rows, other, info["segments"])}
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / f"live_eval_{args.name}"
     stem.with_suffix(".json").write_text(json.dumps(res, indent=2) + "\n")
     res["label"] = args.label or res["checkpoint"]
     lines = [f"# Live evaluation: {res['label']}", "",
@@ -184,6 +236,10 @@ def main() -> int:
     for k, v in res["scores"].items():
         if v.get("windows"):
             lines.append(f"| {k} | {v['windows']} | {v['wa']} | {v['ua']} | {v['uncertain_share']} | {v['wa_confident']} |")
+    if res.get("vs", {}).get("segments"):
+        v = res["vs"]
+        lines += ["", f"Against `{v['name']}` on the same clip: window accuracy {v['wa_difference']:+.1f} points, 95 % interval "
+                  f"[{v['ci95'][0]:+.1f}, {v['ci95'][1]:+.1f}] (bootstrap over {v['segments']} segments)."]
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print(json.dumps(res["scores"]["overall"]))
     return 0

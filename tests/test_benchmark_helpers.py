@@ -38,3 +38,28 @@ def test_missing_rate_table_next_to_published_curves(tmp_path, capsys):
     path.write_text(json.dumps({"methods": {"admc": {}}}))
     with pytest.raises(SystemExit, match="no missing_rate"):
         main(["--results", str(path), "--anchors", str(anchors)])
+
+
+def test_live_eval_comparison_bootstraps_over_segments_not_windows():
+    from live_eval import compare
+
+    segments = [{"start": 6.0 * i, "end": 6.0 * (i + 1), "label": "anger" if i % 2 else "neutral"} for i in range(20)]
+    times = [round(0.2 * k, 1) for k in range(1, 600)]
+
+    def run(right_in):              # right on every window of the segments in ``right_in``, wrong elsewhere
+        rows = []
+        for t in times:
+            i = int((t - 1e-9) // 6.0)
+            label = segments[i]["label"] if i in right_in else "fear"
+            rows.append({"t": t, "label": label})
+        return rows
+
+    same = compare(run(set(range(10))), run(set(range(10))), segments)
+    assert same["wa_difference"] == 0 and same["ci95"] == [0.0, 0.0]
+    # one segment more right: +5 points on 20 equal segments; its interval is wide because one segment decides it
+    one = compare(run(set(range(11))), run(set(range(10))), segments)
+    assert one["segments"] == 20 and one["wa_difference"] == pytest.approx(5.0, abs=0.1)
+    assert one["ci95"][0] == 0.0 and one["ci95"][1] >= 10.0
+    # every segment right against none: the interval collapses onto the difference
+    full = compare(run(set(range(20))), run(set()), segments)
+    assert full["wa_difference"] == 100.0 and full["ci95"] == [100.0, 100.0]

