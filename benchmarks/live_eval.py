@@ -173,12 +173,14 @@ def compare(rows: list[dict], other: list[dict], segments: list[dict], draws: in
         return {"segments": 0}
     hits_a = np.array([sum(a[i]) for i in idx], float)
     hits_b = np.array([sum(b[i]) for i in idx], float)
-    n = np.array([len(a[i]) for i in idx], float)
+    n_a = np.array([len(a[i]) for i in idx], float)
+    n_b = np.array([len(b[i]) for i in idx], float)
     rng = np.random.default_rng(seed)
     picks = rng.integers(0, len(idx), (draws, len(idx)))
-    diffs = 100 * (hits_a[picks].sum(1) - hits_b[picks].sum(1)) / n[picks].sum(1)
+    diffs = 100 * (hits_a[picks].sum(1) / n_a[picks].sum(1) - hits_b[picks].sum(1) / n_b[picks].sum(1))
     lo, hi = np.percentile(diffs, [2.5, 97.5])
-    return {"segments": len(idx), "wa_difference": round(100 * float((hits_a.sum() - hits_b.sum()) / n.sum()), 1),
+    wa = 100 * float(hits_a.sum() / n_a.sum() - hits_b.sum() / n_b.sum())
+    return {"segments": len(idx), "wa_difference": round(wa, 1),
             "ci95": [round(float(lo), 1), round(float(hi), 1)], "bootstrap_draws": draws}
 
 
