@@ -6,7 +6,8 @@ model on full samples) is trained once, and the linear prior is fitted (for ``sd
 validation from the grid twice, by completion MSE and by UA of the frozen unimodal heads on the
 generated rows; test completion MSE / cosine / head UA per condition at the n chosen by MSE are
 reported next to zero fill (the train mean) and the ridge estimate.  With ``--fusion`` each reading
-also gets per-condition fusion classifiers trained on its own completions (MMER off: the missing
+also gets fusion classifiers (one per condition up to 3 modalities, one shared above) trained on its
+own completions (MMER off: the missing
 conditions are what a reading changes) and its WA/UA per condition on test.
 
     python benchmarks/paper_readings.py --data benchmarks/_work/mfeat3 --seeds 0,1,2 --stride 10 \
@@ -211,8 +212,9 @@ def markdown(res: dict) -> str:
         ua = np.mean([np.mean([x["test"][c]["ua_generated"] for c in conds]) for x in rows])
         lines.append(f"| {r} | {ns} | " + " | ".join(cells) + f" | {mean} | {cos:.3f} | {ua:.1f} |")
     if any("wa_ua" in x for d in res["readings"].values() for x in d["per_seed"]):
-        lines += ["", "Per-condition fusion trained on each reading's completions (MMER off): WA/UA (%) on test, "
-                  "mean over the seeds listed (± the std of the average UA).", "",
+        lines += ["", "Fusion trained on each reading's completions (one classifier per condition with up to 3 "
+                  "modalities, one shared classifier above; MMER off): WA/UA (%) on test, mean over the seeds listed "
+                  "(± the std of the average UA). Average: over every missing condition, not only the columns shown.", "",
                   "| Reading | seeds | " + " | ".join(conds) + " | Average |", "|---" * (len(conds) + 3) + "|"]
         for r, d in res["readings"].items():
             rows = [x for x in d["per_seed"] if "wa_ua" in x]
