@@ -1,7 +1,7 @@
 """``admc bench``: train (or reuse) each method on the same splits and seeds, and compare them.
 
 Methods share one interface: a :class:`~admc.config.TrainConfig` whose ``method`` (one of
-``admc.pipeline.METHODS``) selects what the model is made of (its completer of missing rows, its
+``admc.methods.METHODS``) selects what the model is made of (its completer of missing rows, its
 fusion, how its encoders are trained).  Within a seed every method whose encoders are the ITFN
 reuses the same frozen ITFN, as in the paper's ablation.
 
@@ -18,6 +18,7 @@ run.json) matches, so an interrupted bench continues where it stopped.  Then the
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass
@@ -28,10 +29,11 @@ import torch
 
 from admc.bench_eval import evaluate_cell, start_steps
 from admc.bench_report import results_markdown
-from admc.cells import atomic_write_text, file_sha256, read_cell, write_cell
+from admc.cells import file_sha256, read_cell, write_cell
+from admc.outdir import BENCH_FORMAT, atomic_write_text
 from admc.config import DataConfig, TrainConfig
 from admc.data import FeatureDataset
-from admc.pipeline import METHODS, config_for_method
+from admc.methods import METHODS, config_for_method
 from admc.regimes import training_data
 from admc.run import RunError, load_run, read_run_meta, save_run
 from admc.runtime import log, progress, seed_everything
@@ -70,11 +72,20 @@ def dataset_record(ds: FeatureDataset) -> dict:
 
 
 def fingerprint(ds: FeatureDataset) -> str:
-    """Cheap identity of a dataset: name, schema, split sizes and label sums."""
-    parts = [ds.name, json.dumps(ds.schema.to_json(), sort_keys=True)]
+    """Identity of a dataset's contents: SHA-256 over its name, schema and every split's labels, ids,
+    rows, offsets and presence (permuted labels or one changed feature give another fingerprint)."""
+    h = hashlib.sha256()
+    h.update(ds.name.encode("utf-8") + b"\0" + json.dumps(ds.schema.to_json(), sort_keys=True).encode("utf-8"))
     for s, sp in sorted(ds.splits.items()):
-        parts.append(f"{s}:{len(sp)}:{int(sp.labels.sum())}:{float(sum(r.sum() for r in sp.rows.values())):.6g}")
-    return "|".join(parts)
+        h.update(f"\0split {s} {len(sp)}\0".encode("utf-8"))
+        h.update(np.ascontiguousarray(sp.labels, dtype=np.int64).tobytes())
+        h.update("\0".join(str(i) for i in sp.ids).encode("utf-8"))
+        for m in sorted(sp.rows):
+            for arr in (sp.rows[m], sp.offsets[m], sp.present[m]):
+                a = np.ascontiguousarray(arr)
+                h.update(f"\0{m} {a.dtype.str} {a.shape}\0".encode("utf-8"))
+                h.update(a.tobytes())
+    return "sha256:" + h.hexdigest()
 
 
 def check_folds(folds: list[FeatureDataset]) -> None:
@@ -165,6 +176,7 @@ def run_bench(data: FeatureDataset | list[FeatureDataset], out: Path, methods: l
     if figures:
         res["figures"] = _figures(folds, seeds[0], methods, out, results, split, device)
     res["seconds"] = round(time.time() - t0, 1)
+    res = {"format": BENCH_FORMAT, **res}
     atomic_write_text(out / "results.json", json.dumps(res, indent=2) + "\n")
     atomic_write_text(out / "results.md", results_markdown(res, folds[0].names))
     return res

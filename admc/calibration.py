@@ -190,7 +190,7 @@ def fit_calibration(model: "ADMCModel", z: torch.Tensor, present: torch.Tensor, 
     for every availability pattern, the samples that have its modalities, the fusion output's
     logits, one temperature (``cfg.temperature``; at least ``MIN_SAMPLES`` samples); then the
     abstain threshold on the calibrated max probabilities of all those windows."""
-    from admc.pipeline import all_masks  # the pipeline holds this module's part: imported when used
+    from admc.masks import all_masks
 
     y_all = torch.as_tensor(labels, device=z.device).long()
     conditions: dict[str, ConditionCalibration] = {}

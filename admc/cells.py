@@ -15,11 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 
-from admc.outdir import current_umask
+from admc.outdir import atomic_write_text
 
 CELL_FORMAT = "admc-bench-cell/1"
 MAX_CELL_BYTES = 64 * 2**20
@@ -28,28 +26,6 @@ MAX_CELL_BYTES = 64 * 2**20
 def _digest(key: dict, result: dict) -> str:
     body = json.dumps({"key": key, "result": result}, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(body.encode("utf-8")).hexdigest()
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """``path`` holds the old content or ``data``, never a part of it: a temporary sibling is
-    written, flushed to disk and renamed over it (``os.replace``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~current_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def write_cell(path: Path, key: dict, result: dict) -> dict:

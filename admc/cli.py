@@ -9,6 +9,7 @@ from ``extractors`` or ``app`` (docs/architecture.md, "Layers and shared code").
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -23,7 +24,14 @@ class UsageError(ValueError):
     """A bad argument or option value; the message names it."""
 
 
-class _Parser(argparse.ArgumentParser):
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line naming the argument (exit 2), and which takes no
+    abbreviated option names."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)   # --dat is not --data: an option is named in full
+        super().__init__(*args, **kwargs)
+
     def error(self, message):  # one line, like every other admc error
         print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)
         sys.exit(2)
@@ -46,6 +54,8 @@ def _ints(s: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {s!r}") from None
     if not vals:
         raise argparse.ArgumentTypeError(f"expected at least one integer, got {s!r}")
+    if any(not 0 <= v < 2**32 for v in vals):
+        raise argparse.ArgumentTypeError(f"seeds must be in 0..{2**32 - 1}, got {s!r}")
     return vals
 
 
@@ -56,6 +66,16 @@ def _positive(s: str) -> int:
         v = 0
     if v < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}")
+    return v
+
+
+def _seed(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        v = -1
+    if not 0 <= v < 2**32:
+        raise argparse.ArgumentTypeError(f"expected an integer in 0..{2**32 - 1}, got {s!r}")
     return v
 
 
@@ -74,8 +94,8 @@ def _device(s: str) -> str:
 
 
 def _methods(s: str) -> list[str]:
-    """Method names, checked against :data:`admc.pipeline.METHODS` (the one list of methods)."""
-    from admc.pipeline import METHODS
+    """Method names, checked against :data:`admc.methods.METHODS` (the one list of methods)."""
+    from admc.methods import METHODS
 
     names = [m.strip() for m in s.split(",") if m.strip()]
     unknown = [m for m in names if m not in METHODS]
@@ -135,6 +155,46 @@ def build_config(args):
         raise UsageError(f"bad configuration: {e}") from None
 
 
+def _training_data(ds, allow_missing_classes: bool):
+    """``ds`` as training sees it, checked in one line each before anything trains: modalities
+    present in no sample are left out (with a warning; fewer than two left is an error), every
+    remaining modality must be in the train split, the val split needs two classes, and a class
+    absent from the train split is refused unless allowed (:func:`_check_classes`)."""
+    import numpy as np
+
+    from admc.data import without_absent_modalities
+
+    ds, dropped = without_absent_modalities(ds)
+    if dropped:
+        print(f"admc: WARNING: modalit{'ies' if len(dropped) > 1 else 'y'} {', '.join(dropped)} "
+              f"{'are' if len(dropped) > 1 else 'is'} present in no sample of {ds.path}: training on "
+              f"{'+'.join(ds.names)} alone", file=sys.stderr)
+    for m in ds.names:
+        if not ds["train"].present[m].any():
+            raise UsageError(f"modality {m} is present in no sample of the train split of {ds.path} (only in "
+                             "val/test): its encoder cannot be trained")
+    if "val" in ds.splits:
+        val_classes = np.unique(ds["val"].labels)
+        if len(val_classes) < 2:
+            raise UsageError(f"the val split of {ds.path} holds one class ({ds.classes[int(val_classes[0])]!r}): "
+                             "model selection and calibration on it mean nothing; give it two or more classes")
+    _check_classes(ds, allow_missing_classes)
+    return ds
+
+
+def _check_memory(ds, cfg, methods=None) -> None:
+    """Refuse settings whose training would not fit in this machine's memory, before allocating."""
+    from admc.memory import training_memory_problem
+    from admc.methods import config_for_method
+
+    for method in methods or [cfg.method]:
+        c = copy.deepcopy(cfg)
+        c.method = method
+        why = training_memory_problem(ds, config_for_method(c))
+        if why:
+            raise UsageError(f"{'method ' + method + ': ' if methods else ''}{why}")
+
+
 def _check_classes(ds, allow: bool) -> None:
     """A class with no training sample can never be predicted: refused unless ``allow``."""
     import numpy as np
@@ -188,8 +248,8 @@ def cmd_train(args) -> int:
     cfg.seed = args.seed
     cfg.method = args.method
     device = resolve_device(args.device)
-    ds = load_dataset(args.data, splits=("train", "val"))
-    _check_classes(ds, args.allow_missing_classes)
+    ds = _training_data(load_dataset(args.data, splits=("train", "val")), args.allow_missing_classes)
+    _check_memory(ds, cfg)
     check_out(args.out, "run", overwrite=args.overwrite, inputs={"--data": args.data})
     seed_everything(args.seed)
     model, info = train(ds, cfg, device)
@@ -201,11 +261,17 @@ def cmd_train(args) -> int:
     return 0
 
 
-def _check_matches(model, ds, args) -> None:
-    """Refuse a dataset whose schema is not the run's, in one line naming both."""
+def _check_matches(model, ds, args):
+    """``ds`` as the run sees it (without the modalities the run left out because no sample had them);
+    a dataset whose schema is not the run's is refused in one line naming both."""
+    from admc.data import restrict_modalities
+
+    if set(model.schema.names) < set(ds.names):
+        ds = restrict_modalities(ds, model.schema.names)
     diff = model.schema.differences(ds.schema)
     if diff:
         raise ValueError(f"dataset {args.data} does not match run {args.run}: " + "; ".join(diff))
+    return ds
 
 
 def cmd_calibrate(args) -> int:
@@ -215,10 +281,10 @@ def cmd_calibrate(args) -> int:
     from admc.runtime import log, resolve_device
     from admc.train import refit_trust
 
+    check_out(args.out, "run", overwrite=args.overwrite, inputs={"--run": args.run, "--data": args.data})
     model, meta = load_run(args.run, resolve_device(args.device))
     ds = load_dataset(args.data, splits=("train", "val"))
-    _check_matches(model, ds, args)
-    check_out(args.out, "run", overwrite=args.overwrite, inputs={"--run": args.run, "--data": args.data})
+    ds = _check_matches(model, ds, args)
     info = {**meta["train"], **refit_trust(model, ds),
             "recalibrated": {"data": str(args.data), "command": args.command_line}}
     save_run(model, args.out, info, meta.get("command"), meta.get("dataset"))
@@ -227,23 +293,25 @@ def cmd_calibrate(args) -> int:
 
 
 def cmd_eval(args) -> int:
+    from admc.outdir import EVAL_FORMAT, atomic_write_text, check_out_file
+
+    # before anything loads: the results file may replace only an earlier admc eval results file
+    check_out_file(args.json, "eval", overwrite=args.overwrite, inputs={"--run": args.run, "--data": args.data},
+                   flag="--json")
+
     from admc.data import load_dataset
     from admc.evaluate import evaluate
     from admc.run import load_run
     from admc.runtime import resolve_device
 
-    out = Path(args.json)
-    if out.is_dir():
-        raise UsageError(f"--json {out}: is a directory; give the results file's name, e.g. {out / 'results.json'}")
-    if out.parent.exists() and not out.parent.is_dir():
-        raise UsageError(f"--json {out}: {out.parent} is not a directory")
     model, meta = load_run(args.run, resolve_device(args.device))
     ds = load_dataset(args.data, splits=(args.split,))
-    _check_matches(model, ds, args)
+    ds = _check_matches(model, ds, args)
     res = evaluate(model, ds[args.split], args.seed, args.missing_rates or (), args.runs)
-    out = {"dataset": ds.name, "split": args.split, "methods": {meta["method"]: res}}
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
+    out = {"format": EVAL_FORMAT, "dataset": ds.name, "split": args.split, "methods": {meta["method"]: res}}
+    check_out_file(args.json, "eval", overwrite=args.overwrite, inputs={"--run": args.run, "--data": args.data},
+                   flag="--json")      # again: something may have appeared there meanwhile
+    atomic_write_text(args.json, json.dumps(out, indent=2) + "\n")
     if not args.quiet:
         r = res
         print(f"{meta['method']} on {ds.name}/{args.split}: average WA/UA {r['average']['wa']:.1f}/{r['average']['ua']:.1f}, "
@@ -277,8 +345,12 @@ def cmd_bench(args) -> int:
         inputs = [("--folds", d) for d in args.folds]
     else:
         data, inputs = load_dataset(args.data), [("--data", args.data)]
+    if args.folds:
+        data = [_training_data(ds, args.allow_missing_classes) for ds in data]
+    else:
+        data = _training_data(data, args.allow_missing_classes)
     for ds in data if args.folds else [data]:
-        _check_classes(ds, args.allow_missing_classes)
+        _check_memory(ds, cfg, methods)
     # a bench output of ours is resumed (runs with the same config and data are reused); nothing else is touched
     check_out(args.out, "bench", overwrite=True, inputs=inputs)
     res = run_bench(data, Path(args.out), methods, cfg, seeds, args.split, args.missing_rates or (), args.runs,
@@ -356,7 +428,7 @@ def cmd_info(args) -> int:
               f"labels on {td.get('labelled')} samples")
     adn = dataclasses.asdict(cfg.adn)
     tr = meta.get("train", {})
-    from admc.pipeline import METHODS, config_for_method
+    from admc.methods import METHODS, config_for_method
 
     acfg = config_for_method(cfg).adn  # the ADN settings the method fixes (admc_paper: the paper variant)
     if meta["method"] not in ("admc", "admc_paper", "ridge_fill"):
@@ -403,6 +475,48 @@ def cmd_import(args) -> int:
     return 0
 
 
+# input options: (attribute, what it must be); checked before any command imports torch
+_INPUTS = (("data", "dir"), ("run", "dir"), ("root", "dir"), ("manifest", "file"), ("config", "file"),
+           ("text_features", "file"))
+# output options and the directory kind a command writes there
+_DIR_OUTPUTS = {"train": "run", "calibrate": "run", "bench": "bench"}
+
+
+def preflight(args) -> None:
+    """The checks that need no model: every input path exists and is what it must be, and the output
+    directory may be written (:func:`admc.outdir.check_out`), so a mistyped path is one line within a
+    second, before torch loads.  The commands check again, and more, when they read."""
+    from admc.outdir import check_out
+
+    if hasattr(args, "set"):            # train, bench: every setting checked first (no torch needed)
+        build_config(args)
+    inputs = []
+    for attr, kind in _INPUTS:
+        value = getattr(args, attr, None)
+        if not isinstance(value, str):
+            continue
+        flag = "run" if getattr(args, "cmd", None) == "info" else "--" + attr.replace("_", "-")  # info RUN
+        path = Path(value)
+        if not path.exists():
+            raise UsageError(f"{flag} {value}: no such {'directory' if kind == 'dir' else 'file'}")
+        if kind == "dir" and not path.is_dir():
+            raise UsageError(f"{flag} {value}: not a directory")
+        if kind == "file" and path.is_dir():
+            raise UsageError(f"{flag} {value}: is a directory, not a file")
+        needs = {"data": ("meta.json", "a dataset directory needs meta.json"),
+                 "run": ("run.json", f"is {value} a run directory from `admc train`?")}.get(attr)
+        if needs and not (path / needs[0]).is_file():
+            raise UsageError(f"{path / needs[0]}: missing ({needs[1]})")
+        inputs.append((flag, value))
+    for d in getattr(args, "folds", None) or ():
+        if not Path(d).is_dir():
+            raise UsageError(f"--folds {d}: no such directory")
+        inputs.append(("--folds", d))
+    kind = _DIR_OUTPUTS.get(getattr(args, "cmd", None))
+    if kind is not None:
+        check_out(args.out, kind, overwrite=getattr(args, "overwrite", False) or kind == "bench", inputs=inputs)
+
+
 def _data_parallel(command: Callable, private_out: bool = False) -> Callable:
     """``command`` data-parallel when ``torchrun`` started this process (:func:`admc.distributed.data_parallel`;
     torch is imported only when the command runs)."""
@@ -418,7 +532,7 @@ def build_parser(extra: Sequence[Callable] = ()) -> argparse.ArgumentParser:
     parser to add the commands of a layer above this package (see :mod:`extractors.commands`)."""
     from admc.data import SPLITS
 
-    p = _Parser(prog="admc", description=DESCRIPTION)
+    p = OneLineParser(prog="admc", description=DESCRIPTION)
     p.add_argument("--version", action="version", version=f"admc {__version__}")
     sub = p.add_subparsers(dest="cmd", required=True)
 
@@ -426,10 +540,10 @@ def build_parser(extra: Sequence[Callable] = ()) -> argparse.ArgumentParser:
     t.add_argument("--data", required=True, help="feature dataset directory (admc-features/1)")
     t.add_argument("--out", required=True, help="run directory to write (new or empty; not inside --data)")
     t.add_argument("--overwrite", action="store_true", help="replace the run already at --out")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=_seed, default=0)
     t.add_argument("--method", default="admc",
                    help="admc, admc_paper, ridge_fill, zero_fill (= mean fill: the train mean), late_fusion, ae, "
-                        "cra, mmin, joint, linear (admc.pipeline.METHODS; docs/baselines.md)")
+                        "cra, mmin, joint, linear (admc.methods.METHODS; docs/baselines.md)")
     _train_opts(t)
     _common(t)
     t.set_defaults(func=_data_parallel(cmd_train))
@@ -447,10 +561,12 @@ def build_parser(extra: Sequence[Callable] = ()) -> argparse.ArgumentParser:
     e.add_argument("--run", required=True)
     e.add_argument("--data", required=True)
     e.add_argument("--split", choices=SPLITS, default="test")
-    e.add_argument("--json", required=True, help="results file to write")
+    e.add_argument("--json", required=True, help="results file to write (an existing file that admc eval did not "
+                                                 "write is replaced only with --overwrite)")
+    e.add_argument("--overwrite", action="store_true", help="replace an existing --json file admc eval did not write")
     e.add_argument("--missing-rates", type=_floats, default=None)
     e.add_argument("--runs", type=_positive, default=1)
-    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--seed", type=_seed, default=0)
     _common(e)
     e.set_defaults(func=cmd_eval)
 
@@ -462,12 +578,12 @@ def build_parser(extra: Sequence[Callable] = ()) -> argparse.ArgumentParser:
                             "mmin-iemocap); every table gives the mean and std over folds and seeds")
     b.add_argument("--out", required=True, help="output directory (results.json, results.md, runs/, cells/, figures/)")
     b.add_argument("--methods", default="admc,admc_paper,ridge_fill,zero_fill",
-                   help="comma-separated, from admc.pipeline.METHODS: admc, admc_paper, ridge_fill, zero_fill "
+                   help="comma-separated, from admc.methods.METHODS: admc, admc_paper, ridge_fill, zero_fill "
                         "(missing rows = the train mean: this is mean fill, there is no separate mean_fill), "
                         "late_fusion, ae, cra, mmin, joint, linear (docs/baselines.md)")
     b.add_argument("--missing-rates", type=_floats, default=None, help="e.g. 0,0.1,0.2,0.3,0.4,0.5")
     b.add_argument("--runs", type=_positive, default=1, help="seeded random draws per missing rate")
-    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--seed", type=_seed, default=0)
     b.add_argument("--seeds", type=_ints, default=None, help="several training seeds, e.g. 0,1,2 (mean and std)")
     b.add_argument("--split", choices=SPLITS, default="test")
     b.add_argument("--resume", action="store_true",
@@ -512,10 +628,11 @@ def main(argv: list[str] | None = None, extra: Sequence[Callable] = ()) -> int:
         argv = sys.argv[1:] if argv is None else list(argv)
         args = build_parser(extra).parse_args(argv)
         args.command_line = ["admc", *argv]
-        from admc.runtime import set_quiet
-
-        set_quiet(getattr(args, "quiet", False))
         try:
+            preflight(args)                 # before anything imports torch
+            from admc.runtime import set_quiet
+
+            set_quiet(getattr(args, "quiet", False))
             return args.func(args)
         except (ValueError, OSError) as e:  # DatasetError, RunError, OutputError, UsageError are ValueErrors
             print(f"admc: error: {e}", file=sys.stderr)

@@ -12,7 +12,7 @@ share ``fit``/``predict``):
 ``RidgeFill`` (the linear prior alone: the ridge conditional mean of the missing rows given the
 available ones), :class:`~admc.diffusion.process.Diffusion` (the ADN) and the autoencoders of
 :mod:`admc.baselines.imputers` (``ae``, ``cra``, ``mmin``) are the completers; :data:`COMPLETERS`
-maps the kind a method names (``admc.pipeline.METHODS``) to its constructor.
+maps the kind a method names (``admc.methods.METHODS``) to its constructor.
 """
 
 from __future__ import annotations

@@ -32,6 +32,13 @@ def one_of(key: str, value, allowed: Iterable[str], null: bool = False) -> None:
     raise ConfigError(f"{key} must be one of {', '.join(allowed)}{' or null' if null else ''}, got {value!r}")
 
 
+def _heads_divide(section: str, d_model, heads) -> None:
+    """Multi-head attention splits d_model into equal heads: refused here, not by an assertion later."""
+    if isinstance(d_model, int) and isinstance(heads, int) and heads >= 1 and d_model % heads:
+        raise ConfigError(f"{section}.heads={heads} must divide {section}.d_model={d_model} "
+                          f"(try {section}.heads={max(h for h in range(1, heads + 1) if d_model % h == 0)})")
+
+
 @dataclass
 class ITFNConfig:
     """Independently trained unimodal encoders (paper 3.1)."""
@@ -42,7 +49,9 @@ class ITFNConfig:
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 1e-5
-    max_len: int | None = None  # truncate longer sequences (frames/words); None keeps all
+    # keep the first max_len rows of a longer sequence (frames/words; None keeps all): a bound on the
+    # memory one padded batch takes (a 2,000,000-row sequence padded a batch to 22 GB)
+    max_len: int | None = 4096
     # regularisation (docs/baselines.md, "ITFN against a linear model"): dropout inside the encoder
     # (None: each encoder's own, MLP 0.2, LSTM and TextCNN none) and the classifier head's width and dropout
     dropout: float | None = None
@@ -103,6 +112,7 @@ class ADNConfig:
         one_of("adn.prior", self.prior, PRIORS)
         one_of("adn.reading", self.reading, READINGS, null=True)
         one_of("adn.start_select", self.start_select, START_SELECTS)
+        _heads_divide("adn", self.d_model, self.heads)
         if self.variant == "paper" and self.prediction not in (None, "epsilon"):
             raise ConfigError(f"adn.prediction={self.prediction!r} contradicts adn.variant='paper' (the paper's "
                               "denoiser predicts the noise, Eq. 2): leave adn.prediction unset or use epsilon")
@@ -118,7 +128,7 @@ class ADNConfig:
 
     def check_variant(self, method: str) -> None:
         """Settings of the paper variant given to a method that uses the conditional one are refused
-        (checked once the method's own settings are applied: ``admc.pipeline.config_for_method``)."""
+        (checked once the method's own settings are applied: ``admc.methods.config_for_method``)."""
         if self.variant == "conditional":
             for key, value, default in (("reading", self.reading, None), ("resample", self.resample, 1),
                                         ("stride", self.stride, None)):
@@ -180,6 +190,7 @@ class FusionConfig:
         one_of("fusion.mode", self.mode, FUSION_MODES)
         one_of("fusion.shared_patterns", self.shared_patterns, SHARED_PATTERNS)
         one_of("fusion.incomplete", self.incomplete, INCOMPLETE)
+        _heads_divide("fusion", self.d_model, self.heads)
 
 
 FUSION_MODES = ("per-condition", "shared", "auto")
@@ -194,7 +205,7 @@ class ImputerConfig:
     The defaults are MMIN's (AIM3-RUC/MMIN, scripts/CAP_mmin.sh: AE_layers 256,128,64, 5 blocks, Adam
     lr 2e-4 with beta1 0.5, batch 128, 30 + 30 epochs with the learning rate decayed linearly over the
     second half, gradients clipped to norm 1, loss weights CE 1, MSE 4, cycle 2, classifier 128,128 with
-    dropout 0.5); ``ae`` takes its own where these keep the default (admc.pipeline.METHODS)."""
+    dropout 0.5); ``ae`` takes its own where these keep the default (admc.methods.METHODS)."""
 
     layers: list[int] = field(default_factory=lambda: [256, 128, 64])
     blocks: int = 5                # cascaded autoencoders (cra, mmin)
@@ -279,7 +290,7 @@ class CalibrationConfig:
 
 @dataclass
 class TrainConfig:
-    method: str = "admc"           # one of admc.pipeline.METHODS
+    method: str = "admc"           # one of admc.methods.METHODS
     seed: int = 0
     data: DataConfig = field(default_factory=DataConfig)
     itfn: ITFNConfig = field(default_factory=ITFNConfig)

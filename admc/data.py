@@ -174,6 +174,29 @@ class FeatureDataset:
         return self.splits[split]
 
 
+def restrict_modalities(ds: FeatureDataset, names: list[str]) -> FeatureDataset:
+    """``ds`` with only the modalities ``names`` (in the schema's order); the arrays are shared."""
+    keep = tuple(m for m in ds.schema.modalities if m.name in names)
+    splits = {s: Split(sp.name, sp.labels, sp.ids, {m.name: sp.rows[m.name] for m in keep},
+                       {m.name: sp.offsets[m.name] for m in keep}, {m.name: sp.present[m.name] for m in keep})
+              for s, sp in ds.splits.items()}
+    return FeatureDataset(ds.path, ds.name, Schema(keep, ds.schema.classes), splits, ds.meta)
+
+
+def without_absent_modalities(ds: FeatureDataset) -> tuple[FeatureDataset, list[str]]:
+    """``ds`` without the modalities no sample of any loaded split has (an audio-only extraction's
+    V, say), and their names.  Raises :class:`DatasetError` when fewer than two modalities remain."""
+    absent = [m for m in ds.names if not any(bool(sp.present[m].any()) for sp in ds.splits.values())]
+    if not absent:
+        return ds, []
+    left = [m for m in ds.names if m not in absent]
+    if len(left) < 2:
+        raise DatasetError(f"{ds.path}: modalit{'ies' if len(absent) > 1 else 'y'} {', '.join(absent)} "
+                           f"{'are' if len(absent) > 1 else 'is'} present in no sample, which leaves "
+                           f"{', '.join(left) or 'nothing'}: admc fuses two or more modalities")
+    return restrict_modalities(ds, left), absent
+
+
 def _fail(path: Path, key: str, msg: str):
     raise DatasetError(f"{path}: key '{key}': {msg}")
 
@@ -262,6 +285,8 @@ def load_dataset(path: str | os.PathLike, splits=SPLITS) -> FeatureDataset:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DatasetError(f"{meta_path}: not valid JSON ({e})") from None
+    except RecursionError:
+        raise DatasetError(f"{meta_path}: nested too deeply to be a dataset's meta.json") from None
     if not isinstance(meta, dict):
         raise DatasetError(f"{meta_path}: must hold a JSON object")
     if meta.get("format") != FORMAT:
@@ -275,7 +300,30 @@ def load_dataset(path: str | os.PathLike, splits=SPLITS) -> FeatureDataset:
         with NpzReader(f) as z:
             arrays = {k: z.read(k) for k in split_keys(schema) if k in z}
         ds.splits[s] = validate_split(f, arrays, schema, s)
+    _check_ids_across_splits(ds)
     return ds
+
+
+def _check_ids_across_splits(ds: "FeatureDataset") -> None:
+    """A sample id in two splits is one sample trained on and measured on: refused, naming both.  The
+    splits not loaded are read for their ids alone (a split file that cannot be read is left to the
+    command that loads it)."""
+    ids = {s: sp.ids.tolist() for s, sp in ds.splits.items()}
+    for s in SPLITS:
+        f = ds.path / f"{s}.npz" if ds.path is not None else None
+        if s not in ids and f is not None and f.is_file():
+            try:
+                with NpzReader(f) as z:
+                    ids[s] = np.asarray(z.read("ids")).tolist() if "ids" in z else []
+            except DatasetError:
+                pass
+    seen: dict[str, str] = {}
+    for s in SPLITS:
+        for i in ids.get(s, ()):
+            if i in seen:
+                raise DatasetError(f"{ds.path}: sample id {i!r} is in both the {seen[i]} and the {s} split "
+                                   "(a sample in two splits is trained on and measured on)")
+        seen.update((i, s) for i in ids.get(s, ()))
 
 
 # --- reading .npz/.npy files without trusting them ------------------------------------------------
@@ -350,7 +398,14 @@ class NpzReader:
             self.zip = zipfile.ZipFile(self.path)
         except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
             raise DatasetError(f"{self.path}: not a readable .npz file (corrupt zip archive: {e})") from None
-        self.members = {i.filename[:-4]: i for i in self.zip.infolist() if i.filename.endswith(".npy")}
+        self.members = {}
+        for i in self.zip.infolist():
+            if i.filename.endswith(".npy"):
+                key = i.filename[:-4]
+                if key in self.members:     # zipfile would read the last one; np.load another: refuse
+                    self.zip.close()
+                    raise DatasetError(f"{self.path}: key '{key}': the archive holds two members named {i.filename}")
+                self.members[key] = i
 
     def __enter__(self) -> "NpzReader":
         return self

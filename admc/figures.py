@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from admc.cells import atomic_write_bytes
+from admc.outdir import atomic_write_bytes
 from admc.data import Split
 from admc.pipeline import ADMCModel
 

@@ -1,4 +1,12 @@
-"""Output directories: what an ``--out`` may replace, and replacing it without losing anything.
+"""Outputs: what an output option may replace, and replacing it without losing anything.
+
+The one rule for every file and directory the project writes (``admc train``, ``calibrate``,
+``import``, ``extract``, ``bench``, ``eval --json``, ``manifest --out``, ``python -m app --out``):
+an output is never an input, never contains one and never lies inside one (not even with
+``--overwrite``); a path that exists and was not written by that command is refused unless
+``--overwrite`` (directories holding anything that is not ours are refused even then); and every
+write is atomic.  :func:`check_out` checks a directory output, :func:`check_out_file` a file
+output, both before any work; :func:`atomic_write_bytes` and :class:`AtomicTextFile` write files.
 
 Every command that writes a directory (``admc train``, ``admc import``, ``admc bench``'s runs,
 ``admc extract``) writes into a temporary sibling ``.NAME.tmp-XXXX`` and renames it into place at
@@ -31,6 +39,8 @@ RUN_FILES = frozenset({"run.json", "model.safetensors"})
 DATASET_FILES = frozenset({"meta.json", "train.npz", "val.npz", "test.npz", "transcripts.jsonl", ".cache"})
 BENCH_FILES = frozenset({"results.json", "results.md", "runs", "cells", "figures"})
 BENCH_SUFFIXES = {"cells": ".json", "figures": ".png"}  # what bench writes in these folders
+BENCH_FORMAT = "admc-bench/1"   # results.json of admc bench
+EVAL_FORMAT = "admc-eval/1"     # the --json file of admc eval
 LABELS = {"run": "run directory (admc train)", "dataset": "feature dataset", "bench": "bench output (admc bench)"}
 
 
@@ -43,14 +53,26 @@ def _is_leftover(name: str) -> bool:
     return name.startswith(".") and (".tmp-" in name or ".old-" in name)
 
 
-def _json_format(path: Path) -> str | None:
+def _read_json(path: Path):
+    """The JSON value in ``path`` (at most 64 MiB), or None when it is not one."""
     try:
         if path.stat().st_size > 64 * 2**20:
             return None
-        obj = json.loads(path.read_bytes())
-    except (OSError, ValueError):
+        return json.loads(path.read_bytes())
+    except (OSError, ValueError, RecursionError):
         return None
+
+
+def _json_format(path: Path) -> str | None:
+    obj = _read_json(path)
     return obj.get("format") if isinstance(obj, dict) else None
+
+
+def _is_bench_results(path: Path) -> bool:
+    """``results.json`` as admc bench writes it (with its format; older ones: the keys it always has)."""
+    obj = _read_json(path)
+    return isinstance(obj, dict) and (obj.get("format") == BENCH_FORMAT
+                                      or ("format" not in obj and {"cells", "seconds", "methods"} <= obj.keys()))
 
 
 def describe(path: str | os.PathLike) -> str:
@@ -70,6 +92,8 @@ def describe(path: str | os.PathLike) -> str:
             return "dataset" if _json_format(path / "meta.json") == DATASET_FORMAT else "foreign"
         return "dataset" if names <= {".cache", "transcripts.jsonl"} else "foreign"
     if names <= BENCH_FILES:
+        if not names & {"runs", "cells"} and not _is_bench_results(path / "results.json"):
+            return "foreign"    # a results.md or results.json that admc bench did not write
         runs = path / "runs"
         if runs.exists():
             if not runs.is_dir():
@@ -86,6 +110,22 @@ def describe(path: str | os.PathLike) -> str:
     return "foreign"
 
 
+def _refuse_inputs(out: Path, inputs, flag: str, what: str) -> None:
+    """``out`` may not be, contain or lie inside any input path (symbolic links resolved)."""
+    resolved = out.resolve()
+    pairs = inputs.items() if isinstance(inputs, dict) else (inputs or ())
+    for opt, p in pairs:
+        if p is None:
+            continue
+        q = Path(p).resolve()
+        if resolved == q:
+            raise OutputError(f"{flag} {out}: is the {opt} path; write to another {what}")
+        if q.is_relative_to(resolved):
+            raise OutputError(f"{flag} {out}: contains the {opt} path {p}; write to another {what}")
+        if resolved.is_relative_to(q):
+            raise OutputError(f"{flag} {out}: lies inside the {opt} directory {p}; write to another {what}")
+
+
 def check_out(out: str | os.PathLike, kind: str, *, overwrite: bool, inputs: dict | None = None,
               flag: str = "--out") -> Path:
     """Refuse an output directory that writing a ``kind`` ("run", "dataset", "bench") there would lose.
@@ -95,18 +135,7 @@ def check_out(out: str | os.PathLike, kind: str, *, overwrite: bool, inputs: dic
     inside it.  Raises :class:`OutputError`; returns ``Path(out)``.
     """
     out = Path(out)
-    resolved = out.resolve()
-    pairs = inputs.items() if isinstance(inputs, dict) else (inputs or ())
-    for opt, p in pairs:
-        if p is None:
-            continue
-        q = Path(p).resolve()
-        if resolved == q:
-            raise OutputError(f"{flag} {out}: is the {opt} path; write to another directory")
-        if q.is_relative_to(resolved):
-            raise OutputError(f"{flag} {out}: contains the {opt} path {p}; write to another directory")
-        if resolved.is_relative_to(q):
-            raise OutputError(f"{flag} {out}: lies inside the {opt} directory {p}; write to another directory")
+    _refuse_inputs(out, inputs, flag, "directory")
     found = describe(out)
     if found in ("missing", "empty"):
         return out
@@ -121,6 +150,26 @@ def check_out(out: str | os.PathLike, kind: str, *, overwrite: bool, inputs: dic
     if not overwrite and kind != "bench":
         raise OutputError(f"{flag} {out}: already holds an admc {LABELS[kind]}; pass --overwrite to replace it")
     return out
+
+
+def check_extract_out(out: str | os.PathLike, manifest: str | os.PathLike, overwrite: bool) -> Path:
+    """``admc extract --out``: ``out`` may be new, empty, an interrupted extraction (only ``.cache``) or a dataset this
+    manifest was extracted into before (both resumed from the cache); another dataset only with
+    ``overwrite``; anything else never (:func:`admc.outdir.check_out`)."""
+    out, manifest = Path(out), Path(manifest)
+    ours = False
+    if out.is_dir():
+        names = {p.name for p in out.iterdir()}
+        ours = bool(names) and names <= {".cache"}
+        if not ours and "meta.json" in names:
+            try:
+                meta = json.loads((out / "meta.json").read_bytes())
+                ours = (isinstance(meta, dict) and isinstance(meta.get("source"), dict)
+                        and meta["source"].get("kind") == "extract"
+                        and meta["source"].get("manifest") == str(manifest.resolve()))
+            except (OSError, ValueError, RecursionError):
+                ours = False
+    return check_out(out, "dataset", overwrite=overwrite or ours, inputs={"--manifest": manifest})
 
 
 def current_umask() -> int:
@@ -184,3 +233,117 @@ def install(tmp: Path, final: Path, kind: str) -> Path:
         raise
     shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+# --------------------------------------------------------------------------------------- files
+def _first_json_line(path: Path):
+    try:
+        with open(path, "rb") as f:
+            line = f.readline(1 << 20)
+        return json.loads(line)
+    except (OSError, ValueError, RecursionError):
+        return None
+
+
+def _is_eval_results(path: Path) -> bool:
+    return _json_format(path) == EVAL_FORMAT
+
+
+# app.RESULT_KEYS, the keys of one analysis window (the core knows the contract's names, not the app)
+WINDOW_KEYS = frozenset({"t", "streams", "reasons", "imputed", "probs", "label", "transcript", "latency_ms"})
+
+
+def _is_window_jsonl(path: Path) -> bool:
+    if path.stat().st_size == 0:
+        return True        # an empty results file (a replay or capture that produced no window)
+    obj = _first_json_line(path)
+    return isinstance(obj, dict) and WINDOW_KEYS <= obj.keys()
+
+
+# kind -> (what it is, how to recognize one this command wrote; None: it cannot be told apart)
+FILE_KINDS = {
+    "eval": ("admc eval results file", _is_eval_results),
+    "jsonl": ("results file of python -m app (JSON lines)", _is_window_jsonl),
+    "manifest": ("manifest", None),
+}
+
+
+def check_out_file(out: str | os.PathLike, kind: str, *, overwrite: bool, inputs=None, flag: str = "--out") -> Path:
+    """Refuse a file output that writing a ``kind`` (:data:`FILE_KINDS`) there would lose.
+
+    Always refused: ``out`` a directory, an input (``inputs`` as for :func:`check_out`) or inside
+    one, or inside an admc run, dataset or bench directory (its ``run.json``, ``meta.json`` ...).
+    An existing file is replaced when this command wrote it (recognized by its content), otherwise
+    only with ``overwrite``.  Raises :class:`OutputError`; returns ``Path(out)``."""
+    what, ours = FILE_KINDS[kind]
+    out = Path(out)
+    if out.is_dir():
+        example = {"eval": "results.json", "jsonl": "results.jsonl"}.get(kind, "manifest.csv")
+        raise OutputError(f"{flag} {out}: is a directory; give a file name, e.g. {out / example}")
+    _refuse_inputs(out, inputs, flag, "file")
+    parent = out.resolve().parent
+    for d in (parent, *parent.parents):
+        if d.exists() and not d.is_dir():
+            raise OutputError(f"{flag} {out}: {d} is not a directory")
+    for d in (parent, *parent.parents):
+        found = describe(d) if d.is_dir() and d != Path(d.anchor) else "foreign"
+        if found in LABELS:
+            raise OutputError(f"{flag} {out}: lies inside the admc {LABELS[found]} {d}; write it elsewhere")
+    if out.exists() or out.is_symlink():
+        if not out.is_file():
+            raise OutputError(f"{flag} {out}: exists and is not a regular file")
+        if not (ours is not None and ours(out)) and not overwrite:
+            raise OutputError(f"{flag} {out}: exists and is not an {what} written by this command; "
+                              "pass --overwrite to replace it")
+    return out
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """``path`` holds the old content or ``data``, never a part of it: a temporary sibling is
+    written, flushed to disk and renamed over it (``os.replace``)."""
+    try:
+        with AtomicFile(path, "wb") as f:
+            f.write(data)
+    except OSError as e:
+        raise OSError(e.errno, f"{path}: cannot write it ({e.strerror or e}); the old content is kept") from None
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+class AtomicFile:
+    """A file written into a hidden sibling ``.NAME.tmp-XXXX`` and renamed over ``path`` when the
+    ``with`` block ends: normally, or interrupted (Ctrl-C, an error) after ``install_partial`` lines
+    were written, so what was finished is kept; a process killed meanwhile leaves ``path`` as it was
+    (and the temporary file beside it).  A failed write (disk full) removes the temporary file and
+    leaves ``path`` untouched."""
+
+    def __init__(self, path: str | os.PathLike, mode: str = "w", *, install_partial: bool = False):
+        self.path, self.mode, self.install_partial = Path(path), mode, install_partial
+        self.discard = False        # set True inside the block: nothing is installed
+        self._f = None
+        self._tmp: str | None = None
+
+    def __enter__(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, self._tmp = tempfile.mkstemp(prefix=f".{self.path.name}.tmp-", dir=self.path.parent)
+        self._f = os.fdopen(fd, self.mode, **({} if "b" in self.mode else {"encoding": "utf-8", "newline": ""}))
+        return self._f
+
+    def __exit__(self, exc_type, exc, tb):
+        keep = not self.discard and (exc_type is None or (self.install_partial and not isinstance(exc, OSError)))
+        try:
+            if keep:
+                self._f.flush()
+                os.fsync(self._f.fileno())
+            self._f.close()
+            if keep:
+                os.chmod(self._tmp, 0o666 & ~current_umask())
+                os.replace(self._tmp, self.path)
+                return False
+        except BaseException:
+            Path(self._tmp).unlink(missing_ok=True)
+            raise
+        Path(self._tmp).unlink(missing_ok=True)
+        return False

@@ -11,106 +11,29 @@ window is uncertain).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import nn
 
-from admc.baselines.linear import LinearModel
 from admc.batching import batches, modality_batch
 from admc.calibration import TemperatureScaling
 from admc.completion import build_completer
 from admc.config import ADNConfig, TrainConfig, resolve_fusion_mode
 from admc.data import Schema, Split, condition_name
 from admc.errors import ModalityError
+from admc.masks import all_masks, mask_key
+from admc.methods import METHODS, config_for_method
 from admc.models.encoders import UnimodalNet
 from admc.models.fusion import FusionNet
 from admc.ood import InputOOD, MahalanobisOOD
 
 
-@dataclass(frozen=True)
-class Method:
-    """What a method of ``admc train --method`` / ``admc bench --methods`` is made of."""
-
-    completer: str = "none"             # a kind of admc.completion.COMPLETERS
-    late: bool = False                  # average the unimodal heads instead of a fusion network
-    adn: dict = field(default_factory=dict)      # the method's ADN settings (where the config keeps the default)
-    imputer: dict = field(default_factory=dict)  # the same for the autoencoder completers (config.imputer)
-    # how the encoders are trained: "itfn" (each alone, shared by the methods of one bench seed) or
-    # "joint" (end to end with the full-input fusion network: admc.baselines.joint)
-    encoders: str = "itfn"
-    # a model class of its own instead of ADMCModel (built as model(schema, cfg), trained by its
-    # classmethod fit(ds, cfg, device) -> (model, info)): no ITFN, no completion
-    model: type | None = None
-    about: str = ""
-
-    @property
-    def shares_itfn(self) -> bool:
-        """Whether the method's encoders are the ITFN, the same for every such method of one bench seed."""
-        return self.model is None and self.encoders == "itfn"
-
-
-_MMIN_AE = {"layers": [512, 450, 384, 256], "lr": 1e-3, "batch_size": 256, "epochs": 50, "grad_clip": 5.0}
-
-METHODS: dict[str, Method] = {
-    "admc": Method("diffusion", about="ADN completion (the configured variant, by default conditional "
-                                      "around the linear prior) + per-condition fusion + MMER"),
-    "admc_paper": Method("diffusion", adn={"variant": "paper", "stride": 10},
-                         about="the paper's ADN: unconditional noise predictor, Eq. 3-4 in the paper "
-                               "variant's reading (adn.reading), start step n chosen on validation; "
-                               "chains respaced to every 10th step unless adn.stride says otherwise"),
-    "ridge_fill": Method("ridge", about="missing rows = the ridge (linear prior) estimate alone, no "
-                                        "diffusion; same ITFN, fusion and MMER as admc"),
-    "zero_fill": Method("zero", about="missing rows = the train mean, i.e. mean fill (there is no separate "
-                                      "mean_fill); the paper's w/o ADN"),
-    "late_fusion": Method("none", late=True, about="mean of the unimodal heads' probabilities"),
-    "ae": Method("ae", imputer=_MMIN_AE, about="missing rows imputed by one autoencoder trained to "
-                                               "reconstruct every row from randomly masked inputs"),
-    "cra": Method("cra", about="missing rows imputed by a cascaded residual autoencoder (Tran et al. 2017)"),
-    "mmin": Method("mmin", about="MMIN (Zhao et al. 2021) on the frozen ITFN: forward and backward CRA "
-                                 "with cycle consistency and a classification loss"),
-    "joint": Method("diffusion", encoders="joint",
-                    about="the paper's w/o ITFN: encoders trained end to end with the full-input fusion "
-                          "network (which stays the full-input classifier), then ADN completion"),
-    "linear": Method(model=LinearModel, about="per condition, a logistic regression on the standardized "
-                                              "mean/std-pooled raw features of the available modalities"),
-}
-
-
-def config_for_method(cfg: TrainConfig) -> TrainConfig:
-    """``cfg`` with its method's own ADN and autoencoder settings where the configuration keeps the
-    defaults (``admc_paper``: the paper variant, stride 10; ``ae``: MMIN's AE geometry), checked
-    against the variant."""
-    if cfg.method not in METHODS:
-        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {cfg.method!r}")
-    method = METHODS[cfg.method]
-    for section, own in (("adn", method.adn), ("imputer", method.imputer)):
-        if own:
-            current = getattr(cfg, section)
-            default, values = type(current)(), asdict(current)
-            values.update({k: v for k, v in own.items() if values[k] == getattr(default, k)})
-            cfg = replace(cfg, **{section: type(current)(**values)})
-    if method.completer == "diffusion":
-        cfg.adn.check_variant(cfg.method)
-    return cfg
-
-
 def build_model(schema: Schema, cfg: TrainConfig) -> "ADMCModel | LinearModel":
     """The untrained model of ``cfg.method`` (the same shapes a saved run of it has)."""
-    cls = METHODS[cfg.method].model if cfg.method in METHODS else None
+    cls = METHODS[cfg.method].model_class if cfg.method in METHODS else None
     return (cls or ADMCModel)(schema, cfg)
-
-
-def mask_key(mask) -> str:
-    """Module-safe key for an availability mask: ``c101`` = modalities 0 and 2 available."""
-    return "c" + "".join("1" if bool(a) else "0" for a in mask)
-
-
-def all_masks(M: int) -> list[tuple[bool, ...]]:
-    """Every non-empty availability pattern, full last."""
-    out = [tuple(bool(b >> i & 1) for i in range(M)) for b in range(1, 2**M)]
-    return sorted(out, key=lambda m: (sum(m) == M, sum(m)))
 
 
 class ADMCModel(nn.Module):

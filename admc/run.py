@@ -9,13 +9,15 @@ RUN/
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
+import uuid
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from admc import __version__
@@ -32,6 +34,78 @@ class RunError(ValueError):
     """A run directory that cannot be loaded; the message names file and problem."""
 
 
+# the run.json settings without which the weights mean something else (the class order, the clip range ...)
+BOUND_KEYS = ("method", "schema", "config", "fusion_mode", "start_step", "clip_range")
+
+
+def bound_settings(meta: dict) -> dict:
+    return {k: meta.get(k) for k in BOUND_KEYS}
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _plain(obj):
+    return json.loads(json.dumps(obj))
+
+
+def _first_difference(a, b, key: str = "") -> str | None:
+    """The dotted key of the first difference between two JSON values (``""``: the whole)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b), key=str):
+            if k not in a or k not in b:
+                return f"{key}{k}"
+            d = _first_difference(a[k], b[k], f"{key}{k}.")
+            if d is not None:
+                return d
+        return None
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for i, (x, y) in enumerate(zip(a, b)):
+            d = _first_difference(x, y, f"{key}{i}.")
+            if d is not None:
+                return d
+        return None
+    return None if a == b else key.rstrip(".")
+
+
+def _check_binding(meta: dict, wf: Path, where: Path) -> None:
+    """run.json and model.safetensors were saved together: the weights' SHA-256 is the one run.json
+    records, and the run identity and bound settings the weights record are run.json's.  A run saved
+    before the binding existed (neither side has it) loads unchecked."""
+    try:
+        with safe_open(wf, framework="pt") as sf:
+            wmeta = sf.metadata() or {}
+    except Exception as e:  # noqa: BLE001 - safetensors raises several types on corrupt files
+        raise RunError(f"{wf}: not a readable safetensors file ({e})") from None
+    has_json, has_weights = "weights_sha256" in meta, "run_id" in wmeta
+    if not has_json and not has_weights:
+        return
+    if not has_json:
+        raise RunError(f"{where}: key 'weights_sha256' is missing, but {wf.name} belongs to run {wmeta['run_id']}")
+    if not has_weights:
+        raise RunError(f"{wf}: records no run identity, but {where.name} expects the weights of run {meta.get('run_id')}")
+    sha = file_sha256(wf)
+    if sha != meta["weights_sha256"]:
+        raise RunError(f"{wf}: SHA-256 {sha[:12]}... is not the {str(meta['weights_sha256'])[:12]}... that "
+                       f"{where.name} records: these weights were changed or belong to another run")
+    if wmeta["run_id"] != meta.get("run_id"):
+        raise RunError(f"{where}: key 'run_id' is {meta.get('run_id')!r} but {wf.name} belongs to run "
+                       f"{wmeta['run_id']!r}")
+    try:
+        saved = json.loads(wmeta.get("run_json", ""))
+    except ValueError:
+        raise RunError(f"{wf}: its record of the run's settings is unreadable") from None
+    key = _first_difference(_plain(bound_settings(meta)), saved)
+    if key is not None:
+        raise RunError(f"{where}: key '{key}' differs from what the weights were saved with; run.json was "
+                       "edited after training (retrain, or calibrate into a new run)")
+
+
 def save_run(model: ADMCModel, path: str | os.PathLike, info: dict, command: list[str] | None = None,
              dataset: dict | None = None) -> Path:
     """Write a run directory atomically (a temporary sibling renamed into place at the end).
@@ -43,8 +117,6 @@ def save_run(model: ADMCModel, path: str | os.PathLike, info: dict, command: lis
     tmp = make_staging_dir(path)
     try:
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        save_file(state, tmp / "model.safetensors", metadata={"format": RUN_FORMAT})
-        (tmp / "model.safetensors").chmod(0o666 & ~current_umask())  # safetensors writes it private
         meta = {
             "format": RUN_FORMAT,
             "admc_version": __version__,
@@ -58,6 +130,18 @@ def save_run(model: ADMCModel, path: str | os.PathLike, info: dict, command: lis
             "command": command or [],
             "train": info,
         }
+        # the pair is bound: the weights carry the run's identity and the settings that give them their
+        # meaning; run.json carries the weights' SHA-256 (checked by load_run)
+        run_id = uuid.uuid4().hex
+        bound = json.dumps(_plain(bound_settings(meta)), sort_keys=True)
+        try:
+            save_file(state, tmp / "model.safetensors",
+                      metadata={"format": RUN_FORMAT, "run_id": run_id, "run_json": bound})
+        except SafetensorError as e:     # disk full, a read-only file system: the OSError it wraps
+            raise OSError(f"{path}: cannot write model.safetensors ({e})") from None
+        (tmp / "model.safetensors").chmod(0o666 & ~current_umask())  # safetensors writes it private
+        meta["run_id"] = run_id
+        meta["weights_sha256"] = file_sha256(tmp / "model.safetensors")
         (tmp / "run.json").write_text(json.dumps(meta, indent=2) + "\n")
         install(tmp, path, "run")
     except BaseException:
@@ -162,6 +246,7 @@ def load_run(path: str | os.PathLike, device: torch.device | str = "cpu") -> tup
     if not wf.is_file():
         raise RunError(f"{wf}: missing")
     _check_weights_match(meta, schema, cfg, wf, where)
+    _check_binding(meta, wf, where)
     try:
         state = load_file(wf)
     except Exception as e:  # noqa: BLE001 - safetensors raises several types on corrupt files

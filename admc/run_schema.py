@@ -126,7 +126,7 @@ def setting_problem(section: str, key: str, value) -> str | None:
 
 def config_problem(obj) -> str | None:
     """First problem of a configuration object (``TrainConfig.to_json()`` layout), naming the key."""
-    from admc.pipeline import METHODS
+    from admc.methods import METHODS
 
     if not isinstance(obj, dict):
         return f"must be a JSON object with sections {', '.join(sections())}, got {type(obj).__name__}"
@@ -155,7 +155,7 @@ def config_problem(obj) -> str | None:
 
 def run_meta_problem(meta: dict) -> str | None:
     """First problem of a ``run.json`` object (after its ``format`` was checked), naming the key."""
-    from admc.pipeline import METHODS
+    from admc.methods import METHODS
 
     for key, typ, what in (("config", dict, "an object"), ("schema", dict, "an object"), ("method", str, "a string")):
         if key not in meta:

@@ -1,13 +1,17 @@
-"""Device choice, seeding and progress bars shared by every command."""
+"""Device choice, seeding and progress bars shared by every command (torch is imported by the
+functions that need it, so a command can set its output mode before any model code loads)."""
 
 from __future__ import annotations
 
 import os
 import random
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
 
 _QUIET = False
 
@@ -30,8 +34,10 @@ def log(msg: str) -> None:
         tqdm.write(msg)
 
 
-def resolve_device(device: str | None = "auto") -> torch.device:
+def resolve_device(device: str | None = "auto") -> "torch.device":
     """``auto`` -> CUDA when present, else CPU. Any explicit torch device string is honoured."""
+    import torch
+
     if device in (None, "", "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(device)
@@ -40,8 +46,10 @@ def resolve_device(device: str | None = "auto") -> torch.device:
     return dev
 
 
-def seed_everything(seed: int) -> torch.Generator:
+def seed_everything(seed: int) -> "torch.Generator":
     """Seed Python, NumPy and torch; make torch deterministic where it allows."""
+    import torch
+
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)

@@ -23,7 +23,9 @@ from admc.diffusion.process import clip_range  # noqa: F401 - re-exported for th
 from admc.metrics import scores
 from admc.ood import fit_input_ood, fit_ood
 from admc.optim import EarlyStopping, lambda_rule  # noqa: F401 - re-exported for the benchmarks
-from admc.pipeline import METHODS, ADMCModel, all_masks, mask_key
+from admc.masks import all_masks, mask_key
+from admc.methods import METHODS
+from admc.pipeline import ADMCModel
 from admc.regimes import training_data
 from admc.runtime import log, progress
 
@@ -350,7 +352,7 @@ def train(ds: FeatureDataset, cfg: TrainConfig, device: torch.device, encoders_f
     """
     method = METHODS[cfg.method]
     if method.model is not None:
-        return method.model.fit(ds, cfg, device)
+        return method.model_class.fit(ds, cfg, device)
     t0 = time.time()
     model = ADMCModel(ds.schema, cfg).to(device)
     data = training_data(ds["train"], ds.schema.names, cfg.data, cfg.seed)

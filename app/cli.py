@@ -11,13 +11,31 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 
+from admc.cli import OneLineParser
+
+
+def _number(kind, low, high=None, what=""):
+    """An argparse type: a ``kind`` (int, float) in [low, high] (high None: no upper bound)."""
+    def parse(s: str):
+        try:
+            v = kind(s)
+        except ValueError:
+            v = None
+        if v is None or v != v or v < low or (high is not None and v > high):
+            bound = f"in {low}..{high}" if high is not None else f">= {low}"
+            raise argparse.ArgumentTypeError(f"expected {what or kind.__name__} {bound}, got {s!r}")
+        return v
+    parse.__name__ = kind.__name__
+    return parse
+
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m app", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(prog="python -m app", description=__doc__,
+                      formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--source", default=None,
                    help="FILE (a video or audio file to replay; with the UI: played in real time, looped) "
                         "or 'local' (this machine's camera and microphone); default: the browser's webcam "
@@ -27,10 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--microphone", default=None,
                    help="--source local: sounddevice input device, index or name (default: the system's)")
     p.add_argument("--no-ui", action="store_true", help="no browser UI: write results as JSON lines")
-    p.add_argument("--out", default=None, help="with --no-ui: JSONL output file (default: stdout)")
+    p.add_argument("--out", default=None, help="with --no-ui: JSONL output file (default: stdout); an existing file "
+                                              "that this app did not write is replaced only with --overwrite")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file the app did not write")
     p.add_argument("--realtime", action="store_true",
                    help="replay FILE at its real pace (threaded, like a live stream); default: as fast as possible")
-    p.add_argument("--duration", type=float, default=None, help="--source local --no-ui: stop after this many seconds")
+    p.add_argument("--duration", type=_number(float, 0.1, what="seconds"), default=None, help="--source local --no-ui: stop after this many seconds")
     p.add_argument("--checkpoint", default=None,
                    help="run directory from `admc train` (default: weights/starter/)")
     p.add_argument("--checkpoint-dir", default=None, metavar="DIR",
@@ -38,18 +58,43 @@ def build_parser() -> argparse.ArgumentParser:
                         "session (by name; the page can never name a path)")
     p.add_argument("--intent-checkpoint", default=None, help="optional second head (run directory), shown beside emotion")
     p.add_argument("--device", default="auto", help="core (and face detector) device: auto (CUDA when present), cpu, cuda")
-    p.add_argument("--start-step", type=int, default=None, help="diffusion start step n (default: the checkpoint's)")
+    p.add_argument("--start-step", type=_number(int, 1, what="a step"), default=None, help="diffusion start step n (default: the checkpoint's)")
     p.add_argument("--no-mmer", action="store_true", help="switch MMER enhancement off")
     p.add_argument("--no-asr", action="store_true", help="no speech recognition (T always missing)")
-    p.add_argument("--face-fps", type=float, default=None,
+    p.add_argument("--face-fps", type=_number(float, 0.1, 120.0, what="frames per second"), default=None,
                    help="frames per second through the face extractor (default 15 live, 10 for a fast replay)")
     p.add_argument("--host", default="127.0.0.1", help="UI: address to serve on (0.0.0.0 for the network)")
-    p.add_argument("--port", type=int, default=7860, help="UI: port")
+    p.add_argument("--port", type=_number(int, 1, 65535, what="a port"), default=7860, help="UI: port")
     p.add_argument("--share", action="store_true", help="UI: also open a public Gradio share link (needs internet)")
     p.add_argument("--auth", default=None, metavar="USER:PASSWORD", help="UI: require this login")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    p.add_argument("--max-sessions", type=_number(int, 1, 1000, what="a session count"), default=8,
+                   help="UI: live browser sessions served at once; a page beyond it is told the server is full "
+                        "(default %(default)s)")
+    p.add_argument("--max-sessions-per-user", type=_number(int, 1, 1000, what="a session count"), default=4,
+                   help="UI with --auth: live sessions one login may hold at once (default %(default)s)")
+    p.add_argument("--threads", type=_number(int, 1, 256, what="a thread count"), default=1, help="torch CPU threads (default 1)")
     p.add_argument("--quiet", action="store_true", help="less output on stderr")
     return p
+
+
+def port_problem(host: str, port: int) -> str | None:
+    """Why the UI could not serve on ``host:port`` (in use, not an address of this machine), or None."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as e:
+        return f"cannot resolve --host {host} ({e})"
+    fam, typ, proto, _, addr = infos[0]
+    with socket.socket(fam, typ, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(addr)
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                return f"already in use on {host} (stop what serves there, or choose another --port)"
+            return f"cannot serve on {host}:{port} ({e.strerror or e})"
+    return None
 
 
 def _say(msg: str) -> None:
@@ -69,6 +114,34 @@ def main(argv: list[str] | None = None) -> int:
     if args.source not in (None, "local") and not os.path.isfile(args.source):
         _say(f"app: --source {args.source}: no such file")
         return 2
+    for flag, value in (("--checkpoint", args.checkpoint), ("--intent-checkpoint", args.intent_checkpoint)):
+        if value is not None and not os.path.isfile(os.path.join(value, "run.json")):
+            _say(f"app: {flag} {value}: " + ("no such directory" if not os.path.exists(value) else
+                                              "not a run directory (no run.json; expected one from `admc train`)"))
+            return 2
+    if args.checkpoint_dir is not None and not os.path.isdir(args.checkpoint_dir):
+        _say(f"app: --checkpoint-dir {args.checkpoint_dir}: not a directory")
+        return 2
+    if not args.no_ui:
+        why = port_problem(args.host, args.port)
+        if why:
+            _say(f"app: --port {args.port}: {why}")
+            return 2
+    if args.out not in (None, "-"):
+        if not args.no_ui:
+            _say("app: --out: only with --no-ui (the UI exports from the page)")
+            return 2
+        from admc.outdir import OutputError, check_out_file
+        from app.checkpoint import DEFAULT_CHECKPOINT
+
+        inputs = [("--source", None if args.source in (None, "local") else args.source),
+                  ("--checkpoint", args.checkpoint or DEFAULT_CHECKPOINT),
+                  ("--intent-checkpoint", args.intent_checkpoint), ("--checkpoint-dir", args.checkpoint_dir)]
+        try:
+            check_out_file(args.out, "jsonl", overwrite=args.overwrite, inputs=inputs)
+        except OutputError as e:
+            _say(f"app: {e}")
+            return 2
     if args.no_ui and args.source not in (None, "local"):
         from app.replay import SourceError, media_streams
 
@@ -103,6 +176,16 @@ def main(argv: list[str] | None = None) -> int:
     except CheckpointError as e:
         _say(f"app: {e}")
         return 2
+    if args.start_step is not None:
+        completer = getattr(ck.model, "completer", None)
+        steps = ck.model.cfg.adn.num_train_timesteps
+        if not getattr(completer, "uses_start_step", False):
+            _say(f"app: --start-step {args.start_step}: the checkpoint's completer ({ck.model.cfg.method}) has no "
+                 "diffusion start step (it applies to admc_paper runs)")
+            return 2
+        if args.start_step > steps:
+            _say(f"app: --start-step {args.start_step}: more than the checkpoint's {steps} diffusion steps")
+            return 2
     if not args.quiet:
         _say(f"app: checkpoint {ck.path} ({', '.join(ck.classes)}) on {device}")
 

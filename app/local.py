@@ -10,9 +10,12 @@ A and T missing; a camera that stops delivering frames mid-session is reported a
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 import time
+
+from admc.outdir import AtomicFile
 
 
 class LocalCapture:
@@ -131,33 +134,33 @@ def run_local_headless(ck, comp, cfg, heads, out, duration, quiet=False, camera:
     if not cap.available:
         print(f"app: --source local: {cap.problem}", file=sys.stderr)
         return 2
-    fh = sys.stdout if out in (None, "-") else open(out, "w", encoding="utf-8")
-    lock = threading.Lock()
+    target = contextlib.nullcontext(sys.stdout) if out in (None, "-") else AtomicFile(out, install_partial=True)
+    with target as fh:        # a file is renamed into place when the capture ends (Ctrl-C included)
+        lock = threading.Lock()
 
-    def write(r):
-        with lock:
-            fh.write(result_json(r) + "\n")         # the same JSONL line as the replay's
-            fh.flush()
+        def write(r):
+            with lock:
+                fh.write(result_json(r) + "\n")         # the same JSONL line as the replay's
+                fh.flush()
 
-    session = LiveSession(ck.model, comp, cfg, heads=heads, threaded=True, on_result=write)
-    cap.start(session)
-    if cap.problems:
-        print(f"app: --source local: {cap.problem}", file=sys.stderr)
-    if not (cap.video_on or cap.audio_on):
-        session.close()
-        print("app: --source local: neither camera nor microphone could be opened", file=sys.stderr)
-        return 2
-    t0 = time.monotonic()
-    try:
-        while duration is None or time.monotonic() - t0 < duration:
-            time.sleep(0.2)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        cap.stop()
-        session.close()
-        if fh is not sys.stdout:
-            fh.close()
+        session = LiveSession(ck.model, comp, cfg, heads=heads, threaded=True, on_result=write)
+        cap.start(session)
+        if cap.problems:
+            print(f"app: --source local: {cap.problem}", file=sys.stderr)
+        if not (cap.video_on or cap.audio_on):
+            session.close()
+            target.discard = True                         # nothing captured: no file
+            print("app: --source local: neither camera nor microphone could be opened", file=sys.stderr)
+            return 2
+        t0 = time.monotonic()
+        try:
+            while duration is None or time.monotonic() - t0 < duration:
+                time.sleep(0.2)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            cap.stop()
+            session.close()
     return 0
 
 

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from admc.outdir import atomic_write_text
+
 MOD_NAMES = {"A": "audio", "V": "face", "T": "text"}
 COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
           "#bcbd22", "#17becf")
@@ -62,8 +64,12 @@ def modality_state(result: dict | None, mod: str) -> str:
     return "imputed" if mod in result.get("imputed", []) else "missing"
 
 
-def badges_html(result: dict | None, mods=("A", "V", "T")) -> str:
-    """One badge per modality: live / missing (reason) / completed by ADN."""
+def badges_html(result: dict | None, mods=("A", "V", "T"), full: str | None = None) -> str:
+    """One badge per modality: live / missing (reason) / completed by ADN; ``full``: why no live
+    session could be opened for this page (the server's or the login's limit), shown instead."""
+    if full:
+        return (f'<div class="admc-full" data-state="full" style="padding:6px 10px;border-radius:8px;'
+                f'background:#b3261e;color:white;font-weight:600">{html.escape(full)}</div>')
     parts = []
     for m in mods:
         state = modality_state(result, m)
@@ -236,7 +242,7 @@ def provenance_md(prov: dict) -> str:
 # ------------------------------------------------------------------------------------------ export
 def export_json(results: list[dict], path: str | Path) -> Path:
     path = Path(path)
-    path.write_text(json.dumps(list(results), indent=1) + "\n")
+    atomic_write_text(path, json.dumps(list(results), indent=1) + "\n")
     return path
 
 
@@ -253,5 +259,5 @@ def export_csv(results: list[dict], classes: list[str], path: str | Path, mods=(
         w.writerow([r["t"], r["label"] or ""] + [("" if c not in r["probs"] else f"{r['probs'][c]:.6f}") for c in classes]
                    + [r["streams"].get(m, "") for m in mods] + [r["reasons"].get(m, "") for m in mods]
                    + ["+".join(r["imputed"]), r["transcript"] or "", r["latency_ms"], int(bool(r.get("uncertain")))])
-    path.write_text(buf.getvalue())
+    atomic_write_text(path, buf.getvalue())
     return path

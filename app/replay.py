@@ -15,10 +15,12 @@ Files are decoded by :mod:`extractors.media`.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from admc.outdir import AtomicFile
 from extractors import media
 
 
@@ -108,9 +110,10 @@ def replay_to_jsonl(session, path: str | Path, out: str | Path | None, *, realti
 
     from app.window import result_json
 
-    fh = sys.stdout if out in (None, "-") else open(out, "w", encoding="utf-8")
     n = 0
-    try:
+    # a file is written beside ``out`` and renamed over it at the end (interrupted: what was finished)
+    target = contextlib.nullcontext(sys.stdout) if out in (None, "-") else AtomicFile(out, install_partial=True)
+    with target as fh:
         def write(r: dict) -> None:
             nonlocal n
             fh.write(result_json(r) + "\n")      # the one JSONL writer (app.window)
@@ -120,7 +123,4 @@ def replay_to_jsonl(session, path: str | Path, out: str | Path | None, *, realti
                 progress(r)
 
         replay(session, path, realtime=realtime, on_result=write, keep=False)
-    finally:
-        if fh is not sys.stdout:
-            fh.close()
     return n

@@ -24,6 +24,8 @@ UI_REFRESH_S = 0.5          # badges / bars / timeline refresh
 WEBCAM_EVERY_S = 1 / 15     # webcam frames sent per second by the page
 MIC_EVERY_S = 0.2
 IDLE_CLOSE_S = 600          # a browser session without frames or audio for this long is closed
+MAX_SESSIONS = 8            # live browser sessions at once (each runs a face, audio and fusion pipeline)
+MAX_SESSIONS_PER_USER = 4   # ... of which one login may hold (tabs, reloads)
 
 CSS = """
 #admc-badges .admc-badge {font-size: 0.95em}
@@ -42,6 +44,10 @@ THRESHOLDS = (  # HealthConfig field, label, min, max, step
 NOT_LOADED = "**Not loaded:** not one of this server's checkpoints; choose one from the list."
 
 
+class SessionLimit(RuntimeError):
+    """No new live session now: the server's or this login's limit is reached (the message says which)."""
+
+
 class Engine:
     """The loaded checkpoints + extractors, and the live sessions using them.
 
@@ -50,8 +56,17 @@ class Engine:
     own session; each is loaded once, on first use, and shared by the sessions that chose it.
     """
 
-    def __init__(self, ck, comp, make_config, device="cpu", choices: dict | None = None):
+    def __init__(self, ck, comp, make_config, device="cpu", choices: dict | None = None,
+                 max_sessions: int = MAX_SESSIONS, max_per_user: int = MAX_SESSIONS_PER_USER):
+        import os
+
         from app.checkpoint import checkpoint_choices
+
+        self.max_sessions, self.max_per_user = int(max_sessions), int(max_per_user)
+        # frames handled at once across sessions; a frame arriving while all are busy is dropped
+        # (the page sends the next one), so a slow or flooding client costs frames, not the server
+        self.frame_slots = threading.BoundedSemaphore(max(2, os.cpu_count() or 2))
+        self.dropped_frames = 0
 
         self.ck = ck
         self.comp = comp
@@ -91,12 +106,45 @@ class Engine:
             self._expire()
             s = self.sessions.get(key)
             if s is None and create:
+                self._admit(key)
                 s = LiveSession(self.ck.model, self.comp, self.make_config(), heads=self.heads, threaded=True)
                 self.sessions[key] = s
                 self._apply(s, self.settings.get(key, {}))
             if s is not None and create:
                 self.last_seen[key] = time.monotonic()
             return s
+
+    def _admit(self, key: str) -> None:
+        """Raise :class:`SessionLimit` when a new session ``key`` would pass a limit (under the lock)."""
+        if key == LOCAL:
+            return
+        live = [k for k in self.sessions if k != LOCAL]
+        user = owner_of_key(key)
+        if user is not None and sum(owner_of_key(k) == user for k in live) >= self.max_per_user:
+            raise SessionLimit(f"This login already has {self.max_per_user} live sessions open (the limit); "
+                               "close another tab of the app, then reload.")
+        if len(live) >= self.max_sessions:
+            raise SessionLimit(f"The server is serving its limit of {self.max_sessions} live sessions; "
+                               "try again when one closes.")
+
+    def admission_problem(self, key: str | None) -> str | None:
+        """Why a session ``key`` that does not exist yet would not be admitted now (None: it would)."""
+        with self.lock:
+            if (key or "anon") in self.sessions:
+                return None
+            try:
+                self._admit(key or "anon")
+            except SessionLimit as e:
+                return str(e)
+        return None
+
+    def owner(self, session_hash: str) -> str | None:
+        """The login that holds the session ``session_hash`` (None: nobody, or no login)."""
+        with self.lock:
+            for k in self.sessions:
+                if k.rpartition("/")[2] == session_hash:
+                    return owner_of_key(k)
+        return None
 
     def _expire(self) -> None:
         now = time.monotonic()
@@ -171,7 +219,46 @@ def checkpoint_controls(ck) -> dict[str, bool]:
 
 
 def _key(request) -> str:
-    return getattr(request, "session_hash", None) or "anon"
+    """A browser session's key: its session hash, bound to the login that opened it (with --auth), so
+    a request of another login (or none) naming the same hash never reaches this session."""
+    session = getattr(request, "session_hash", None) or "anon"
+    user = getattr(request, "username", None)
+    return f"{user}/{session}" if user else session
+
+
+def owner_of_key(key: str) -> str | None:
+    user, sep, _ = key.rpartition("/")
+    return user if sep else None
+
+
+class SessionGuard:
+    """ASGI middleware: with a login, a session's heartbeat (whose end closes the session) is answered
+    only for the logged-in user who holds that session; an unauthenticated or other user's request
+    for it is refused (401 / 403) and closes nothing."""
+
+    def __init__(self, app, engine: "Engine"):
+        self.app, self.engine = app, engine
+
+    async def __call__(self, scope, receive, send):
+        if scope.get("type") == "http" and "/heartbeat/" in scope.get("path", ""):
+            gr_app = scope.get("app")
+            if getattr(gr_app, "auth", None) is not None:
+                from starlette.requests import Request
+                from starlette.responses import PlainTextResponse
+
+                cookies = Request(scope).cookies
+                token = (cookies.get(f"access-token-{gr_app.cookie_id}")
+                         or cookies.get(f"access-token-unsecure-{gr_app.cookie_id}"))
+                user = gr_app.tokens.get(token) if token else None
+                session = scope["path"].rstrip("/").rpartition("/")[2]
+                holder = self.engine.owner(session)
+                if user is None:
+                    await PlainTextResponse("Not authenticated", status_code=401)(scope, receive, send)
+                    return
+                if holder is not None and holder != user:
+                    await PlainTextResponse("Not your session", status_code=403)(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
 
 
 def build_ui(engine: Engine):
@@ -245,13 +332,22 @@ def build_ui(engine: Engine):
 
         if not local:
             def on_frame(frame, request: gr.Request):
-                s = engine.get(_key(request))
-                if frame is None:
-                    return None
-                frame = s.cap_frame(frame)
-                s.push_video(frame)
-                label = shown_label(s.results[-1]) if s.results else None
-                return annotate(frame, s.preview_face(), label)
+                if not engine.frame_slots.acquire(blocking=False):
+                    engine.dropped_frames += 1          # every slot busy: this frame is dropped
+                    return gr.skip()
+                try:
+                    try:
+                        s = engine.get(_key(request))
+                    except SessionLimit:
+                        return gr.skip()                # the panel says why (refresh)
+                    if frame is None:
+                        return None
+                    frame = s.cap_frame(frame)
+                    s.push_video(frame)
+                    label = shown_label(s.results[-1]) if s.results else None
+                    return annotate(frame, s.preview_face(), label)
+                finally:
+                    engine.frame_slots.release()
 
             cam.stream(on_frame, [cam], [preview], stream_every=WEBCAM_EVERY_S, time_limit=None,
                        concurrency_limit=None, show_progress="hidden", api_visibility="private")
@@ -260,7 +356,10 @@ def build_ui(engine: Engine):
                 if chunk is None:
                     return
                 sr, data = chunk
-                engine.get(_key(request)).push_audio(np.asarray(data), int(sr))
+                try:
+                    engine.get(_key(request)).push_audio(np.asarray(data), int(sr))
+                except SessionLimit:
+                    return
 
             mic.stream(on_audio, [mic], [], stream_every=MIC_EVERY_S, time_limit=None,
                        concurrency_limit=None, show_progress="hidden", api_visibility="private")
@@ -268,9 +367,10 @@ def build_ui(engine: Engine):
         # ---------------------------------------------------------------- refresh
         def refresh(request: gr.Request):
             s = engine.get(session_key(request), create=local)
+            full = engine.admission_problem(session_key(request)) if s is None else None
             outs = []
             if s is None:
-                outs = [badges_html(None), None, None, "", timeline_svg([], classes), perf_html({})]
+                outs = [badges_html(None, full=full), None, None, "", timeline_svg([], classes), perf_html({})]
             else:
                 rs = list(s.results)
                 res = rs[-1] if rs else None
@@ -310,7 +410,10 @@ def build_ui(engine: Engine):
 
         # ---------------------------------------------------------------- record / export
         def start_rec(request: gr.Request):
-            s = engine.get(session_key(request))
+            try:
+                s = engine.get(session_key(request))
+            except SessionLimit as e:
+                return str(e)
             s.start_recording()
             return "Recording&hellip;"
 
@@ -400,8 +503,11 @@ def launch(engine: Engine, *, host: str = "127.0.0.1", port: int | None = 7860, 
     warning = exposure_warning(host, auth, share)
     if warning:
         say(warning)
+    from starlette.middleware import Middleware
+
     kw = dict(server_name=host, server_port=port, auth=auth, quiet=quiet, show_error=True,
-              allowed_paths=model_cards(engine), prevent_thread_lock=True, css=CSS, ssr_mode=False)
+              allowed_paths=model_cards(engine), prevent_thread_lock=True, css=CSS, ssr_mode=False,
+              app_kwargs={"middleware": [Middleware(SessionGuard, engine=engine)]})
     demo.share_ok = False
     if share:
         try:
@@ -427,7 +533,8 @@ def serve(ck, comp, args, make_config, choices: dict | None = None) -> int:
         print(msg, file=sys.stderr, flush=True)
 
     engine = Engine(ck, comp, lambda: make_config(face_fps=args.face_fps or 15.0), device=ck.model.emb_mean.device,
-                    choices=choices)
+                    choices=choices, max_sessions=getattr(args, "max_sessions", MAX_SESSIONS),
+                    max_per_user=getattr(args, "max_sessions_per_user", MAX_SESSIONS_PER_USER))
     if args.source is not None:
         from app.local import FileCapture, LocalCapture
 
@@ -441,12 +548,16 @@ def serve(ck, comp, args, make_config, choices: dict | None = None) -> int:
             if cap.problem:
                 say(f"app: --source {args.source}: {cap.problem}")
     auth = tuple(args.auth.split(":", 1)) if args.auth else None
-    demo = launch(engine, host=args.host, port=args.port, share=args.share, auth=auth, quiet=args.quiet, say=say)
-    say(f"app: serving on http://{args.host}:{demo.server_port}"
-        + (f"  (public: {demo.share_url})" if demo.share_ok else ""))
+    demo = None
     try:
+        demo = launch(engine, host=args.host, port=args.port, share=args.share, auth=auth, quiet=args.quiet, say=say)
+        say(f"app: serving on http://{args.host}:{demo.server_port}"
+            + (f"  (public: {demo.share_url})" if demo.share_ok else ""))
         while True:
             time.sleep(3600)
+    except OSError as e:    # the port was taken between the check at start and now
+        say(f"app: --port {args.port}: cannot serve on {args.host} ({e})")
+        return 2
     except KeyboardInterrupt:
         pass
     finally:
@@ -454,5 +565,6 @@ def serve(ck, comp, args, make_config, choices: dict | None = None) -> int:
             engine.local.stop()
         for s in list(engine.sessions.values()):
             s.close()
-        demo.close()
+        if demo is not None:
+            demo.close()
     return 0

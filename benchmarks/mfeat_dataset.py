@@ -17,6 +17,7 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 from admc.data import Modality, Schema, split_from_samples, write_dataset
+from admc.outdir import check_out
 
 ALL_VIEWS = ["fou", "fac", "kar", "pix", "zer", "mor"]
 DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "mfeat"
@@ -57,12 +58,20 @@ def main() -> None:
     p.add_argument("--views", default="fac,fou,zer", help="comma list of fou,fac,kar,pix,zer,mor or 'all'")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true", help="replace the dataset already at --out")
     a = p.parse_args()
     views = ALL_VIEWS if a.views == "all" else a.views.split(",")
     unknown = set(views) - set(ALL_VIEWS)
     if unknown:
         p.error(f"unknown views {sorted(unknown)}")
-    print(convert(a.root, views, a.out, a.seed))
+    missing = [f"mfeat-{v}.csv" for v in views if not (a.root / f"mfeat-{v}.csv").is_file()]
+    if missing:
+        p.error(f"--root {a.root}: no {', '.join(missing)} there (the UCI mfeat CSVs; see shared/data/README.md)")
+    try:
+        check_out(a.out, "dataset", overwrite=a.overwrite, inputs={"--root": a.root})
+        print(convert(a.root, views, a.out, a.seed))
+    except ValueError as e:
+        p.exit(2, f"{p.prog}: error: {e}\n")
 
 
 if __name__ == "__main__":

@@ -45,6 +45,9 @@ def _engine(args):
 
 
 def cmd_extract(args) -> int:
+    from admc.outdir import check_extract_out
+
+    check_extract_out(args.out, args.manifest, args.overwrite)   # before the extractors load
     from extractors.dataset_builder import ExtractSettings, extract_manifest
 
     try:
@@ -56,7 +59,8 @@ def cmd_extract(args) -> int:
     classes = [c for c in args.classes.split(",") if c.strip()] if args.classes else None
     settings = ExtractSettings(asr=not args.no_asr, feature_set=args.feature_set)
     path = extract_manifest(args.manifest, args.out, workers=args.workers or 1, progress=not args.quiet,
-                            classes=classes, name=args.name, settings=settings, engine=_engine(args))
+                            classes=classes, name=args.name, settings=settings, engine=_engine(args),
+                            overwrite=args.overwrite)
     if not args.quiet:
         meta = json.loads((Path(path) / "meta.json").read_text())
         ex = meta["extract"]
@@ -72,8 +76,10 @@ def cmd_extract(args) -> int:
 
 
 def cmd_manifest(args) -> int:
+    from admc.outdir import check_out_file
     from extractors import manifests as mf
 
+    check_out_file(args.out, "manifest", overwrite=args.overwrite, inputs={"--root": args.root})
     if args.layout == "iemocap":
         rows = mf.iemocap_rows(args.root, args.test_session, args.val_session, args.labels, args.video)
         missing = []
@@ -86,6 +92,12 @@ def cmd_manifest(args) -> int:
         if args.transcript == "asr":
             for r in rows:
                 r["transcript"] = ""
+    for split, opt in (("train", None), ("val", "--val-session" if args.layout == "iemocap" else "--val-actors"),
+                       ("test", "--test-session" if args.layout == "iemocap" else "--test-actors")):
+        if rows and not any(r["split"] == split for r in rows):
+            hint = f" (check {opt})" if opt and args.layout != "mintrec" else ""
+            print(f"admc: WARNING: the manifest has no {split} sample{hint}; admc extract needs train, val and test",
+                  file=sys.stderr)
     path = mf.write_manifest(rows, args.out)
     if not args.quiet:
         print(json.dumps(mf.summary(rows), indent=1))
@@ -104,7 +116,9 @@ def add_commands(sub, parser) -> None:
 
     x = sub.add_parser("extract", help="media files in a manifest CSV -> feature dataset with the live extractors")
     x.add_argument("--manifest", required=True, help="CSV: path,label,split[,transcript,id,start,end]")
-    x.add_argument("--out", required=True, help="dataset directory to write (per-sample cache in OUT/.cache)")
+    x.add_argument("--out", required=True, help="dataset directory to write (per-sample cache in OUT/.cache; a "
+                                                "rerun of the same manifest resumes from it)")
+    x.add_argument("--overwrite", action="store_true", help="replace a dataset of another origin at --out")
     x.add_argument("--workers", type=int, default=None,
                    help="processes extracting in parallel (default 1; with --engine ray: Ray workers, default as "
                         "many as the cluster's resources hold)")
@@ -144,7 +158,8 @@ def add_commands(sub, parser) -> None:
                     help="auto: the audio-video file when present, else audio-only")
     for q in (mi, mm, mr):
         q.add_argument("--root", required=True)
-        q.add_argument("--out", required=True, help="manifest CSV to write")
+        q.add_argument("--out", required=True, help="manifest CSV to write (not inside --root)")
+        q.add_argument("--overwrite", action="store_true", help="replace an existing file at --out")
         q.add_argument("--quiet", action="store_true")
         q.set_defaults(func=cmd_manifest)
 

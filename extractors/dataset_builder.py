@@ -69,6 +69,7 @@ from pathlib import Path
 import numpy as np
 
 from admc.data import DatasetError, split_from_samples, write_dataset
+from admc.outdir import atomic_write_text, check_extract_out
 from extractors import media
 from extractors.health import HealthConfig
 from extractors.live_schema import DEFAULT_FEATURE_SET, VIDEO_FRAME_RATE, feature_set
@@ -562,22 +563,14 @@ def extractor_info(settings: ExtractSettings) -> dict:
 # the command
 # ---------------------------------------------------------------------------------------------
 
-def _check_out(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise DatasetError(f"{out}: exists and is not a directory")
-    if out.is_dir():
-        allowed = {"meta.json", "train.npz", "val.npz", "test.npz", ".cache", "transcripts.jsonl"}
-        other = sorted(p.name for p in out.iterdir() if p.name not in allowed)
-        if other:
-            raise DatasetError(f"{out}: exists and holds other files ({', '.join(other[:5])}); "
-                               "refusing to replace it: choose an empty or new directory")
-
-
 def extract_manifest(manifest: str | os.PathLike, out: str | os.PathLike, workers: int = 1,
                      progress: bool = True, classes: list[str] | None = None, name: str | None = None,
                      settings: ExtractSettings | None = None, device: str = "cpu",
-                     threads: int | None = None, engine=None) -> Path:
+                     threads: int | None = None, engine=None, overwrite: bool = False) -> Path:
     """Extract every sample of ``manifest`` with the live extractors into the dataset ``out``.
+
+    ``out`` is checked before any work (:func:`admc.outdir.check_extract_out`): a rerun into the same ``out`` resumes from
+    its cache; a dataset of another origin there is replaced only with ``overwrite``.
 
     Returns ``out``.  Raises :class:`~admc.data.DatasetError` for a bad manifest or when a split
     ends up empty; bad media files are skipped and listed in ``meta.json["extract"]["skipped"]``.
@@ -606,7 +599,7 @@ def extract_manifest(manifest: str | os.PathLike, out: str | os.PathLike, worker
     if set(SPLITS) - have:
         raise DatasetError(f"{manifest}: no samples for split(s) {sorted(set(SPLITS) - have)} "
                            "(a dataset needs train, val and test)")
-    _check_out(out)
+    check_extract_out(out, manifest, overwrite)
     dims = _dims(settings)
     cache_dir = out / ".cache"
     keys = {r.index: cache_dir / f"{cache_key(r, settings)}.npz" for r in rows}
@@ -735,7 +728,5 @@ def extract_manifest(manifest: str | os.PathLike, out: str | os.PathLike, worker
             out.mkdir(parents=True, exist_ok=True)
             shutil.rmtree(cache_dir, ignore_errors=True)
             parked.rename(cache_dir)
-    with open(out / "transcripts.jsonl", "w", encoding="utf-8") as f:
-        for t in transcripts:
-            f.write(json.dumps(t, ensure_ascii=False) + "\n")
+    atomic_write_text(out / "transcripts.jsonl", "".join(json.dumps(t, ensure_ascii=False) + "\n" for t in transcripts))
     return out

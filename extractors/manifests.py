@@ -32,6 +32,7 @@ from collections import Counter
 from pathlib import Path
 
 from admc.data import DatasetError
+from admc.outdir import AtomicFile
 
 COLUMNS = ("path", "label", "split", "transcript", "id", "start", "end")
 
@@ -41,14 +42,11 @@ def write_manifest(rows: list[dict], out: str | os.PathLike) -> Path:
     if not rows:
         raise DatasetError(f"{out}: no samples found, nothing written")
     cols = [c for c in COLUMNS if c in ("path", "label", "split") or any(r.get(c) not in (None, "") for r in rows)]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
+    with AtomicFile(out) as f:
         w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
         w.writeheader()
         for r in rows:
             w.writerow({c: ("" if r.get(c) is None else r.get(c)) for c in cols})
-    os.replace(tmp, out)
     return out
 
 

@@ -60,3 +60,18 @@ def cached_run(base: Path, seed: int = 1) -> tuple[Path, Path]:
     if not (run / "run.json").is_file():
         assert main(["train", "--data", str(ds), "--out", str(run), "--seed", str(seed), "--quiet", *FAST]) == 0
     return ds, run
+
+
+def unbind(run: Path) -> Path:
+    """``run`` as written before run.json and its weights were bound to each other (no ``run_id``,
+    no ``weights_sha256``): for tests that edit one side to check what ``load_run`` checks next."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    meta = json.loads((Path(run) / "run.json").read_text())
+    meta.pop("run_id", None), meta.pop("weights_sha256", None)
+    (Path(run) / "run.json").write_text(json.dumps(meta, indent=2))
+    save_file(load_file(Path(run) / "model.safetensors"), Path(run) / "model.safetensors",
+              metadata={"format": "admc-run/1"})
+    return Path(run)

@@ -30,9 +30,13 @@ def _get_json(url: str) -> dict:
         return json.loads(r.read())
 
 
-def _fn_index(base: str, button_label: str) -> int:
+def _fn_index(base: str, button_label: str, opener=None) -> int:
     """The event id of ``button_label``'s click handler, from the page's own /config."""
-    cfg = _get_json(base + "/config")
+    if opener is None:
+        cfg = _get_json(base + "/config")
+    else:
+        with opener.open(base + "/config", timeout=20) as r:
+            cfg = json.loads(r.read())
     btn = next(c["id"] for c in cfg["components"]
                if c.get("type") == "button" and c.get("props", {}).get("value") == button_label)
     for i, dep in enumerate(cfg["dependencies"]):
@@ -346,3 +350,87 @@ def test_still_image_is_not_looped_by_the_ui_file_source(tmp_path):
     Image.fromarray(clip_frame("face", size=(160, 120))).save(img)
     cap = FileCapture(img)
     assert not cap.available and "still image" in cap.problem and str(img) in cap.problem
+
+
+# ------------------------------------------------------------------------------------------ the server
+def _login(base: str, user: str, password: str):
+    """An HTTP client logged in as ``user`` (the page's own login form; its cookie kept)."""
+    import http.cookiejar
+    import urllib.parse
+
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+    body = urllib.parse.urlencode({"username": user, "password": password}).encode()
+    with opener.open(urllib.request.Request(base + "/login", data=body), timeout=20) as r:
+        assert r.status == 200
+    return opener
+
+
+def _click(opener, base: str, fn_index: int, session: str) -> str:
+    body = json.dumps({"data": [], "fn_index": fn_index, "session_hash": session, "event_data": None,
+                       "trigger_id": None}).encode()
+    req = urllib.request.Request(base + "/gradio_api/queue/join", data=body,
+                                 headers={"Content-Type": "application/json"})
+    with opener.open(req, timeout=20) as r:
+        assert r.status == 200
+    with opener.open(base + f"/gradio_api/queue/data?session_hash={session}", timeout=60) as r:
+        for raw in r:
+            line = raw.decode().strip()
+            if line.startswith("data:"):
+                msg = json.loads(line[5:])
+                if msg.get("msg") == "process_completed":
+                    return _message(msg)
+    raise AssertionError("no result")
+
+
+def _heartbeat_status(opener, base: str, session: str) -> int:
+    try:
+        with opener.open(base + f"/gradio_api/heartbeat/{session}", timeout=20) as r:
+            r.readline()
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def test_sessions_are_bound_to_their_login_and_capped(tiny_run):  # noqa: F811
+    """With --auth: a heartbeat (whose end closes a session) from no login or another login is refused
+    and closes nothing; one login holds at most max_per_user sessions and the server max_sessions,
+    each refusal a clear message on the page."""
+    from app.checkpoint import load_checkpoint
+    from app.session import SessionConfig
+    from app.ui import Engine, launch
+
+    eng = Engine(load_checkpoint(tiny_run), fake_components(), lambda: SessionConfig(face_fps=None),
+                 max_sessions=3, max_per_user=2)
+    demo = launch(eng, host="127.0.0.1", port=None, quiet=True, say=lambda m: None,
+                  auth=[("alice", "a-pass"), ("bob", "b-pass")])
+    try:
+        base = demo.local_url.rstrip("/")
+        alice, bob = _login(base, "alice", "a-pass"), _login(base, "bob", "b-pass")
+        start = _fn_index(base, "Start recording", alice)
+        assert _click(alice, base, start, "h1").startswith("Recording")
+        assert set(eng.sessions) == {"alice/h1"}
+        victim = eng.sessions["alice/h1"]
+        anonymous = urllib.request.build_opener()
+        assert _heartbeat_status(anonymous, base, "h1") == 401
+        assert _heartbeat_status(bob, base, "h1") == 403
+        import time
+        time.sleep(1.0)                                    # an unload, had one run, would have closed it
+        assert eng.sessions.get("alice/h1") is victim and not victim._closed
+        # the same session hash sent by bob is bob's own session, never alice's
+        assert _click(bob, base, start, "h1").startswith("Recording")
+        assert eng.sessions["alice/h1"] is victim and "bob/h1" in eng.sessions
+        # caps: alice may hold 2; the server 3
+        assert _click(alice, base, start, "h2").startswith("Recording")
+        msg = _click(alice, base, start, "h3")
+        assert "This login already has 2 live sessions" in msg, msg
+        msg = _click(bob, base, start, "h4")
+        assert "limit of 3 live sessions" in msg, msg
+        assert len(eng.sessions) == 3
+        # the page's panel says so for a page that has no session
+        assert "limit of 3" in eng.admission_problem("bob/h5")
+        # the owner's own heartbeat is served
+        assert _heartbeat_status(alice, base, "h2") == 200
+    finally:
+        for s in list(eng.sessions.values()):
+            s.close()
+        demo.close()

@@ -15,7 +15,8 @@ from admc.config import ImputerConfig, TrainConfig
 from admc.data import load_dataset
 from admc.diffusion.training import val_completion_mse
 from admc.evaluate import evaluate
-from admc.pipeline import METHODS, mask_key
+from admc.masks import mask_key
+from admc.methods import METHODS
 from admc.run import load_run
 from tests.synthetic import make_dataset
 

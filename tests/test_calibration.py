@@ -12,7 +12,7 @@ import torch
 from admc.calibration import (TemperatureScaling, choose_abstain_threshold, expected_calibration_error,
                               fit_temperature, pattern_index, reliability_diagram)
 from admc.config import CalibrationConfig, ConfigError, OverrideError, TrainConfig
-from tests.synthetic import cached_run
+from tests.synthetic import cached_run, unbind
 
 
 def overconfident(n=4000, classes=5, scale=3.0, seed=0):
@@ -125,7 +125,7 @@ def test_calibration_settings_are_checked_naming_the_key():
 
 # ------------------------------------------------------------------------------------------ a trained run
 def test_training_fits_one_temperature_per_condition_on_validation(trained):
-    from admc.pipeline import all_masks
+    from admc.masks import all_masks
 
     model, meta, ds, _ = trained
     cal = meta["train"]["calibration"]
@@ -181,6 +181,7 @@ def _strip(run_dir, out, prefixes):
     from safetensors.torch import load_file, save_file
 
     shutil.copytree(run_dir, out)
+    unbind(out)         # a run saved before calibration was also saved before the binding
     state = load_file(out / "model.safetensors")
     save_file({k: v for k, v in state.items() if not k.startswith(prefixes)}, out / "model.safetensors",
               metadata={"format": "admc-run/1"})
@@ -218,6 +219,7 @@ def test_non_positive_temperature_is_refused(trained, tmp_path):
     _, _, _, run_dir = trained
     bad = tmp_path / "bad"
     shutil.copytree(run_dir, bad)
+    unbind(bad)         # an edited bound run is refused by its SHA-256 first (tests/test_run_binding.py)
     state = load_file(bad / "model.safetensors")
     state["calibration.temperature"][2] = 0.0
     save_file(state, bad / "model.safetensors", metadata={"format": "admc-run/1"})

@@ -195,11 +195,11 @@ def test_runs_saved_before_the_prior_keep_diffusing_around_zero(tmp_path):
     from admc.data import load_dataset
     from admc.pipeline import ADMCModel
     from admc.run import load_run, save_run
-    from tests.synthetic import make_dataset
+    from tests.synthetic import make_dataset, unbind
 
     schema = load_dataset(make_dataset(tmp_path / "ds")).schema
     old = ADMCModel(schema, TrainConfig(adn=ADNConfig(prior="none")))
-    run = save_run(old, tmp_path / "run", {})
+    run = unbind(save_run(old, tmp_path / "run", {}))
     meta = json.loads((run / "run.json").read_text())
     del meta["config"]["adn"]["prior"]                    # what a session-1 run.json looks like
     (run / "run.json").write_text(json.dumps(meta))

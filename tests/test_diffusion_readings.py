@@ -224,7 +224,7 @@ def test_config_refuses_combinations_that_contradict_the_variant():
 
 def test_admc_paper_method_fixes_the_paper_variant_and_refuses_contradictions():
     from admc.config import TrainConfig
-    from admc.pipeline import config_for_method
+    from admc.methods import config_for_method
 
     cfg = config_for_method(TrainConfig(method="admc_paper", adn=ADNConfig(reading="sdedit_ridge")))
     assert cfg.adn.variant == "paper" and cfg.adn.prediction_or_default() == "epsilon"

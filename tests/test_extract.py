@@ -20,6 +20,7 @@ import torch
 
 from extractors.commands import main as admc_main
 from admc.data import DatasetError, load_dataset
+from admc.outdir import OutputError
 from extractors import dataset_builder as db
 from extractors import manifests as mf
 from extractors.live_schema import DEFAULT_FEATURE_SET, live_schema
@@ -220,7 +221,7 @@ def test_manifest_errors(tmp_path):
         db.extract_manifest(bad, tmp_path / "o", classes=["sad"], progress=False)
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "notes.txt").write_text("mine")
-    with pytest.raises(DatasetError, match=r"refusing to replace"):
+    with pytest.raises(OutputError, match=r"refusing to replace"):
         db.extract_manifest(bad, tmp_path / "busy", progress=False)
 
 
@@ -253,8 +254,10 @@ def make_iemocap(root: Path) -> None:
 
 
 def test_iemocap_manifest(tmp_path):
-    make_iemocap(tmp_path)
-    rows = mf.iemocap_rows(tmp_path, test_session=5)
+    root = tmp_path / "release"
+    root.mkdir()
+    make_iemocap(root)
+    rows = mf.iemocap_rows(root, test_session=5)
     assert len(rows) == 15                                    # xxx dropped
     by_id = {r["id"]: r for r in rows}
     r = by_id["Ses02F_impro01_M000"]
@@ -263,12 +266,12 @@ def test_iemocap_manifest(tmp_path):
     assert {r["split"] for r in rows if r["id"].startswith("Ses05")} == {"test"}
     assert {r["split"] for r in rows if r["id"].startswith("Ses04")} == {"val"}
     assert {r["label"] for r in rows} == {"neu", "hap", "ang"}
-    v = {r["id"]: r for r in mf.iemocap_rows(tmp_path, test_session=1, labels="all", video=True)}
+    v = {r["id"]: r for r in mf.iemocap_rows(root, test_session=1, labels="all", video=True)}
     assert v["Ses01F_impro01_F001"]["path"].endswith("Session1/dialog/avi/DivX/Ses01F_impro01.avi")
     assert (v["Ses01F_impro01_F001"]["start"], v["Ses01F_impro01_F001"]["end"]) == ("4.5000", "6.1000")
     assert v["Ses02F_impro01_F000"]["split"] == "val" and v["Ses01F_impro01_M000"]["label"] == "exc"
     out = tmp_path / "m.csv"
-    assert admc_main(["manifest", "iemocap", "--root", str(tmp_path), "--out", str(out), "--quiet"]) == 0
+    assert admc_main(["manifest", "iemocap", "--root", str(root), "--out", str(out), "--quiet"]) == 0
     assert len(db.read_manifest(out)) == 15
 
 

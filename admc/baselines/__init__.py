@@ -2,4 +2,4 @@
 autoencoder completers (``ae``, ``cra``, ``mmin``: :mod:`admc.baselines.imputers`), jointly trained
 encoders (``joint``: :mod:`admc.baselines.joint`) and per-condition logistic regression on pooled raw
 features (``linear``: :mod:`admc.baselines.linear`).  Each is registered once, in
-``admc.pipeline.METHODS``."""
+``admc.methods.METHODS``."""

@@ -23,7 +23,8 @@ from admc.data import Split
 from admc.metrics import scores
 from admc.models.fusion import FusionNet
 from admc.optim import EarlyStopping, lambda_rule
-from admc.pipeline import ADMCModel, mask_key
+from admc.masks import mask_key
+from admc.pipeline import ADMCModel
 from admc.runtime import log, progress
 
 

@@ -55,7 +55,7 @@ class LinearModel(nn.Module):
     clip_range = None
 
     def __init__(self, schema: Schema, cfg: TrainConfig):
-        from admc.pipeline import all_masks, mask_key  # the pipeline registers this class: imported when used
+        from admc.masks import all_masks, mask_key
 
         super().__init__()
         self.schema, self.cfg = schema, cfg
@@ -142,7 +142,7 @@ class LinearModel(nn.Module):
         """Train on ``ds['train']`` (reduced as ``cfg.data`` says), ``C`` and temperatures on ``ds['val']``."""
         from sklearn.linear_model import LogisticRegression
 
-        from admc.pipeline import all_masks
+        from admc.masks import all_masks
 
         t0 = time.time()
         data = training_data(ds["train"], ds.names, cfg.data, cfg.seed)

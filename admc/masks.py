@@ -1,0 +1,14 @@
+"""Availability patterns: which modalities of a sample are present, and their names as module keys."""
+
+from __future__ import annotations
+
+
+def mask_key(mask) -> str:
+    """Module-safe key for an availability mask: ``c101`` = modalities 0 and 2 available."""
+    return "c" + "".join("1" if bool(a) else "0" for a in mask)
+
+
+def all_masks(M: int) -> list[tuple[bool, ...]]:
+    """Every non-empty availability pattern, full last."""
+    out = [tuple(bool(b >> i & 1) for i in range(M)) for b in range(1, 2**M)]
+    return sorted(out, key=lambda m: (sum(m) == M, sum(m)))
