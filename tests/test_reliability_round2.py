@@ -183,7 +183,8 @@ def test_disk_full_while_saving_a_run_is_one_line_and_keeps_the_old_run(base, tm
     (["train", "--data", "/no/such/dataset", "--out", "O"], "--data /no/such/dataset: no such directory"),
     (["eval", "--run", "/no/such/run", "--data", "D", "--json", "j.json"], "--run /no/such/run: no such directory"),
 ])
-def test_argument_errors_name_the_option(base, argv, needle, capsys):
+def test_argument_errors_name_the_option(base, argv, needle, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)                     # the outputs O and j.json, were anything written
     argv = [str(base) if a == "D" else a for a in argv]
     try:
         rc = admc(argv)
