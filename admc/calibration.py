@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import torch
@@ -28,7 +28,19 @@ from torch import nn
 
 if TYPE_CHECKING:  # pragma: no cover
     from admc.config import CalibrationConfig
-    from admc.pipeline import ADMCModel
+
+
+class CalibratedClassifier(Protocol):
+    """What :func:`fit_calibration` needs of a model (an :class:`admc.pipeline.ADMCModel`): its
+    calibration module, its modality count, its fused logits and its conditions' names."""
+
+    calibration: "TemperatureScaling"
+    M: int
+
+    def predict_logits(self, z: torch.Tensor, avail: torch.Tensor, generator: torch.Generator | None = None,
+                       **kw) -> torch.Tensor: ...
+
+    def condition_name(self, mask) -> str: ...
 
 T_MIN, T_MAX = 0.1, 10.0   # the temperatures a fit may choose
 MIN_SAMPLES = 10           # a condition with fewer validation samples keeps T = 1
@@ -184,7 +196,7 @@ def _accuracy(correct: np.ndarray) -> float | None:
 
 
 @torch.no_grad()
-def fit_calibration(model: "ADMCModel", z: torch.Tensor, present: torch.Tensor, labels: np.ndarray,
+def fit_calibration(model: CalibratedClassifier, z: torch.Tensor, present: torch.Tensor, labels: np.ndarray,
                     cfg: "CalibrationConfig", seed: int) -> CalibrationReport:
     """Fit ``model.calibration`` on validation embeddings ``z [n, M, E]`` / ``present [n, M]``:
     for every availability pattern, the samples that have its modalities, the fusion output's

@@ -17,9 +17,9 @@ import hashlib
 import json
 from pathlib import Path
 
+from admc.formats import CELL_FORMAT
 from admc.outdir import atomic_write_text
 
-CELL_FORMAT = "admc-bench-cell/1"
 MAX_CELL_BYTES = 64 * 2**20
 
 

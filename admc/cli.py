@@ -109,9 +109,10 @@ def _methods(s: str) -> list[str]:
 def build_config(args):
     """TrainConfig from defaults, ``--config FILE``, ``--set section.key=value`` overrides and the
     flags that set one setting (``--fusion``, ``--train-missing-rate``, ``--label-fraction``), through
-    :meth:`admc.config.TrainConfig.with_overrides`: each value checked against its dataclass field's
+    :func:`admc.overrides.with_overrides`: each value checked against its dataclass field's
     type and range (:mod:`admc.run_schema`), the whole validated once, when it is built."""
-    from admc.config import OverrideError, TrainConfig
+    from admc.config import TrainConfig
+    from admc.overrides import OverrideError, with_overrides
     from admc.run_schema import config_problem, sections
 
     obj = TrainConfig().to_json()
@@ -141,7 +142,7 @@ def build_config(args):
         if getattr(args, flag, None) is not None:
             overrides.append((f"data.{flag}", getattr(args, flag)))
     try:
-        return TrainConfig.with_overrides(overrides, base=obj)
+        return with_overrides(overrides, base=obj)
     except OverrideError as e:
         if not isinstance(e.item, str):  # a flag
             raise UsageError(f"--{e.key.split('.')[1].replace('_', '-')} {e.item[1]:g}: {e.reason}") from None
@@ -293,7 +294,8 @@ def cmd_calibrate(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from admc.outdir import EVAL_FORMAT, atomic_write_text, check_out_file
+    from admc.formats import EVAL_FORMAT
+    from admc.outdir import atomic_write_text, check_out_file
 
     # before anything loads: the results file may replace only an earlier admc eval results file
     check_out_file(args.json, "eval", overwrite=args.overwrite, inputs={"--run": args.run, "--data": args.data},

@@ -20,7 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-FORMAT = "admc-features/1"
+from admc.formats import DATASET_FORMAT
+
+FORMAT = DATASET_FORMAT
 KINDS = ("sequence", "vector")
 ENCODERS = {"sequence": ("lstm", "textcnn"), "vector": ("mlp",)}
 DEFAULT_ENCODER = {"sequence": "lstm", "vector": "mlp"}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 
 def mask_key(mask) -> str:
     """Module-safe key for an availability mask: ``c101`` = modalities 0 and 2 available."""
@@ -12,3 +14,8 @@ def all_masks(M: int) -> list[tuple[bool, ...]]:
     """Every non-empty availability pattern, full last."""
     out = [tuple(bool(b >> i & 1) for i in range(M)) for b in range(1, 2**M)]
     return sorted(out, key=lambda m: (sum(m) == M, sum(m)))
+
+
+def proper_masks(M: int) -> list[tuple[bool, ...]]:
+    """Every non-empty proper availability pattern (the missing conditions)."""
+    return [m for m in itertools.product([False, True], repeat=M) if any(m) and not all(m)]

@@ -11,8 +11,6 @@ from __future__ import annotations
 import importlib
 from dataclasses import asdict, dataclass, field, replace
 
-from admc.config import TrainConfig
-
 
 @dataclass(frozen=True)
 class Method:
@@ -71,10 +69,10 @@ METHODS: dict[str, Method] = {
 }
 
 
-def config_for_method(cfg: TrainConfig) -> TrainConfig:
-    """``cfg`` with its method's own ADN and autoencoder settings where the configuration keeps the
-    defaults (``admc_paper``: the paper variant, stride 10; ``ae``: MMIN's AE geometry), checked
-    against the variant."""
+def config_for_method(cfg):
+    """``cfg`` (an :class:`admc.config.TrainConfig`) with its method's own ADN and autoencoder
+    settings where the configuration keeps the defaults (``admc_paper``: the paper variant, stride
+    10; ``ae``: MMIN's AE geometry), checked against the variant."""
     if cfg.method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {cfg.method!r}")
     method = METHODS[cfg.method]

@@ -32,15 +32,12 @@ import tempfile
 import uuid
 from pathlib import Path
 
-from admc.data import FORMAT as DATASET_FORMAT
+from admc.formats import BENCH_FORMAT, DATASET_FORMAT, EVAL_FORMAT, RUN_FORMAT
 
-RUN_FORMAT = "admc-run/1"
 RUN_FILES = frozenset({"run.json", "model.safetensors"})
 DATASET_FILES = frozenset({"meta.json", "train.npz", "val.npz", "test.npz", "transcripts.jsonl", ".cache"})
 BENCH_FILES = frozenset({"results.json", "results.md", "runs", "cells", "figures"})
 BENCH_SUFFIXES = {"cells": ".json", "figures": ".png"}  # what bench writes in these folders
-BENCH_FORMAT = "admc-bench/1"   # results.json of admc bench
-EVAL_FORMAT = "admc-eval/1"     # the --json file of admc eval
 LABELS = {"run": "run directory (admc train)", "dataset": "feature dataset", "bench": "bench output (admc bench)"}
 
 

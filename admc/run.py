@@ -23,7 +23,8 @@ from safetensors.torch import load_file, save_file
 from admc import __version__
 from admc.config import TrainConfig
 from admc.data import DatasetError, Schema
-from admc.outdir import RUN_FORMAT, current_umask, install, make_staging_dir
+from admc.formats import RUN_FORMAT
+from admc.outdir import current_umask, install, make_staging_dir
 from admc.pipeline import OPTIONAL_STATE, ADMCModel, build_model
 from admc.run_schema import run_meta_problem
 

@@ -53,7 +53,8 @@ from app.recording import Recorder
 from app.stats import RateMeter, SessionStats  # noqa: F401 - RateMeter re-exported
 from app.window import FaceRow, ModalityError, WindowAssembler, WindowResult, predict  # noqa: F401 - FaceRow re-exported
 from extractors.audio import TARGET_SR  # noqa: F401 - re-exported
-from extractors.audio_frontend import AudioFrontEnd, AudioRing, LldStream, prepare_chunk  # noqa: F401 - re-exported
+from extractors.audio_frontend import AudioFrontEnd, prepare_chunk  # noqa: F401 - re-exported
+from extractors.audio_rows import AudioRing, LldStream  # noqa: F401 - re-exported
 from extractors.face_frontend import FaceFrontEnd
 from extractors.health import HealthConfig, StreamHealth
 from extractors.live_schema import AUDIO_FRAME_RATE, HOP_SECONDS, VIDEO_FRAME_RATE, WINDOW_SECONDS

@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from admc.baselines.linear import pool  # noqa: E402
 from admc.config import TrainConfig  # noqa: E402
+from admc.overrides import with_overrides  # noqa: E402
 from admc.data import load_dataset  # noqa: E402
 from admc.metrics import scores  # noqa: E402
 from admc.pipeline import ADMCModel  # noqa: E402
@@ -136,7 +137,7 @@ def main(argv=None) -> int:
         print("linear", json.dumps(res["linear"]), flush=True)
     for name, overrides in variants:
         t0 = time.time()
-        cfg = TrainConfig.with_overrides(overrides)
+        cfg = with_overrides(overrides)
         res["itfn"][name] = {"overrides": overrides, "modalities": itfn_scores(ds, cfg, a.seed),
                              "seconds": round(time.time() - t0, 1)}
         print(name, json.dumps(res["itfn"][name]), flush=True)

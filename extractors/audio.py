@@ -21,9 +21,7 @@ from pathlib import Path
 import numpy as np
 from scipy.signal import resample_poly
 
-from extractors.types import VadResult
-
-TARGET_SR = 16000
+from extractors.types import TARGET_SR, VadResult
 FEATURE_DIM = 130           # 65 ComParE_2016 LLDs + 65 deltas
 LLD_HOP_S = 0.01            # openSMILE ComParE frame hop
 VAD_WINDOW = 512            # samples at 16 kHz (32 ms); the only size silero v5+ accepts
@@ -277,13 +275,13 @@ class AudioFeatureExtractor:
 
     def window_source(self, keep_s: float = 5.0):
         """A live A row source over a session's audio ring: the streamed LLD frames."""
-        from extractors.audio_frontend import LldStream
+        from extractors.audio_rows import LldStream
 
         return LldStream(self, keep_s=keep_s)
 
     def wave_source(self, wave: np.ndarray):
         """The A row source of one whole 16 kHz recording, as it would stream live."""
-        from extractors.audio_frontend import LldStream
+        from extractors.audio_rows import LldStream
 
         return LldStream.frames_of(self, wave)
 
@@ -444,15 +442,3 @@ class VoiceActivityDetector:
     def probabilities(self, waveform, sr: int) -> np.ndarray:
         """Speech probability per 32 ms window for a whole clip (fresh state)."""
         return np.array([r.speech_prob for r in self.detect(waveform, sr)], dtype=np.float32)
-
-
-def speech_regions(results: list[VadResult], threshold: float = 0.5,
-                   neg_threshold: float | None = None, min_silence_s: float = 0.1,
-                   min_speech_s: float = 0.25) -> list[tuple[float, float]]:
-    """Hysteresis segmentation of VAD results into ``(start, end)`` speech regions (seconds),
-    silero's rule: speech starts at ``p >= threshold``, ends after ``min_silence_s`` below
-    ``neg_threshold`` (default ``threshold - 0.15``).  The speech gate of
-    :mod:`extractors.audio_frontend` (rule ``"utterance"``), for a whole clip."""
-    from extractors.audio_frontend import speech_regions as regions
-
-    return regions(results, threshold, neg_threshold, min_silence_s, min_speech_s)

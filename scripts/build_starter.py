@@ -252,7 +252,7 @@ def noise_floor(n: int, dbfs: float, rng: np.random.Generator) -> np.ndarray:
 
 def speech_span(wave: np.ndarray, vad) -> tuple[float, float]:
     """First voiced start .. last voiced end (s) per the live VAD (silero + hysteresis)."""
-    from extractors.audio import speech_regions
+    from extractors.audio_frontend import speech_regions
 
     regions = speech_regions(vad.detect(wave, SR), threshold=0.5)
     if regions:
@@ -535,10 +535,10 @@ def stage_pairs(work: Path, src: Sources) -> None:
 # =============================================================================================
 
 def model_megabytes(settings: list[str]) -> float:
-    from admc.config import TrainConfig
+    from admc.overrides import with_overrides
     from admc.pipeline import ADMCModel
 
-    cfg = TrainConfig.with_overrides(settings)
+    cfg = with_overrides(settings)
     m = ADMCModel(FEATURES.schema(CLASSES), cfg)
     return sum(t.numel() * t.element_size() for t in m.state_dict().values()) / 1e6
 
@@ -814,7 +814,7 @@ def stage_card(work: Path, out: Path, src: Sources, settings: list[str]) -> None
     w(f"  features to {ROWS} rows (3 s at 10 fps). A live window of a still face is 30 frames whose aligned crops")
     w("  differ by MTCNN landmark jitter, head motion and exposure; interpolating between a few independently")
     w(f"  jittered crops gives that slowly varying sequence at {KEYFRAMES}/30 of the cost.")
-    w("- **A**: clip -> 16 kHz -> silero VAD (`extractors.audio.VoiceActivityDetector` + `speech_regions`) finds")
+    w("- **A**: clip -> 16 kHz -> silero VAD (`extractors.audio.VoiceActivityDetector` + `extractors.audio_frontend.speech_regions`) finds")
     w("  the voiced span -> 3 s windows (train: 4 random placements covering the voiced span, gain ±6 dB,")
     w("  noise floor -75..-55 dBFS; val/test: one centred window, -65 dBFS; train and val windows then through")
     w(f"  an AAC encoder and back with p = {CODEC_P} at {'/'.join(str(b // 1000) for b in CODEC_BIT_RATES)} kbit/s, as in a recorded video)")

@@ -63,7 +63,7 @@ class FakeAudio:
     """AudioFeatureExtractor's interface: 100 fps LLD frames, downsampled by 10, streamed live."""
 
     def window_source(self, keep_s=5.0):
-        from extractors.audio_frontend import LldStream
+        from extractors.audio_rows import LldStream
 
         return LldStream(self, keep_s=keep_s)
 

@@ -16,7 +16,8 @@ import pytest
 from scipy.signal import resample_poly
 
 from extractors.audio import (FEATURE_DIM, AudioFeatureExtractor, StreamingResampler,
-                              VoiceActivityDetector, load_audio, resample, speech_regions)
+                              VoiceActivityDetector, load_audio, resample)
+from extractors.audio_frontend import speech_regions
 from extractors.types import VadResult
 from tests.media import espeak
 

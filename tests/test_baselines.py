@@ -12,6 +12,7 @@ from admc.baselines.imputers import AEFill, CRAFill, MMINFill
 from admc.baselines.linear import LinearModel
 from admc.completion import ZeroFill
 from admc.config import ImputerConfig, TrainConfig
+from admc.overrides import with_overrides
 from admc.data import load_dataset
 from admc.diffusion.training import val_completion_mse
 from admc.evaluate import evaluate
@@ -201,7 +202,7 @@ def test_the_app_refuses_a_linear_run(ds, tmp_path):
 def test_itfn_regularisation_settings_reach_the_encoders(ds):
     from admc.pipeline import ADMCModel
 
-    cfg = TrainConfig.with_overrides(["itfn.dropout=0.4", "itfn.head_hidden=16", "itfn.head_dropout=0.1"])
+    cfg = with_overrides(["itfn.dropout=0.4", "itfn.head_hidden=16", "itfn.head_dropout=0.1"])
     enc = ADMCModel(ds.schema, cfg).encoders
     assert enc["A"].encoder.net[2].p == 0.4 and enc["C"].encoder.drop.p == 0.4   # MLP and LSTM
     assert enc["A"].head[0].out_features == 16 and enc["A"].head[2].p == 0.1

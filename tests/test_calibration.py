@@ -11,7 +11,8 @@ import torch
 
 from admc.calibration import (TemperatureScaling, choose_abstain_threshold, expected_calibration_error,
                               fit_temperature, pattern_index, reliability_diagram)
-from admc.config import CalibrationConfig, ConfigError, OverrideError, TrainConfig
+from admc.config import CalibrationConfig, ConfigError, TrainConfig
+from admc.overrides import OverrideError, with_overrides
 from tests.synthetic import cached_run, unbind
 
 
@@ -111,14 +112,14 @@ def test_abstain_threshold_keeps_that_share_of_the_correct_windows():
 
 def test_calibration_settings_are_checked_naming_the_key():
     with pytest.raises(OverrideError, match=r"^calibration.ood_quantile: must be null or in \(0, 1\], got 1.5$"):
-        TrainConfig.with_overrides(["calibration.ood_quantile=1.5"])
+        with_overrides(["calibration.ood_quantile=1.5"])
     with pytest.raises(OverrideError, match=r"^calibration.abstain_keep: must be in \(0, 1\]"):
-        TrainConfig.with_overrides(["calibration.abstain_keep=0"])
+        with_overrides(["calibration.abstain_keep=0"])
     with pytest.raises(ConfigError, match=r"^calibration.abstain_below must be null or in \[0, 1\], got -0.1$"):
         CalibrationConfig(abstain_below=-0.1)
     with pytest.raises(ConfigError, match="calibration.temperature must be true or false"):
         TrainConfig.from_json({"calibration": {"temperature": "yes"}})
-    cfg = TrainConfig.with_overrides(["calibration.ood_quantile=null", "calibration.abstain_below=0.5"])
+    cfg = with_overrides(["calibration.ood_quantile=null", "calibration.abstain_below=0.5"])
     assert cfg.calibration.ood_quantile is None and cfg.calibration.abstain_below == 0.5
     assert TrainConfig.from_json({}).calibration == CalibrationConfig()   # a run.json from before the section
 

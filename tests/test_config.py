@@ -1,4 +1,4 @@
-"""Configuration: ``TrainConfig.with_overrides`` and the checks every construction path runs
+"""Configuration: ``admc.overrides.with_overrides`` and the checks every construction path runs
 (one line naming the key and, for an enumerated setting, the allowed values)."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import dataclasses
 
 import pytest
 
-from admc.config import (ADNConfig, ConfigError, DataConfig, FusionConfig, ITFNConfig, OverrideError,
-                         TrainConfig)
+from admc.config import ADNConfig, ConfigError, DataConfig, FusionConfig, ITFNConfig, TrainConfig
+from admc.overrides import OverrideError, with_overrides
 
 # every enumerated string setting: (section, key, allowed values, None allowed)
 ENUMS = [
@@ -28,7 +28,7 @@ SECTIONS = {"adn": ADNConfig, "fusion": FusionConfig}
 
 def test_the_issue_example_is_one_line_naming_key_and_allowed_values():
     with pytest.raises(ConfigError) as e:
-        TrainConfig.with_overrides(["adn.sampler=dim"])
+        with_overrides(["adn.sampler=dim"])
     assert str(e.value) == "adn.sampler must be one of ddpm, ddim, mean, got 'dim'"
 
 
@@ -37,8 +37,8 @@ def test_every_enumerated_setting_is_refused_by_every_construction_path(section,
     want = f"{section}.{key} must be one of {', '.join(allowed)}{' or null' if nullable else ''}, got 'bogus'"
     for build in (lambda: SECTIONS[section](**{key: "bogus"}),
                   lambda: TrainConfig.from_json({section: {key: "bogus"}}),
-                  lambda: TrainConfig.with_overrides([f"{section}.{key}=bogus"]),
-                  lambda: TrainConfig.with_overrides([(f"{section}.{key}", "bogus")])):
+                  lambda: with_overrides([f"{section}.{key}=bogus"]),
+                  lambda: with_overrides([(f"{section}.{key}", "bogus")])):
         with pytest.raises(ConfigError) as e:
             build()
         assert str(e.value) == want
@@ -66,7 +66,7 @@ def test_every_string_setting_with_a_fixed_set_of_values_is_listed_here():
 ])
 def test_bad_key_type_or_range_is_refused_before_anything_is_built(override, key, needle):
     with pytest.raises(OverrideError) as e:
-        TrainConfig.with_overrides(["adn.sampler=ddim", override])
+        with_overrides(["adn.sampler=ddim", override])
     assert e.value.key == key and e.value.item == override and needle in e.value.reason
     assert str(e.value).startswith(f"{key}: ") and "\n" not in str(e.value)
 
@@ -74,22 +74,22 @@ def test_bad_key_type_or_range_is_refused_before_anything_is_built(override, key
 def test_malformed_override_names_itself():
     for bad in ("adn", "sampler=ddim", "adn_sampler=ddim"):
         with pytest.raises(OverrideError) as e:
-            TrainConfig.with_overrides([bad])
+            with_overrides([bad])
         assert e.value.key is None and repr(bad) in str(e.value) and "section.key=value" in str(e.value)
 
 
 def test_contradictions_and_cross_checks_are_config_errors():
     with pytest.raises(ConfigError, match=r"adn.prediction='sample' contradicts adn.variant='paper'"):
-        TrainConfig.with_overrides(["adn.variant=paper", "adn.prediction=sample"])
+        with_overrides(["adn.variant=paper", "adn.prediction=sample"])
     with pytest.raises(ConfigError, match=r"key 'adn.start_step' is 5000, more than adn.num_train_timesteps"):
-        TrainConfig.with_overrides(["adn.start_step=5000"])
+        with_overrides(["adn.start_step=5000"])
     with pytest.raises(ConfigError, match=r"key 'itfn' must be an object"):
-        TrainConfig.with_overrides([], base={"itfn": 5})
+        with_overrides([], base={"itfn": 5})
 
 
 def test_values_are_read_as_json_except_for_string_settings_and_the_base_is_kept():
-    base = TrainConfig.with_overrides(["itfn.epochs=3"])
-    cfg = TrainConfig.with_overrides(["adn.sampler=ddim", "adn.lr=3e-4", "adn.start_grid=[5,20]",
+    base = with_overrides(["itfn.epochs=3"])
+    cfg = with_overrides(["adn.sampler=ddim", "adn.lr=3e-4", "adn.start_grid=[5,20]",
                                       "adn.reading=null", "adn.prediction=sample", "fusion.mmer=false",
                                       ("data.train_missing_rate", 0.25)], base=base)
     assert isinstance(cfg, TrainConfig) and cfg is not base
@@ -98,11 +98,11 @@ def test_values_are_read_as_json_except_for_string_settings_and_the_base_is_kept
     assert cfg.itfn.epochs == 3 and base.adn.sampler == "mean" and base.adn.start_grid == TrainConfig().adn.start_grid
     # a string setting takes the text as it is: "2" is the string '2' (then refused as a sampler)
     with pytest.raises(ConfigError, match="adn.sampler must be one of ddpm, ddim, mean, got '2'"):
-        TrainConfig.with_overrides(["adn.sampler=2"])
+        with_overrides(["adn.sampler=2"])
     # a dict base (a config file's layout) is checked and not modified
     obj = {"adn": {"epochs": 4}}
-    assert TrainConfig.with_overrides(["adn.lr=0.01"], base=obj).adn.epochs == 4 and obj == {"adn": {"epochs": 4}}
-    assert TrainConfig.with_overrides([]) == TrainConfig()
+    assert with_overrides(["adn.lr=0.01"], base=obj).adn.epochs == 4 and obj == {"adn": {"epochs": 4}}
+    assert with_overrides([]) == TrainConfig()
 
 
 def test_cli_reports_an_enum_error_in_one_line_before_reading_the_data(tmp_path, capsys):

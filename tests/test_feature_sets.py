@@ -52,7 +52,8 @@ def speech():
 
 
 def test_stacked_a_rows_live_equal_the_whole_file_and_their_parts(speech):
-    from extractors.audio_frontend import AudioRing, StackedAudioFeatures, build_audio_features
+    from extractors.audio_frontend import StackedAudioFeatures, build_audio_features
+    from extractors.audio_rows import AudioRing
 
     fx = build_audio_features(("opensmile", "whisper"))
     assert isinstance(fx, StackedAudioFeatures) and fx.dim == 514

@@ -43,6 +43,64 @@ def test_lower_layers_never_import_upper_ones(package, forbidden):
     assert not bad, bad
 
 
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(ROOT).with_suffix("")
+    parts = rel.parts[:-1] if rel.name == "__init__" else rel.parts
+    return ".".join(parts)
+
+
+def import_cycles(package: str) -> list[list[str]]:
+    """Every loop of imports between the modules of ``package`` (imports inside functions count,
+    as do imports of a package's ``__init__``), as module names; none when the package layers."""
+    files = {_module_name(f): f for f in (ROOT / package).rglob("*.py")}
+    graph = {m: {i for i in imported_modules(f) if i in files and i != m} for m, f in files.items()}
+    # strongly connected components (Tarjan), each of two or more modules a cycle
+    index, low, on, stack, out, counter = {}, {}, set(), [], [], [0]
+
+    def visit(v):
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+@pytest.mark.parametrize("package", ["admc", "extractors", "app"])
+def test_no_import_cycles_inside_a_package(package):
+    assert import_cycles(package) == []
+
+
+def test_the_cycle_finder_sees_a_cycle_through_a_lazy_import(tmp_path, monkeypatch):
+    pkg = tmp_path / "pkgx"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("import pkgx.b\n")
+    (pkg / "b.py").write_text("def f():\n    from pkgx.c import g\n")
+    (pkg / "c.py").write_text("from pkgx.a import x\n")
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    assert import_cycles("pkgx") == [["pkgx.a", "pkgx.b", "pkgx.c"]]
+
+
 def test_the_import_walker_sees_lazy_and_dynamic_imports(tmp_path):
     f = tmp_path / "m.py"
     f.write_text("def f():\n    from extractors.text import TextEncoder\n"
@@ -109,7 +167,7 @@ def test_build_starter_uses_with_overrides_not_the_cli():
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     assert 0 < mod.model_megabytes(mod.TRAIN_SET) < 30
-    from admc.config import OverrideError
+    from admc.overrides import OverrideError
 
     with pytest.raises(OverrideError, match="adn.epochs: expected int"):
         mod.model_megabytes(["adn.epochs=x"])

@@ -175,7 +175,7 @@ def test_one_dropout_tolerance_for_ring_vad_and_asr(tiny_model):  # noqa: F811
 
 
 def test_audio_ring_is_circular_and_exact():
-    from extractors.audio_frontend import AudioRing
+    from extractors.audio_rows import AudioRing
 
     rng = np.random.default_rng(0)
     ring = AudioRing(0.01, sr=16000)                  # 160 samples
@@ -218,7 +218,7 @@ def _old_speech_regions(results, threshold=0.5, neg_threshold=None, min_silence_
 
 @pytest.mark.parametrize("seed", range(5))
 def test_speech_regions_through_the_gate_match_silero_rule(seed):
-    from extractors.audio import speech_regions
+    from extractors.audio_frontend import speech_regions
     from extractors.types import VadResult
 
     rng = np.random.default_rng(seed)

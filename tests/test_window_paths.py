@@ -110,7 +110,7 @@ def test_lld_frames_do_not_depend_on_the_chunking():
     import threading
 
     from extractors.audio import AudioFeatureExtractor
-    from extractors.audio_frontend import AudioRing, LldStream
+    from extractors.audio_rows import AudioRing, LldStream
 
     rng = np.random.default_rng(0)
     t = np.arange(int(2.7 * SR)) / SR

@@ -17,23 +17,16 @@ It has the completer surface of ``admc.completion``: ``fit(full_train, full_val,
 
 from __future__ import annotations
 
-import itertools
 
 import numpy as np
 import torch
 
 from admc.config import ADNConfig
 from admc.diffusion import readings, sampling, schedule
+from admc.diffusion.training import NOISE_BINS, train_denoiser
+from admc.masks import proper_masks
 from admc.models.denoiser import Denoiser
 from admc.models.linear_prior import LinearPrior
-
-NOISE_BINS = 10
-
-
-def proper_masks(M: int) -> list[tuple[bool, ...]]:
-    """Every non-empty proper availability pattern (the missing conditions)."""
-    return [m for m in itertools.product([False, True], repeat=M) if any(m) and not all(m)]
-
 
 def random_proper_masks(n: int, M: int, gen: torch.Generator, device) -> torch.Tensor:
     """[n, M] availability masks drawn uniformly from the non-empty proper subsets."""
@@ -148,8 +141,6 @@ class Diffusion:
         ``present [n, M]``: which training rows are there (a training set with missing modalities):
         the prior is fitted pairwise and the denoiser's loss is masked (:meth:`loss`).  ``labels``
         are not used: the ADN learns without them."""
-        from admc.diffusion.training import train_denoiser
-
         if present is not None and bool(present.all()):
             present = None
         if present is not None:

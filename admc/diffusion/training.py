@@ -11,14 +11,15 @@ from torch.optim.swa_utils import get_ema_multi_avg_fn
 
 from admc import distributed as dp
 from admc.optim import EarlyStopping, lambda_rule
+from admc.masks import proper_masks
 from admc.runtime import log, progress
+
+NOISE_BINS = 10             # the loss reported per band of noise levels (diagnostics)
 
 
 @torch.no_grad()
 def val_completion_mse(diffusion, full_va: torch.Tensor, seed: int, start_step: int | None = None) -> float:
     """Mean over the missing conditions of the completion MSE on full validation samples."""
-    from admc.diffusion.process import proper_masks
-
     errs = []
     for mask in proper_masks(full_va.shape[1]):
         avail = torch.tensor(mask, device=full_va.device).expand(len(full_va), -1)
@@ -50,8 +51,6 @@ def train_denoiser(diffusion, full_tr: torch.Tensor, full_va: torch.Tensor, seed
     """AdamW with MMIN's LR rule, early stopping.  The conditional variant is selected on what it is
     for, validation completion MSE; the paper variant on the validation denoising loss (its start
     step n is chosen afterwards).  ``present``: which training rows are there (a masked loss)."""
-    from admc.diffusion.process import NOISE_BINS
-
     cfg = diffusion.cfg
     net = diffusion.denoiser
     dev = full_tr.device
