@@ -436,17 +436,10 @@ def cmd_info(args) -> int:
     if meta["method"] not in ("admc", "admc_paper", "ridge_fill"):
         print(f"method    {METHODS[meta['method']].about}")
     if METHODS[meta["method"]].completer == "diffusion":
-        if acfg.variant == "paper":
-            print(f"ADN       paper ({acfg.prediction_or_default()}), reading {acfg.reading_or_default()}, "
-                  f"stride {acfg.stride or 1}, RePaint U={acfg.resample} r={acfg.jump}, K={acfg.num_samples}, "
-                  f"start step n = {meta.get('start_step')} (chosen by val {acfg.start_select}), "
-                  f"clip {meta.get('clip_range')}")
-        else:
-            print(f"ADN       conditional ({acfg.prediction_or_default()}), sampler {acfg.sampler} steps "
-                  f"{acfg.sample_steps} K={acfg.num_samples}, clip {meta.get('clip_range')}")
-            shrink = tr.get("adn", {}).get("prior_shrinkage") if isinstance(tr.get("adn"), dict) else None
-            shrink = f" (shrinkage {shrink:g})" if isinstance(shrink, (int, float)) else ""
-            print(f"ADN prior {acfg.prior}{shrink}")
+        from admc.diffusion.variants import variant_of
+
+        for line in variant_of(acfg).describe(acfg, meta):
+            print(line)
     elif meta["method"] == "ridge_fill":
         shrink = tr.get("completion", {}).get("prior_shrinkage") if isinstance(tr.get("completion"), dict) else None
         shrink = f" (shrinkage {shrink:g})" if isinstance(shrink, (int, float)) else ""

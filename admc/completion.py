@@ -22,6 +22,7 @@ import torch
 from admc.baselines.imputers import AEFill, CRAFill, MMINFill
 from admc.config import TrainConfig
 from admc.diffusion.process import Diffusion
+from admc.diffusion.variants import variant_of
 from admc.models.denoiser import Denoiser
 from admc.models.linear_prior import LinearPrior
 
@@ -65,8 +66,9 @@ def _diffusion(cfg: TrainConfig, M: int, E: int) -> Diffusion:
     a = cfg.adn
     if a.prior not in ("linear", "none"):
         raise ValueError(f"adn.prior must be linear or none, got {a.prior!r}")
-    needs_prior = (a.variant == "conditional" and a.prior == "linear") or a.reading_or_default() == "sdedit_ridge"
-    den = Denoiser(M, E, a.d_model, a.layers, a.heads, a.ff, a.dropout, conditional=a.variant == "conditional")
+    variant = variant_of(a)
+    needs_prior = variant.needs_prior(a)
+    den = Denoiser(M, E, a.d_model, a.layers, a.heads, a.ff, a.dropout, conditional=variant.conditional_denoiser)
     return Diffusion(den, a, LinearPrior(M, E) if needs_prior else None)
 
 

@@ -100,9 +100,10 @@ class ADNConfig:
         one_of("adn.reading", self.reading, READINGS, null=True)
         one_of("adn.start_select", self.start_select, START_SELECTS)
         _heads_divide("adn", self.d_model, self.heads)
-        if self.variant == "paper" and self.prediction not in (None, "epsilon"):
-            raise ConfigError(f"adn.prediction={self.prediction!r} contradicts adn.variant='paper' (the paper's "
-                              "denoiser predicts the noise, Eq. 2): leave adn.prediction unset or use epsilon")
+        rules = VARIANT_RULES[self.variant]
+        if self.prediction not in (None, *rules.predictions):
+            raise ConfigError(f"adn.prediction={self.prediction!r} contradicts adn.variant={self.variant!r} "
+                              f"({rules.why}): leave adn.prediction unset or use {' or '.join(rules.predictions)}")
         if not (isinstance(self.resample, int) and self.resample >= 1):
             raise ConfigError(f"adn.resample must be an integer >= 1, got {self.resample!r}")
         for key in ("jump", "stride"):
@@ -116,7 +117,7 @@ class ADNConfig:
     def check_variant(self, method: str) -> None:
         """Settings of the paper variant given to a method that uses the conditional one are refused
         (checked once the method's own settings are applied: ``admc.methods.config_for_method``)."""
-        if self.variant == "conditional":
+        if not VARIANT_RULES[self.variant].paper_settings:
             for key, value, default in (("reading", self.reading, None), ("resample", self.resample, 1),
                                         ("stride", self.stride, None)):
                 if value != default:
@@ -124,13 +125,13 @@ class ADNConfig:
                                       f"adn.variant=paper); method {method} uses the conditional variant")
 
     def prediction_or_default(self) -> str:
-        return self.prediction or ("epsilon" if self.variant == "paper" else "sample")
+        return self.prediction or VARIANT_RULES[self.variant].prediction
 
     def reading_or_default(self) -> str | None:
-        return (self.reading or PAPER_READING) if self.variant == "paper" else None
+        default = VARIANT_RULES[self.variant].reading
+        return None if default is None else (self.reading or default)
 
 
-VARIANTS = ("conditional", "paper")
 PREDICTIONS = ("epsilon", "sample", "v_prediction")
 SAMPLERS = ("ddpm", "ddim", "mean")
 SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")  # diffusers' DDPM and DDIM both have these
@@ -147,6 +148,26 @@ READINGS = ("noise", "sdedit_mean", "sdedit_ridge", "official", "official_clamp"
 # the paper variant's default reading: the lowest validation completion MSE on mfeat3 (0.280 at n = 10,
 # against 1.006 for sdedit_mean and 1.18 for noise; docs/completion.md)
 PAPER_READING = "sdedit_ridge"
+
+
+@dataclass(frozen=True)
+class VariantRules:
+    """What a configuration of one ADN variant defaults to and refuses (the variant's behaviour, its
+    loss, sampling and selection, is :mod:`admc.diffusion.variants`)."""
+
+    prediction: str                 # adn.prediction when unset
+    reading: str | None             # adn.reading when unset; None: the variant has no readings
+    predictions: tuple[str, ...]    # the adn.prediction values it accepts ...
+    why: str                        # ... and why only those
+    paper_settings: bool            # adn.reading, adn.resample and adn.stride apply to it
+
+
+VARIANT_RULES = {
+    "conditional": VariantRules("sample", None, PREDICTIONS, "", paper_settings=False),
+    "paper": VariantRules("epsilon", PAPER_READING, ("epsilon",),
+                          "the paper's denoiser predicts the noise, Eq. 2", paper_settings=True),
+}
+VARIANTS = tuple(VARIANT_RULES)
 
 
 @dataclass

@@ -19,3 +19,13 @@ def all_masks(M: int) -> list[tuple[bool, ...]]:
 def proper_masks(M: int) -> list[tuple[bool, ...]]:
     """Every non-empty proper availability pattern (the missing conditions)."""
     return [m for m in itertools.product([False, True], repeat=M) if any(m) and not all(m)]
+
+
+def fusion_masks(M: int, rng, max_patterns: int = 16) -> list[tuple[bool, ...]]:
+    """The patterns one shared fusion network trains on: every pattern, or with many modalities
+    ``max_patterns`` of them drawn with ``rng`` (a numpy Generator), full input always among them."""
+    masks = all_masks(M)
+    if len(masks) <= max_patterns:
+        return masks
+    picked = [masks[i] for i in rng.choice(len(masks) - 1, max_patterns - 1, replace=False)]
+    return picked + [masks[-1]]

@@ -45,6 +45,7 @@ from sklearn.decomposition import PCA
 from torch import nn
 
 from admc.data import Schema, Split
+from admc.pooling import pool_rows, pooled_dim, pooled_inputs
 
 
 class MahalanobisOOD(nn.Module):
@@ -160,27 +161,6 @@ def fit_ood(ood: MahalanobisOOD, names: list[str], z_tr: torch.Tensor, p_tr: tor
 
 
 # ---- input features ---------------------------------------------------------------------------------
-
-def pooled_dim(kind: str, dim: int) -> int:
-    """Width of a modality's pooled input: mean and std of a sequence's rows, a vector as it is."""
-    return dim if kind == "vector" else 2 * dim
-
-
-def pool_rows(x: np.ndarray, kind: str) -> np.ndarray:
-    """``[pooled_dim]`` of one sample's rows ``x [rows, dim]`` (a vector: its last row, as the encoder reads it)."""
-    x = np.asarray(x, dtype=np.float64)
-    if kind == "vector":
-        return x[-1]
-    return np.concatenate([x.mean(axis=0), x.std(axis=0)])
-
-
-def pooled_inputs(split: Split, modality: str, kind: str) -> tuple[np.ndarray, np.ndarray]:
-    """``[n_present, pooled_dim]`` pooled inputs of the samples where ``modality`` is present, and their indices."""
-    rows, off = split.rows[modality], split.offsets[modality]
-    idx = np.flatnonzero(split.present[modality])
-    return np.stack([pool_rows(rows[off[i]:off[i + 1]], kind) for i in idx]) if len(idx) else \
-        np.zeros((0, pooled_dim(kind, rows.shape[1]))), idx
-
 
 class InputSubspace(nn.Module):
     """One modality's input model (buffers): standardization, ``k`` principal axes with their

@@ -23,10 +23,9 @@ from admc.completion import build_completer
 from admc.config import ADNConfig, TrainConfig, resolve_fusion_mode
 from admc.data import Schema, Split, condition_name
 from admc.errors import ModalityError
-from admc.masks import all_masks, mask_key
+from admc.fusion_layouts import FUSION_LAYOUTS
 from admc.methods import METHODS, config_for_method
 from admc.models.encoders import UnimodalNet
-from admc.models.fusion import FusionNet
 from admc.ood import InputOOD, MahalanobisOOD
 
 
@@ -57,23 +56,13 @@ class ADMCModel(nn.Module):
         self.uses_adn = method.completer == "diffusion"
         self.completes = self.completer.completes  # missing rows are estimated (not the train mean)
         self.fusion_mode = "late" if method.late else resolve_fusion_mode(cfg.fusion.mode, M)
+        self.fusion_layout = FUSION_LAYOUTS[self.fusion_mode]    # chosen once: it owns the fusion networks
         # joint: the full-input fusion network is the one trained end to end with the encoders, on
         # their raw (unstandardized) embeddings, without MMER (admc.baselines.joint)
-        self.joint_full = method.encoders == "joint" and self.fusion_mode == "per-condition"
+        self.joint_full = method.encoders == "joint" and self.fusion_layout.full_input_network
         self.mmer = self.completes and cfg.fusion.mmer and not self.joint_full
         self.fusion = nn.ModuleDict()
-        f = cfg.fusion
-        if self.fusion_mode == "late":
-            pass  # averages the unimodal heads: nothing more to train
-        elif self.fusion_mode == "shared":
-            self.fusion["shared"] = FusionNet(M, E, C, f.d_model, f.layers, f.heads, f.ff, f.dropout, f.hidden,
-                                              mask_aware=True)
-        else:
-            for mask in all_masks(M):
-                full = all(mask)
-                in_dim = 2 * E if (full and self.mmer) else E
-                self.fusion[mask_key(mask)] = FusionNet(M, in_dim, C, f.d_model, f.layers, f.heads, f.ff,
-                                                        f.dropout, f.hidden)
+        self.fusion_layout.build(self, cfg.fusion)
         # fitted after the fusion (admc.calibration.fit_calibration, admc.ood.fit_ood); a run saved
         # before they existed has none of their buffers and loads with these defaults: T = 1, no
         # abstention, no OOD model (OPTIONAL_STATE)
@@ -161,7 +150,7 @@ class ADMCModel(nn.Module):
         filled = self.fill(z, avail, generator, start_step)
         if self.joint_full and bool(avail.all()):
             return self.unstandardize(filled)
-        if self.fusion_mode == "per-condition" and self.mmer and bool(avail.all()):
+        if self.fusion_layout.full_input_network and self.mmer and bool(avail.all()):
             return torch.cat([filled, self.cross_generate(z, generator) if mmer else filled], dim=-1)
         return filled
 
@@ -175,13 +164,13 @@ class ADMCModel(nn.Module):
         avail = avail.bool()
         if (~avail.any(dim=1)).any():
             raise ValueError("every sample needs at least one available modality")
-        if self.fusion_mode == "late":
+        if not self.fusion_layout.trains:          # late fusion: the mean of the unimodal heads
             return self.late_fusion_proba(z, avail).clamp_min(1e-12).log()
         logits = torch.zeros(z.shape[0], self.C, device=z.device)
         patterns = torch.unique(avail, dim=0)
         for pat in patterns:
             rows = torch.nonzero((avail == pat).all(dim=1)).flatten()
-            net = self.fusion["shared" if self.fusion_mode == "shared" else mask_key(pat.tolist())]
+            net = self.fusion_layout.network(self, pat.tolist())
             for s in range(0, len(rows), batch_size):
                 r = rows[s : s + batch_size]
                 tokens = self.fusion_inputs(z[r], avail[r], generator, start_step, mmer)

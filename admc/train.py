@@ -23,7 +23,6 @@ from admc.diffusion.process import clip_range  # noqa: F401 - re-exported for th
 from admc.metrics import scores
 from admc.ood import fit_input_ood, fit_ood
 from admc.optim import EarlyStopping, lambda_rule  # noqa: F401 - re-exported for the benchmarks
-from admc.masks import all_masks, mask_key
 from admc.methods import METHODS
 from admc.pipeline import ADMCModel
 from admc.regimes import training_data
@@ -151,14 +150,6 @@ def choose_start_step(model: ADMCModel, z_va: torch.Tensor, p_va: torch.Tensor, 
 
 # ---- stage 3: fusion -------------------------------------------------------------------------------
 
-def _fusion_masks(M: int, rng: np.random.Generator, max_patterns: int = 16) -> list[tuple[bool, ...]]:
-    masks = all_masks(M)
-    if len(masks) <= max_patterns:
-        return masks
-    picked = [masks[i] for i in rng.choice(len(masks) - 1, max_patterns - 1, replace=False)]
-    return picked + [masks[-1]]
-
-
 class CrossFit:
     """Out-of-fold completions of the training set: fold k's rows are completed by a copy of the model
     whose completer was refitted on the full training samples of the other folds, so the fusion
@@ -283,21 +274,12 @@ def train_fusion(model: ADMCModel, z_tr, p_tr, y_tr, z_va, p_va, y_va, seed: int
         xfit = CrossFit(model, z_tr, p_tr, z_va, p_va, int(cfg.cross_fit), seed,
                         torch.from_numpy(np.asarray(y_tr)).to(z_tr.device))
         info["cross_fit_folds"] = int(cfg.cross_fit)
-    if model.fusion_mode == "shared":
-        if cfg.shared_patterns not in ("all", "full"):
-            raise ValueError(f"fusion.shared_patterns must be all or full, got {cfg.shared_patterns!r}")
-        masks = _fusion_masks(model.M, rng) if cfg.shared_patterns == "all" else [tuple(True for _ in range(model.M))]
-        tr = _pattern_set(model, z_tr, p_tr, y_tr, masks, seed, xfit, cfg.incomplete)
-        va = _pattern_set(model, z_va, p_va, y_va, masks, seed + 1)
-        info["shared"] = fit_fusion(model.fusion["shared"], tr, va, cfg, seed + 11)
-        info["shared"]["patterns"] = [model.condition_name(m) for m in masks]
-    else:
-        for k, mask in enumerate(progress(all_masks(model.M), desc="fusion")):
-            if model.joint_full and all(mask):
-                continue  # trained end to end with the encoders (admc.baselines.joint)
-            tr = _pattern_set(model, z_tr, p_tr, y_tr, [mask], seed + k, xfit, cfg.incomplete)
-            va = _pattern_set(model, z_va, p_va, y_va, [mask], seed + 1000 + k)
-            info[model.condition_name(mask)] = fit_fusion(model.fusion[mask_key(mask)], tr, va, cfg, seed + 11 + k)
+    for task in progress(model.fusion_layout.training_tasks(model, cfg, rng), desc="fusion"):
+        tr = _pattern_set(model, z_tr, p_tr, y_tr, task.masks, seed + task.seeds[0], xfit, cfg.incomplete)
+        va = _pattern_set(model, z_va, p_va, y_va, task.masks, seed + task.seeds[1])
+        info[task.key] = fit_fusion(task.network, tr, va, cfg, seed + task.seeds[2])
+        if task.report_patterns:
+            info[task.key]["patterns"] = [model.condition_name(m) for m in task.masks]
     return info
 
 
@@ -388,7 +370,7 @@ def train(ds: FeatureDataset, cfg: TrainConfig, device: torch.device, encoders_f
         info[key] = train_completer(model, z_tr, p_tr, z_va, p_va, val_split.labels, cfg.seed,
                                     torch.from_numpy(y_tr).to(device))
         info[key]["val_completion"] = completion_errors(model, z_va, p_va, cfg.seed)
-    if model.fusion_mode != "late":
+    if model.fusion_layout.trains:
         info["fusion"] = train_fusion(model, z_tr[labelled], p_tr[labelled], train_split.labels[data.labelled],
                                       z_va, p_va, val_split.labels, cfg.seed)
     info.update(fit_trust(model, z_tr[labelled], p_tr[labelled], train_split.labels[data.labelled],

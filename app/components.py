@@ -59,17 +59,14 @@ class Components:
         fx = ax = rec = tx = vad_factory = None
         if face:
             try:
-                from extractors.face import FaceExtractor
-
-                fx = FaceExtractor(device=device, network=fs.face, **(face_kwargs or {}))
+                fx = fs.face_extractor(device, **(face_kwargs or {}))
             except Exception as e:  # noqa: BLE001
                 errors["V"] = f"unavailable: face extractor ({_short(e)})"
         if audio:
             try:
                 from extractors.audio import VoiceActivityDetector
-                from extractors.audio_frontend import build_audio_features
 
-                ax = build_audio_features(fs.audio, threads=1)
+                ax = fs.audio_extractor(threads=1)
                 VoiceActivityDetector()           # the model file is there
                 vad_factory = VoiceActivityDetector
             except Exception as e:  # noqa: BLE001
@@ -91,13 +88,7 @@ class Components:
                     hf_logging.disable_progress_bar()
                 except Exception:  # noqa: BLE001
                     pass
-                from extractors.text import TextEncoder
-
-                tx = TextEncoder(text_model)
-                if fs.text_affect:
-                    from extractors.text_affect import AffectTextEncoder
-
-                    tx = AffectTextEncoder(tx)
+                tx = fs.text_encoder(text_model)
             except Exception as e:  # noqa: BLE001
                 errors["T"] = f"unavailable: text encoder ({_short(e)})"
         if "A" in errors and "T" not in errors:

@@ -200,25 +200,14 @@ class FileCapture:
         self._thread.start()
 
     def _run(self, session) -> None:
-        from app.replay import iter_media
+        from app.replay import push_in_real_time
 
-        while not self._stop.is_set():
-            start = time.perf_counter()
-            end = 0.0
-            for kind, t, data, sr in iter_media(self.path):
-                if self._stop.is_set():
-                    return
-                delay = start + t - time.perf_counter()
-                if delay > 0:
-                    time.sleep(delay)
-                if kind == "V":
-                    frame = session.cap_frame(data)
-                    self.last_frame = frame
-                    session.push_video(frame, session.clock())
-                    end = max(end, t)
-                else:
-                    session.push_audio(data, sr)
-                    end = max(end, t + data.size / sr)
+        def shown(frame):
+            self.last_frame = frame = session.cap_frame(frame)
+            return frame
+
+        while not self._stop.is_set():     # each pass continues the session's stream time
+            push_in_real_time(session, self.path, offset=session.clock(), stop=self._stop, on_frame=shown)
             if not self.loop:
                 return
 

@@ -50,6 +50,32 @@ def media_streams(path: str | Path) -> set[str]:
     return kinds
 
 
+def push_in_real_time(session, path: str | Path, *, offset: float = 0.0, stop=None,
+                      on_frame: Callable | None = None) -> float:
+    """Push ``path``'s frames and audio into ``session`` at the file's own pace, each stamped with
+    stream time ``offset`` + its time in the file (the one real-time file push: ``--realtime``
+    replay, and the UI's ``--source FILE``, which loops with a new offset).  ``stop``: an event
+    that ends the push early; ``on_frame(frame) -> frame`` sees each video frame before the
+    session.  Returns the stream time of the end of what was pushed."""
+    start = time.perf_counter()
+    end_t = offset
+    for kind, t, data, sr in iter_media(path):
+        if stop is not None and stop.is_set():
+            break
+        delay = start + t - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        if kind == "V":
+            if on_frame is not None:
+                data = on_frame(data)
+            session.push_video(data, offset + t)
+            end_t = max(end_t, offset + t)
+        else:
+            session.push_audio(data, sr, offset + t)
+            end_t = max(end_t, offset + t + data.size / sr)
+    return end_t
+
+
 def replay(session, path: str | Path, *, realtime: bool = False,
            on_result: Callable[[dict], None] | None = None, keep: bool = True) -> list[dict]:
     """Push the file through ``session``; every window's result goes to ``on_result`` (and, with
@@ -67,17 +93,7 @@ def replay(session, path: str | Path, *, realtime: bool = False,
     if realtime:
         session.on_result = emit
         start = time.perf_counter()
-        end_t = 0.0
-        for kind, t, data, sr in iter_media(path):
-            delay = start + t - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
-            if kind == "V":
-                session.push_video(data, t)
-                end_t = max(end_t, t)
-            else:
-                session.push_audio(data, sr, t)
-                end_t = max(end_t, t + data.size / sr)
+        end_t = push_in_real_time(session, path)
         # let the last windows run (the ticker follows the wall clock)
         while time.perf_counter() - start < end_t + session.cfg.hop_s:
             time.sleep(0.02)

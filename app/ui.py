@@ -9,24 +9,20 @@ browser shows it.
 from __future__ import annotations
 
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import gradio as gr
 import numpy as np
 
+from app.engine import (LOCAL, MAX_SESSIONS, MAX_SESSIONS_PER_USER, Engine, SessionLimit, checkpoint_controls,
+                        session_key)
 from app.render import (annotate, badges_html, export_csv, export_json, perf_html, probs_label,
                         provenance_md, shown_label, timeline_svg)
 
-LOCAL = "local"
 UI_REFRESH_S = 0.5          # badges / bars / timeline refresh
 WEBCAM_EVERY_S = 1 / 15     # webcam frames sent per second by the page
 MIC_EVERY_S = 0.2
-IDLE_CLOSE_S = 600          # a browser session without frames or audio for this long is closed
-MAX_SESSIONS = 8            # live browser sessions at once (each runs a face, audio and fusion pipeline)
-MAX_SESSIONS_PER_USER = 4   # ... of which one login may hold (tabs, reloads)
-
 CSS = """
 #admc-badges .admc-badge {font-size: 0.95em}
 #admc-title {margin-bottom: 0}
@@ -39,196 +35,6 @@ THRESHOLDS = (  # HealthConfig field, label, min, max, step
     ("a_min_silence_s", "audio: silence before missing (s)", 0.1, 3.0, 0.1),
     ("t_logprob", "text: min ASR avg log-prob", -3.0, 0.0, 0.1),
 )
-
-
-NOT_LOADED = "**Not loaded:** not one of this server's checkpoints; choose one from the list."
-
-
-class SessionLimit(RuntimeError):
-    """No new live session now: the server's or this login's limit is reached (the message says which)."""
-
-
-class Engine:
-    """The loaded checkpoints + extractors, and the live sessions using them.
-
-    ``ck`` is every new session's checkpoint.  ``choices`` (name -> run directory, fixed at start,
-    :func:`app.checkpoint.checkpoint_choices`) are the only ones a page may switch to, each for its
-    own session; each is loaded once, on first use, and shared by the sessions that chose it.
-    """
-
-    def __init__(self, ck, comp, make_config, device="cpu", choices: dict | None = None,
-                 max_sessions: int = MAX_SESSIONS, max_per_user: int = MAX_SESSIONS_PER_USER):
-        import os
-
-        from app.checkpoint import checkpoint_choices
-
-        self.max_sessions, self.max_per_user = int(max_sessions), int(max_per_user)
-        # frames handled at once across sessions; a frame arriving while all are busy is dropped
-        # (the page sends the next one), so a slow or flooding client costs frames, not the server
-        self.frame_slots = threading.BoundedSemaphore(max(2, os.cpu_count() or 2))
-        self.dropped_frames = 0
-
-        self.ck = ck
-        self.comp = comp
-        self.make_config = make_config
-        self.device = device
-        self.choices = dict(choices) if choices else checkpoint_choices(ck.path)
-        self.default_name = next((n for n, p in self.choices.items() if Path(p) == Path(ck.path)), None)
-        if self.default_name is None:
-            self.default_name = Path(ck.path).name or str(ck.path)
-            self.choices = {self.default_name: Path(ck.path), **self.choices}
-        self.loaded = {self.default_name: ck}
-        self._load_lock = threading.Lock()
-        self.sessions: dict[str, object] = {}
-        self.last_seen: dict[str, float] = {}
-        self.settings: dict[str, dict] = {}
-        self.lock = threading.Lock()
-        self.local = None          # app.local.LocalCapture when --source local
-
-    @property
-    def heads(self) -> dict:
-        return self.heads_of(self.ck)
-
-    @staticmethod
-    def heads_of(ck) -> dict:
-        return {n: m for n, (m, _meta) in ck.heads.items()}
-
-    def checkpoint_of(self, key: str | None):
-        """The checkpoint the session ``key`` uses (its choice, else the default)."""
-        name = self.settings.get(key or "anon", {}).get("checkpoint")
-        return self.loaded.get(name, self.ck)
-
-    def get(self, key: str | None, create: bool = True):
-        from app.session import LiveSession
-
-        key = key or "anon"
-        with self.lock:
-            self._expire()
-            s = self.sessions.get(key)
-            if s is None and create:
-                self._admit(key)
-                s = LiveSession(self.ck.model, self.comp, self.make_config(), heads=self.heads, threaded=True)
-                self.sessions[key] = s
-                self._apply(s, self.settings.get(key, {}))
-            if s is not None and create:
-                self.last_seen[key] = time.monotonic()
-            return s
-
-    def _admit(self, key: str) -> None:
-        """Raise :class:`SessionLimit` when a new session ``key`` would pass a limit (under the lock)."""
-        if key == LOCAL:
-            return
-        live = [k for k in self.sessions if k != LOCAL]
-        user = owner_of_key(key)
-        if user is not None and sum(owner_of_key(k) == user for k in live) >= self.max_per_user:
-            raise SessionLimit(f"This login already has {self.max_per_user} live sessions open (the limit); "
-                               "close another tab of the app, then reload.")
-        if len(live) >= self.max_sessions:
-            raise SessionLimit(f"The server is serving its limit of {self.max_sessions} live sessions; "
-                               "try again when one closes.")
-
-    def admission_problem(self, key: str | None) -> str | None:
-        """Why a session ``key`` that does not exist yet would not be admitted now (None: it would)."""
-        with self.lock:
-            if (key or "anon") in self.sessions:
-                return None
-            try:
-                self._admit(key or "anon")
-            except SessionLimit as e:
-                return str(e)
-        return None
-
-    def owner(self, session_hash: str) -> str | None:
-        """The login that holds the session ``session_hash`` (None: nobody, or no login)."""
-        with self.lock:
-            for k in self.sessions:
-                if k.rpartition("/")[2] == session_hash:
-                    return owner_of_key(k)
-        return None
-
-    def _expire(self) -> None:
-        now = time.monotonic()
-        for k in [k for k, t in self.last_seen.items() if now - t > IDLE_CLOSE_S and k != LOCAL]:
-            s = self.sessions.pop(k, None)
-            self.last_seen.pop(k, None)
-            if s is not None:
-                s.close()
-
-    def close(self, key: str | None) -> None:
-        if key == LOCAL:
-            return
-        with self.lock:
-            s = self.sessions.pop(key or "anon", None)
-            self.last_seen.pop(key or "anon", None)
-            self.settings.pop(key or "anon", None)
-        if s is not None:
-            s.close()
-
-    def set(self, key: str | None, **kw) -> None:
-        key = key or "anon"
-        with self.lock:
-            self.settings.setdefault(key, {}).update(kw)
-            s = self.sessions.get(key)
-        if s is not None:
-            self._apply(s, kw)
-
-    def _apply(self, s, kw: dict) -> None:
-        for k, v in kw.items():
-            if k == "checkpoint":
-                ck = self.loaded[v]
-                s.set_model(ck.model, self.heads_of(ck))
-            elif k == "start_step":
-                s.cfg.start_step = None if v in (None, 0, "") else int(v)
-            elif k == "mmer":
-                s.set_mmer(bool(v))
-            else:
-                s.set_health(**{k: v})
-
-    def load(self, name, key: str | None):
-        """Switch the session ``key`` to the checkpoint called ``name`` (one of :attr:`choices`;
-        anything else, a path included, is refused with the same message, whether or not it
-        exists).  Returns (message, the session's checkpoint)."""
-        from app.checkpoint import CheckpointError, load_checkpoint
-
-        path = self.choices.get(name) if isinstance(name, str) else None
-        if path is None:
-            return NOT_LOADED, self.checkpoint_of(key)
-        with self._load_lock:
-            ck = self.loaded.get(name)
-            if ck is None:
-                try:
-                    ck = load_checkpoint(path, self.device)
-                except CheckpointError as e:
-                    return f"**Not loaded:** {e}", self.checkpoint_of(key)
-                running = getattr(self.comp, "feature_set", None)
-                if running is not None and ck.feature_set != running:
-                    return (f"**Not loaded:** `{name}` reads the {ck.feature_set.name} features; this app "
-                            f"runs the {running.name} extractors (start it with that checkpoint instead)",
-                            self.checkpoint_of(key))
-                self.loaded[name] = ck
-        self.set(key, checkpoint=name)
-        return f"Loaded `{name}` for this session.", ck
-
-
-def checkpoint_controls(ck) -> dict[str, bool]:
-    """Which per-checkpoint controls act on ``ck``: the diffusion start step n (only a completer
-    whose sampler reads it: the paper-variant ADN) and MMER (only a checkpoint trained with it)."""
-    completer = getattr(ck.model, "completer", None)
-    return {"start_step": bool(getattr(completer, "uses_start_step", False)),
-            "mmer": bool(getattr(ck.model, "mmer", False))}
-
-
-def _key(request) -> str:
-    """A browser session's key: its session hash, bound to the login that opened it (with --auth), so
-    a request of another login (or none) naming the same hash never reaches this session."""
-    session = getattr(request, "session_hash", None) or "anon"
-    user = getattr(request, "username", None)
-    return f"{user}/{session}" if user else session
-
-
-def owner_of_key(key: str) -> str | None:
-    user, sep, _ = key.rpartition("/")
-    return user if sep else None
 
 
 class SessionGuard:
@@ -327,8 +133,8 @@ def build_ui(engine: Engine):
         timer = gr.Timer(UI_REFRESH_S)
 
         # ---------------------------------------------------------------- streams
-        def session_key(request: gr.Request) -> str:
-            return LOCAL if local else _key(request)
+        def key_of(request: gr.Request) -> str:
+            return LOCAL if local else session_key(request)
 
         if not local:
             def on_frame(frame, request: gr.Request):
@@ -337,7 +143,7 @@ def build_ui(engine: Engine):
                     return gr.skip()
                 try:
                     try:
-                        s = engine.get(_key(request))
+                        s = engine.get(session_key(request))
                     except SessionLimit:
                         return gr.skip()                # the panel says why (refresh)
                     if frame is None:
@@ -357,7 +163,7 @@ def build_ui(engine: Engine):
                     return
                 sr, data = chunk
                 try:
-                    engine.get(_key(request)).push_audio(np.asarray(data), int(sr))
+                    engine.get(session_key(request)).push_audio(np.asarray(data), int(sr))
                 except SessionLimit:
                     return
 
@@ -366,11 +172,12 @@ def build_ui(engine: Engine):
 
         # ---------------------------------------------------------------- refresh
         def refresh(request: gr.Request):
-            s = engine.get(session_key(request), create=local)
-            full = engine.admission_problem(session_key(request)) if s is None else None
+            s = engine.get(key_of(request), create=local)
+            full = engine.admission_problem(key_of(request)) if s is None else None
             outs = []
             if s is None:
-                outs = [badges_html(None, full=full), None, None, "", timeline_svg([], classes), perf_html({})]
+                outs = [badges_html(None, full=full), None, None, "",
+                        timeline_svg([], engine.checkpoint_of(key_of(request)).classes), perf_html({})]
             else:
                 rs = list(s.results)
                 res = rs[-1] if rs else None
@@ -389,43 +196,43 @@ def build_ui(engine: Engine):
 
         # ---------------------------------------------------------------- controls
         def on_load(name, request: gr.Request):
-            msg, ck_now = engine.load(name, session_key(request))
+            msg, ck_now = engine.load(name, key_of(request))
             acts = checkpoint_controls(ck_now)
             return (msg, provenance_md(ck_now.provenance()), gr.Slider(visible=acts["start_step"]),
                     gr.Checkbox(value=acts["mmer"], visible=acts["mmer"]))
 
         ck_btn.click(on_load, [ck_name], [ck_msg, prov, n_step, mmer], api_visibility="private")
         def set_n(v, request: gr.Request):
-            engine.set(session_key(request), start_step=v)
+            engine.set(key_of(request), start_step=v)
 
         def set_mmer(v, request: gr.Request):
-            engine.set(session_key(request), mmer=v)
+            engine.set(key_of(request), mmer=v)
 
         n_step.change(set_n, [n_step], None, api_visibility="private")
         mmer.change(set_mmer, [mmer], None, api_visibility="private")
         for (field, *_), sl in zip(THRESHOLDS, sliders):
             def set_thr(v, request: gr.Request, _f=field):
-                engine.set(session_key(request), **{_f: float(v)})
+                engine.set(key_of(request), **{_f: float(v)})
             sl.change(set_thr, [sl], None, api_visibility="private")
 
         # ---------------------------------------------------------------- record / export
         def start_rec(request: gr.Request):
             try:
-                s = engine.get(session_key(request))
+                s = engine.get(key_of(request))
             except SessionLimit as e:
                 return str(e)
             s.start_recording()
             return "Recording&hellip;"
 
         def stop_rec(request: gr.Request):
-            s = engine.get(session_key(request), create=False)
+            s = engine.get(key_of(request), create=False)
             if s is None:
                 return "Nothing recorded."
             rows = s.stop_recording()
             return f"Recorded {len(rows)} windows."
 
         def export(kind: str, request):
-            s = engine.get(session_key(request), create=False)
+            s = engine.get(key_of(request), create=False)
             rows = list(s.recorded) if s is not None and s.recorded else (list(s.results) if s is not None else [])
             if not rows:
                 return gr.File(visible=False), "Nothing to export yet."
@@ -450,7 +257,7 @@ def build_ui(engine: Engine):
         json_btn.click(export_json_, None, [export_file, rec_msg], api_visibility="private")
 
         def on_unload(request: gr.Request):
-            engine.close(_key(request))
+            engine.close(session_key(request))
 
         demo.unload(on_unload)
     return demo

@@ -28,7 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from admc.baselines.linear import pool  # noqa: E402
+from admc.pooling import pooled_split  # noqa: E402
 from admc.config import TrainConfig  # noqa: E402
 from admc.overrides import with_overrides  # noqa: E402
 from admc.data import load_dataset  # noqa: E402
@@ -64,7 +64,7 @@ def linear_scores(ds, cfg: TrainConfig) -> dict:
         X, y = {}, {}
         for s in ("train", "val", "test"):
             keep = ds[s].present[mod.name]
-            X[s], y[s] = pool(ds[s], mod)[keep], ds[s].labels[keep]
+            X[s], y[s] = pooled_split(ds[s], mod.name, mod.kind)[keep], ds[s].labels[keep]
         scaler = StandardScaler().fit(X["train"])
         best = None
         for c in cfg.linear.c_grid:

@@ -335,11 +335,9 @@ class VoiceActivityDetector:
 
     window_s = VAD_WINDOW / TARGET_SR
 
-    def __init__(self, threshold: float = 0.5, model_path: str | Path | None = None,
-                 num_threads: int = 1):
+    def __init__(self, model_path: str | Path | None = None, num_threads: int = 1):
         import onnxruntime as ort
 
-        self.threshold = float(threshold)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = max(1, int(num_threads))
         opts.inter_op_num_threads = 1

@@ -44,7 +44,6 @@ window neither starts nor ends a silence run), and an utterance lasts longer tha
 
 from __future__ import annotations
 
-import math
 import threading
 from dataclasses import dataclass, field
 
@@ -52,7 +51,7 @@ import numpy as np
 
 from extractors.audio import TARGET_SR, VAD_WINDOW, StreamingResampler, audio_problem, to_mono_float32
 from extractors.audio_rows import AudioRing, LldStream
-from extractors.types import VadResult
+from extractors.types import VadResult, is_finite_number
 
 EPS = 1e-6  # time comparisons
 
@@ -75,17 +74,15 @@ class AudioSettings:
     max_segment_s: float = 20.0
     gap_s: float = 0.1
 
+    @staticmethod
+    def default_vad_off(vad_on: float) -> float:
+        """Silence below this when only the speech threshold is given: silero's ``threshold - 0.15``."""
+        return max(float(vad_on) - 0.15, 0.01)
+
 
 # ---------------------------------------------------------------------------------------------
 # the speech gate
 # ---------------------------------------------------------------------------------------------
-
-def _finite(x) -> bool:
-    try:
-        return math.isfinite(float(x))
-    except (TypeError, ValueError):
-        return False
-
 
 @dataclass
 class GateStep:
@@ -151,12 +148,12 @@ class SpeechGate:
             t, dur, p = float(vad.t), float(vad.duration), float(vad.speech_prob)
         except (AttributeError, TypeError, ValueError):
             t, dur, p = (self.last_end or 0.0), 0.0, float("nan")
-        if not (_finite(t) and _finite(dur)):
+        if not (is_finite_number(t) and is_finite_number(dur)):
             t, dur = (self.last_end or 0.0), 0.0
         end = t + max(dur, 0.0)
         self.last_end = end
         was = self.speaking
-        if not _finite(p):
+        if not is_finite_number(p):
             self.reset()
             return GateStep(t, end, float("nan"), False, was, None, None, bad=True)
         on, off = self.thresholds
@@ -185,7 +182,7 @@ def speech_regions(results: list[VadResult], threshold: float = 0.5, neg_thresho
     thresholds (``neg_threshold`` default ``threshold - 0.15``); regions shorter than
     ``min_speech_s`` are dropped.  The offline default pause (0.1 s) is shorter than the live
     utterance's: a clip's first and last voiced moments are wanted, not sentences."""
-    neg = max(threshold - 0.15, 0.01) if neg_threshold is None else neg_threshold
+    neg = AudioSettings.default_vad_off(threshold) if neg_threshold is None else neg_threshold
     gate = SpeechGate(AudioSettings(vad_on=threshold, vad_off=neg, utterance_silence_s=min_silence_s),
                       "utterance")
     regions: list[tuple[float, float]] = []

@@ -230,18 +230,14 @@ class SampleExtractor:
     @property
     def face(self):
         if self._face is None:
-            from extractors.face import FaceExtractor
-
-            self._face = FaceExtractor(device=self.device, network=self.settings.features.face)
+            self._face = self.settings.features.face_extractor(self.device)
         return self._face
 
     @property
     def audio(self):
         """The A extractor of the feature set (openSMILE or the Whisper encoder)."""
         if self._audio is None:
-            from extractors.audio_frontend import build_audio_features
-
-            self._audio = build_audio_features(self.settings.features.audio, threads=max(1, _torch_threads()))
+            self._audio = self.settings.features.audio_extractor(threads=max(1, _torch_threads()))
         return self._audio
 
     def audio_rows(self, wave: np.ndarray):
@@ -251,13 +247,7 @@ class SampleExtractor:
     @property
     def text(self):
         if self._text is None:
-            from extractors.text import TextEncoder
-
-            self._text = TextEncoder(self.settings.text_model, device=self.device)
-            if self.settings.features.text_affect:
-                from extractors.text_affect import AffectTextEncoder
-
-                self._text = AffectTextEncoder(self._text)
+            self._text = self.settings.features.text_encoder(self.settings.text_model, self.device)
         return self._text
 
     @property

@@ -29,7 +29,7 @@ import numpy as np
 
 from extractors.audio_frontend import AudioSettings, GateStep, SpeechGate
 from extractors.face_frontend import FaceFrame, describe_frame
-from extractors.types import AsrSegment, FaceResult, HealthDecision, VadResult
+from extractors.types import AsrSegment, FaceResult, HealthDecision, VadResult, is_finite_number
 
 EPS = 1e-6  # time comparisons
 
@@ -85,13 +85,6 @@ class HealthConfig(AudioSettings):
         r"transcri(bed|ption) by", r"translated by", r"untertitel", r"sous-titr", r"please (like and )?subscribe",
         r"thanks? (you )?for watching", r"www\.\w+\.(com|org|net)",
     )
-
-
-def _finite(x) -> bool:
-    try:
-        return math.isfinite(float(x))
-    except (TypeError, ValueError):
-        return False
 
 
 class _Monitor:
@@ -268,7 +261,7 @@ class VideoHealth(_Monitor):
         result = ff.result
         if not isinstance(result, FaceResult):
             return "bad frame: no result", 0.0
-        score = float(result.score) if _finite(result.score) else 0.0
+        score = float(result.score) if is_finite_number(result.score) else 0.0
         if not result.detected or score < c.v_min_score:
             return "no face", score
         if result.feature is not None and not np.isfinite(np.asarray(result.feature, dtype=np.float64)).all():
@@ -281,7 +274,7 @@ class VideoHealth(_Monitor):
                 return "occlusion: landmarks", score
         if result.expression:
             m = max(result.expression.values())
-            if _finite(m) and m < c.v_min_expression_conf:
+            if is_finite_number(m) and m < c.v_min_expression_conf:
                 return "occlusion: low expression confidence", float(m)
         if ff.shape is not None and result.landmarks is not None and c.v_max_flat_fraction < 1.0:
             from extractors.face import crop_inside_frame
@@ -309,7 +302,7 @@ class VideoHealth(_Monitor):
         """A face front-end frame (verdict, aligned crop and digest already made)."""
         c = self.cfg
         t = getattr(ff.result, "t", None)
-        t = float(t) if _finite(t) else (self.last_t if self.last_t is not None else 0.0)
+        t = float(t) if is_finite_number(t) else (self.last_t if self.last_t is not None else 0.0)
         if self.start_t is None:
             self.start_t = t
         self.last_t = t
@@ -402,7 +395,7 @@ class TextHealth(_Monitor):
         VadResult); ``onset``: where the speech run that made A live began (default ``t``)."""
         self.vad.append((float(t), float(end), bool(speaking)))
         if speaking and not self.speaking:
-            self.speech_start = float(onset) if onset is not None and _finite(onset) else float(t)
+            self.speech_start = float(onset) if onset is not None and is_finite_number(onset) else float(t)
             self.speech_end = None
         elif not speaking and self.speaking:
             self.speech_end = float(end)
@@ -426,9 +419,9 @@ class TextHealth(_Monitor):
         norm = _normalise(text)
         if not norm:
             return "asr failure: empty", 0.0
-        nsp = float(seg.no_speech_prob) if _finite(seg.no_speech_prob) else 0.0
-        lp = float(seg.avg_logprob) if _finite(seg.avg_logprob) else 0.0
-        cr = float(seg.compression_ratio) if _finite(seg.compression_ratio) else 1.0
+        nsp = float(seg.no_speech_prob) if is_finite_number(seg.no_speech_prob) else 0.0
+        lp = float(seg.avg_logprob) if is_finite_number(seg.avg_logprob) else 0.0
+        cr = float(seg.compression_ratio) if is_finite_number(seg.compression_ratio) else 1.0
         if nsp > c.t_no_speech_prob and lp < c.t_logprob:
             return "asr failure: no_speech", nsp
         if cr > c.t_compression_ratio:
@@ -448,14 +441,14 @@ class TextHealth(_Monitor):
     def update(self, seg: AsrSegment) -> HealthDecision:
         try:
             end = float(seg.end)
-            if not _finite(end):
+            if not is_finite_number(end):
                 raise ValueError
         except (AttributeError, TypeError, ValueError):
             return self.decision
         self.last_text_t = end if self.last_text_t is None else max(self.last_text_t, end)
         prob = self.segment_problem(seg)
         if prob is None:
-            lp = float(seg.avg_logprob) if _finite(seg.avg_logprob) else 0.0
+            lp = float(seg.avg_logprob) if is_finite_number(seg.avg_logprob) else 0.0
             self.event = (True, "ok", math.exp(min(lp, 0.0)), end)
         elif getattr(seg, "final", True):
             self.event = (False, prob[0], prob[1], end)
@@ -463,7 +456,7 @@ class TextHealth(_Monitor):
 
     def poll(self, now: float) -> HealthDecision:
         c = self.cfg
-        if _finite(now):
+        if is_finite_number(now):
             self.now = max(self.now, float(now))
         now = self.now
         ev = self.event
@@ -513,7 +506,7 @@ class StreamHealth:
         """A speech-gate step of the audio front end (or a plain VadResult: gated here)."""
         d = self.audio.read(vad) if isinstance(vad, GateStep) else self.audio.update(vad)
         t0 = getattr(vad, "t", None)
-        self.text.on_vad(float(t0) if _finite(t0) else d.t, d.t, self.audio.speaking, self.audio.speech_start)
+        self.text.on_vad(float(t0) if is_finite_number(t0) else d.t, d.t, self.audio.speaking, self.audio.speech_start)
         return self.poll(d.t)
 
     def update_video(self, result: FaceResult | FaceFrame | None,
@@ -535,7 +528,7 @@ class StreamHealth:
         return self.update_video(result, frame)
 
     def poll(self, now: float) -> dict[str, HealthDecision]:
-        if _finite(now):
+        if is_finite_number(now):
             self.now = max(self.now, float(now))
         now = self.now
         a = self.audio.poll(now)

@@ -63,6 +63,32 @@ class FeatureSet:
         return Schema((Modality("A", d["A"], "sequence", "lstm"), Modality("V", d["V"], "sequence", "lstm"),
                        Modality("T", d["T"], "sequence", "textcnn")), tuple(classes))
 
+    # the extractors of this feature set, built in one place (the app, admc extract, the starter
+    # build); each imports its models only when called
+    def face_extractor(self, device="cpu", **kwargs):
+        """The V extractor: MTCNN, the aligned crop, and this set's face network."""
+        from extractors.face import FaceExtractor
+
+        return FaceExtractor(device=device, network=self.face, **kwargs)
+
+    def audio_extractor(self, threads: int = 1):
+        """The A extractor: openSMILE, the Whisper encoder, or both side by side (``window_source``
+        and ``wave_source`` give its row sources)."""
+        from extractors.audio_frontend import build_audio_features
+
+        return build_audio_features(self.audio, threads=threads)
+
+    def text_encoder(self, model: str | None = None, device="cpu"):
+        """The T encoder: MiniLM word pieces, followed by nade's emoji credences in the sets that have them."""
+        from extractors.text import TextEncoder
+
+        encoder = TextEncoder(model, device=device)
+        if self.text_affect:
+            from extractors.text_affect import AffectTextEncoder
+
+            encoder = AffectTextEncoder(encoder)
+        return encoder
+
     def describe(self) -> str:
         d = self.dims()
         return (f"{self.name}: A {'+'.join(self.audio)} {d['A']}-d, V {self.face} {d['V']}-d, "

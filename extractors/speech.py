@@ -280,12 +280,12 @@ class StreamingTranscriber:
         if settings is None:
             settings = frontend.settings if frontend is not None else AudioSettings(
                 vad_on=float(threshold),
-                vad_off=max(threshold - 0.15, 0.01) if neg_threshold is None else float(neg_threshold),
+                vad_off=AudioSettings.default_vad_off(threshold) if neg_threshold is None else float(neg_threshold),
                 utterance_silence_s=float(min_silence_s), utterance_min_speech_s=float(min_speech_s),
                 speech_pad_s=float(speech_pad_s), max_segment_s=float(max_segment_s))
         self.settings = settings
         if frontend is None:
-            vad = vad if vad is not None else VoiceActivityDetector(threshold=self.settings.vad_on)
+            vad = vad if vad is not None else VoiceActivityDetector()
             frontend = AudioFrontEnd(vad, self.settings)
         self.frontend = frontend
         self.vad = frontend.vad

@@ -6,11 +6,20 @@ Data flows one way: capture -> extractors (these results) -> stream health -> wi
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
 TARGET_SR = 16000           # every audio stream is resampled to 16 kHz mono (VAD, openSMILE, Whisper)
+
+
+def is_finite_number(x) -> bool:
+    """``x`` is a number that is not NaN or infinite (anything else, None included, is not)."""
+    try:
+        return math.isfinite(float(x))
+    except (TypeError, ValueError):
+        return False
 
 
 @dataclass

@@ -104,9 +104,7 @@ def _init_worker() -> None:
 
 def _face_extractor():
     if "face" not in _X:
-        from extractors.face import FaceExtractor
-
-        _X["face"] = FaceExtractor(device="cpu", network=FEATURES.face)
+        _X["face"] = FEATURES.face_extractor("cpu")
     return _X["face"]
 
 
@@ -114,10 +112,9 @@ def _audio_extractor():
     """(the feature set's A row maker: ``wave -> [rows, dim]`` for one 3 s window, the live VAD)."""
     if "audio" not in _X:
         from extractors.audio import VoiceActivityDetector
-        from extractors.audio_frontend import build_audio_features
 
         _X["vad"] = VoiceActivityDetector(num_threads=1)
-        fx = build_audio_features(FEATURES.audio, threads=1)
+        fx = FEATURES.audio_extractor(threads=1)
         # the window's A rows as the live session and admc extract make them
         _X["audio"] = lambda seg: fx.wave_source(seg).window_rows(WINDOW_S, 0.0, WINDOW_S)
     return _X["audio"], _X["vad"]
@@ -125,13 +122,7 @@ def _audio_extractor():
 
 def _text_encoder():
     if "text" not in _X:
-        from extractors.text import TextEncoder
-
-        _X["text"] = TextEncoder(device="cpu")
-        if FEATURES.text_affect:
-            from extractors.text_affect import AffectTextEncoder
-
-            _X["text"] = AffectTextEncoder(_X["text"])
+        _X["text"] = FEATURES.text_encoder(device="cpu")
     return _X["text"]
 
 

@@ -529,7 +529,7 @@ def test_intent_head_and_engine_sessions(tiny_run, tmp_path):
 
     from app.checkpoint import load_checkpoint
     from app.session import SessionConfig
-    from app.ui import Engine
+    from app.engine import Engine
 
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
@@ -561,7 +561,8 @@ def test_ui_auth_and_offline_share(tiny_run):
 
     from app.checkpoint import load_checkpoint
     from app.session import SessionConfig
-    from app.ui import Engine, launch
+    from app.engine import Engine
+    from app.ui import launch
 
     said = []
     eng = Engine(load_checkpoint(tiny_run), fake_components(), lambda: SessionConfig())

@@ -79,7 +79,8 @@ def test_checkpoint_loader_over_http_is_limited_to_the_servers_checkpoints_per_s
     changes only the caller's session."""
     from app.checkpoint import checkpoint_choices, load_checkpoint
     from app.session import SessionConfig
-    from app.ui import Engine, launch
+    from app.engine import Engine
+    from app.ui import launch
 
     offered = tmp_path / "offered"
     shutil.copytree(tiny_run, offered / "other")
@@ -142,7 +143,7 @@ def test_engine_refuses_any_path_even_past_the_dropdown(tiny_run, tmp_path):  # 
     on it: a path (existing run, existing directory, missing one) gets one message, loads nothing."""
     from app.checkpoint import load_checkpoint
     from app.session import SessionConfig
-    from app.ui import NOT_LOADED, Engine
+    from app.engine import NOT_LOADED, Engine
 
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
@@ -201,7 +202,8 @@ def test_launch_prints_the_warning(tiny_run, monkeypatch):  # noqa: F811
 
     from app.checkpoint import load_checkpoint
     from app.session import SessionConfig
-    from app.ui import Engine, launch
+    from app.engine import Engine
+    from app.ui import launch
 
     seen = {}
     monkeypatch.setattr(gr.Blocks, "launch", lambda self, **kw: seen.update(kw))
@@ -397,7 +399,8 @@ def test_sessions_are_bound_to_their_login_and_capped(tiny_run):  # noqa: F811
     each refusal a clear message on the page."""
     from app.checkpoint import load_checkpoint
     from app.session import SessionConfig
-    from app.ui import Engine, launch
+    from app.engine import Engine
+    from app.ui import launch
 
     eng = Engine(load_checkpoint(tiny_run), fake_components(), lambda: SessionConfig(face_fps=None),
                  max_sessions=3, max_per_user=2)

@@ -128,7 +128,7 @@ def test_bench_runs_every_baseline_with_the_same_results_schema(ds, tmp_path):
 
 
 def _pooled(split, mod) -> np.ndarray:
-    """Each sample's pooled row, written out independently of admc.baselines.linear.pool."""
+    """Each sample's pooled row, written out independently of admc.pooling."""
     rows, off = split.rows[mod.name], split.offsets[mod.name]
     out = []
     for i in range(len(split)):

@@ -79,7 +79,7 @@ def test_vad_threshold_from_the_ui_reaches_the_transcriber(tiny_run, vad_on, utt
     the slider moved it to 0.8 (the transcriber used to keep the threshold it was built with)."""
     from app.checkpoint import load_checkpoint
     from app.session import SessionConfig
-    from app.ui import Engine
+    from app.engine import Engine
 
     rec = CountingRecognizer()
     eng = Engine(load_checkpoint(tiny_run), components(rec),
@@ -386,7 +386,8 @@ def test_ui_shows_only_controls_that_act_on_the_checkpoint(tiny_run, monkeypatch
     """The start-step slider only for a completer whose sampler reads n; MMER only when trained."""
     from app.checkpoint import load_checkpoint
     from app.session import SessionConfig
-    from app.ui import Engine, build_ui, checkpoint_controls
+    from app.engine import Engine, checkpoint_controls
+    from app.ui import build_ui
     from tests.test_app import fake_components
 
     ck = load_checkpoint(tiny_run)

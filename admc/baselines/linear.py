@@ -22,28 +22,11 @@ from torch import nn
 
 from admc.calibration import TemperatureScaling, fit_calibration
 from admc.config import TrainConfig
-from admc.data import FeatureDataset, Modality, Schema, Split, condition_name
+from admc.data import FeatureDataset, Schema, Split, condition_name
 from admc.metrics import scores
+from admc.pooling import pooled_dim, pooled_split
 from admc.regimes import training_data
 from admc.runtime import log, progress
-
-
-def pooled_dim(mod: Modality) -> int:
-    return mod.dim if mod.kind == "vector" else 2 * mod.dim
-
-
-def pool(split: Split, mod: Modality) -> np.ndarray:
-    """``[n, pooled_dim]`` float64: each present sample's row (vector) or mean and std of its rows
-    (sequence); zeros where the modality is absent."""
-    rows, off, present = split.rows[mod.name], split.offsets[mod.name], split.present[mod.name]
-    out = np.zeros((len(split), pooled_dim(mod)))
-    for i in np.flatnonzero(present):
-        r = rows[off[i] : off[i + 1]].astype(np.float64)
-        if mod.kind == "vector":
-            out[i] = r[-1]
-        else:
-            out[i, : mod.dim], out[i, mod.dim :] = r.mean(axis=0), r.std(axis=0)
-    return out
 
 
 class LinearModel(nn.Module):
@@ -60,7 +43,7 @@ class LinearModel(nn.Module):
         super().__init__()
         self.schema, self.cfg = schema, cfg
         self.M, self.C = len(schema.modalities), len(schema.classes)
-        self.dims = [pooled_dim(m) for m in schema.modalities]
+        self.dims = [pooled_dim(m.kind, m.dim) for m in schema.modalities]
         self.E = max(self.dims)  # embed() pads every modality's pooled row to this
         for i, d in enumerate(self.dims):
             self.register_buffer(f"feat_mean_{i}", torch.zeros(d))
@@ -76,7 +59,7 @@ class LinearModel(nn.Module):
     def fit_standardization(self, split: Split) -> None:
         """Per-dimension mean and std (ddof 0; constant dims keep 1) of the present training rows."""
         for i, mod in enumerate(self.schema.modalities):
-            x = pool(split, mod)[split.present[mod.name]]
+            x = pooled_split(split, mod.name, mod.kind)[split.present[mod.name]]
             if len(x) == 0:
                 continue
             std = x.std(axis=0)
@@ -90,7 +73,7 @@ class LinearModel(nn.Module):
         dev = self.feat_mean_0.device
         z = torch.zeros(len(split), self.M, self.E, device=dev)
         for i, mod in enumerate(self.schema.modalities):
-            x = torch.from_numpy(pool(split, mod)).float().to(dev)
+            x = torch.from_numpy(pooled_split(split, mod.name, mod.kind)).float().to(dev)
             p = torch.from_numpy(split.present[mod.name]).to(dev)
             z[p, i, : self.dims[i]] = ((x - getattr(self, f"feat_mean_{i}")) / getattr(self, f"feat_std_{i}"))[p]
         return z, torch.from_numpy(split.presence_matrix(self.schema.names)).to(dev)

@@ -22,7 +22,8 @@ import numpy as np
 import torch
 
 from admc.config import ADNConfig
-from admc.diffusion import readings, sampling, schedule
+from admc.diffusion import readings, schedule
+from admc.diffusion.variants import variant_of
 from admc.diffusion.training import NOISE_BINS, train_denoiser
 from admc.masks import proper_masks
 from admc.models.denoiser import Denoiser
@@ -72,54 +73,42 @@ class Diffusion:
 
     def __init__(self, denoiser: Denoiser, cfg: ADNConfig, prior: LinearPrior | None = None):
         self.denoiser, self.cfg, self.prior = denoiser, cfg, prior
-        self.variant = cfg.variant
+        self.variant = variant_of(cfg)          # chosen once: it owns the loss, sampling and selection
         self.prediction = cfg.prediction_or_default()
         self.reading = cfg.reading_or_default()
-        if self.variant == "paper":
-            self._read = readings.READERS[self.reading]
-            if self.reading == "sdedit_ridge" and prior is None:
-                raise ValueError("adn.reading=sdedit_ridge needs the linear prior")
+        if self.variant.cannot_run_without_prior(cfg) and prior is None:
+            raise ValueError(f"adn.reading={self.reading} needs the linear prior")
         self.loss_schedule = schedule.ddpm(cfg)  # the training loss's forward process (no clipping)
         self.clip_range: float | None = None  # set by fit, saved with the run
         self.start_step: int | None = cfg.start_step
 
     @property
     def uses_start_step(self) -> bool:
-        return self.variant == "paper" and readings.USES_START_STEP[self.reading]
+        return self.variant.uses_start_step(self.cfg)
+
+    @staticmethod
+    def training_masks(B: int, M: int, gen: torch.Generator, device, present: torch.Tensor | None = None):
+        """The availability patterns of one training batch (:func:`training_masks`)."""
+        return training_masks(B, M, gen, device, present)
 
     # ---- training ------------------------------------------------------------------------------
     def loss(self, x0: torch.Tensor, gen: torch.Generator, per_bin: np.ndarray | None = None,
              present: torch.Tensor | None = None) -> torch.Tensor:
-        """One denoising loss on samples ``x0 [B, M, D]``.  Paper variant: the scheduler's target
-        (noise, Eq. 2) on every row.  Conditional: random availability, available rows clean, loss on the
-        rows to generate, in the residual space around the prior mean.
+        """One denoising loss on samples ``x0 [B, M, D]``: the variant's (:mod:`admc.diffusion.variants`;
+        paper: the scheduler's target, noise in Eq. 2, on every row; conditional: random availability,
+        available rows clean, loss on the rows to generate, in the residual space around the prior mean).
 
         ``present [B, M]`` (a training set with missing modalities): the loss is masked to the rows
         that are there; the conditional variant draws its available rows among them and generates the
         others that are there (every sample needs two present rows; absent rows carry no loss)."""
         cfg = self.cfg
-        sch = self.loss_schedule
-        B, M, _ = x0.shape
-        dev = x0.device
+        B, dev = x0.shape[0], x0.device
         t = torch.randint(0, cfg.num_train_timesteps, (B,), generator=gen).to(dev)
         noise = torch.randn(x0.shape, generator=gen).to(dev)
         if present is not None:
             present = present.bool()
             x0 = x0 * present[..., None]
-        if self.variant == "conditional":
-            avail = training_masks(B, M, gen, dev, present)
-            keep = avail[..., None].float()
-            mu = (1 - keep) * self.prior(keep * x0, avail) if self.prior is not None else torch.zeros_like(x0)
-            y0 = x0 - mu
-            if present is not None:
-                y0 = y0 * present[..., None]  # an absent row: no target, its input is prior + noise
-            target = schedule.training_target(sch, y0, noise, t, self.prediction)
-            out = self.denoiser(keep * x0 + (1 - keep) * (mu + schedule.forward_noise(sch, y0, noise, t)), t, avail)
-            weight = (1 - keep).expand_as(x0)
-        else:
-            target = schedule.training_target(sch, x0, noise, t, self.prediction)
-            out = self.denoiser(schedule.forward_noise(sch, x0, noise, t), t)
-            weight = torch.ones_like(x0)
+        out, target, weight = self.variant.loss(self, x0, noise, t, present, gen)
         if present is not None:
             weight = weight * present[..., None]
         denom = weight.sum(dim=(1, 2))
@@ -144,7 +133,7 @@ class Diffusion:
         if present is not None and bool(present.all()):
             present = None
         if present is not None:
-            enough = present.sum(dim=1) >= (2 if self.variant == "conditional" else 1)
+            enough = present.sum(dim=1) >= self.variant.min_present
             full_tr, present = full_tr[enough], present[enough]
         if len(full_tr) < 2 or len(full_va) < 1:
             raise ValueError("the ADN needs training samples with at least two modalities present and full "
@@ -177,19 +166,7 @@ class Diffusion:
             zi = (z[idx] * avail[idx][..., None]).repeat(K, 1, 1)
             ai = avail[idx].repeat(K, 1)
             mu = self.prior(zi, ai) if self.prior is not None else None
-            if self.variant == "paper":
-                gen = self._complete_paper(zi, ai, n, generator, trace, mu)
-            else:
-                gen = sampling.sample_conditional(self.denoiser, zi, ai, self.cfg, self.clip_range, generator,
-                                                  prior_mean=mu)
+            gen = self.variant.sample(self, zi, ai, n, generator, trace, mu)
             gen = gen.view(K, len(idx), *z.shape[1:]).mean(dim=0)
             out[idx] = torch.where(avail[idx][..., None], z[idx], gen)
         return out
-
-    def _complete_paper(self, z, avail, n, generator, trace, prior_mean):
-        cfg = self.cfg
-        N = cfg.num_train_timesteps
-        n = N if n is None else int(min(max(n, 1), N))
-        keep = avail[..., None].to(z.dtype)
-        return self._read(self.denoiser, lambda: schedule.ddpm(cfg, self.clip_range), z, keep, n, generator,
-                          trace, prior_mean=prior_mean, jump=cfg.jump, resample=cfg.resample, stride=cfg.stride or 1)

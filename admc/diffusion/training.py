@@ -63,7 +63,7 @@ def train_denoiser(diffusion, full_tr: torch.Tensor, full_va: torch.Tensor, seed
     ema = (torch.optim.swa_utils.AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay))
            if cfg.ema_decay else None)
     stopper, history = EarlyStopping(cfg.patience, mode="min"), []
-    select_on_completion = diffusion.variant == "conditional"
+    select_on_completion = diffusion.variant.selects_on_completion
     best_epoch = None
     bar = progress(range(cfg.epochs), desc="ADN")
     step = dp.wrap(net)

@@ -1,0 +1,131 @@
+"""The two variants of the attention-based diffusion network (``adn.variant``), each a class chosen
+once (:func:`variant_of`) that owns what the variant does: what its denoiser sees, its training loss,
+how it completes missing rows, how its training is selected, and its line in ``admc info``.  The
+settings each variant defaults to and refuses are the configuration's (``admc.config.VARIANT_RULES``).
+
+* :class:`ConditionalVariant` (``conditional``, the default): a denoiser conditioned on the
+  available rows, trained on random availability patterns around the linear prior's estimate
+  (CARD-style), sampled by ``adn.sampler``; selected on validation completion MSE.
+* :class:`PaperVariant` (``paper``, method ``admc_paper``): the paper's unconditional noise
+  predictor (Eq. 2) and its reverse process from a start step n (Eq. 3-4) in one reading
+  (``adn.reading``, :mod:`admc.diffusion.readings`); selected on the validation denoising loss.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+
+from admc.diffusion import readings, sampling, schedule
+
+
+class ADNVariant:
+    name: ClassVar[str]
+    conditional_denoiser: ClassVar[bool]        # the denoiser reads the availability mask
+    min_present: ClassVar[int]                  # present rows a training sample needs
+    selects_on_completion: ClassVar[bool]       # early stopping on validation completion MSE (else: loss)
+
+    def needs_prior(self, cfg) -> bool:
+        """Whether the linear prior is fitted (``cfg``: the ADNConfig)."""
+        return False
+
+    def cannot_run_without_prior(self, cfg) -> bool:
+        """Whether completion is impossible without the prior (the conditional variant then diffuses
+        around zero, as runs saved before the prior did)."""
+        return False
+
+    def uses_start_step(self, cfg) -> bool:
+        return False
+
+    def loss(self, diffusion, x0, noise, t, present, gen):
+        """(denoiser output, target, weight) of one training batch ``x0 [B, M, D]``."""
+        raise NotImplementedError
+
+    def sample(self, diffusion, z, avail, n, generator, trace, prior_mean):
+        """Completions of ``z`` where ``avail`` is False (one per row of the batch)."""
+        raise NotImplementedError
+
+    def describe(self, cfg, meta: dict) -> list[str]:
+        """The ``ADN`` lines of ``admc info`` (``meta``: run.json)."""
+        raise NotImplementedError
+
+
+class ConditionalVariant(ADNVariant):
+    name = "conditional"
+    conditional_denoiser = True
+    min_present = 2
+    selects_on_completion = True
+
+    def needs_prior(self, cfg) -> bool:
+        return cfg.prior == "linear"
+
+    def loss(self, diffusion, x0, noise, t, present, gen):
+        B, M, _ = x0.shape
+        sch = diffusion.loss_schedule
+        avail = diffusion.training_masks(B, M, gen, x0.device, present)
+        keep = avail[..., None].float()
+        prior = diffusion.prior
+        mu = (1 - keep) * prior(keep * x0, avail) if prior is not None else torch.zeros_like(x0)
+        y0 = x0 - mu
+        if present is not None:
+            y0 = y0 * present[..., None]  # an absent row: no target, its input is prior + noise
+        target = schedule.training_target(sch, y0, noise, t, diffusion.prediction)
+        out = diffusion.denoiser(keep * x0 + (1 - keep) * (mu + schedule.forward_noise(sch, y0, noise, t)), t, avail)
+        return out, target, (1 - keep).expand_as(x0)
+
+    def sample(self, diffusion, z, avail, n, generator, trace, prior_mean):
+        return sampling.sample_conditional(diffusion.denoiser, z, avail, diffusion.cfg, diffusion.clip_range,
+                                           generator, prior_mean=prior_mean)
+
+    def describe(self, cfg, meta: dict) -> list[str]:
+        adn = (meta.get("train") or {}).get("adn")
+        shrink = adn.get("prior_shrinkage") if isinstance(adn, dict) else None
+        shrink = f" (shrinkage {shrink:g})" if isinstance(shrink, (int, float)) else ""
+        return [f"ADN       conditional ({cfg.prediction_or_default()}), sampler {cfg.sampler} steps "
+                f"{cfg.sample_steps} K={cfg.num_samples}, clip {meta.get('clip_range')}",
+                f"ADN prior {cfg.prior}{shrink}"]
+
+
+class PaperVariant(ADNVariant):
+    name = "paper"
+    conditional_denoiser = False
+    min_present = 1
+    selects_on_completion = False
+
+    def needs_prior(self, cfg) -> bool:
+        return cfg.reading_or_default() == "sdedit_ridge"
+
+    def cannot_run_without_prior(self, cfg) -> bool:
+        return self.needs_prior(cfg)
+
+    def uses_start_step(self, cfg) -> bool:
+        return readings.USES_START_STEP[cfg.reading_or_default()]
+
+    def loss(self, diffusion, x0, noise, t, present, gen):
+        sch = diffusion.loss_schedule
+        target = schedule.training_target(sch, x0, noise, t, diffusion.prediction)
+        out = diffusion.denoiser(schedule.forward_noise(sch, x0, noise, t), t)
+        return out, target, torch.ones_like(x0)
+
+    def sample(self, diffusion, z, avail, n, generator, trace, prior_mean):
+        cfg = diffusion.cfg
+        N = cfg.num_train_timesteps
+        n = N if n is None else int(min(max(n, 1), N))
+        keep = avail[..., None].to(z.dtype)
+        read = readings.READERS[cfg.reading_or_default()]
+        return read(diffusion.denoiser, lambda: schedule.ddpm(cfg, diffusion.clip_range), z, keep, n, generator,
+                    trace, prior_mean=prior_mean, jump=cfg.jump, resample=cfg.resample, stride=cfg.stride or 1)
+
+    def describe(self, cfg, meta: dict) -> list[str]:
+        return [f"ADN       paper ({cfg.prediction_or_default()}), reading {cfg.reading_or_default()}, stride "
+                f"{cfg.stride or 1}, RePaint U={cfg.resample} r={cfg.jump}, K={cfg.num_samples}, start step "
+                f"n = {meta.get('start_step')} (chosen by val {cfg.start_select}), clip {meta.get('clip_range')}"]
+
+
+VARIANTS: dict[str, ADNVariant] = {v.name: v for v in (ConditionalVariant(), PaperVariant())}
+
+
+def variant_of(cfg) -> ADNVariant:
+    """The variant ``cfg.variant`` names (an ADNConfig; the name was checked when it was built)."""
+    return VARIANTS[cfg.variant]
