@@ -38,8 +38,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 TARGETS = {"preview_fps": (">=", 15.0), "face_fps": (">=", 15.0), "predictions_per_s": (">=", 5.0),
            "latency_p95_ms": ("<", 300.0), "rss_peak_mb": ("<", 2560.0)}
@@ -52,7 +50,7 @@ def _proc_status(key: str) -> float:
     return float("nan")
 
 
-from machine_info import cpu_name as _cpu_name  # noqa: E402
+from benchmarks.machine_info import cpu_name as _cpu_name  # noqa: E402
 
 
 def _pct(a, p):

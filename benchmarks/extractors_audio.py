@@ -18,7 +18,6 @@ import json
 import os
 import platform
 import subprocess
-import sys
 import tempfile
 import time
 from importlib.metadata import version
@@ -28,7 +27,6 @@ import numpy as np
 import soundfile as sf
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 from extractors.audio import AudioFeatureExtractor, VoiceActivityDetector, resample  # noqa: E402
 from extractors.speech import SpeechRecognizer, StreamingTranscriber  # noqa: E402

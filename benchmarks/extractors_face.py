@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 
@@ -27,13 +26,11 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from extractors.face import FaceExtractor  # noqa: E402
 
 
-from machine_info import cpu_name as _cpu_name  # noqa: E402
+from benchmarks.machine_info import cpu_name as _cpu_name  # noqa: E402
 
 
 def _stats(ms: list[float]) -> dict:

@@ -26,7 +26,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from admc.pooling import pooled_split  # noqa: E402
 from admc.config import TrainConfig  # noqa: E402

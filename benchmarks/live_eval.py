@@ -39,12 +39,9 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "scripts"))
-sys.path.insert(0, str(REPO / "benchmarks"))
 
-import build_starter as bs  # noqa: E402
-from machine_info import cpu_name  # noqa: E402
+from scripts import build_starter as bs  # noqa: E402
+from benchmarks.machine_info import cpu_name  # noqa: E402
 
 SEG_S = 6.0
 STATES = ("full", "face_hidden", "silent")

@@ -9,7 +9,8 @@
   generated dataset with fixed epoch counts (patience = epochs), sample-epochs per second of the
   whole command: training samples x epochs summed over the gradient stages / seconds.
 
-    python benchmarks/scaling.py --out benchmarks/results/scaling.json
+    python -m benchmarks.scaling --out benchmarks/results/scaling.json   # from the repo root (it builds
+                                                                        # its dataset with tests/synthetic.py)
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from benchmarks.machine_info import cpu_name  # noqa: E402
 

@@ -35,10 +35,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from machine_info import cpu_name  # noqa: E402
+from benchmarks.machine_info import cpu_name  # noqa: E402
 
 FPS = 15
 SIZE = (640, 480)

@@ -19,20 +19,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "scripts"))
-sys.path.insert(0, str(REPO / "benchmarks"))
 
-import build_starter as bs  # noqa: E402
+from scripts import build_starter as bs  # noqa: E402
 from linear_probe import fit_probe, ua  # noqa: E402
-from machine_info import cpu_name  # noqa: E402
+from benchmarks.machine_info import cpu_name  # noqa: E402
 
 
 def extract(cache: Path) -> dict[str, np.ndarray]:

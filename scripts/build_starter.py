@@ -44,13 +44,9 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 
 from extractors.live_schema import DEFAULT_FEATURE_SET, feature_set  # noqa: E402 - light, no models
 
-if str(REPO / "scripts") not in sys.path:       # train_face_net (the face network's holdout)
-    sys.path.insert(0, str(REPO / "scripts"))
 
 DATA = Path(os.environ.get("ADMC_SHARED_DATA") or REPO.parent / "shared" / "data")
 
@@ -190,7 +186,7 @@ def face_net_holdout(rows: list[dict]) -> set[str]:
     """FER2013 train faces the face network never trained on: its validation holdout, drawn as
     scripts/train_face_net.py draws it (stratified 10 % of train in manifest order, the card's seed)."""
     from extractors import face_net
-    from train_face_net import stratified_holdout
+    from scripts.train_face_net import stratified_holdout
 
     seed = int(json.loads(face_net.DEFAULT_META.read_text())["recipe"]["seed"])
     train = [r for r in rows if r["split"] == "train"]

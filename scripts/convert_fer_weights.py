@@ -30,7 +30,6 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 from extractors.mini_xception import (  # noqa: E402
     BN_EPS, CLASSES, DEFAULT_META, DEFAULT_WEIGHTS, FEATURE_DIM, INPUT_SIZE, MiniXception,

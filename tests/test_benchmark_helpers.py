@@ -8,9 +8,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-
-from compare_cpm_nets import main, read_anchors, table  # noqa: E402
+from benchmarks.compare_cpm_nets import main, read_anchors, table
 
 ANCHORS = """# Source: a figure
 method,eta0.0,eta0.1,eta0.5
@@ -41,7 +39,7 @@ def test_missing_rate_table_next_to_published_curves(tmp_path, capsys):
 
 
 def test_live_eval_comparison_bootstraps_over_segments_not_windows():
-    from live_eval import compare
+    from benchmarks.live_eval import compare
 
     segments = [{"start": 6.0 * i, "end": 6.0 * (i + 1), "label": "anger" if i % 2 else "neutral"} for i in range(20)]
     times = [round(0.2 * k, 1) for k in range(1, 600)]

@@ -188,3 +188,14 @@ def test_media_files_are_decoded_in_one_module():
     readers = sorted(str(f.relative_to(ROOT)) for pkg in ("admc", "extractors", "app")
                      for f in (ROOT / pkg).rglob("*.py") if _opens_media_for_reading(f))
     assert readers == ["extractors/media.py"]
+
+
+def test_benchmarks_and_scripts_import_without_sys_path_edits():
+    """benchmarks/ and scripts/ are packages of the editable install: their helpers (machine_info,
+    the starter build) are imported by name, never by editing sys.path."""
+    edits = [f"{f.relative_to(ROOT)}:{i}" for d in ("benchmarks", "scripts") for f in sorted((ROOT / d).glob("*.py"))
+             for i, line in enumerate(f.read_text(encoding="utf-8").splitlines(), 1) if "sys.path" in line]
+    assert edits == []
+    code = "import benchmarks.machine_info, scripts.build_starter; print('ok')"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/", check=True)
+    assert out.stdout.strip() == "ok"
