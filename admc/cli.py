@@ -214,6 +214,9 @@ def _check_classes(ds, allow: bool) -> None:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", type=_device, default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 ...")
+    p.add_argument("--threads", type=_positive, default=None, metavar="N",
+                   help="torch CPU threads (default: torch's own choice, one per core); 1 when another "
+                        "job shares the machine")
     p.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
 
 
@@ -625,9 +628,10 @@ def main(argv: list[str] | None = None, extra: Sequence[Callable] = ()) -> int:
         args.command_line = ["admc", *argv]
         try:
             preflight(args)                 # before anything imports torch
-            from admc.runtime import set_quiet
+            from admc.runtime import set_quiet, set_threads
 
             set_quiet(getattr(args, "quiet", False))
+            set_threads(getattr(args, "threads", None))
             return args.func(args)
         except (ValueError, OSError) as e:  # DatasetError, RunError, OutputError, UsageError are ValueErrors
             print(f"admc: error: {e}", file=sys.stderr)

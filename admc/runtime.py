@@ -21,6 +21,14 @@ def set_quiet(quiet: bool) -> None:
     _QUIET = bool(quiet)
 
 
+def set_threads(threads: int | None) -> None:
+    """torch's CPU threads for this process (None: leave torch's default); imports torch only when set."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(int(threads))
+
+
 def progress(iterable=None, **kw):
     """A tqdm progress bar (with its rate and ETA where the total is known), silent with ``--quiet``
     and when stderr is not a terminal (a log file, a pipe, a test)."""

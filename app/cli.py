@@ -97,6 +97,21 @@ def port_problem(host: str, port: int) -> str | None:
     return None
 
 
+def replay_progress(source: str, quiet: bool = False):
+    """A progress bar on stderr over the recording's seconds (shown on a terminal, not with --quiet)."""
+    from tqdm.auto import tqdm
+
+    from extractors import media
+
+    try:
+        total = media.probe(source).duration
+    except Exception:  # noqa: BLE001 - the replay reports an unreadable file itself
+        total = None
+    return tqdm(total=round(total, 1) if total else None, unit="s", desc="replay",
+                disable=True if quiet else None, bar_format="{desc}: {n:.1f}/{total} s of media "
+                "[{elapsed}<{remaining}, {rate_fmt}]" if total else None)
+
+
 def _say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -218,12 +233,15 @@ def main(argv: list[str] | None = None) -> int:
         cfg = config(face_fps=args.face_fps or (15.0 if args.realtime else 10.0),
                      asr_sync=not args.realtime)
         session = LiveSession(ck.model, comp, cfg, heads=heads, threaded=args.realtime)
+        bar = replay_progress(args.source, quiet=args.quiet)
         try:
-            n = replay_to_jsonl(session, args.source, args.out, realtime=args.realtime)
+            n = replay_to_jsonl(session, args.source, args.out, realtime=args.realtime,
+                                progress=lambda r: bar.update(max(0.0, r["t"] - bar.n)))
         except Exception as e:  # noqa: BLE001 - an unreadable file is a user error, not a crash
             _say(f"app: cannot replay {args.source}: {type(e).__name__}: {e}")
             return 1
         finally:
+            bar.close()
             session.close()
         if n == 0:
             _say(f"app: --source {args.source}: no analysis window (shorter than one "

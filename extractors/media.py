@@ -35,6 +35,7 @@ class Probe:
     video: bool
     format: str          # the demuxer's name (e.g. "mov,mp4,m4a,3gp,3g2,mj2", "image2")
     video_frames: int    # frames in the first video stream per the container (0: unknown or none)
+    duration: float | None = None   # seconds, per the container (None: unknown)
 
 
 def probe(path: str | Path) -> Probe:
@@ -43,7 +44,8 @@ def probe(path: str | Path) -> Probe:
 
     with av.open(str(path)) as c:
         return Probe(bool(c.streams.audio), bool(c.streams.video), c.format.name or "",
-                     int(c.streams.video[0].frames) if c.streams.video else 0)
+                     int(c.streams.video[0].frames) if c.streams.video else 0,
+                     c.duration / av.time_base if c.duration is not None else None)
 
 
 def subsample_gate(t: float, next_t: float, fps: float) -> tuple[bool, float]:

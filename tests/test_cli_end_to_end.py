@@ -164,3 +164,18 @@ def test_run_and_dataset_directories_get_normal_permissions(run_dir, ds_dir):
     os.umask(umask)
     for p, mode in ((run_dir, 0o777), (run_dir / "model.safetensors", 0o666), (ds_dir, 0o777)):
         assert stat.S_IMODE(p.stat().st_mode) == mode & ~umask, p
+
+
+def test_threads_sets_torch_threads_and_refuses_zero(tmp_path):
+    """``--threads N`` (train, eval, calibrate, bench) sets torch's CPU threads for the command."""
+    from tests.synthetic import cached_run
+
+    ds, run = cached_run(tmp_path)
+    code = ("import torch; from extractors.commands import main; "
+            f"rc = main(['eval', '--run', {str(run)!r}, '--data', {str(ds)!r}, '--json', {str(tmp_path / 'e.json')!r}, "
+            "'--quiet', '--threads', '1']); print(rc, torch.get_num_threads())")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert p.stdout.split() == ["0", "1"], (p.stdout, p.stderr)
+    p = subprocess.run([sys.executable, "-m", "admc.cli", "eval", "--run", str(run), "--data", str(ds), "--json",
+                        str(tmp_path / "e.json"), "--threads", "0"], capture_output=True, text=True)
+    assert p.returncode == 2 and "argument --threads" in p.stderr
