@@ -11,6 +11,7 @@ window is uncertain).
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -35,6 +36,18 @@ def build_model(schema: Schema, cfg: TrainConfig) -> "ADMCModel | LinearModel":
     return (cls or ADMCModel)(schema, cfg)
 
 
+COMPLETER_STREAM, FUSION_STREAM = 1, 2
+
+
+@contextlib.contextmanager
+def own_random_stream(seed: int, stream: int):
+    """A block whose torch random draws come from a stream of its own (``seed``, ``stream``), leaving
+    the global one as it was before the block."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed((int(seed) * 1_000_003 + 7919 * int(stream)) % (2**63 - 1))
+        yield
+
+
 class ADMCModel(nn.Module):
     def __init__(self, schema: Schema, cfg: TrainConfig):
         super().__init__()
@@ -52,7 +65,11 @@ class ADMCModel(nn.Module):
         method = METHODS[cfg.method]
         if method.model is not None:
             raise ValueError(f"method {cfg.method} is not an ADMCModel (build it with admc.pipeline.build_model)")
-        self.set_completer(self.new_completer())
+        # the completer and the fusion networks draw their initial weights from streams of their own
+        # (from the run's seed), so every method of one seed starts its fusion from the same weights
+        # and the global stream after construction is the same whatever the completer
+        with own_random_stream(cfg.seed, COMPLETER_STREAM):
+            self.set_completer(self.new_completer())
         self.uses_adn = method.completer == "diffusion"
         self.completes = self.completer.completes  # missing rows are estimated (not the train mean)
         self.fusion_mode = "late" if method.late else resolve_fusion_mode(cfg.fusion.mode, M)
@@ -62,7 +79,8 @@ class ADMCModel(nn.Module):
         self.joint_full = method.encoders == "joint" and self.fusion_layout.full_input_network
         self.mmer = self.completes and cfg.fusion.mmer and not self.joint_full
         self.fusion = nn.ModuleDict()
-        self.fusion_layout.build(self, cfg.fusion)
+        with own_random_stream(cfg.seed, FUSION_STREAM):
+            self.fusion_layout.build(self, cfg.fusion)
         # fitted after the fusion (admc.calibration.fit_calibration, admc.ood.fit_ood); a run saved
         # before they existed has none of their buffers and loads with these defaults: T = 1, no
         # abstention, no OOD model (OPTIONAL_STATE)

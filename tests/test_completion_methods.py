@@ -120,3 +120,30 @@ def test_fusion_trains_on_out_of_fold_completions(ds):
     assert not torch.equal(xfit.models[0].prior.second_moment, model.prior.second_moment)
     assert json.dumps(info)  # the run info stays JSON
     assert np.isfinite(info["fusion"]["full"]["val_ua"])
+
+
+def test_every_completing_method_of_one_seed_starts_its_fusion_from_the_same_weights():
+    """Paired comparisons: the completer's construction (a denoiser, an autoencoder, nothing) does not
+    move the fusion networks' initial weights, nor the random stream that training goes on with."""
+    import torch
+
+    from admc.config import TrainConfig
+    from admc.data import Modality, Schema
+    from admc.pipeline import ADMCModel
+
+    schema = Schema((Modality("A", 6, "vector", "mlp"), Modality("B", 5, "vector", "mlp"),
+                     Modality("C", 4, "sequence", "lstm")), ("x", "y", "z"))
+    built, after = {}, {}
+    for method in ("admc", "ridge_fill", "zero_fill", "ae", "cra", "mmin", "admc_paper"):
+        torch.manual_seed(3)
+        cfg = TrainConfig(method=method)
+        cfg.seed = 3
+        cfg.itfn.emb_dim, cfg.fusion.mmer = 16, False      # MMER off: every method's full-input net is E wide
+        built[method] = ADMCModel(schema, cfg)
+        after[method] = torch.rand(4)
+    ref = built["zero_fill"]
+    for method, m in built.items():
+        fusion = {k: v for k, v in m.state_dict().items() if k.startswith("fusion.")}
+        assert fusion.keys() == {k for k in ref.state_dict() if k.startswith("fusion.")}, method
+        assert all(torch.equal(v, ref.state_dict()[k]) for k, v in fusion.items()), method
+        assert torch.equal(after[method], after["zero_fill"]), method
