@@ -20,7 +20,7 @@ Measured:
 * memory           -- RSS of this process (models + session) at the end and its peak (VmHWM).
 
 Without ``--checkpoint`` it uses ``weights/starter/`` if present, else a tiny random live-schema
-run (same architecture and cost as a real one).  Writes ``benchmarks/results/app_latency.json``
+run (same architecture and cost as a real one).  Writes ``benchmarks/results/speed/app_latency.json``
 and prints a markdown table.  The machine is shared: the load average is recorded too.
 """
 
@@ -65,7 +65,7 @@ def main(argv=None) -> int:
     ap.add_argument("--face-fps", type=float, default=15.0)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--work", default=str(ROOT / "benchmarks" / "_work"))
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "app_latency.json"))
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "speed" / "app_latency.json"))
     args = ap.parse_args(argv)
 
     import torch

@@ -6,7 +6,7 @@ rows against the true rows (standardized embedding space), next to zero fill (th
 ridge regression from the available rows.  Writes JSON + a markdown table.
 
     python benchmarks/completion_variants.py --data benchmarks/_work/mfeat3 --seeds 0,1,2 \
-        --out benchmarks/results/completion_variants_mfeat3
+        --out benchmarks/results/completion/completion_variants_mfeat3
 """
 
 from __future__ import annotations

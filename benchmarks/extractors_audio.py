@@ -8,7 +8,7 @@ Measures, on espeak-ng speech (apt package espeak-ng):
   * text encoding (bundled all-MiniLM-L6-v2): time per sentence
   * ASR real-time factor of faster-whisper tiny.en (bundled) = compute time / audio duration,
     per utterance, and the end-of-utterance -> final-result latency of StreamingTranscriber
-Writes benchmarks/results/audio_latency.json and prints a markdown table.
+Writes benchmarks/results/speed/audio_latency.json and prints a markdown table.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--reps", type=int, default=30)
     ap.add_argument("--cpu-threads", type=int, default=2, help="ctranslate2 threads for ASR")
-    ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "audio_latency.json"))
+    ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "speed" / "audio_latency.json"))
     args = ap.parse_args()
     rng = np.random.default_rng(0)
     load0 = list(os.getloadavg())

@@ -10,7 +10,7 @@ noise per frame, plus an empty scene (noise only, detector finds nothing).  Conf
 * ``640x480 full, mfs 20``: facenet-pytorch's default min_face_size (worst case, for reference)
 * ``640x480 -> 320 capped``: the default FaceExtractor (``max_width=320, min_face_size=40``)
 
-Writes ``benchmarks/results/face_latency.json`` and prints a markdown table.
+Writes ``benchmarks/results/speed/face_latency.json`` and prints a markdown table.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--frames", type=int, default=60)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "face_latency.json")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "speed" / "face_latency.json")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 

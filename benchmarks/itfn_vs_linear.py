@@ -83,7 +83,7 @@ def report(paths: list[str]) -> str:
     by_ds: dict[str, list[dict]] = {}
     for p in paths:
         got = json.loads(Path(p).read_text())
-        for r in got.get("runs", [got]):  # one run per file, or a file of several (results/itfn_vs_linear.json)
+        for r in got.get("runs", [got]):  # one run per file, or a file of several (results/features/itfn_vs_linear.json)
             by_ds.setdefault(r["dataset"], []).append(r)
     lines = ["| dataset (seeds) | model | per modality: val / test UA | mean val UA | mean test UA |",
              "|---|---|---|---|---|"]

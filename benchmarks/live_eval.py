@@ -18,7 +18,7 @@ All segments are joined into one clip (H.264 + AAC) and run through ``python -m 
 calibration.  Every window whose 3 s lie inside one segment is scored: WA (accuracy) and UA (mean
 recall over emotions) overall and per segment state, with the share of windows shown as
 "uncertain" and the accuracy of the rest.  A window without a prediction counts as wrong.
-Writes ``benchmarks/results/live_eval_<name>.{json,md}``.
+Writes ``benchmarks/results/live/live_eval_<name>.{json,md}``.
 
 ``--vs OTHER`` compares with an earlier run on the same clip (``--work/OTHER.jsonl``): the difference in
 window accuracy with a 95 % interval from a bootstrap over the segments (windows of one segment are
@@ -188,7 +188,7 @@ def main() -> int:
     ap.add_argument("--label", default=None, help="what the checkpoint is, for the table header (default: its path)")
     ap.add_argument("--takes", type=int, default=2, help="clips per emotion (each 3 segments of 6 s)")
     ap.add_argument("--work", type=Path, default=REPO / "benchmarks" / "_work" / "live_eval")
-    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "live")
     ap.add_argument("--vs", default=None, help="an earlier run's name on the same clip to compare with")
     ap.add_argument("--reuse", action="store_true", help="score this run's existing JSONL (do not run the app)")
     args = ap.parse_args()

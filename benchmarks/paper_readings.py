@@ -11,7 +11,7 @@ own completions (MMER off: the missing
 conditions are what a reading changes) and its WA/UA per condition on test.
 
     python benchmarks/paper_readings.py --data benchmarks/_work/mfeat3 --seeds 0,1,2 --stride 10 \
-        --out benchmarks/results/paper_readings_mfeat3
+        --out benchmarks/results/completion/paper_readings_mfeat3
 """
 
 from __future__ import annotations

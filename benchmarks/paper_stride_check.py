@@ -1,7 +1,7 @@
 """Respaced vs step-by-step chains of a trained paper-variant run (``adn.stride``), same samples.
 
     python benchmarks/paper_stride_check.py --run RUN --data benchmarks/_work/mfeat3 --split val \
-        --out benchmarks/results/paper_stride_check_mfeat3_seed0_val.json
+        --out benchmarks/results/completion/paper_stride_check_mfeat3_seed0_val.json
 """
 
 from __future__ import annotations

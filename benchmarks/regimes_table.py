@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """One table over several ``admc bench`` results: where does completion pay? (issue 11, section 4)
 
-    python benchmarks/regimes_table.py "label=benchmarks/results/regime_mfeat3_miss50.json" ... \
+    python benchmarks/regimes_table.py "label=benchmarks/results/regimes/regime_mfeat3_miss50.json" ... \
         [--rate 0.5]
 
 Per results file and method: test UA averaged over the missing-modality conditions (mean ± std

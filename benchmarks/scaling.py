@@ -9,7 +9,7 @@
   generated dataset with fixed epoch counts (patience = epochs), sample-epochs per second of the
   whole command: training samples x epochs summed over the gradient stages / seconds.
 
-    python -m benchmarks.scaling --out benchmarks/results/scaling.json   # from the repo root (it builds
+    python -m benchmarks.scaling --out benchmarks/results/speed/scaling.json   # from the repo root (it builds
                                                                         # its dataset with tests/synthetic.py)
 """
 
@@ -125,7 +125,7 @@ def bench_train(n_train: int, work: Path) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default=str(ROOT / "benchmarks/results/scaling.json"))
+    ap.add_argument("--out", default=str(ROOT / "benchmarks/results/speed/scaling.json"))
     ap.add_argument("--clips", type=int, default=16)
     ap.add_argument("--train-samples", type=int, default=3000)
     ap.add_argument("--only", choices=["extract", "train"], help="one half; the other is kept from --out")

@@ -5,7 +5,7 @@ Reuses the frozen ITFN and ADN of an `admc bench` run and trains only the fusion
 (`all`) or on full input only (`full`). Every condition is then evaluated on the test split.
 
     python benchmarks/shared_fusion.py --run benchmarks/_work/bench_mfeat3/runs/admc-seed0 \
-        --data benchmarks/_work/mfeat3 --out benchmarks/results/shared_fusion_mfeat3
+        --data benchmarks/_work/mfeat3 --out benchmarks/results/completion/shared_fusion_mfeat3
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@
    seconds against the media time of the newest window written.
 3. Compares the first and the last ``--span-min`` minutes of media: peak RSS, window latency p50/p95
    (each window's own compute time, ASR excluded, as the app reports it), the share of windows per
-   stream state.  Writes ``benchmarks/results/soak.json`` and ``soak.md``, with the machine (CPU,
+   stream state.  Writes ``benchmarks/results/speed/soak.json`` and ``soak.md``, with the machine (CPU,
    cores, load average over the run: the 2-core machine is shared).
 
 Without ``--checkpoint`` it uses ``weights/starter/`` if present, else a tiny random live-schema run.
@@ -184,7 +184,7 @@ def main(argv=None) -> int:
     ap.add_argument("--checkpoint", default=None)
     ap.add_argument("--sample-s", type=float, default=1.0, help="memory sampling period (wall seconds)")
     ap.add_argument("--work", default=str(ROOT / "benchmarks" / "_work" / "soak"))
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "soak.json"))
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "speed" / "soak.json"))
     ap.add_argument("--md", default=None, help="markdown summary (default: --out with .md)")
     args = ap.parse_args(argv)
 

@@ -1,6 +1,6 @@
 """Speech emotion features compared on speaker-disjoint splits: openSMILE ComParE vs Whisper encoder.
 
-    .venv/bin/python benchmarks/speech_features.py            # writes benchmarks/results/speech_features.{json,md}
+    .venv/bin/python benchmarks/speech_features.py            # writes benchmarks/results/features/speech_features.{json,md}
 
 The clips, labels, speaker splits and 3 s windows are the starter's (``scripts/build_starter.py``:
 RAVDESS actors 1-14 train / 15-18 val / 19-24 test, EmoDB speakers by the same rule, 7 classes,
@@ -102,7 +102,7 @@ def evaluate(feats: dict[str, np.ndarray]) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--cache", type=Path, default=REPO / "benchmarks" / "_work" / "speech_features.npz")
-    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "speech_features")
+    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "features" / "speech_features")
     args = ap.parse_args()
     feats = extract(args.cache)
     res = {"what": "logistic regression on pooled 3 s window features, C chosen on validation speakers (UA)",

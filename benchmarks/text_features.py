@@ -1,6 +1,6 @@
 """Text emotion features compared on GoEmotions test: MiniLM alone vs MiniLM + nade.
 
-    .venv/bin/python benchmarks/text_features.py             # writes benchmarks/results/text_features.{json,md}
+    .venv/bin/python benchmarks/text_features.py             # writes benchmarks/results/features/text_features.{json,md}
 
 Comments, labels and splits are the starter's (``scripts/build_starter.py``: GoEmotions Ekman,
 single-label comments rewritten as a transcript would read, 7 classes, train capped at 1200 per
@@ -82,7 +82,7 @@ def evaluate(f: dict[str, np.ndarray]) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--cache", type=Path, default=REPO / "benchmarks" / "_work" / "text_features.npz")
-    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "text_features")
+    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "features" / "text_features")
     args = ap.parse_args()
     f = extract(args.cache)
     res = {"what": "class-balanced logistic regression, C chosen on validation UA; GoEmotions test single-label",

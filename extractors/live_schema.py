@@ -15,7 +15,7 @@ Two feature sets exist:
   the Whisper tiny.en encoder states of the window (130 + 384 = 514-d, ``extractors.speech_encoder``),
   V this project's FER2013 ResNet (384-d, ``extractors.face_net``), T MiniLM word pieces followed by
   nade's 151 emoji credences (535-d, ``extractors.text_affect``).  Each part was chosen by
-  measurement on held-out speakers / test splits: benchmarks/results/speech_features.md,
+  measurement on held-out speakers / test splits: benchmarks/results/features/speech_features.md,
   text_features.md, weights/face_resnet_fer2013.json.
 """
 

@@ -45,7 +45,7 @@ class TextEncoder:
         num_threads: if set, ``torch.set_num_threads`` (process-wide!) before loading.  On the
             2-core box with ASR running beside it, 1 thread encodes a sentence in ~13 ms versus
             ~190 ms (p95 ~0.5 s) with 2 (OpenMP spin-waiting under contention); see
-            benchmarks/results/audio_latency.json.
+            benchmarks/results/speed/audio_latency.json.
     """
 
     def __init__(self, model: str | Path | None = None, *, max_length: int | None = None,

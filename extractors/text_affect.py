@@ -55,7 +55,7 @@ class AffectTextEncoder:
     Same interface as the encoder it wraps: ``encoder(text) -> (words [n, dim], pooled [dim])`` or
     None, ``encode_batch``, ``dim``, ``path``; each word row and the pooled vector are the encoder's
     followed by the utterance's :meth:`TextAffect.emoji_distribution` (``dim`` = encoder dim + 151).
-    Chosen by measurement (benchmarks/results/text_features.md): MiniLM + emoji distribution is the
+    Chosen by measurement (benchmarks/results/features/text_features.md): MiniLM + emoji distribution is the
     best pair on GoEmotions validation and test.
     """
 

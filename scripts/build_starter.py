@@ -808,7 +808,7 @@ def stage_card(work: Path, out: Path, src: Sources, settings: list[str]) -> None
     w("  -> the live A rows: openSMILE")
     w("  ComParE LLDs (`AudioFeatureExtractor`, 130-d) side by side with the Whisper tiny.en encoder states of")
     w(f"  the window (`extractors.speech_encoder`, 384-d), 30 x {FEATURES.audio_dim}; chosen by")
-    w("  benchmarks/results/speech_features.md. Digital silence (RAVDESS leading zeros, EmoDB's zero padding to 2.0 s) is dithered and")
+    w("  benchmarks/results/features/speech_features.md. Digital silence (RAVDESS leading zeros, EmoDB's zero padding to 2.0 s) is dithered and")
     w("  windows reaching past a clip are padded with that noise floor, because a live microphone never")
     w("  delivers exact zeros. ASR is not used for A.")
     w("- **T**: each comment rewritten \"as Whisper would transcribe it\" (`as_transcribed` in the script):")
@@ -817,7 +817,7 @@ def stage_card(work: Path, out: Path, src: Sources, settings: list[str]) -> None
     w("  (faster-whisper writes it and the live app feeds its raw text to the encoder) and case is")
     w("  irrelevant (MiniLM is uncased). Then `TextEncoder` word-piece features, each row followed by nade's")
     w(f"  emoji credences of the comment (`extractors.text_affect.AffectTextEncoder`, n x {FEATURES.text_dim}; chosen by")
-    w("  benchmarks/results/text_features.md).")
+    w("  benchmarks/results/features/text_features.md).")
     w("")
     w("## Pairing")
     w("")
@@ -935,7 +935,7 @@ def stage_card(work: Path, out: Path, src: Sources, settings: list[str]) -> None
     names = {"starter_before": "first starter", "starter_v2": "second starter (no input OOD score, no codec in training)",
              "starter_v3": "third starter (before the embedding standardization fix)", "starter": "this starter"}
     for tag in names:
-        f = REPO / "benchmarks" / "results" / f"live_eval_{tag}.json"
+        f = REPO / "benchmarks" / "results" / "live" / f"live_eval_{tag}.json"
         if f.is_file():
             live[tag] = json.loads(f.read_text())
     if live:
