@@ -437,3 +437,40 @@ def test_sessions_are_bound_to_their_login_and_capped(tiny_run):  # noqa: F811
         for s in list(eng.sessions.values()):
             s.close()
         demo.close()
+
+
+def test_twenty_sessions_at_once_each_get_an_answer(tiny_run):  # noqa: F811
+    """20 pages opening sessions at once: the server admits its limit, every other page is told it is
+    full, and every one of them gets its answer within seconds (before: 4 of 20 got nothing back for
+    30-120 s)."""
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from app.checkpoint import load_checkpoint
+    from app.engine import Engine
+    from app.session import SessionConfig
+    from app.ui import launch
+
+    eng = Engine(load_checkpoint(tiny_run), fake_components(), lambda: SessionConfig(face_fps=None))
+    demo = launch(eng, host="127.0.0.1", port=None, quiet=True, say=lambda m: None)
+    try:
+        base = demo.local_url.rstrip("/")
+        start = _fn_index(base, "Start recording")
+        opener = urllib.request.build_opener()
+
+        def open_page(i):
+            t0 = time.monotonic()
+            msg = _click(opener, base, start, f"page{i}")
+            return msg, time.monotonic() - t0
+
+        with ThreadPoolExecutor(20) as pool:
+            answers = list(pool.map(open_page, range(20)))
+        admitted = [m for m, _ in answers if m.startswith("Recording")]
+        full = [m for m, _ in answers if "limit of 8 live sessions" in m]
+        assert len(admitted) == 8 and len(full) == 12, [m for m, _ in answers]
+        assert max(s for _, s in answers) < 20, sorted(s for _, s in answers)
+        assert len(eng.sessions) == 8
+    finally:
+        for s in list(eng.sessions.values()):
+            s.close()
+        demo.close()
