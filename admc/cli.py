@@ -436,7 +436,7 @@ def cmd_info(args) -> int:
     from admc.methods import METHODS, config_for_method
 
     acfg = config_for_method(cfg).adn  # the ADN settings the method fixes (admc_paper: the paper variant)
-    if meta["method"] not in ("admc", "admc_paper", "ridge_fill"):
+    if meta["method"] not in ("admc", "admc_paper", "regress_fill", "ridge_fill"):
         print(f"method    {METHODS[meta['method']].about}")
     if METHODS[meta["method"]].completer == "diffusion":
         from admc.diffusion.variants import variant_of
@@ -540,7 +540,7 @@ def build_parser(extra: Sequence[Callable] = ()) -> argparse.ArgumentParser:
     t.add_argument("--overwrite", action="store_true", help="replace the run already at --out")
     t.add_argument("--seed", type=_seed, default=0)
     t.add_argument("--method", default="admc",
-                   help="admc, admc_paper, ridge_fill, zero_fill (= mean fill: the train mean), late_fusion, ae, "
+                   help="admc, admc_paper, regress_fill, ridge_fill, zero_fill (= mean fill: the train mean), late_fusion, ae, "
                         "cra, mmin, joint, linear (admc.methods.METHODS; docs/baselines.md)")
     _train_opts(t)
     _common(t)
@@ -576,7 +576,7 @@ def build_parser(extra: Sequence[Callable] = ()) -> argparse.ArgumentParser:
                             "mmin-iemocap); every table gives the mean and std over folds and seeds")
     b.add_argument("--out", required=True, help="output directory (results.json, results.md, runs/, cells/, figures/)")
     b.add_argument("--methods", default="admc,admc_paper,ridge_fill,zero_fill",
-                   help="comma-separated, from admc.methods.METHODS: admc, admc_paper, ridge_fill, zero_fill "
+                   help="comma-separated, from admc.methods.METHODS: admc, admc_paper, regress_fill, ridge_fill, zero_fill "
                         "(missing rows = the train mean: this is mean fill, there is no separate mean_fill), "
                         "late_fusion, ae, cra, mmin, joint, linear (docs/baselines.md)")
     b.add_argument("--missing-rates", type=_floats, default=None, help="e.g. 0,0.1,0.2,0.3,0.4,0.5")

@@ -166,6 +166,8 @@ VARIANT_RULES = {
     "conditional": VariantRules("sample", None, PREDICTIONS, "", paper_settings=False),
     "paper": VariantRules("epsilon", PAPER_READING, ("epsilon",),
                           "the paper's denoiser predicts the noise, Eq. 2", paper_settings=True),
+    "regress": VariantRules("sample", None, ("sample",), "the regressor predicts the residual itself",
+                            paper_settings=False),
 }
 VARIANTS = tuple(VARIANT_RULES)
 

@@ -51,6 +51,9 @@ METHODS: dict[str, Method] = {
                          about="the paper's ADN: unconditional noise predictor, Eq. 3-4 in the paper "
                                "variant's reading (adn.reading), start step n chosen on validation; "
                                "chains respaced to every 10th step unless adn.stride says otherwise"),
+    "regress_fill": Method("diffusion", adn={"variant": "regress"},
+                           about="the ADN's own network and prior trained as a plain regressor of the residual "
+                                 "around the ridge estimate (no noise, one timestep): the control for the diffusion"),
     "ridge_fill": Method("ridge", about="missing rows = the ridge (linear prior) estimate alone, no "
                                         "diffusion; same ITFN, fusion and MMER as admc"),
     "zero_fill": Method("zero", about="missing rows = the train mean, i.e. mean fill (there is no separate "

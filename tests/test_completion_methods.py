@@ -134,7 +134,7 @@ def test_every_completing_method_of_one_seed_starts_its_fusion_from_the_same_wei
     schema = Schema((Modality("A", 6, "vector", "mlp"), Modality("B", 5, "vector", "mlp"),
                      Modality("C", 4, "sequence", "lstm")), ("x", "y", "z"))
     built, after = {}, {}
-    for method in ("admc", "ridge_fill", "zero_fill", "ae", "cra", "mmin", "admc_paper"):
+    for method in ("admc", "regress_fill", "ridge_fill", "zero_fill", "ae", "cra", "mmin", "admc_paper"):
         torch.manual_seed(3)
         cfg = TrainConfig(method=method)
         cfg.seed = 3

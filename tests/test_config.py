@@ -12,7 +12,7 @@ from admc.overrides import OverrideError, with_overrides
 
 # every enumerated string setting: (section, key, allowed values, None allowed)
 ENUMS = [
-    ("adn", "variant", ("conditional", "paper"), False),
+    ("adn", "variant", ("conditional", "paper", "regress"), False),
     ("adn", "prediction", ("epsilon", "sample", "v_prediction"), True),
     ("adn", "sampler", ("ddpm", "ddim", "mean"), False),
     ("adn", "schedule", ("linear", "scaled_linear", "squaredcos_cap_v2"), False),

@@ -12,6 +12,7 @@ import torch
 from admc.completion import build_completer
 from admc.config import ADNConfig, TrainConfig
 from admc.diffusion.process import Diffusion
+from admc.methods import config_for_method
 
 
 class SpyDenoiser(torch.nn.Module):
@@ -86,3 +87,41 @@ def test_a_trained_adn_beats_the_ridge_estimate_where_it_is_biased():
     mse_ridge = float(((ridge[:, 1] - te[:, 1]) ** 2).mean())
     assert mse_ridge > 1.5, mse_ridge
     assert mse_adn < 0.5 * mse_ridge, (mse_adn, mse_ridge)
+
+
+@pytest.mark.slow
+def test_the_regressor_control_is_the_same_network_without_noise_and_learns_the_same_conditional_mean():
+    """``regress_fill`` (adn.variant=regress): the ADN's network and prior trained as a plain regressor
+    (no noise, the one timestep the mean sampler queries). On the same biased-ridge data it must also
+    beat the ridge estimate: the control a diffusion completer has to beat."""
+    from admc.diffusion.variants import RegressorVariant
+
+    E, n = 4, 3000
+    gen = torch.Generator().manual_seed(1)
+
+    def draw(k):
+        a = torch.randn(k, E, generator=gen)
+        return torch.stack([a, a ** 2 - 1 + 0.1 * torch.randn(k, E, generator=gen)], dim=1)
+
+    tr, va, te = draw(n), draw(400), draw(400)
+    cfg = config_for_method(TrainConfig(method="regress_fill"))
+    a = cfg.adn
+    a.d_model, a.layers, a.heads, a.ff, a.epochs, a.patience, a.batch_size, a.lr = 64, 2, 4, 128, 60, 60, 128, 2e-3
+    torch.manual_seed(0)
+    reg = build_completer("diffusion", cfg, 2, E)
+    assert isinstance(reg.variant, RegressorVariant)
+    seen = []
+    real = reg.denoiser.forward
+
+    def recording(x, t, avail=None):
+        seen.append(t.clone())
+        return real(x, t, avail)
+    reg.denoiser.forward = recording
+    reg.fit(tr, va, seed=0)
+    assert bool((torch.cat(seen) == a.num_train_timesteps - 1).all())      # one timestep, training and val
+    avail = torch.tensor([[True, False]] * len(te))
+    out = reg.complete(te * avail[..., None], avail)
+    ridge = reg.prior(te * avail[..., None], avail)
+    mse = float(((out[:, 1] - te[:, 1]) ** 2).mean())
+    mse_ridge = float(((ridge[:, 1] - te[:, 1]) ** 2).mean())
+    assert mse < 0.5 * mse_ridge, (mse, mse_ridge)

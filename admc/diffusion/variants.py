@@ -123,7 +123,44 @@ class PaperVariant(ADNVariant):
                 f"n = {meta.get('start_step')} (chosen by val {cfg.start_select}), clip {meta.get('clip_range')}"]
 
 
-VARIANTS: dict[str, ADNVariant] = {v.name: v for v in (ConditionalVariant(), PaperVariant())}
+class RegressorVariant(ConditionalVariant):
+    """The control for the diffusion (``regress``, method ``regress_fill``): the conditional ADN's own
+    network and prior, trained as a plain regressor of the residual around the prior's estimate: no
+    noise, one fixed timestep (the one the mean sampler queries), the input the mean sampler gives it.
+    What a diffusion completer adds over it is what the noise and the timesteps add."""
+
+    name = "regress"
+
+    def loss(self, diffusion, x0, noise, t, present, gen):
+        B, M, _ = x0.shape
+        avail = diffusion.training_masks(B, M, gen, x0.device, present)
+        keep = avail[..., None].float()
+        prior = diffusion.prior
+        mu = (1 - keep) * prior(keep * x0, avail) if prior is not None else torch.zeros_like(x0)
+        target = x0 - mu
+        if present is not None:
+            target = target * present[..., None]
+        t_fixed = torch.full_like(t, diffusion.cfg.num_train_timesteps - 1)
+        out = diffusion.denoiser(keep * x0 + (1 - keep) * mu, t_fixed, avail)
+        return out, target, (1 - keep).expand_as(x0)
+
+    def sample(self, diffusion, z, avail, n, generator, trace, prior_mean):
+        keep = avail[..., None].to(z.dtype)
+        given = keep * z
+        mu = (1 - keep) * prior_mean if prior_mean is not None else torch.zeros_like(z)
+        t = torch.full((z.shape[0],), diffusion.cfg.num_train_timesteps - 1, dtype=torch.long, device=z.device)
+        x0 = mu + diffusion.denoiser(given + (1 - keep) * mu, t, avail)
+        if diffusion.clip_range is not None:
+            x0 = x0.clamp(-diffusion.clip_range, diffusion.clip_range)
+        return given + (1 - keep) * x0
+
+    def describe(self, cfg, meta: dict) -> list[str]:
+        lines = super().describe(cfg, meta)
+        return [f"ADN       the conditional network as a plain regressor of the residual (no noise, one "
+                f"timestep), clip {meta.get('clip_range')}", lines[1]]
+
+
+VARIANTS: dict[str, ADNVariant] = {v.name: v for v in (ConditionalVariant(), PaperVariant(), RegressorVariant())}
 
 
 def variant_of(cfg) -> ADNVariant:
