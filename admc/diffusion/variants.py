@@ -60,13 +60,20 @@ class ConditionalVariant(ADNVariant):
     def needs_prior(self, cfg) -> bool:
         return cfg.prior == "linear"
 
-    def loss(self, diffusion, x0, noise, t, present, gen):
+    @staticmethod
+    def pattern_and_prior(diffusion, x0, present, gen):
+        """A training batch's random availability (among the rows that are there), as a mask
+        ``avail [B, M]`` and ``keep [B, M, 1]``, and the prior's estimate ``mu`` of the other rows."""
         B, M, _ = x0.shape
-        sch = diffusion.loss_schedule
         avail = diffusion.training_masks(B, M, gen, x0.device, present)
         keep = avail[..., None].float()
         prior = diffusion.prior
         mu = (1 - keep) * prior(keep * x0, avail) if prior is not None else torch.zeros_like(x0)
+        return avail, keep, mu
+
+    def loss(self, diffusion, x0, noise, t, present, gen):
+        sch = diffusion.loss_schedule
+        avail, keep, mu = self.pattern_and_prior(diffusion, x0, present, gen)
         y0 = x0 - mu
         if present is not None:
             y0 = y0 * present[..., None]  # an absent row: no target, its input is prior + noise
@@ -132,11 +139,7 @@ class RegressorVariant(ConditionalVariant):
     name = "regress"
 
     def loss(self, diffusion, x0, noise, t, present, gen):
-        B, M, _ = x0.shape
-        avail = diffusion.training_masks(B, M, gen, x0.device, present)
-        keep = avail[..., None].float()
-        prior = diffusion.prior
-        mu = (1 - keep) * prior(keep * x0, avail) if prior is not None else torch.zeros_like(x0)
+        avail, keep, mu = self.pattern_and_prior(diffusion, x0, present, gen)
         target = x0 - mu
         if present is not None:
             target = target * present[..., None]
