@@ -29,9 +29,9 @@ import torch
 
 from admc.bench_eval import evaluate_cell, start_steps
 from admc.bench_report import results_markdown
-from admc.cells import file_sha256, read_cell, write_cell
+from admc.cells import read_cell, write_cell
 from admc.formats import BENCH_FORMAT
-from admc.outdir import atomic_write_text
+from admc.outdir import atomic_write_text, file_sha256
 from admc.config import DataConfig, TrainConfig
 from admc.data import FeatureDataset
 from admc.methods import METHODS, config_for_method

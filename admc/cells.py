@@ -56,10 +56,6 @@ def read_cell(path: Path, key: dict) -> dict | None:
     return result if doc.get("sha256") == _digest(key, result) else None
 
 
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def _plain(key: dict) -> dict:
     """``key`` as it reads back from JSON (tuples become lists), so the two compare equal."""
     return json.loads(json.dumps(key))

@@ -69,14 +69,23 @@ def _positive(s: str) -> int:
     return v
 
 
-def _seed(s: str) -> int:
-    try:
-        v = int(s)
-    except ValueError:
-        v = -1
-    if not 0 <= v < 2**32:
-        raise argparse.ArgumentTypeError(f"expected an integer in 0..{2**32 - 1}, got {s!r}")
-    return v
+def number_type(kind, low, high=None, what=""):
+    """An argparse type: a ``kind`` (int, float) in [low, high] (high None: no upper bound); anything
+    else is refused naming the range (``expected a port in 1..65535, got '70000'``)."""
+    def parse(s: str):
+        try:
+            v = kind(s)
+        except ValueError:
+            v = None
+        if v is None or v != v or v < low or (high is not None and v > high):
+            bound = f"in {low}..{high}" if high is not None else f">= {low}"
+            raise argparse.ArgumentTypeError(f"expected {what or kind.__name__} {bound}, got {s!r}")
+        return v
+    parse.__name__ = kind.__name__
+    return parse
+
+
+_seed = number_type(int, 0, 2**32 - 1, what="an integer")
 
 
 def _device(s: str) -> str:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import hashlib
 import json
 import os
 import shutil
@@ -293,6 +294,15 @@ def check_out_file(out: str | os.PathLike, kind: str, *, overwrite: bool, inputs
             raise OutputError(f"{flag} {out}: exists and is not an {what} written by this command; "
                               "pass --overwrite to replace it")
     return out
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 (hex) of a file's bytes, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

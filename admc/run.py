@@ -9,7 +9,6 @@ RUN/
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -24,7 +23,7 @@ from admc import __version__
 from admc.config import TrainConfig
 from admc.data import DatasetError, Schema
 from admc.formats import RUN_FORMAT
-from admc.outdir import current_umask, install, make_staging_dir
+from admc.outdir import current_umask, file_sha256, install, make_staging_dir
 from admc.pipeline import OPTIONAL_STATE, ADMCModel, build_model
 from admc.run_schema import run_meta_problem
 
@@ -41,14 +40,6 @@ BOUND_KEYS = ("method", "schema", "config", "fusion_mode", "start_step", "clip_r
 
 def bound_settings(meta: dict) -> dict:
     return {k: meta.get(k) for k in BOUND_KEYS}
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _plain(obj):

@@ -16,21 +16,7 @@ import os
 import sys
 
 from admc.cli import OneLineParser
-
-
-def _number(kind, low, high=None, what=""):
-    """An argparse type: a ``kind`` (int, float) in [low, high] (high None: no upper bound)."""
-    def parse(s: str):
-        try:
-            v = kind(s)
-        except ValueError:
-            v = None
-        if v is None or v != v or v < low or (high is not None and v > high):
-            bound = f"in {low}..{high}" if high is not None else f">= {low}"
-            raise argparse.ArgumentTypeError(f"expected {what or kind.__name__} {bound}, got {s!r}")
-        return v
-    parse.__name__ = kind.__name__
-    return parse
+from admc.cli import number_type as _number
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -10,12 +10,9 @@ A and T missing; a camera that stops delivering frames mid-session is reported a
 
 from __future__ import annotations
 
-import contextlib
 import sys
 import threading
 import time
-
-from admc.outdir import AtomicFile
 
 
 class LocalCapture:
@@ -128,13 +125,13 @@ def run_local_headless(ck, comp, cfg, heads, out, duration, quiet=False, camera:
                        microphone: int | str | None = None) -> int:
     """``--source local --no-ui``: capture until Ctrl-C (or ``duration`` s), JSONL to ``out``."""
     from app.session import LiveSession
-    from app.window import result_json
+    from app.window import result_json, results_file
 
     cap = LocalCapture(camera, microphone)
     if not cap.available:
         print(f"app: --source local: {cap.problem}", file=sys.stderr)
         return 2
-    target = contextlib.nullcontext(sys.stdout) if out in (None, "-") else AtomicFile(out, install_partial=True)
+    target = results_file(out)
     with target as fh:        # a file is renamed into place when the capture ends (Ctrl-C included)
         lock = threading.Lock()
 

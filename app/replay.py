@@ -15,12 +15,10 @@ Files are decoded by :mod:`extractors.media`.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from admc.outdir import AtomicFile
 from extractors import media
 
 
@@ -122,14 +120,10 @@ def replay(session, path: str | Path, *, realtime: bool = False,
 def replay_to_jsonl(session, path: str | Path, out: str | Path | None, *, realtime: bool = False,
                     progress: Callable[[dict], None] | None = None) -> int:
     """Replay ``path`` and write one JSON object per window to ``out`` (``-``/None: stdout)."""
-    import sys
-
-    from app.window import result_json
+    from app.window import result_json, results_file
 
     n = 0
-    # a file is written beside ``out`` and renamed over it at the end (interrupted: what was finished)
-    target = contextlib.nullcontext(sys.stdout) if out in (None, "-") else AtomicFile(out, install_partial=True)
-    with target as fh:
+    with results_file(out) as fh:          # renamed into place at the end, interrupted included
         def write(r: dict) -> None:
             nonlocal n
             fh.write(result_json(r) + "\n")      # the one JSONL writer (app.window)

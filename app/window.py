@@ -61,6 +61,19 @@ class WindowResult:
         return cls(**{k: d[k] for k in RESULT_KEYS})
 
 
+def results_file(out):
+    """Where the JSONL lines go: stdout for ``out`` None or ``-``, else a file written beside ``out``
+    and renamed over it when the block ends, interrupted included (what was finished is kept;
+    :class:`admc.outdir.AtomicFile`).  A context manager giving the open text stream; the object
+    itself takes ``discard = True`` (nothing installed)."""
+    import contextlib
+    import sys
+
+    from admc.outdir import AtomicFile
+
+    return contextlib.nullcontext(sys.stdout) if out in (None, "-") else AtomicFile(out, install_partial=True)
+
+
 def result_json(result: "dict | WindowResult") -> str:
     """One window as its JSONL line: ``json.dumps`` of the contract's dict, NaN refused."""
     d = result.to_dict() if isinstance(result, WindowResult) else result
