@@ -258,10 +258,18 @@ def _is_window_jsonl(path: Path) -> bool:
     return isinstance(obj, dict) and WINDOW_KEYS <= obj.keys()
 
 
+def _is_stage_trace(path: Path) -> bool:
+    if path.stat().st_size == 0:
+        return True
+    obj = _first_json_line(path)
+    return isinstance(obj, dict) and {"ev", "wall", "session"} <= obj.keys()
+
+
 # kind -> (what it is, how to recognize one this command wrote; None: it cannot be told apart)
 FILE_KINDS = {
     "eval": ("admc eval results file", _is_eval_results),
     "jsonl": ("results file of python -m app (JSON lines)", _is_window_jsonl),
+    "trace": ("stage trace of python -m app", _is_stage_trace),
     "manifest": ("manifest", None),
 }
 
@@ -276,7 +284,7 @@ def check_out_file(out: str | os.PathLike, kind: str, *, overwrite: bool, inputs
     what, ours = FILE_KINDS[kind]
     out = Path(out)
     if out.is_dir():
-        example = {"eval": "results.json", "jsonl": "results.jsonl"}.get(kind, "manifest.csv")
+        example = {"eval": "results.json", "jsonl": "results.jsonl", "trace": "trace.jsonl"}.get(kind, "manifest.csv")
         raise OutputError(f"{flag} {out}: is a directory; give a file name, e.g. {out / example}")
     _refuse_inputs(out, inputs, flag, "file")
     parent = out.resolve().parent

@@ -33,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-ui", action="store_true", help="no browser UI: write results as JSON lines")
     p.add_argument("--out", default=None, help="with --no-ui: JSONL output file (default: stdout); an existing file "
                                               "that this app did not write is replaced only with --overwrite")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file the app did not write")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --out or --trace file the app did not write")
     p.add_argument("--realtime", action="store_true",
                    help="replay FILE at its real pace (threaded, like a live stream); default: as fast as possible")
     p.add_argument("--duration", type=_number(float, 0.1, what="seconds"), default=None, help="--source local --no-ui: stop after this many seconds")
@@ -59,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-sessions-per-user", type=_number(int, 1, 1000, what="a session count"), default=4,
                    help="UI with --auth: live sessions one login may hold at once (default %(default)s)")
     p.add_argument("--threads", type=_number(int, 1, 256, what="a thread count"), default=1, help="torch CPU threads (default 1)")
+    p.add_argument("--trace", default=None, metavar="FILE",
+                   help="UI: write a stage trace (JSON lines: frames, faces, audio, ASR, windows with wall times) "
+                        "to FILE; benchmarks/browser_path.py reads it")
     p.add_argument("--quiet", action="store_true", help="less output on stderr")
     return p
 
@@ -123,6 +127,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.checkpoint_dir is not None and not os.path.isdir(args.checkpoint_dir):
         _say(f"app: --checkpoint-dir {args.checkpoint_dir}: not a directory")
         return 2
+    if args.trace is not None:
+        if args.no_ui:
+            _say("app: --trace: only with the UI (a replay's timings are in its --out lines)")
+            return 2
+        from admc.outdir import OutputError, check_out_file
+        from app.checkpoint import DEFAULT_CHECKPOINT
+
+        try:
+            check_out_file(args.trace, "trace", overwrite=args.overwrite, flag="--trace",
+                           inputs=[("--checkpoint", args.checkpoint or DEFAULT_CHECKPOINT),
+                                   ("--intent-checkpoint", args.intent_checkpoint),
+                                   ("--checkpoint-dir", args.checkpoint_dir)])
+        except OutputError as e:
+            _say(f"app: {e}")
+            return 2
     if not args.no_ui:
         why = port_problem(args.host, args.port)
         if why:

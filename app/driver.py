@@ -15,8 +15,23 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 
 from app.components import short_error
+
+FACE_NICENESS = 10    # the face worker's scheduling niceness: when the CPU is short, frames go first,
+#                       never the audio, the ASR or the windows (Linux: per thread; elsewhere a no-op)
+
+
+def lower_thread_priority(niceness: int) -> None:
+    """Make the calling thread at least this nice (Linux threads have their own niceness)."""
+    import os
+
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, max(os.getpriority(os.PRIO_PROCESS, tid), int(niceness)))
+    except (AttributeError, OSError):
+        pass
 
 
 class InlineDriver:
@@ -33,8 +48,17 @@ class InlineDriver:
         """Stream time of a chunk pushed without one: right after the previous chunk."""
         return next_t if next_t is not None else now
 
+    def audio(self, x, sr: int, t: float) -> None:
+        self.s.feed_audio(x, sr, t)
+
     def audio_pushed(self) -> None:
         self.s.update_audio_features()
+
+    def audio_clock(self, t: float) -> float:
+        return t
+
+    def wait_for_audio(self, timeout: float = 10.0) -> bool:
+        return True
 
     def before_window(self, due_wall: float | None) -> None:
         """Collect the ASR results (ASR waits and text encoding are not window latency: the
@@ -56,13 +80,20 @@ class InlineDriver:
 class ThreadedDriver:
     threaded = True
 
+    AUDIO_BACKLOG = 150         # chunks waiting for the audio worker (30 s of 200 ms chunks); beyond: oldest dropped
+
     def __init__(self, session):
         self.s = session
         self._slot: tuple | None = None
         self._cv = threading.Condition()
+        self._audio_in: deque = deque()
+        self._audio_cv = threading.Condition()
+        self._audio_busy = False
+        self.audio_dropped = 0
         self._closed = False
         self.threads: list[threading.Thread] = []
-        for name, target in (("face", self._face_loop), ("aux", self._aux_loop), ("ticker", self._tick_loop)):
+        for name, target in (("face", self._face_loop), ("audio", self._audio_loop), ("aux", self._aux_loop),
+                             ("ticker", self._tick_loop)):
             th = threading.Thread(target=target, name=f"live-{name}", daemon=True)
             th.start()
             self.threads.append(th)
@@ -78,8 +109,37 @@ class ThreadedDriver:
             t = now - duration
         return t
 
+    def audio(self, x, sr: int, t: float) -> None:
+        """Hand a chunk to the audio worker (in order; the capture handler never waits on it)."""
+        with self._audio_cv:
+            if len(self._audio_in) >= self.AUDIO_BACKLOG:
+                self._audio_in.popleft()
+                self.audio_dropped += 1
+            self._audio_in.append((x, sr, t))
+            self._audio_cv.notify()
+
     def audio_pushed(self) -> None:
         pass                                          # openSMILE runs on the aux thread
+
+    def wait_for_audio(self, timeout: float = 10.0) -> bool:
+        """Until the audio worker has fed every chunk handed over so far (False: ``timeout``)."""
+        deadline = time.monotonic() + timeout
+        with self._audio_cv:
+            while (self._audio_in or self._audio_busy) and not self._closed:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._audio_cv.wait(min(left, 0.05))
+        return True
+
+    def audio_clock(self, t: float) -> float:
+        """Where A and T are judged for the window ending at ``t``: the audio's own time when it
+        runs behind (chunks arrive late, or wait for the worker) by less than the stall time, so
+        a late stream is not a stalled one; ``t`` otherwise."""
+        a = self.s.audio_in.next_t
+        if a is None or a >= t:
+            return t
+        return a if t - a <= self.s.cfg.health.a_stall_s else t
 
     def before_window(self, due_wall: float | None) -> float | None:
         return due_wall
@@ -92,12 +152,15 @@ class ThreadedDriver:
         self._closed = True
         with self._cv:
             self._cv.notify_all()
+        with self._audio_cv:
+            self._audio_cv.notify_all()
         for th in self.threads:
             th.join(timeout=2.0)
 
     # -------------------------------------------------------------------- workers
     def _face_loop(self) -> None:
         s = self.s
+        lower_thread_priority(FACE_NICENESS)
         while True:
             with self._cv:
                 while self._slot is None and not self._closed:
@@ -112,6 +175,25 @@ class ThreadedDriver:
                 s.process_frame(frame, t)
             except Exception as e:  # noqa: BLE001
                 s.fault("V", f"extractor error: {short_error(e)}", t)
+
+    def _audio_loop(self) -> None:
+        s = self.s
+        while True:
+            with self._audio_cv:
+                while not self._audio_in and not self._closed:
+                    self._audio_cv.wait(0.5)
+                if self._closed:
+                    return
+                x, sr, t = self._audio_in.popleft()
+                self._audio_busy = True
+            try:
+                s.feed_audio(x, sr, t)
+            except Exception as e:  # noqa: BLE001
+                s.fault("A", f"extractor error: {short_error(e)}", t)
+            finally:
+                with self._audio_cv:
+                    self._audio_busy = False
+                    self._audio_cv.notify_all()
 
     def _aux_loop(self) -> None:
         """Audio features (openSMILE LLD stream) and ASR results / text features, off the capture

@@ -57,6 +57,10 @@ class Engine:
         self.settings: dict[str, dict] = {}
         self.lock = threading.Lock()
         self.local = None          # app.local.LocalCapture when --source local
+        self.trace = None          # app.trace.StageTrace (python -m app --trace FILE)
+        self._frame_seq: dict[str, int] = {}
+        self._uplink: dict[str, str] = {}          # microphone uplink token -> session key
+        self._runs: dict[str, tuple[str, float]] = {}   # session key -> (uplink run, its stream time 0)
 
     @property
     def heads(self) -> dict:
@@ -82,10 +86,59 @@ class Engine:
                 self._admit(key)
                 s = LiveSession(self.ck.model, self.comp, self.make_config(), heads=self.heads, threaded=True)
                 self.sessions[key] = s
+                if self.trace is not None:
+                    s.trace, s.trace_key = self.trace, key
+                    self.trace.event("session", key, t0_wall=round(s.t0_unix, 4))
                 self._apply(s, self.settings.get(key, {}))
             if s is not None and create:
                 self.last_seen[key] = time.monotonic()
             return s
+
+    def uplink_token(self, key: str) -> str:
+        """The microphone uplink's token for session ``key`` (made once; only that page gets it)."""
+        import secrets
+
+        with self.lock:
+            for tok, k in self._uplink.items():
+                if k == key:
+                    return tok
+            tok = secrets.token_urlsafe(24)
+            self._uplink[tok] = key
+            return tok
+
+    def uplink_audio(self, token: str, run: str, offset: int, rate: int, samples, login: str | None = None) -> None:
+        """One chunk of the page's microphone (``app.uplink``): ``offset`` samples after its recording
+        ``run`` started.  The first chunk of a run places the run on the session's clock (it ends
+        now); later chunks follow it sample-exactly.  Raises :class:`app.uplink.UplinkError`."""
+        from app.uplink import UplinkError
+
+        with self.lock:
+            key = self._uplink.get(token)
+        if key is None:
+            raise UplinkError(403, "unknown uplink token (reload the page)")
+        owner = owner_of_key(key)
+        if owner is not None and login != owner:
+            raise UplinkError(403, "not your session")
+        try:
+            s = self.get(key)
+        except SessionLimit as e:
+            raise UplinkError(503, str(e)) from None
+        with self.lock:
+            known = self._runs.get(key)
+            if known is None or known[0] != run:
+                start = max(0.0, s.clock() - (offset + len(samples)) / rate)
+                self._runs[key] = known = (run, start)
+        s.push_audio(samples, rate, t=known[1] + offset / rate)
+
+    def trace_frame(self, key: str, dropped: bool = False, frame=None) -> None:
+        """Trace a camera frame's arrival for session ``key`` (numbered per session, with the
+        benchmark page's mark when it drew one: :func:`app.trace.frame_mark`)."""
+        from app.trace import frame_mark
+
+        with self.lock:
+            seq = self._frame_seq.get(key, 0)
+            self._frame_seq[key] = seq + 1
+        self.trace.event("frame_in", key, seq=seq, dropped=bool(dropped), mark=frame_mark(frame))
 
     def _admit(self, key: str) -> None:
         """Raise :class:`SessionLimit` when a new session ``key`` would pass a limit (under the lock)."""
@@ -134,6 +187,10 @@ class Engine:
             s = self.sessions.pop(key or "anon", None)
             self.last_seen.pop(key or "anon", None)
             self.settings.pop(key or "anon", None)
+            self._runs.pop(key or "anon", None)
+            self._frame_seq.pop(key or "anon", None)
+            for tok in [t for t, k in self._uplink.items() if k == (key or "anon")]:
+                del self._uplink[tok]
         if s is not None:
             s.close()
 

@@ -79,7 +79,8 @@ class SessionConfig:
     health: HealthConfig = field(default_factory=HealthConfig)
     fault_hold_s: float = 1.0             # an extractor exception keeps its stream missing this long
     asr_sync: bool = False                # wait for pending ASR before each window (fast replay)
-    asr_partial_every_s: float | None = 2.0  # partial transcripts of a long utterance this often
+    asr_partial_every_s: float | None = 1.0  # partial transcripts of an open utterance this often (so
+    #                                          T is live before the utterance's final transcript)
     seed: int = 0                         # diffusion noise seed, per window (reproducible results)
     history: int = 3000                   # results kept in memory (10 min at 5/s)
     record_limit: int = 18000             # recorded results kept for export (1 h at 5/s)
@@ -108,6 +109,9 @@ class LiveSession:
         self._closed = False
         self.core_error: str | None = None
         self.t0_wall = time.perf_counter()
+        self.t0_unix = time.time()              # the wall clock at stream time 0 (for traces, exports)
+        self.trace = None                       # app.trace.StageTrace (python -m app --trace)
+        self.trace_key: str | None = None
 
         self.health = StreamHealth(self.cfg.health)
         face_cap = int(self.cfg.window_s * 60) + 16
@@ -118,6 +122,7 @@ class LiveSession:
         self.audio_in = AudioFrontEnd(vad, self.cfg.health, ring_s=self.cfg.window_s + 2.0, lock=self._lock)
         self.audio_in.consumers.append(self)
         self._audio = self.audio_in.ring
+        self._audio_next: float | None = None     # stream time right after the last chunk accepted
         # A rows: the feature set's source (openSMILE LLD frames, or the Whisper encoder per window)
         self._audio_rows = components.audio_rows(keep_s=self.cfg.window_s + 2.0)
         self._faults: dict[str, tuple[str, float]] = {}     # modality -> (reason, until t)
@@ -208,6 +213,10 @@ class LiveSession:
     def stop_recording(self) -> list[dict]:
         return self.recorder.stop()
 
+    def _trace(self, ev: str, **fields) -> None:
+        if self.trace is not None:
+            self.trace.event(ev, self.trace_key, **fields)
+
     # -------------------------------------------------------------------- faults
     def fault(self, mod: str, reason: str, t: float, hold: float | None = None) -> None:
         """Mark ``mod`` missing with ``reason`` from stream time ``t`` for ``hold`` seconds."""
@@ -251,6 +260,7 @@ class LiveSession:
         if ff.error is not None:
             self.fault("V", f"extractor error: {_short(ff.error)}", t)
         self.perf.face(ff.ms)
+        self._trace("face", t=round(t, 4), ms=None if ff.ms is None else round(ff.ms, 2))
         with self._lock:
             try:
                 self.health.update_video(ff)
@@ -268,7 +278,7 @@ class LiveSession:
             return
         now = self.clock() if t is None else float(t)
         self.counts["audio_chunks"] += 1
-        a_next = self.audio_in.next_t
+        a_next = self._audio_next
         try:
             x, sr = prepare_chunk(chunk, sr)
             if x.size == 0:
@@ -279,11 +289,20 @@ class LiveSession:
         if t is None:
             t = self.driver.chunk_time(a_next, now, x.size / sr)
         t = float(t)
+        self._audio_next = t + x.size / sr
+        self.driver.audio(x, sr, t)                   # inline: now; threaded: the audio worker, in order
+
+    def feed_audio(self, x: np.ndarray, sr: int, t: float) -> None:
+        """A prepared mono chunk through the audio front end (resampling, VAD, speech gate, ASR
+        cutter), then the A row source.  Never raises."""
+        t_in = time.perf_counter()
         try:
             self.audio_in.push_mono(x, sr, t)         # -> on_audio / on_run_start (under the lock)
         except Exception as e:  # noqa: BLE001
             self.fault("A", f"extractor error: {_short(e)}", t)
             return
+        self._trace("audio_in", t=round(t, 4), seconds=round(x.size / sr, 4), sr=int(sr),
+                    ms=round((time.perf_counter() - t_in) * 1000.0, 2))
         self.driver.audio_pushed()                    # inline: audio features now; threaded: aux thread
 
     # audio front-end consumer (called under self._lock)
@@ -307,14 +326,14 @@ class LiveSession:
         except Exception as e:  # noqa: BLE001
             self.fault("A", f"extractor error: {_short(e)}", self.audio_in.next_t or 0.0)
 
-    def window_rows(self, t: float) -> dict:
+    def window_rows(self, t: float, t_audio: float | None = None) -> dict:
         """The rows per modality the streams have delivered for the window ending at ``t``
         (:meth:`extractors.window.WindowAssembler.rows`, as ``admc extract`` assembles them).
         An A source that fails (the Whisper encoder runs here) faults A for this window."""
         with self._lock:
             try:
                 return self.assembler.rows(t, faces=self._faces, audio=self._audio_rows, audio_t0=self._audio.t0,
-                                           text=self._text_feat)
+                                           text=self._text_feat, audio_t=t_audio)
             except Exception as e:  # noqa: BLE001
                 self.fault("A", f"extractor error: {_short(e)}", t)
                 return self.assembler.rows(t, faces=self._faces, audio=None, text=self._text_feat)
@@ -333,12 +352,22 @@ class LiveSession:
             self._asr_errors_seen = len(errs)
             self.fault("T", f"asr failure: {_short(e, 80)}", self.health.now, hold=3.0)
         for s in segs:
+            problem = None
             with self._lock:
                 try:
                     self.health.update_text(s)
+                    problem = self.health.text.segment_problem(s) if (s.text or "").strip() else None
                 except Exception as e:  # noqa: BLE001
                     self.fault("T", f"health error: {_short(e)}", self.health.now)
             text = (s.text or "").strip()
+            self._trace("asr", final=bool(s.final), start=round(float(s.start), 3), end=round(float(s.end), 3),
+                        chars=len(text), dropped=None if problem is None else problem[0])
+            if problem is not None:
+                # a hallucination (repeated tokens, text over silence, a known noise phrase, no speech
+                # per Whisper): neither shown nor encoded; T health already says why it is missing
+                if s.final:
+                    self.partial = None
+                continue
             if s.final:
                 if text:
                     self.transcript_lines.append(text)
@@ -375,9 +404,10 @@ class LiveSession:
         t = self.clock() if t is None else float(t)
         due_wall = self.driver.before_window(due_wall)   # inline: ASR results collected first
         due = time.perf_counter() if due_wall is None else due_wall
+        t_audio = self.driver.audio_clock(t)              # threaded: the audio's own time when it lags
         with self._lock:
-            dec = {m: (d.live, d.reason) for m, d in self.health.poll(t).items()}
-            rows = self.window_rows(t)
+            dec = {m: (d.live, d.reason) for m, d in self.health.poll(t, audio_now=t_audio).items()}
+            rows = self.window_rows(t, t_audio)
             text_src = self._text_src
         faults = {m: self._active_fault(m, t) for m in self.names}
         feats, streams, reasons = self.assembler.window(t, dec, rows, faults)
@@ -386,6 +416,7 @@ class LiveSession:
         imputed: list[str] = []
         uncertain = False
         ood: dict[str, dict | None] = {m: None for m in self.names}
+        t_predict = time.perf_counter()
         if any(v is not None for v in feats.values()):
             try:
                 out = self._predict(self.model, feats, streams, reasons)
@@ -402,8 +433,15 @@ class LiveSession:
                 self.core_error = _short(e)
         transcript = text_src if text_src is not None else (
             self.transcript_lines[-1] if self.transcript_lines else None)
+        predict_ms = (time.perf_counter() - t_predict) * 1000.0
         win = WindowResult(round(t, 3), streams, reasons, imputed, probs, label, transcript,
                            round((time.perf_counter() - due) * 1000.0, 2), uncertain, ood)
+        if self.trace is not None:
+            face_t = self._faces[-1].t if self._faces else None
+            self._trace("window", t=win.t, due_wall=round(self.t0_unix + (due - self.t0_wall), 4),
+                        ms=win.latency_ms, predict_ms=round(predict_ms, 2), face_t=face_t,
+                        streams=dict(streams), reasons=dict(reasons), label=label, uncertain=bool(uncertain),
+                        ood={m: bool(o and o.get("out")) for m, o in ood.items()})
         self.last_result = win
         res = win.to_dict()
         self.perf.window(win.latency_ms)
@@ -448,8 +486,14 @@ class LiveSession:
     def stats(self) -> dict:
         return self.perf.summary()
 
+    def wait_for_audio(self, timeout: float = 10.0) -> bool:
+        """Until every audio chunk pushed so far went through the audio front end (threaded: the
+        audio worker feeds them in order; inline: at once).  False when ``timeout`` passed first."""
+        return self.driver.wait_for_audio(timeout)
+
     def finish(self, timeout: float = 30.0) -> None:
         """End of stream: flush the ASR (final utterance) and collect its results."""
+        self.wait_for_audio(timeout)
         self.update_audio_features(force=True)
         tr = self.transcriber
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+import weakref
 from pathlib import Path
 
 import gradio as gr
@@ -17,12 +18,15 @@ import numpy as np
 
 from app.engine import (LOCAL, MAX_SESSIONS, MAX_SESSIONS_PER_USER, Engine, SessionLimit, checkpoint_controls,
                         session_key)
+from app.uplink import PAGE_JS, AudioUplink, token_html
 from app.render import (annotate, badges_html, export_csv, export_json, perf_html, probs_label,
                         provenance_md, shown_label, timeline_svg)
 
-UI_REFRESH_S = 0.5          # badges / bars / timeline refresh
+UI_REFRESH_S = 0.5          # transcript / timeline / performance line refresh
+WINDOW_REFRESH_S = 0.2      # badges and emotion: every window (the hop)
+PREVIEW_FPS = 5.0           # annotated previews sent back per second (half size beyond 480 px wide); every
+#                             frame still goes to the analysis
 WEBCAM_EVERY_S = 1 / 15     # webcam frames sent per second by the page
-MIC_EVERY_S = 0.2
 CSS = """
 #admc-badges .admc-badge {font-size: 0.95em}
 #admc-title {margin-bottom: 0}
@@ -49,13 +53,9 @@ class SessionGuard:
         if scope.get("type") == "http" and "/heartbeat/" in scope.get("path", ""):
             gr_app = scope.get("app")
             if getattr(gr_app, "auth", None) is not None:
-                from starlette.requests import Request
                 from starlette.responses import PlainTextResponse
 
-                cookies = Request(scope).cookies
-                token = (cookies.get(f"access-token-{gr_app.cookie_id}")
-                         or cookies.get(f"access-token-unsecure-{gr_app.cookie_id}"))
-                user = gr_app.tokens.get(token) if token else None
+                user = login_of(scope)
                 session = scope["path"].rstrip("/").rpartition("/")[2]
                 holder = self.engine.owner(session)
                 if user is None:
@@ -65,6 +65,19 @@ class SessionGuard:
                     await PlainTextResponse("Not your session", status_code=403)(scope, receive, send)
                     return
         await self.app(scope, receive, send)
+
+
+def login_of(scope) -> str | None:
+    """The login of an HTTP request to the Gradio app (None: not logged in, or no --auth)."""
+    gr_app = scope.get("app")
+    if getattr(gr_app, "auth", None) is None:
+        return None
+    from starlette.requests import Request
+
+    cookies = Request(scope).cookies
+    token = (cookies.get(f"access-token-{gr_app.cookie_id}")
+             or cookies.get(f"access-token-unsecure-{gr_app.cookie_id}"))
+    return gr_app.tokens.get(token) if token else None
 
 
 def build_ui(engine: Engine):
@@ -91,8 +104,10 @@ def build_ui(engine: Engine):
                 preview = gr.Image(label="Preview: face box and landmarks", streaming=not local, format="jpeg",
                                    elem_id="admc-preview", height=300, interactive=False)
                 if not local:
-                    mic = gr.Audio(sources=["microphone"], streaming=True, type="numpy",
-                                   label="Microphone", elem_id="admc-mic")
+                    with gr.Row(elem_id="admc-mic"):
+                        mic_btn = gr.Button("Start / stop microphone", elem_id="admc-mic-toggle", scale=1)
+                        gr.HTML('<span id="admc-mic-status">Microphone: off</span>', scale=2)
+                    uplink = gr.HTML(token_html(None), elem_id="admc-uplink", visible="hidden")
                 else:
                     gr.Markdown(f"Source: {engine.local.describe()}")
             with gr.Column(scale=6):
@@ -137,8 +152,13 @@ def build_ui(engine: Engine):
             return LOCAL if local else session_key(request)
 
         if not local:
+            previewed: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()   # session -> last preview
+
             def on_frame(frame, request: gr.Request):
-                if not engine.frame_slots.acquire(blocking=False):
+                got_slot = engine.frame_slots.acquire(blocking=False)
+                if engine.trace is not None:
+                    engine.trace_frame(session_key(request), dropped=not got_slot, frame=frame)
+                if not got_slot:
                     engine.dropped_frames += 1          # every slot busy: this frame is dropped
                     return gr.skip()
                 try:
@@ -150,39 +170,45 @@ def build_ui(engine: Engine):
                         return None
                     frame = s.cap_frame(frame)
                     s.push_video(frame)
+                    now = time.monotonic()
+                    if now - previewed.get(s, 0.0) < 1.0 / PREVIEW_FPS:
+                        return gr.skip()                # the preview is a view, not the analysis
+                    previewed[s] = now
                     label = shown_label(s.results[-1]) if s.results else None
-                    return annotate(frame, s.preview_face(), label)
+                    img = annotate(frame, s.preview_face(), label)
+                    return img[::2, ::2] if isinstance(img, np.ndarray) and img.shape[1] > 480 else img
                 finally:
                     engine.frame_slots.release()
 
             cam.stream(on_frame, [cam], [preview], stream_every=WEBCAM_EVERY_S, time_limit=None,
                        concurrency_limit=None, show_progress="hidden", api_visibility="private")
 
-            def on_audio(chunk, request: gr.Request):
-                if chunk is None:
-                    return
-                sr, data = chunk
-                try:
-                    engine.get(session_key(request)).push_audio(np.asarray(data), int(sr))
-                except SessionLimit:
-                    return
+            # the microphone: the page's own uplink (app/uplink.py), not a Gradio stream, so no
+            # chunk is dropped; the page gets its session's token when it loads
+            def give_token(request: gr.Request):
+                return token_html(engine.uplink_token(session_key(request)))
 
-            mic.stream(on_audio, [mic], [], stream_every=MIC_EVERY_S, time_limit=None,
-                       concurrency_limit=None, show_progress="hidden", api_visibility="private")
+            demo.load(give_token, None, [uplink], api_visibility="private")
+            mic_btn.click(None, None, None, js="() => window.admcMic && window.admcMic.toggle()")
 
         # ---------------------------------------------------------------- refresh
-        def refresh(request: gr.Request):
-            s = engine.get(key_of(request), create=local)
-            full = engine.admission_problem(key_of(request)) if s is None else None
-            outs = []
+        # every window (200 ms): badges and emotion, and only when a new window is there; the
+        # transcript, intent, timeline and performance line twice a second
+        shown: dict[str, float] = {}
+
+        def refresh_window(request: gr.Request):
+            key = key_of(request)
+            s = engine.get(key, create=local)
             if s is None:
-                outs = [badges_html(None, full=full), None, None, "",
-                        timeline_svg([], engine.checkpoint_of(key_of(request)).classes), perf_html({})]
+                full = engine.admission_problem(key)
+                outs = [badges_html(None, full=full), None]
             else:
-                rs = list(s.results)
-                res = rs[-1] if rs else None
-                outs = [badges_html(res), probs_label(res), s.extra.get("intent"), s.transcript,
-                        timeline_svg(rs[-160:], s.classes), perf_html(s.stats())]
+                res = s.results[-1] if s.results else None
+                t = None if res is None else res["t"]
+                if t is not None and shown.get(key) == t and not local:
+                    return [gr.skip(), gr.skip()]
+                shown[key] = t
+                outs = [badges_html(res), probs_label(res)]
             if local:
                 img = engine.local.last_frame if engine.local is not None else None
                 if img is not None and s is not None:
@@ -191,8 +217,18 @@ def build_ui(engine: Engine):
                 outs.append(img)
             return outs
 
-        refresh_outs = [badges, emotion, intent, transcript, timeline, perf] + ([preview] if local else [])
-        timer.tick(refresh, None, refresh_outs, show_progress="hidden", api_visibility="private")
+        def refresh_panels(request: gr.Request):
+            s = engine.get(key_of(request), create=local)
+            if s is None:
+                return [None, "", timeline_svg([], engine.checkpoint_of(key_of(request)).classes), perf_html({})]
+            rs = list(s.results)
+            return [s.extra.get("intent"), s.transcript, timeline_svg(rs[-160:], s.classes), perf_html(s.stats())]
+
+        window_timer = gr.Timer(WINDOW_REFRESH_S)
+        window_timer.tick(refresh_window, None, [badges, emotion] + ([preview] if local else []),
+                          show_progress="hidden", api_visibility="private", concurrency_limit=None)
+        timer.tick(refresh_panels, None, [intent, transcript, timeline, perf], show_progress="hidden",
+                   api_visibility="private")
 
         # ---------------------------------------------------------------- controls
         def on_load(name, request: gr.Request):
@@ -257,6 +293,7 @@ def build_ui(engine: Engine):
         json_btn.click(export_json_, None, [export_file, rec_msg], api_visibility="private")
 
         def on_unload(request: gr.Request):
+            shown.pop(key_of(request), None)
             engine.close(session_key(request))
 
         demo.unload(on_unload)
@@ -314,7 +351,9 @@ def launch(engine: Engine, *, host: str = "127.0.0.1", port: int | None = 7860, 
 
     kw = dict(server_name=host, server_port=port, auth=auth, quiet=quiet, show_error=True,
               allowed_paths=model_cards(engine), prevent_thread_lock=True, css=CSS, ssr_mode=False,
-              app_kwargs={"middleware": [Middleware(SessionGuard, engine=engine)]})
+              head=PAGE_JS,
+              app_kwargs={"middleware": [Middleware(SessionGuard, engine=engine),
+                                         Middleware(AudioUplink, engine=engine, login_of=login_of)]})
     demo.share_ok = False
     if share:
         try:
@@ -342,6 +381,10 @@ def serve(ck, comp, args, make_config, choices: dict | None = None) -> int:
     engine = Engine(ck, comp, lambda: make_config(face_fps=args.face_fps or 15.0), device=ck.model.emb_mean.device,
                     choices=choices, max_sessions=getattr(args, "max_sessions", MAX_SESSIONS),
                     max_per_user=getattr(args, "max_sessions_per_user", MAX_SESSIONS_PER_USER))
+    if getattr(args, "trace", None):
+        from app.trace import StageTrace
+
+        engine.trace = StageTrace(args.trace)
     if args.source is not None:
         from app.local import FileCapture, LocalCapture
 
@@ -374,4 +417,6 @@ def serve(ck, comp, args, make_config, choices: dict | None = None) -> int:
             s.close()
         if demo is not None:
             demo.close()
+        if engine.trace is not None:
+            engine.trace.close()
     return 0

@@ -20,6 +20,17 @@ recall over emotions) overall and per segment state, with the share of windows s
 "uncertain" and the accuracy of the rest.  A window without a prediction counts as wrong.
 Writes ``benchmarks/results/live/live_eval_<name>.{json,md}``.
 
+``--browser`` plays the same clip through headless Chromium's fake camera (640x480, 30 fps) and
+microphone (48 kHz) into ``python -m app`` (the UI, as a user meets it; ``benchmarks/browser_path.py``
+does the driving) and scores the windows of the page's JSON export exactly like replay.  A window's
+end is placed on the clip by the page's own clock (when each fake device started, the server's
+stream time 0 from ``--trace``): a window is scored when its 3 s lie inside one segment on both the
+camera's and the microphone's clock (the two start a moment apart).  Writes
+``live_eval_<name>_browser.{json,md}``.
+
+Both modes record, per modality, the share of windows in each stream state, the share of live
+windows rejected as out of distribution, the uncertain share and the machine's load.
+
 ``--vs OTHER`` compares with an earlier run on the same clip (``--work/OTHER.jsonl``): the difference in
 window accuracy with a 95 % interval from a bootstrap over the segments (windows of one segment are
 not independent), stored under ``vs`` in the JSON.  ``--reuse`` scores the run's JSONL again without
@@ -150,6 +161,75 @@ def score(rows: list[dict], segments: list[dict], classes: list[str]) -> dict:
     return out
 
 
+def stream_summary(rows: list[dict], mods=("A", "V", "T")) -> dict:
+    """Per modality: the share of windows live, out of distribution among the live ones, and the
+    reasons for the rest (each %, of the windows given)."""
+    out = {}
+    n = max(1, len(rows))
+    for m in mods:
+        live = [r for r in rows if r["streams"].get(m) == "live"]
+        ood = [r for r in live if ((r.get("ood") or {}).get(m) or {}).get("out")]
+        reasons: dict[str, int] = {}
+        for r in rows:
+            if r["streams"].get(m) != "live":
+                why = str(r["reasons"].get(m, "")).split(":")[0]
+                reasons[why] = reasons.get(why, 0) + 1
+        out[m] = {"live_share": round(100.0 * len(live) / n, 1),
+                  "ood_share_of_live": round(100.0 * len(ood) / len(live), 1) if live else None,
+                  "missing_reasons": {k: round(100.0 * v / n, 1) for k, v in sorted(reasons.items(), key=lambda x: -x[1])}}
+    out["uncertain_share"] = round(100.0 * sum(bool(r.get("uncertain")) for r in rows) / n, 1)
+    return out
+
+
+def place_browser_windows(rows: list[dict], t0_wall: float, video_start: float, audio_start: float,
+                          segments: list[dict]) -> list[dict]:
+    """The page's windows placed on the clip: a window ending at session time ``t`` ends at wall
+    time ``t0_wall + t``, i.e. at clip time ``wall - video_start`` on the camera's clock and ``wall -
+    audio_start`` on the microphone's.  Kept (with ``t`` the camera's clip time) when both clocks put
+    its 3 s inside the same segment."""
+    def seg_of(ct: float) -> int | None:
+        for i, s in enumerate(segments):
+            if s["start"] - 1e-6 <= ct - 3.0 and ct <= s["end"] + 1e-6:
+                return i
+        return None
+
+    out = []
+    for r in rows:
+        wall = t0_wall + float(r["t"])
+        cv, ca = wall - video_start, wall - audio_start
+        i = seg_of(cv)
+        if i is not None and seg_of(ca) == i:
+            out.append({**r, "t": round(cv, 3), "session_t": r["t"]})
+    return out
+
+
+def run_browser_mode(checkpoint: Path, info: dict, work: Path) -> tuple[list[dict], list[dict], dict]:
+    """Play the whole clip through Chromium into the app; (placed windows, all windows, run facts)."""
+    from app.trace import read_trace
+    from benchmarks import browser_path as bp
+
+    seconds = float(info["duration"])
+    mjpeg, wav = bp.render_media(info, work / "browser", 0.0, seconds)
+    trace, log = work / "browser" / "trace.jsonl", work / "browser" / "server.log"
+    proc, url = bp.start_app(checkpoint, trace, log, threads=1)
+    try:
+        load0 = os.getloadavg()[0]
+        page = bp.run_browser(url, mjpeg, wav, seconds - 0.5, proc.pid)
+    finally:
+        bp.stop(proc)
+    events = read_trace(trace)
+    t0 = [e for e in events if e["ev"] == "session"][-1]["t0_wall"]
+    starts = {}
+    for kind, wall in page["probe"]["streams"]:
+        starts[kind] = wall / 1000.0               # the last open of each device: the file plays from there
+    rows = page["windows"]
+    placed = place_browser_windows(rows, t0, starts["video"], starts["audio"], info["segments"])
+    facts = {"streamed_s": page["streamed_s"], "server": page["server"], "browser": page["browser"],
+             "stages": bp.stages(events, page["probe"]), "load_1min_before": round(load0, 2),
+             "camera_minus_microphone_start_s": round(starts["video"] - starts["audio"], 3)}
+    return placed, rows, facts
+
+
 def _segment_hits(rows: list[dict], segments: list[dict]) -> dict[int, list[bool]]:
     """Per segment index: whether each scored window's label is the segment's label."""
     out: dict[int, list[bool]] = {}
@@ -191,8 +271,12 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "live")
     ap.add_argument("--vs", default=None, help="an earlier run's name on the same clip to compare with")
     ap.add_argument("--reuse", action="store_true", help="score this run's existing JSONL (do not run the app)")
+    ap.add_argument("--browser", action="store_true",
+                    help="play the clip through headless Chromium into the app's UI instead of replaying it")
     args = ap.parse_args()
     info = build_clip(args.work / f"takes{args.takes}", args.takes)
+    if args.browser:
+        return browser_main(args, info)
     jsonl = args.work / f"{args.name}.jsonl"
     stem = args.out / f"live_eval_{args.name}"
     seconds, machine = None, None
@@ -220,6 +304,7 @@ def main() -> int:
            else str(args.checkpoint), "name": args.name, "clip_seconds": info["duration"],
            "segments": len(info["segments"]), "takes_per_emotion": args.takes, "classes": bs.CLASSES,
            "scores": score(rows, info["segments"], list(bs.CLASSES)),
+           "streams": stream_summary(rows),
            "app_seconds": seconds,
            "machine": machine or {"cpu": cpu_name(), "cores": os.cpu_count(), "load_1min": round(os.getloadavg()[0], 2)}}
     if other is not None:
@@ -241,6 +326,37 @@ def main() -> int:
                   f"[{v['ci95'][0]:+.1f}, {v['ci95'][1]:+.1f}] (bootstrap over {v['segments']} segments)."]
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print(json.dumps(res["scores"]["overall"]))
+    return 0
+
+
+def browser_main(args, info: dict) -> int:
+    placed, rows, facts = run_browser_mode(args.checkpoint, info, args.work / f"takes{args.takes}")
+    (args.work / f"{args.name}_browser.json").write_text(json.dumps(rows) + "\n")
+    res = {"checkpoint": str(args.checkpoint), "name": args.name, "mode": "browser",
+           "clip_seconds": info["duration"], "segments": len(info["segments"]), "classes": bs.CLASSES,
+           "scores": score(placed, info["segments"], list(bs.CLASSES)),
+           "streams": stream_summary(rows), "windows_exported": len(rows), "windows_placed": len(placed),
+           **facts, "machine": {"cpu": cpu_name(), "cores": os.cpu_count(),
+                                "load_1min_after": round(os.getloadavg()[0], 2)}}
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = args.out / f"live_eval_{args.name}_browser"
+    stem.with_suffix(".json").write_text(json.dumps(res, indent=2) + "\n")
+    lines = [f"# Live evaluation in the browser: {args.label or res['checkpoint']}", "",
+             f"The live evaluation's clip ({len(info['segments'])} segments of {SEG_S:.0f} s) played by headless "
+             "Chromium's fake camera (640x480, 30 fps) and microphone (48 kHz) into `python -m app`; windows from "
+             f"the page's JSON export, {len(placed)} of {len(rows)} placed inside one segment on both devices' clocks.",
+             "", "| state | windows | WA | UA | uncertain % | WA of the rest |", "|---|---|---|---|---|---|"]
+    for k, v in res["scores"].items():
+        if v.get("windows"):
+            lines.append(f"| {k} | {v['windows']} | {v['wa']} | {v['ua']} | {v['uncertain_share']} | {v['wa_confident']} |")
+    lines += ["", "| modality | live % | out of distribution, % of live | missing: reasons (% of windows) |",
+              "|---|---|---|---|"]
+    for m in ("A", "V", "T"):
+        v = res["streams"][m]
+        why = ", ".join(f"{k} {x}" for k, x in v["missing_reasons"].items())
+        lines.append(f"| {m} | {v['live_share']} | {v['ood_share_of_live']} | {why} |")
+    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print(json.dumps({"overall": res["scores"]["overall"], "streams": res["streams"]}))
     return 0
 
 

@@ -69,7 +69,10 @@ class HealthConfig(AudioSettings):
     t_compression_ratio: float = 2.4   # Whisper: gzip compression ratio above this = repetition loop
     t_asr_timeout_s: float = 5.0       # speech (per VAD) this long without any transcript -> failure;
     #                                    must exceed the ASR's latency
-    t_hold_s: float = 1.0              # after speech ends, T stays as it was this long, then "no speech"
+    t_hold_s: float = 3.0              # after speech ends, T stays as it was this long, then "no speech":
+    #                                    one window (3 s), so every window that holds part of an
+    #                                    utterance has its words, even when the final transcript
+    #                                    comes a second or two after the speech
     t_hallucination_max_speech: float = 0.5  # a known noise hallucination ("thank you.") counts as
     #                                    one when VAD speech covered less than this fraction of it
     t_hallucinations: tuple[str, ...] = (
@@ -527,14 +530,18 @@ class StreamHealth:
             return self.update_text(result)
         return self.update_video(result, frame)
 
-    def poll(self, now: float) -> dict[str, HealthDecision]:
+    def poll(self, now: float, audio_now: float | None = None) -> dict[str, HealthDecision]:
+        """Every decision at stream time ``now``; A and T (the ASR hears the audio) at ``audio_now``
+        when given: a live audio stream running a little behind the video (its chunks arrive
+        late) is judged on its own clock, so its lag is not taken for a stall."""
         if is_finite_number(now):
             self.now = max(self.now, float(now))
         now = self.now
-        a = self.audio.poll(now)
+        an = min(now, float(audio_now)) if is_finite_number(audio_now) else now
+        a = self.audio.poll(an)
         self.video.poll(now)
         if a.reason in ("stalled", "no frames"):
-            self.text.stalled(now, a.reason)  # the ASR hears the same (dead) audio stream
+            self.text.stalled(an, a.reason)  # the ASR hears the same (dead) audio stream
         else:
-            self.text.poll(now)
+            self.text.poll(an)
         return self.decisions

@@ -76,15 +76,16 @@ class WindowAssembler:
     video_rate: float = 10.0
 
     def rows(self, t: float, *, faces: Iterable[FaceRow] = (), audio=None, audio_t0: float = 0.0,
-             text: np.ndarray | None = None) -> dict[str, np.ndarray | None]:
+             text: np.ndarray | None = None, audio_t: float | None = None) -> dict[str, np.ndarray | None]:
         """Rows per modality of the window ending at stream time ``t``.  ``audio``: the A row
         source of the feature set (``window_rows(t, t0, window_s)``: the openSMILE
         :class:`~extractors.audio_frontend.LldStream` or the Whisper
         :class:`~extractors.speech_encoder.EncoderWindowRows`) whose run started at ``audio_t0``,
-        or None."""
+        or None.  ``audio_t``: where the A window ends when the audio runs behind ``t`` (a live
+        stream whose chunks arrive late; default ``t``)."""
         out = {"A": None, "V": self.v_rows(faces, t), "T": text}
         if audio is not None:
-            out["A"] = audio.window_rows(t, audio_t0, self.window_s)
+            out["A"] = audio.window_rows(t if audio_t is None else audio_t, audio_t0, self.window_s)
         return out
 
     def a_rows(self, frames, t: float, t0: float, downsample) -> np.ndarray | None:

@@ -91,7 +91,7 @@ def main() -> int:
                 page.wait_for_selector("#admc-badges .admc-badge", timeout=60000)
                 page.get_by_text("Click to Access Webcam").click()
                 page.locator("#admc-webcam button[aria-label='capture photo']").click(timeout=20000)
-                page.locator("#admc-mic button", has_text="Record").first.click(timeout=20000)
+                page.locator("#admc-mic-toggle").click(timeout=20000)
                 time.sleep(args.wait)
                 args.out.parent.mkdir(parents=True, exist_ok=True)
                 page.screenshot(path=str(args.out), full_page=True)

@@ -97,7 +97,7 @@ def test_browser_live_badges_imputation_and_updates(server, clip, tmp_path):  # 
             assert "tiny-live-random" in page.locator("#admc-provenance").inner_text()   # provenance shown
             page.get_by_text("Click to Access Webcam").click()
             page.locator("#admc-webcam button[aria-label='capture photo']").click(timeout=20000)
-            page.locator("#admc-mic button", has_text="Record").first.click(timeout=20000)
+            page.locator("#admc-mic-toggle").click(timeout=20000)
             shot = False
             v_was_imputed = False
             start = time.time()

@@ -87,9 +87,9 @@ def _speech_stream(sh: StreamHealth, events: list, until: float, speech: list[tu
 def test_text_follows_speech_with_hold():
     sh = StreamHealth()
     seg = AsrSegment(0.2, 1.5, "I am really happy today", avg_logprob=-0.3)
-    ds = _speech_stream(sh, [seg], 6.0, [(0.0, 3.0)])
-    # speech 0-3 s; transcript at 1.5; A silent at 3.3; T held for t_hold_s = 1 s -> 4.3
-    assert transitions(ds)[1:] == [(1.5, True, "ok"), (4.3, False, "no speech")]
+    ds = _speech_stream(sh, [seg], 8.0, [(0.0, 3.0)])
+    # speech 0-3 s; transcript at 1.5; A silent at 3.3; T held for t_hold_s = 3 s (one window) -> 6.3
+    assert transitions(ds)[1:] == [(1.5, True, "ok"), (6.3, False, "no speech")]
     live = [d for d in ds if d.live]
     assert live[0].score == pytest.approx(np.exp(-0.3))
 
@@ -97,10 +97,10 @@ def test_text_follows_speech_with_hold():
 def test_speech_without_transcript_is_asr_failure():
     sh = StreamHealth()
     late = AsrSegment(15.5, 16.0, "sorry, I was saying", avg_logprob=-0.2)
-    ds = _speech_stream(sh, [late], 23.0, [(10.0, 20.0)])
-    # onset 10.0, t_asr_timeout_s 5 -> 15.0; transcript at 16.0; A silent 20.3 -> T off at 21.3
+    ds = _speech_stream(sh, [late], 25.0, [(10.0, 20.0)])
+    # onset 10.0, t_asr_timeout_s 5 -> 15.0; transcript at 16.0; A silent 20.3 -> T off at 23.3
     assert transitions(ds) == [(0.05, False, "no speech"), (15.0, False, "asr failure: no transcript"),
-                               (16.0, True, "ok"), (21.3, False, "no speech")]
+                               (16.0, True, "ok"), (23.3, False, "no speech")]
 
 
 def test_whisper_failure_signals_during_speech():
@@ -132,11 +132,12 @@ def test_whisper_failure_signals_during_speech():
 
 def test_hallucinations_in_silence():
     sh = StreamHealth()
-    segs = [AsrSegment(3.0, 5.0, "Thanks for watching!"), AsrSegment(7.0, 8.0, "you")]
-    ds = _speech_stream(sh, segs, 10.0, [])
+    segs = [AsrSegment(3.0, 5.0, "Thanks for watching!"), AsrSegment(9.0, 10.0, "you")]
+    ds = _speech_stream(sh, segs, 14.0, [])
+    # each failure holds t_hold_s = 3 s after its segment, then "no speech"
     assert transitions(ds) == [
-        (0.05, False, "no speech"), (5.0, False, "asr failure: hallucination"), (6.0, False, "no speech"),
-        (8.0, False, "asr failure: hallucination"), (9.0, False, "no speech"),
+        (0.05, False, "no speech"), (5.0, False, "asr failure: hallucination"), (8.0, False, "no speech"),
+        (10.0, False, "asr failure: hallucination"), (13.0, False, "no speech"),
     ]
     th = TextHealth()
     assert th.segment_problem(AsrSegment(0, 1, "Thank you.")) == ("asr failure: hallucination", 0.0)

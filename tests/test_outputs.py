@@ -34,7 +34,7 @@ OUTPUTS = {
     (("manifest", "mintrec"), "--out"): "manifest file",
     (("manifest", "ravdess"), "--out"): "manifest file",
 }
-APP_OUTPUTS = {"--out": "JSONL results file"}
+APP_OUTPUTS = {"--out": "JSONL results file", "--trace": "stage trace (JSON lines)"}
 
 
 def _output_options(parser: argparse.ArgumentParser, words=()):
@@ -44,7 +44,7 @@ def _output_options(parser: argparse.ArgumentParser, words=()):
         if isinstance(action, argparse._SubParsersAction):
             for name, sub in action.choices.items():
                 found |= _output_options(sub, (*words, name))
-        elif action.dest in ("out", "json") and action.option_strings and action.nargs != 0:  # not a flag
+        elif action.dest in ("out", "json", "trace") and action.option_strings and action.nargs != 0:  # not a flag
             found.add((tuple(words), action.option_strings[0]))
     return found
 
@@ -184,6 +184,23 @@ def test_app_out_onto_its_own_source_or_the_checkpoint_is_refused(tmp_path, caps
     assert app_main(["--source", str(clip), "--no-ui", "--out", str(mine)]) == 2
     one_line(capsys, f"--out {mine}", "--overwrite")
     assert mine.read_text() == "my notes\n"
+
+
+def test_app_trace_never_replaces_a_file_it_did_not_write(tmp_path, capsys):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\n")
+    port = ["--port", "1"]                       # never reached: the trace is checked first
+    assert app_main(["--trace", str(notes), *port]) == 2
+    one_line(capsys, f"--trace {notes}", "--overwrite")
+    assert notes.read_text() == "my notes\n"
+    run_json = DEFAULT_CHECKPOINT / "run.json"
+    before = run_json.read_bytes()
+    assert app_main(["--trace", str(run_json), "--overwrite", *port]) == 2
+    one_line(capsys, "--trace", "--checkpoint")
+    assert run_json.read_bytes() == before
+    own = tmp_path / "trace.jsonl"              # a trace the app wrote is replaced without asking
+    own.write_text(json.dumps({"ev": "session", "wall": 1.0, "session": "x"}) + "\n")
+    assert check_out_file(own, "trace", overwrite=False) == own
 
 
 # --- the helper itself --------------------------------------------------------------------------------

@@ -1,0 +1,89 @@
+"""A stage trace of the live path: one JSON line per event, with the wall clock (Unix seconds) at
+which it happened, so the time a browser captured a frame can be followed through the server to
+the page.  ``python -m app --trace FILE`` writes it; ``benchmarks/browser_path.py`` reads it.
+
+Events (``"ev"``; every line also has ``"wall"`` and ``"session"``, the session's key):
+
+* ``session``: a live session opened; ``t0_wall`` is the wall time of its stream time 0.
+* ``frame_in``: a camera frame reached the server (``seq`` counts them per session, dropped ones
+  included; ``dropped``: every handling slot was busy; ``mark``: the number a benchmark page drew
+  into the frame, :func:`frame_mark`, else None).
+* ``face``: a frame went through the face front end (``t`` stream s, ``ms``).
+* ``audio_in``: a microphone chunk was pushed (``t`` stream s, ``seconds`` of audio, ``ms`` the
+  audio front end took: resampling, VAD, speech gate).
+* ``asr``: a transcript segment was collected (``final``, ``start``/``end`` stream s, ``chars``,
+  ``dropped``: refused as a hallucination).
+* ``window``: a window was analysed (``t`` its end, stream s; ``due_wall``, ``ms`` from due to done,
+  ``predict_ms`` completion and fusion, ``face_t`` the newest face row in it, ``streams``, ``ood``).
+
+Nothing here raises into the live path: a trace that cannot be written stops tracing.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+
+class StageTrace:
+    """A JSONL event log, thread-safe and line-buffered (an interrupted server keeps what it wrote)."""
+
+    def __init__(self, path):
+        self.path = str(path)
+        self._fh = open(self.path, "w", buffering=1)
+        self._lock = threading.Lock()
+
+    def event(self, ev: str, session: str | None = None, **fields) -> None:
+        line = {"ev": ev, "wall": round(time.time(), 4), "session": session, **fields}
+        with self._lock:
+            if self._fh is None:
+                return
+            try:
+                self._fh.write(json.dumps(line, default=str) + "\n")
+            except (OSError, ValueError):
+                self._fh = None                  # disk full or closed: stop tracing, keep serving
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fh is not None:
+                self._fh.close()
+                self._fh = None
+
+
+MARK_CELL = 6          # px per cell of the frame mark
+MARK_BITS = 16
+
+
+def frame_mark(frame) -> int | None:
+    """The number a benchmark page drew into a camera frame's top-left corner before sending it (a
+    white and a black sentinel cell, then 16 bits, cells of :data:`MARK_CELL` px), so a frame can be
+    followed from its capture in the page to the server; None when the corner holds no mark."""
+    import numpy as np
+
+    try:
+        c = MARK_CELL
+        if frame is None or frame.ndim != 3 or frame.shape[0] < c or frame.shape[1] < c * (MARK_BITS + 2):
+            return None
+        row = np.asarray(frame[1:c - 1, : c * (MARK_BITS + 2)], np.float32).mean(axis=(0, 2))
+        cells = [row[i * c + 1:(i + 1) * c - 1].mean() for i in range(MARK_BITS + 2)]
+        if not (cells[0] > 200 and cells[1] < 55):
+            return None
+        bits = [v > 128 for v in cells[2:]]
+        if any(55 <= v <= 200 for v in cells[2:]):
+            return None
+        return sum(1 << i for i, b in enumerate(bits) if b)
+    except Exception:  # noqa: BLE001 - instrumentation never breaks the live path
+        return None
+
+
+def read_trace(path) -> list[dict]:
+    """The events of a trace file (a torn last line, from a killed server, is skipped)."""
+    out = []
+    with open(path) as fh:
+        for line in fh:
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return out

@@ -1,0 +1,441 @@
+"""The browser path, stage by stage: what a user of ``python -m app`` meets.
+
+    .venv/bin/python benchmarks/browser_path.py                  # idle, then one competing busy process
+    .venv/bin/python benchmarks/browser_path.py --loads idle --seconds 40
+
+Debian's Chromium (Playwright, headless) opens the app with a fake camera and microphone playing
+the live evaluation's labelled clip (``benchmarks/live_eval.py``: FER2013 PrivateTest faces and
+RAVDESS test-actor speech), rendered at 640x480 and 30 frames/s (an MJPEG file, Chromium's fake
+capture plays it at 30 fps) with the audio at 48 kHz.  The app runs as ``python -m app --checkpoint
+CK --trace TRACE``: every frame, face, audio chunk, ASR segment and window is logged with its wall
+time (:mod:`app.trace`).  The page is instrumented before it loads: the time each camera frame is
+captured (the canvas grab Gradio sends) and the time each window appears in the page's badges.
+
+Per stage, p50 / p95: capture to server (a frame's grab in the page to its arrival in the
+handler, matched in order), face front end, audio front end, ASR final (the end of an utterance to
+its final transcript), window (due to done) and within it completion + fusion, server to page (a
+window done to shown), end to end (the capture of the newest face frame a window used to the
+window shown).  Rates: face fps, preview fps, windows computed and shown per second; stream
+states (stalled audio windows, T live share); RSS of server and browser; CPU seconds per second
+of media.  ``--loads idle,busy``: the second run with one competing process spinning a core.
+
+Writes ``benchmarks/results/browser/browser_path.{json,md}`` (``--name`` changes the stem).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+         "--autoplay-policy=no-user-gesture-required"]
+SIZE = (640, 480)
+FPS = 30             # Chromium plays an MJPEG fake camera at 30 frames/s
+AUDIO_SR = 48000
+
+# the page's own clock: stream starts, frame grabs (the canvas Gradio sends), windows shown
+PAGE_PROBE = """
+(() => {
+  const P = window.__admc = {captures: [], shown: [], streams: []};
+  const gum = navigator.mediaDevices && navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
+  if (gum) navigator.mediaDevices.getUserMedia = async (c) => {
+    const s = await gum(c);
+    P.streams.push([c && c.video ? 'video' : 'audio', Date.now()]);
+    return s;
+  };
+  // each camera frame Gradio grabs gets its number drawn into the top-left corner (app.trace.frame_mark
+  // reads it on the server): a white and a black cell, then 16 bits, 6 px cells
+  const toURL = HTMLCanvasElement.prototype.toDataURL;
+  HTMLCanvasElement.prototype.toDataURL = function (type, q) {
+    if (type === 'image/jpeg') {
+      const n = P.captures.length & 0xffff, g = this.getContext('2d'), c = 6;
+      if (g) {
+        for (let i = 0; i < 18; i++) {
+          const on = i === 0 ? true : i === 1 ? false : ((n >> (i - 2)) & 1) === 1;
+          g.fillStyle = on ? '#fff' : '#000'; g.fillRect(i * c, 0, c, c);
+        }
+      }
+      P.captures.push(Date.now());
+    }
+    return toURL.call(this, type, q);
+  };
+  const watch = () => new MutationObserver(() => {
+    const el = document.querySelector('#admc-badges .admc-t');
+    const t = el ? el.dataset.t : '';
+    if (t && t !== P.lastT) { P.lastT = t; P.shown.push([parseFloat(t), Date.now()]); }
+  }).observe(document.body, {subtree: true, childList: true, attributes: true, characterData: true});
+  if (document.body) watch(); else document.addEventListener('DOMContentLoaded', watch);
+})();
+"""
+
+
+# ------------------------------------------------------------------------------------------ media
+def render_media(info: dict, work: Path, start: float, seconds: float, seed: int = 0) -> tuple[Path, Path]:
+    """The clip's ``[start, start + seconds)`` as a 640x480 30 fps MJPEG (fresh sensor noise per frame,
+    so no two frames are identical) and a 48 kHz 16-bit mono WAV (cached)."""
+    import soundfile as sf
+    from PIL import Image
+    from scipy.signal import resample_poly
+
+    from extractors.media import decode_audio, iter_video
+
+    work.mkdir(parents=True, exist_ok=True)
+    stem = work / f"browser_{start:g}_{seconds:g}"
+    mjpeg, wav = stem.with_suffix(".mjpeg"), stem.with_suffix(".wav")
+    if mjpeg.is_file() and wav.is_file():
+        return mjpeg, wav
+    rng = np.random.default_rng(seed)
+    src = list(iter_video(info["clip"], start=start, end=start + seconds))
+    src_fps = float(info["fps"])
+    tmp = mjpeg.with_suffix(".part")
+    with open(tmp, "wb") as fh:
+        for k in range(int(round(seconds * FPS))):
+            _t, frame = src[min(len(src) - 1, int(k / FPS * src_fps))]
+            img = np.asarray(Image.fromarray(frame).resize(SIZE, Image.Resampling.BILINEAR), np.int16)
+            img = np.clip(img + rng.integers(-3, 4, img.shape), 0, 255).astype(np.uint8)
+            import io
+
+            buf = io.BytesIO()
+            Image.fromarray(img).save(buf, format="JPEG", quality=85)
+            fh.write(buf.getvalue())
+    os.replace(tmp, mjpeg)
+    audio = np.asarray(decode_audio(info["clip"], start, start + seconds), np.float32)
+    sf.write(str(wav), np.clip(resample_poly(audio, AUDIO_SR // 16000, 1), -1, 1), AUDIO_SR, subtype="PCM_16")
+    return mjpeg, wav
+
+
+# ------------------------------------------------------------------------------------------ running
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ResourceMeter:
+    """RSS (peak) and CPU seconds of a process tree, sampled."""
+
+    def __init__(self, select):
+        self.select = select                  # () -> list[psutil.Process]
+        self.peak_rss = 0
+        self.cpu0 = self._cpu()
+
+    def _cpu(self) -> float:
+        tot = 0.0
+        for p in self.select():
+            try:
+                c = p.cpu_times()
+                tot += c.user + c.system
+            except Exception:  # noqa: BLE001 - a process that just ended
+                pass
+        return tot
+
+    def sample(self) -> None:
+        rss = 0
+        for p in self.select():
+            try:
+                rss += p.memory_info().rss
+            except Exception:  # noqa: BLE001
+                pass
+        self.peak_rss = max(self.peak_rss, rss)
+
+    def cpu_seconds(self) -> float:
+        return self._cpu() - self.cpu0
+
+
+def start_app(checkpoint: Path, trace: Path, log: Path, threads: int) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    fh = open(log, "w")
+    proc = subprocess.Popen([sys.executable, "-m", "app", "--checkpoint", str(checkpoint), "--port", str(port),
+                             "--trace", str(trace), "--overwrite", "--threads", str(threads)],
+                            cwd=REPO, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"browser_path: the app exited with {proc.returncode}:\n{log.read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return proc, url
+        except OSError:
+            time.sleep(0.5)
+    stop(proc)
+    raise SystemExit("browser_path: the app did not start within 180 s")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=15)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def run_browser(url: str, mjpeg: Path, wav: Path, seconds: float, server_pid: int, export: bool = True) -> dict:
+    """Stream ``seconds`` of the fake camera and microphone into the page at ``url``; returns the
+    page's probe (captures, shown windows, stream starts), the exported windows and resources."""
+    import psutil
+    from playwright.sync_api import sync_playwright
+
+    me = psutil.Process()
+    server = psutil.Process(server_pid)
+
+    def server_tree():
+        try:
+            return [server, *server.children(recursive=True)]
+        except psutil.Error:
+            return []
+
+    def browser_tree():
+        return [p for p in me.children(recursive=True) if "chrom" in (p.name() or "").lower()]
+
+    flags = FLAGS + [f"--use-file-for-fake-video-capture={mjpeg}", f"--use-file-for-fake-audio-capture={wav}"]
+    out: dict = {}
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=flags, headless=True)
+        try:
+            ctx = browser.new_context(viewport={"width": 1280, "height": 1100}, permissions=["camera", "microphone"])
+            ctx.add_init_script(PAGE_PROBE)
+            page = ctx.new_page()
+            page.goto(url, wait_until="load")
+            page.wait_for_selector("#admc-badges .admc-badge", timeout=60000)
+            page.get_by_text("Click to Access Webcam").click()
+            page.locator("#admc-webcam button[aria-label='capture photo']").click(timeout=20000)
+            page.locator("#admc-mic-toggle").click(timeout=20000)
+            started = time.time()
+            srv, brw = ResourceMeter(server_tree), ResourceMeter(browser_tree)
+            while time.time() - started < seconds:
+                time.sleep(1.0)
+                srv.sample()
+                brw.sample()
+            elapsed = time.time() - started
+            out["probe"] = page.evaluate("() => window.__admc")
+            out["streamed_s"] = round(elapsed, 2)
+            out["server"] = {"peak_rss_mb": round(srv.peak_rss / 2 ** 20, 1),
+                             "cpu_s_per_s": round(srv.cpu_seconds() / elapsed, 3)}
+            out["browser"] = {"peak_rss_mb": round(brw.peak_rss / 2 ** 20, 1),
+                              "cpu_s_per_s": round(brw.cpu_seconds() / elapsed, 3)}
+            if export:
+                page.locator("#admc-export-json").click()
+                page.wait_for_selector("#admc-export a[href]", timeout=30000)
+                href = page.locator("#admc-export a[href]").first.get_attribute("href")
+                body = page.request.get(href if href.startswith("http") else url.rstrip("/") + href).text()
+                out["windows"] = json.loads(body)
+        finally:
+            browser.close()
+    return out
+
+
+# ------------------------------------------------------------------------------------------ stages
+def pct(xs, p) -> float | None:
+    xs = [float(x) for x in xs if x is not None]
+    return round(float(np.percentile(xs, p)), 1) if xs else None
+
+
+def p50_p95(xs) -> dict:
+    return {"p50": pct(xs, 50), "p95": pct(xs, 95), "n": len([x for x in xs if x is not None])}
+
+
+def stages(trace: list[dict], probe: dict, warmup_s: float = 8.0) -> dict:
+    """Per-stage latencies and rates from the server's trace and the page's probe (one session)."""
+    sessions = [e for e in trace if e["ev"] == "session"]
+    if not sessions:
+        return {"error": "no live session in the trace"}
+    key, t0 = sessions[-1]["session"], float(sessions[-1]["t0_wall"])
+    ev = [e for e in trace if e.get("session") == key]
+    by = {k: [e for e in ev if e["ev"] == k] for k in ("frame_in", "face", "audio_in", "asr", "window")}
+    wins = [w for w in by["window"] if w["t"] >= warmup_s]
+    span = (wins[-1]["t"] - wins[0]["t"]) if len(wins) > 1 else 0.0
+
+    # capture -> server: each frame carries the number of its grab in the page (app.trace.frame_mark;
+    # Gradio's stream keeps only the newest frame while the previous one is handled, so grabs and
+    # arrivals are not one to one); the mark counts modulo 2**16
+    caps = [c / 1000.0 for c in probe.get("captures", [])]
+    frames = by["frame_in"]
+
+    def grab_of(mark) -> float | None:
+        if mark is None:
+            return None
+        idx = [i for i in range(mark, len(caps), 1 << 16)]
+        return caps[idx[-1]] if idx else None
+
+    frame_caps = [grab_of(f.get("mark")) for f in frames]
+    cap_to_server = [1000.0 * (f["wall"] - c) for f, c in zip(frames, frame_caps) if c is not None]
+    frame_walls = np.array([f["wall"] for f in frames]) if frames else np.zeros(0)
+
+    def capture_of(face_t: float | None) -> float | None:
+        """The page's grab time of the frame the face row at stream time ``face_t`` came from."""
+        if face_t is None or not len(frame_walls):
+            return None
+        i = int(np.searchsorted(frame_walls, t0 + face_t + 1e-3)) - 1
+        return frame_caps[i] if 0 <= i < len(frame_caps) else None
+
+    done = {round(w["t"], 3): w["due_wall"] + w["ms"] / 1000.0 for w in by["window"]}
+    face_of = {round(w["t"], 3): w.get("face_t") for w in by["window"]}
+    shown = [(round(float(t), 3), wall / 1000.0) for t, wall in probe.get("shown", [])]
+    shown = [(t, wall) for t, wall in shown if t >= warmup_s]
+    to_page = [1000.0 * (wall - done[t]) for t, wall in shown if t in done]
+    e2e = []
+    for t, wall in shown:
+        c = capture_of(face_of.get(t))
+        if c is not None:
+            e2e.append(1000.0 * (wall - c))
+    finals = [e for e in by["asr"] if e["final"] and e["chars"] > 0 and e["end"] >= warmup_s]
+    asr_final = [e["wall"] - (t0 + e["end"]) for e in finals]
+    faces = [f for f in by["face"] if f["t"] >= warmup_s]
+    frames_w = [f for f in frames if f["wall"] - t0 >= warmup_s]
+    shown_span = (shown[-1][0] - shown[0][0]) if len(shown) > 1 else 0.0
+
+    def share(pred) -> float | None:
+        return round(100.0 * sum(1 for w in wins if pred(w)) / len(wins), 1) if wins else None
+
+    return {
+        "capture_to_server_ms": p50_p95(cap_to_server),
+        "face_ms": p50_p95([f["ms"] for f in faces]),
+        "audio_frontend_ms": p50_p95([a["ms"] for a in by["audio_in"] if a["t"] >= warmup_s]),
+        "asr_final_s": p50_p95(asr_final),
+        "window_ms": p50_p95([w["ms"] for w in wins]),
+        "completion_fusion_ms": p50_p95([w["predict_ms"] for w in wins]),
+        "server_to_page_ms": p50_p95(to_page),
+        "end_to_end_ms": p50_p95(e2e),
+        "face_fps": round(len(faces) / span, 2) if span else None,
+        "frames_in_fps": round(len(frames_w) / span, 2) if span else None,
+        "frames_dropped_share": round(100.0 * sum(f["dropped"] for f in frames_w) / max(1, len(frames_w)), 1),
+        "windows_per_s": round((len(wins) - 1) / span, 2) if span else None,
+        "shown_per_s": round((len(shown) - 1) / shown_span, 2) if shown_span else None,
+        "windows": len(wins),
+        "audio_stalled_share": share(lambda w: w["reasons"].get("A") == "stalled"),
+        "audio_live_share": share(lambda w: w["streams"].get("A") == "live"),
+        "face_live_share": share(lambda w: w["streams"].get("V") == "live"),
+        "text_live_share": share(lambda w: w["streams"].get("T") == "live"),
+        "voice_ood_share_of_live": _ood_share(wins, "A"),
+        "face_ood_share_of_live": _ood_share(wins, "V"),
+        "grabs_in_page": len(caps), "frames_at_server": len(frames),
+        "frames_marked": sum(c is not None for c in frame_caps),
+    }
+
+
+def _ood_share(wins: list[dict], mod: str) -> float | None:
+    live = [w for w in wins if w["streams"].get(mod) == "live"]
+    return round(100.0 * sum(bool(w["ood"].get(mod)) for w in live) / len(live), 1) if live else None
+
+
+# ------------------------------------------------------------------------------------------ main
+def spin() -> subprocess.Popen:
+    """One competing process that keeps a core busy."""
+    return subprocess.Popen([sys.executable, "-c", "while True:\n    pass"], start_new_session=True)
+
+
+def measure(checkpoint: Path, mjpeg: Path, wav: Path, seconds: float, load: str, work: Path, threads: int) -> dict:
+    from app.trace import read_trace
+    from benchmarks.machine_info import cpu_name
+
+    trace, log = work / f"trace_{load}.jsonl", work / f"server_{load}.log"
+    proc, url = start_app(checkpoint, trace, log, threads)
+    busy = spin() if load == "busy" else None
+    try:
+        load0 = os.getloadavg()[0]
+        page = run_browser(url, mjpeg, wav, seconds, proc.pid)
+    finally:
+        if busy is not None:
+            busy.kill()
+        stop(proc)
+    res = {"load": load, "streamed_s": page["streamed_s"], "server": page["server"], "browser": page["browser"],
+           "stages": stages(read_trace(trace), page["probe"]),
+           "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "load_1min_before": round(load0, 2),
+                       "load_1min_after": round(os.getloadavg()[0], 2)}}
+    return res
+
+
+def markdown(res: dict) -> str:
+    rows = [("capture to server", "capture_to_server_ms", "ms"), ("face front end", "face_ms", "ms"),
+            ("audio front end", "audio_frontend_ms", "ms"), ("ASR final after utterance end", "asr_final_s", "s"),
+            ("window (due to done)", "window_ms", "ms"), ("  of which completion + fusion", "completion_fusion_ms", "ms"),
+            ("server to page", "server_to_page_ms", "ms"), ("end to end (frame grab to window shown)", "end_to_end_ms", "ms")]
+    runs = res["runs"]
+    head = "| stage | " + " | ".join(f"{r['load']} p50 | {r['load']} p95" for r in runs) + " |"
+    lines = [f"# Browser path: {res['checkpoint']}", "",
+             f"Headless Chromium (Debian, Playwright) with a fake {SIZE[0]}x{SIZE[1]} {FPS} fps camera and a 48 kHz "
+             f"microphone playing {res['media']}, into `python -m app` on the same machine; "
+             f"{res['seconds']:g} s streamed per run, the first 8 s not counted. "
+             f"Machine: {runs[0]['machine']['cpu']}, {runs[0]['machine']['cores']} cores; `busy`: one more process "
+             "spinning a core.  Command: `python benchmarks/browser_path.py`.", "",
+             head, "|---|" + "---|---|" * len(runs)]
+    for name, key, unit in rows:
+        cells = []
+        for r in runs:
+            s = r["stages"].get(key, {})
+            cells += [f"{s.get('p50')} {unit}" if s.get("p50") is not None else "-",
+                      f"{s.get('p95')} {unit}" if s.get("p95") is not None else "-"]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["", "| rate / state | " + " | ".join(r["load"] for r in runs) + " |", "|---|" + "---|" * len(runs)]
+    for name, key in (("face fps", "face_fps"), ("frames reaching the server / s", "frames_in_fps"),
+                      ("frames dropped at the server %", "frames_dropped_share"),
+                      ("windows computed / s", "windows_per_s"), ("windows shown / s", "shown_per_s"),
+                      ("audio stalled, % of windows", "audio_stalled_share"),
+                      ("audio live %", "audio_live_share"), ("face live %", "face_live_share"),
+                      ("text live %", "text_live_share"),
+                      ("live voice windows out of distribution %", "voice_ood_share_of_live"),
+                      ("live face windows out of distribution %", "face_ood_share_of_live")):
+        lines.append(f"| {name} | " + " | ".join(str(r["stages"].get(key)) for r in runs) + " |")
+    for name, part in (("server", "server"), ("browser", "browser")):
+        lines.append(f"| {name} peak RSS MB | " + " | ".join(str(r[part]["peak_rss_mb"]) for r in runs) + " |")
+        lines.append(f"| {name} CPU s per s of media | " + " | ".join(str(r[part]["cpu_s_per_s"]) for r in runs) + " |")
+    lines.append("| load (1 min) before / after | " + " | ".join(
+        f"{r['machine']['load_1min_before']} / {r['machine']['load_1min_after']}" for r in runs) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--checkpoint", type=Path, default=REPO / "weights" / "starter")
+    ap.add_argument("--seconds", type=float, default=60.0, help="seconds streamed per run")
+    ap.add_argument("--start", type=float, default=0.0, help="where in the live-evaluation clip the media starts")
+    ap.add_argument("--loads", default="idle,busy", help="comma list of idle, busy")
+    ap.add_argument("--threads", type=int, default=1, help="the app's torch threads")
+    ap.add_argument("--name", default="browser_path")
+    ap.add_argument("--work", type=Path, default=REPO / "benchmarks" / "_work" / "browser_path")
+    ap.add_argument("--clip", type=Path, default=REPO / "benchmarks" / "_work" / "live_eval" / "takes2" / "clip.json",
+                    help="the live evaluation's clip.json (built by benchmarks/live_eval.py)")
+    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "browser")
+    args = ap.parse_args()
+    loads = [x.strip() for x in args.loads.split(",") if x.strip()]
+    if not set(loads) <= {"idle", "busy"} or not loads:
+        ap.error(f"--loads {args.loads}: a comma list of idle, busy")
+    if not args.clip.is_file():
+        ap.error(f"--clip {args.clip}: no clip; run benchmarks/live_eval.py once to build it")
+    if not Path(CHROMIUM).is_file():
+        ap.error(f"{CHROMIUM}: Debian's chromium is needed (requirements/apt.txt)")
+    info = json.loads(args.clip.read_text())
+    mjpeg, wav = render_media(info, args.work, args.start, args.seconds + 15.0)
+    runs = [measure(args.checkpoint, mjpeg, wav, args.seconds, load, args.work, args.threads) for load in loads]
+    res = {"checkpoint": str(args.checkpoint), "seconds": args.seconds, "threads": args.threads,
+           "media": f"the live-evaluation clip from {args.start:g} s (FER2013 PrivateTest faces, RAVDESS test actors)",
+           "runs": runs}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"{args.name}.json").write_text(json.dumps(res, indent=2) + "\n")
+    (args.out / f"{args.name}.md").write_text(markdown(res))
+    print(markdown(res))
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    raise SystemExit(main())
