@@ -265,11 +265,19 @@ def _is_stage_trace(path: Path) -> bool:
     return isinstance(obj, dict) and {"ev", "wall", "session"} <= obj.keys()
 
 
+def _is_skew_report(path: Path) -> bool:
+    try:
+        return json.loads(path.read_text()).get("format") == "admc-skew/1"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 # kind -> (what it is, how to recognize one this command wrote; None: it cannot be told apart)
 FILE_KINDS = {
     "eval": ("admc eval results file", _is_eval_results),
     "jsonl": ("results file of python -m app (JSON lines)", _is_window_jsonl),
     "trace": ("stage trace of python -m app", _is_stage_trace),
+    "skew": ("skew report of python -m app.skew", _is_skew_report),
     "manifest": ("manifest", None),
 }
 

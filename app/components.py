@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
 import threading
 
 
-def short_error(e: BaseException, n: int = 120) -> str:
-    """``Type: message``, cut to ``n`` characters (a reason shown in the UI)."""
-    s = f"{type(e).__name__}: {e}"
-    return s if len(s) <= n else s[: n - 3] + "..."
-
+from extractors.types import short_error  # noqa: E402 - re-exported (app.components.short_error)
 
 _short = short_error
 
@@ -48,7 +46,7 @@ class Components:
 
     @classmethod
     def load(cls, device="cpu", *, feature_set=None, face: bool = True, audio: bool = True, asr: bool = True,
-             text: bool = True, face_kwargs: dict | None = None, asr_threads: int = 1,
+             text: bool = True, face_kwargs: dict | None = None, asr_threads: int | None = None,
              asr_model: str | None = None, text_model: str | None = None) -> "Components":
         """The extractors of ``feature_set`` (a :class:`~extractors.live_schema.FeatureSet`; default:
         the default feature set)."""
@@ -75,7 +73,10 @@ class Components:
             try:
                 from extractors.speech import SpeechRecognizer
 
-                rec = SpeechRecognizer("faster-whisper", asr_model, cpu_threads=int(asr_threads))
+                # a person waits for the final transcript after an utterance: the ASR may use two cores
+                # (it runs between utterances; the face worker yields to it)
+                threads = asr_threads if asr_threads is not None else min(2, os.cpu_count() or 1)
+                rec = SpeechRecognizer("faster-whisper", asr_model, cpu_threads=int(threads))
             except Exception as e:  # noqa: BLE001
                 errors["T"] = f"unavailable: speech recognizer ({_short(e)})"
         elif not asr:

@@ -18,7 +18,7 @@ from admc.outdir import atomic_write_text
 MOD_NAMES = {"A": "audio", "V": "face", "T": "text"}
 COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
           "#bcbd22", "#17becf")
-STATE_COLORS = {"live": "#2e9d48", "imputed": "#e08a00", "missing": "#9a9a9a"}
+STATE_COLORS = {"live": "#2e9d48", "ood": "#b5533c", "imputed": "#e08a00", "missing": "#9a9a9a"}
 
 
 # ------------------------------------------------------------------------------------------ preview
@@ -49,18 +49,20 @@ def annotate(frame, face, label: str | None = None):
 
 # ------------------------------------------------------------------------------------------ badges
 def shown_label(result: dict | None) -> str | None:
-    """What the UI names a window: its emotion, "uncertain" when the checkpoint does not trust it,
-    None without a prediction."""
-    if not result or not result.get("label"):
+    """What the UI names a window: its emotion, "uncertain" when the checkpoint does not trust it
+    (its ``label`` is then null), None without a prediction."""
+    if not result or not result.get("probs"):
         return None
-    return "uncertain" if result.get("uncertain") else result["label"]
+    return "uncertain" if result.get("uncertain") else result.get("label")
 
 
 def modality_state(result: dict | None, mod: str) -> str:
+    """``live``; ``ood``: delivered but unlike the training data, so completed instead (never shown
+    as live); ``imputed``: missing and completed; ``missing``."""
     if not result or mod not in result.get("streams", {}):
         return "missing"
     if result["streams"][mod] == "live":
-        return "live"
+        return "ood" if ((result.get("ood") or {}).get(mod) or {}).get("out") else "live"
     return "imputed" if mod in result.get("imputed", []) else "missing"
 
 
@@ -76,10 +78,10 @@ def badges_html(result: dict | None, mods=("A", "V", "T"), full: str | None = No
         reason = (result or {}).get("reasons", {}).get(m, "waiting for the stream")
         r = html.escape(str(reason))
         text = {"live": "live", "imputed": f"missing ({r}) &mdash; completed by ADN",
-                "missing": f"missing ({r})"}[state]
+                "ood": "unlike training &mdash; completed by ADN", "missing": f"missing ({r})"}[state]
         ood = ((result or {}).get("ood") or {}).get(m) or {}
-        if state == "live" and ood.get("out"):   # live but unlike the training data: completed instead
-            text = "live, out of distribution &mdash; completed by ADN"
+        if state == "ood":
+            r = html.escape(f"out of distribution (score {ood.get('score', float('nan')):.1f})")
         parts.append(
             f'<span class="admc-badge admc-{state}" data-mod="{m}" data-state="{state}" '
             f'data-ood="{int(bool(ood.get("out")))}" title="{r}" '
@@ -100,11 +102,18 @@ def badges_html(result: dict | None, mods=("A", "V", "T"), full: str | None = No
     return f'<div class="admc-badges">{"".join(parts)}<br>{stamp}{marker}</div>'
 
 
+NO_INPUT = "no input: camera, microphone and transcript are all missing"
+
+
 def probs_label(result: dict | None) -> dict[str, float] | str | None:
-    """The emotion component's value: the class probabilities, or the text "uncertain" instead of
-    them when the checkpoint does not trust the window."""
-    if not result or not result.get("probs"):
+    """The emotion component's value: the class probabilities, the text "uncertain" instead of
+    them when the checkpoint does not trust the window, or :data:`NO_INPUT` when every stream is
+    missing (nothing to predict from)."""
+    if not result:
         return None
+    if not result.get("probs"):
+        streams = result.get("streams") or {}
+        return NO_INPUT if streams and all(v != "live" for v in streams.values()) else None
     if result.get("uncertain"):
         return "uncertain"
     return {k: float(v) for k, v in result["probs"].items()}
@@ -248,16 +257,21 @@ def export_json(results: list[dict], path: str | Path) -> Path:
 
 def export_csv(results: list[dict], classes: list[str], path: str | Path, mods=("A", "V", "T")) -> Path:
     """One row per analysis window: t, label, per-class probabilities, per-modality state and
-    reason, imputed, transcript, latency, uncertain (0/1)."""
+    reason, imputed, transcript, latency, uncertain (0/1), then per modality whether it was out of
+    distribution (``<m>_ood``: 1/0, empty when absent) and its score (``<m>_ood_score``)."""
     path = Path(path)
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["t", "label"] + [f"p_{c}" for c in classes]
                + [f"{m}_stream" for m in mods] + [f"{m}_reason" for m in mods]
-               + ["imputed", "transcript", "latency_ms", "uncertain"])
+               + ["imputed", "transcript", "latency_ms", "uncertain"]
+               + [f"{m}_ood" for m in mods] + [f"{m}_ood_score" for m in mods])
     for r in results:
+        ood = [((r.get("ood") or {}).get(m) or None) for m in mods]
         w.writerow([r["t"], r["label"] or ""] + [("" if c not in r["probs"] else f"{r['probs'][c]:.6f}") for c in classes]
                    + [r["streams"].get(m, "") for m in mods] + [r["reasons"].get(m, "") for m in mods]
-                   + ["+".join(r["imputed"]), r["transcript"] or "", r["latency_ms"], int(bool(r.get("uncertain")))])
+                   + ["+".join(r["imputed"]), r["transcript"] or "", r["latency_ms"], int(bool(r.get("uncertain")))]
+                   + ["" if o is None else int(bool(o.get("out"))) for o in ood]
+                   + ["" if o is None or o.get("score") is None else f"{float(o['score']):.3f}" for o in ood])
     atomic_write_text(path, buf.getvalue())
     return path

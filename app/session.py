@@ -7,7 +7,8 @@ Data flow (all times are stream seconds, the clock of the pushed frames/chunks):
                               -> AudioHealth (reads the gate), StreamingTranscriber (utterances,
                                  ASR on its worker), ring -> A row source (openSMILE LLD
                                  stream, or the Whisper encoder per window)
-    ASR results (polled)      -> TextHealth; text encoder -> T word features of the latest transcript
+    ASR results (polled)      -> TextFrontEnd (extractors/text_frontend.py): T health, hallucinations
+                                 dropped, the transcript, T word features of the latest transcript
     step(t) every 200 ms      -> StreamHealth decides what is missing -> window assembly
                               -> app.window.predict (admc.pipeline.predict_window)
                               -> WindowResult (app.window; published as its dict, RESULT_KEYS)
@@ -57,6 +58,7 @@ from extractors.audio_frontend import AudioFrontEnd, prepare_chunk  # noqa: F401
 from extractors.audio_rows import AudioRing, LldStream  # noqa: F401 - re-exported
 from extractors.face_frontend import FaceFrontEnd
 from extractors.health import HealthConfig, StreamHealth
+from extractors.text_frontend import TextFrontEnd
 from extractors.live_schema import AUDIO_FRAME_RATE, HOP_SECONDS, VIDEO_FRAME_RATE, WINDOW_SECONDS
 from extractors.types import FaceResult
 
@@ -132,20 +134,16 @@ class LiveSession:
         self.face_in = FaceFrontEnd(components.face, self.cfg, self.cfg.health, lock=components.face_lock)
         self.last_frame_t: float | None = None
 
-        # text
-        self.transcript_lines: deque[str] = deque(maxlen=self.cfg.transcript_lines)
-        self.partial: str | None = None
-        self._text_feat: np.ndarray | None = None
-        self._text_src: str | None = None
-        self._text_final_end = -float("inf")
-        self._asr_errors_seen = 0
-
+        # text: the ASR on the audio front end, then the text front end (transcript, T rows)
         self.transcriber = None
         if components.recognizer is not None and vad is not None:
             from extractors.speech import StreamingTranscriber
 
             self.transcriber = StreamingTranscriber(components.recognizer, frontend=self.audio_in,
                                                     partial_every_s=self.cfg.asr_partial_every_s)
+        self.text_in = TextFrontEnd(self.transcriber, components.text, self.health, self._lock,
+                                    encoder_lock=components.text_lock, lines=self.cfg.transcript_lines,
+                                    fault=self.fault, trace=self._trace)
 
         # results, stats
         self.recorder = Recorder(self.cfg.history, self.cfg.record_limit, self._lock)
@@ -326,77 +324,32 @@ class LiveSession:
         except Exception as e:  # noqa: BLE001
             self.fault("A", f"extractor error: {_short(e)}", self.audio_in.next_t or 0.0)
 
-    def window_rows(self, t: float, t_audio: float | None = None) -> dict:
+    def window_rows(self, t: float, t_audio: float | None = None, audio: bool = True) -> dict:
         """The rows per modality the streams have delivered for the window ending at ``t``
         (:meth:`extractors.window.WindowAssembler.rows`, as ``admc extract`` assembles them).
-        An A source that fails (the Whisper encoder runs here) faults A for this window."""
+        An A source that fails (the Whisper encoder runs here) faults A for this window.
+        ``audio`` False: no A rows (A is not live in this window: the encoder need not run)."""
         with self._lock:
             try:
-                return self.assembler.rows(t, faces=self._faces, audio=self._audio_rows, audio_t0=self._audio.t0,
-                                           text=self._text_feat, audio_t=t_audio)
+                return self.assembler.rows(t, faces=self._faces, audio=self._audio_rows if audio else None,
+                                           audio_t0=self._audio.t0, text=self.text_in.feature, audio_t=t_audio)
             except Exception as e:  # noqa: BLE001
                 self.fault("A", f"extractor error: {_short(e)}", t)
-                return self.assembler.rows(t, faces=self._faces, audio=None, text=self._text_feat)
+                return self.assembler.rows(t, faces=self._faces, audio=None, text=self.text_in.feature)
 
     # -------------------------------------------------------------------- text
     def pump_text(self, segs: list | None = None) -> None:
-        """Collect ASR results (polled, or ``segs`` already taken from the transcriber): T health,
-        transcript, text features (TextEncoder)."""
-        tr = self.transcriber
-        if tr is None:
-            return
-        segs = list(segs or []) + tr.poll()
-        errs = tr.errors
-        if len(errs) > self._asr_errors_seen:
-            e = errs[-1]
-            self._asr_errors_seen = len(errs)
-            self.fault("T", f"asr failure: {_short(e, 80)}", self.health.now, hold=3.0)
-        for s in segs:
-            problem = None
-            with self._lock:
-                try:
-                    self.health.update_text(s)
-                    problem = self.health.text.segment_problem(s) if (s.text or "").strip() else None
-                except Exception as e:  # noqa: BLE001
-                    self.fault("T", f"health error: {_short(e)}", self.health.now)
-            text = (s.text or "").strip()
-            self._trace("asr", final=bool(s.final), start=round(float(s.start), 3), end=round(float(s.end), 3),
-                        chars=len(text), dropped=None if problem is None else problem[0])
-            if problem is not None:
-                # a hallucination (repeated tokens, text over silence, a known noise phrase, no speech
-                # per Whisper): neither shown nor encoded; T health already says why it is missing
-                if s.final:
-                    self.partial = None
-                continue
-            if s.final:
-                if text:
-                    self.transcript_lines.append(text)
-                self.partial = None
-            elif text:
-                self.partial = text
-            if not text or (not s.final and s.start <= self._text_final_end):
-                continue
-            feat = None
-            if self.c.text is not None:
-                try:
-                    with self.c.text_lock:
-                        enc = self.c.text(text)
-                    feat = None if enc is None else enc[0]
-                except Exception as e:  # noqa: BLE001
-                    self.fault("T", f"extractor error: {_short(e)}", self.health.now)
-            with self._lock:
-                if feat is not None:
-                    self._text_feat, self._text_src = feat, text
-                if s.final:
-                    self._text_final_end = max(self._text_final_end, float(s.end))
+        """Collect ASR results into the text front end (T health, transcript, T rows)."""
+        self.text_in.pump(segs)
 
     @property
     def transcript(self) -> str:
         """The running transcript (finalized utterances, then the current partial)."""
-        parts = list(self.transcript_lines)
-        if self.partial:
-            parts.append(self.partial + " ...")
-        return " ".join(parts)
+        return self.text_in.transcript
+
+    @property
+    def transcript_lines(self):
+        return self.text_in.lines
 
     # -------------------------------------------------------------------- windows
     def step(self, t: float | None = None, due_wall: float | None = None) -> dict:
@@ -407,8 +360,8 @@ class LiveSession:
         t_audio = self.driver.audio_clock(t)              # threaded: the audio's own time when it lags
         with self._lock:
             dec = {m: (d.live, d.reason) for m, d in self.health.poll(t, audio_now=t_audio).items()}
-            rows = self.window_rows(t, t_audio)
-            text_src = self._text_src
+            rows = self.window_rows(t, t_audio, audio=bool(dec.get("A", (False,))[0]))
+            text_src = self.text_in.source
         faults = {m: self._active_fault(m, t) for m in self.names}
         feats, streams, reasons = self.assembler.window(t, dec, rows, faults)
         probs: dict[str, float] = {}
@@ -422,6 +375,8 @@ class LiveSession:
                 out = self._predict(self.model, feats, streams, reasons)
                 if out is not None:
                     probs, label, imputed, uncertain = out.probs, out.label, list(out.imputed), out.uncertain
+                    if uncertain:
+                        label = None                # not named: the probabilities stay for who wants them
                     ood.update({m: (o.to_json() if o is not None else None) for m, o in out.ood.items()})
                     for name, hm in self.heads.items():
                         ho = self._predict(hm, dict(feats), dict(streams), dict(reasons))

@@ -84,13 +84,38 @@ PAGE_PROBE = """
 
 
 # ------------------------------------------------------------------------------------------ media
-def render_media(info: dict, work: Path, start: float, seconds: float, seed: int = 0) -> tuple[Path, Path]:
-    """The clip's ``[start, start + seconds)`` as a 640x480 30 fps MJPEG (fresh sensor noise per frame,
-    so no two frames are identical) and a 48 kHz 16-bit mono WAV (cached)."""
-    import soundfile as sf
+def write_mjpeg(frames, path: Path, seed: int = 0, quality: int = 85) -> Path:
+    """RGB frames (any size) as Chromium's fake-camera MJPEG (concatenated JPEGs, played at 30 fps),
+    scaled to 640x480 with fresh sensor noise per frame (so no two frames are identical)."""
+    import io
+
     from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    tmp = Path(str(path) + ".part")
+    with open(tmp, "wb") as fh:
+        for frame in frames:
+            img = np.asarray(Image.fromarray(frame).resize(SIZE, Image.Resampling.BILINEAR), np.int16)
+            img = np.clip(img + rng.integers(-3, 4, img.shape), 0, 255).astype(np.uint8)
+            buf = io.BytesIO()
+            Image.fromarray(img).save(buf, format="JPEG", quality=quality)
+            fh.write(buf.getvalue())
+    os.replace(tmp, path)
+    return path
+
+
+def write_wav48(audio16k: np.ndarray, path: Path) -> Path:
+    """16 kHz mono audio as a 48 kHz 16-bit WAV (what a browser microphone captures)."""
+    import soundfile as sf
     from scipy.signal import resample_poly
 
+    x = resample_poly(np.asarray(audio16k, np.float32), AUDIO_SR // 16000, 1)
+    sf.write(str(path), np.clip(x, -1, 1), AUDIO_SR, subtype="PCM_16")
+    return path
+
+
+def render_media(info: dict, work: Path, start: float, seconds: float, seed: int = 0) -> tuple[Path, Path]:
+    """The clip's ``[start, start + seconds)`` as a 640x480 30 fps MJPEG and a 48 kHz WAV (cached)."""
     from extractors.media import decode_audio, iter_video
 
     work.mkdir(parents=True, exist_ok=True)
@@ -98,23 +123,11 @@ def render_media(info: dict, work: Path, start: float, seconds: float, seed: int
     mjpeg, wav = stem.with_suffix(".mjpeg"), stem.with_suffix(".wav")
     if mjpeg.is_file() and wav.is_file():
         return mjpeg, wav
-    rng = np.random.default_rng(seed)
-    src = list(iter_video(info["clip"], start=start, end=start + seconds))
+    src = [f for _t, f in iter_video(info["clip"], start=start, end=start + seconds)]
     src_fps = float(info["fps"])
-    tmp = mjpeg.with_suffix(".part")
-    with open(tmp, "wb") as fh:
-        for k in range(int(round(seconds * FPS))):
-            _t, frame = src[min(len(src) - 1, int(k / FPS * src_fps))]
-            img = np.asarray(Image.fromarray(frame).resize(SIZE, Image.Resampling.BILINEAR), np.int16)
-            img = np.clip(img + rng.integers(-3, 4, img.shape), 0, 255).astype(np.uint8)
-            import io
-
-            buf = io.BytesIO()
-            Image.fromarray(img).save(buf, format="JPEG", quality=85)
-            fh.write(buf.getvalue())
-    os.replace(tmp, mjpeg)
-    audio = np.asarray(decode_audio(info["clip"], start, start + seconds), np.float32)
-    sf.write(str(wav), np.clip(resample_poly(audio, AUDIO_SR // 16000, 1), -1, 1), AUDIO_SR, subtype="PCM_16")
+    frames = (src[min(len(src) - 1, int(k / FPS * src_fps))] for k in range(int(round(seconds * FPS))))
+    write_mjpeg(frames, mjpeg, seed)
+    write_wav48(np.asarray(decode_audio(info["clip"], start, start + seconds), np.float32), wav)
     return mjpeg, wav
 
 
@@ -325,11 +338,25 @@ def stages(trace: list[dict], probe: dict, warmup_s: float = 8.0) -> dict:
         "audio_live_share": share(lambda w: w["streams"].get("A") == "live"),
         "face_live_share": share(lambda w: w["streams"].get("V") == "live"),
         "text_live_share": share(lambda w: w["streams"].get("T") == "live"),
+        "text_live_after_utterance_share": text_after_utterances(wins),
         "voice_ood_share_of_live": _ood_share(wins, "A"),
         "face_ood_share_of_live": _ood_share(wins, "V"),
         "grabs_in_page": len(caps), "frames_at_server": len(frames),
         "frames_marked": sum(c is not None for c in frame_caps),
     }
+
+
+def text_after_utterances(wins: list[dict], within_s: float = 3.0) -> float | None:
+    """Of the windows that end within ``within_s`` after an utterance (where the app's own speech gate
+    turned A from live to silence), the share with T live (%)."""
+    ends, prev = [], None
+    for w in wins:
+        a = w["streams"].get("A") == "live"
+        if prev and not a and w["reasons"].get("A") == "silence":
+            ends.append(w["t"])
+        prev = a
+    sel = [w for w in wins if any(e <= w["t"] <= e + within_s for e in ends)]
+    return round(100.0 * sum(w["streams"].get("T") == "live" for w in sel) / len(sel), 1) if sel else None
 
 
 def _ood_share(wins: list[dict], mod: str) -> float | None:
@@ -392,6 +419,7 @@ def markdown(res: dict) -> str:
                       ("audio stalled, % of windows", "audio_stalled_share"),
                       ("audio live %", "audio_live_share"), ("face live %", "face_live_share"),
                       ("text live %", "text_live_share"),
+                      ("text live, % of windows ending <= 3 s after an utterance", "text_live_after_utterance_share"),
                       ("live voice windows out of distribution %", "voice_ood_share_of_live"),
                       ("live face windows out of distribution %", "face_ood_share_of_live")):
         lines.append(f"| {name} | " + " | ".join(str(r["stages"].get(key)) for r in runs) + " |")

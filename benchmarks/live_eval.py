@@ -134,12 +134,22 @@ def build_clip(work: Path, takes: int, seed: int = 0) -> dict:
     return info
 
 
+def predicted(r: dict) -> str | None:
+    """The window's most probable class: its ``label``, or for an uncertain window (``label`` null
+    since the app stopped naming those) the argmax of its probabilities, so accuracy is comparable
+    with runs made before; None without probabilities."""
+    if r.get("label"):
+        return r["label"]
+    probs = r.get("probs") or {}
+    return max(probs, key=probs.get) if probs else None
+
+
 def score(rows: list[dict], segments: list[dict], classes: list[str]) -> dict:
     def one(sel: list[tuple[dict, dict]]) -> dict:
         if not sel:
             return {"windows": 0}
         y = np.array([classes.index(s["label"]) for _, s in sel])
-        pred = np.array([classes.index(r["label"]) if r.get("label") in classes else -1 for r, _ in sel])
+        pred = np.array([classes.index(predicted(r)) if predicted(r) in classes else -1 for r, _ in sel])
         unc = np.array([bool(r.get("uncertain")) for r, _ in sel])
         rec = [float((pred[y == c] == c).mean()) for c in np.unique(y)]
         conf = ~unc
@@ -237,7 +247,7 @@ def _segment_hits(rows: list[dict], segments: list[dict]) -> dict[int, list[bool
         t = float(r["t"])
         for i, s in enumerate(segments):
             if s["start"] - 1e-6 <= t - 3.0 and t <= s["end"] + 1e-6:
-                out.setdefault(i, []).append(r.get("label") == s["label"])
+                out.setdefault(i, []).append(predicted(r) == s["label"])
                 break
     return out
 

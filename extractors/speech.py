@@ -372,8 +372,9 @@ class StreamingTranscriber:
             self._utt_start, self._last_partial, self._speech_start = end_t, end_t, end_t
             return
         if self.partial_every_s and end_t - self._last_partial >= self.partial_every_s:
-            self._last_partial = end_t
-            self._submit(self._utt_start, end_t, final=False)
+            if not (r.speech_prob < self.gate.thresholds[1]):   # not in a pause that may end the utterance:
+                self._last_partial = end_t                      # a partial then would only delay the final
+                self._submit(self._utt_start, end_t, final=False)
 
     def _close_utterance(self, end: float, speech_end: float) -> None:
         start = self._utt_start

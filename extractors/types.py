@@ -67,3 +67,9 @@ class HealthDecision:
     reason: str                               # e.g. "ok", "silence", "no face", "occlusion", "asr failure"
     score: float                              # the evidence the decision rests on (probability, ratio...)
     t: float = 0.0
+
+
+def short_error(e: BaseException, n: int = 120) -> str:
+    """``Type: message``, cut to ``n`` characters (a reason shown in the UI)."""
+    s = f"{type(e).__name__}: {e}"
+    return s if len(s) <= n else s[: n - 3] + "..."

@@ -8,6 +8,7 @@ here on random live-schema features (its predictions mean nothing; the plumbing 
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import subprocess
@@ -158,7 +159,7 @@ def test_replay_jsonl_contract(tiny_run, clip, tmp_path):
     # predictions keep coming throughout
     for r in at(0.4, dur):
         assert r["probs"] and math.isclose(sum(r["probs"].values()), 1.0, abs_tol=1e-4)
-        assert r["label"] == max(r["probs"], key=r["probs"].get)
+        assert r["label"] == (None if r["uncertain"] else max(r["probs"], key=r["probs"].get))
     # the speech was recognised; T is live for a while
     words = " ".join(r["transcript"] or "" for r in rows).lower()
     assert any(w in words for w in ("fox", "dog", "happy", "wonderful")), words[-300:]
@@ -510,15 +511,25 @@ def test_uncertain_windows_are_shown_as_uncertain_not_as_an_emotion(tiny_model, 
             "imputed": ["V", "T"], "probs": {"happy": 0.9, "sad": 0.1}, "label": "happy", "transcript": None,
             "latency_ms": 1.0, "uncertain": False,
             "ood": {"A": {"score": 3.0, "out": False}, "V": {"score": 99.0, "out": True}, "T": None}}
-    unsure = {**sure, "uncertain": True}
+    unsure = {**sure, "uncertain": True, "label": None}        # an uncertain window names no label
+    assert all(r["label"] is None for r in res if r["uncertain"])
     assert probs_label(sure) == {"happy": 0.9, "sad": 0.1} and shown_label(sure) == "happy"
     assert probs_label(unsure) == "uncertain" and shown_label(unsure) == "uncertain"
     assert "admc-uncertain" in badges_html(unsure) and "admc-uncertain" not in badges_html(sure)
     h = badges_html(sure)
-    assert 'data-mod="V" data-state="live" data-ood="1"' in h and "out of distribution" in h
+    # a live modality out of distribution has its own state, never a green "live"
+    assert 'data-mod="V" data-state="ood" data-ood="1"' in h and "unlike training" in h and "out of distribution" in h
     assert 'data-mod="A" data-state="live" data-ood="0"' in h
-    rows = export_csv([sure, unsure], ["happy", "sad"], tmp_path / "r.csv").read_text().splitlines()
-    assert rows[0].endswith(",uncertain") and rows[1].endswith(",0") and rows[2].endswith(",1")
+    nothing = {**sure, "streams": {m: "missing" for m in "AVT"}, "probs": {}, "label": None, "imputed": [],
+               "ood": {m: None for m in "AVT"}}
+    assert probs_label(nothing).startswith("no input")             # the emotion panel says so
+    rows = list(csv.reader(export_csv([sure, unsure], ["happy", "sad"], tmp_path / "r.csv").read_text().splitlines()))
+    head = rows[0]
+    assert head[head.index("uncertain") + 1:] == ["A_ood", "V_ood", "T_ood", "A_ood_score", "V_ood_score", "T_ood_score"]
+    col = {k: i for i, k in enumerate(head)}
+    assert [r[col["uncertain"]] for r in rows[1:]] == ["0", "1"] and [r[col["label"]] for r in rows[1:]] == ["happy", ""]
+    assert (rows[1][col["A_ood"]], rows[1][col["V_ood"]], rows[1][col["T_ood"]]) == ("0", "1", "")
+    assert float(rows[1][col["V_ood_score"]]) == 99.0
 
 
 # ------------------------------------------------------------------------------------------ CLI / UI plumbing

@@ -21,6 +21,7 @@ import pytest
 from tests.test_app import REPO, clip, tiny_run  # noqa: F401 - fixtures
 
 CHROMIUM = "/usr/bin/chromium"
+DELIVERED = {"live", "ood"}    # a stream that arrived: in distribution, or unlike training (then completed)
 BASE_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
               "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
@@ -110,15 +111,15 @@ def test_browser_live_badges_imputation_and_updates(server, clip, tmp_path):  # 
                 v_was_imputed |= v == "imputed"
                 # screenshot: the face is back (box drawn) after the ADN completed it, and the
                 # speech has stopped (A completed by the ADN); the timeline shows both spans
-                if not shot and v_was_imputed and v == "live" and a == "imputed" and st["preview"]:
+                if not shot and v_was_imputed and v in DELIVERED and a == "imputed" and st["preview"]:
                     time.sleep(1.0)
                     shot_path.parent.mkdir(parents=True, exist_ok=True)
                     page.screenshot(path=str(shot_path), full_page=True)
                     shot = True
                 states = {m: {x["badges"].get(m, ["", ""])[0] for x in seen} for m in "AV"}
                 ts = {x["t"] for x in seen if x["t"]}
-                if shot and {"live", "imputed"} <= states["V"] and states["A"] - {"live"} \
-                        and "live" in states["A"] and len(ts) >= 20:
+                if shot and states["V"] & DELIVERED and "imputed" in states["V"] and states["A"] - DELIVERED \
+                        and states["A"] & DELIVERED and len(ts) >= 20:
                     break
             if not shot:
                 shot_path.parent.mkdir(parents=True, exist_ok=True)
@@ -132,11 +133,12 @@ def test_browser_live_badges_imputation_and_updates(server, clip, tmp_path):  # 
             browser.close()
     v_states = [s["badges"].get("V", ["", ""])[0] for s in seen]
     a_states = [s["badges"].get("A", ["", ""])[0] for s in seen]
-    # the badges change: V live with the face, missing and completed by the ADN on black frames
-    assert "live" in v_states and "imputed" in v_states, v_states
+    # the badges change: V delivered with the face (live, or "unlike training" when this random
+    # checkpoint rejects it), missing and completed by the ADN on black frames
+    assert set(v_states) & DELIVERED and "imputed" in v_states, v_states
     reasons = {s["badges"]["V"][1] for s in seen if s["badges"].get("V", [""])[0] == "imputed"}
     assert reasons & {"black frame", "no face", "stalled"}, reasons
-    assert "live" in a_states and set(a_states) - {"live"}, a_states
+    assert set(a_states) & DELIVERED and set(a_states) - DELIVERED, a_states
     # the imputed marker appears
     assert any(s["marker"] for s in seen)
     # predictions keep updating: the window time moves on, emotion bars are shown
