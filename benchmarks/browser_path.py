@@ -324,6 +324,8 @@ def stages(trace: list[dict], probe: dict, warmup_s: float = 8.0) -> dict:
         "face_ms": p50_p95([f["ms"] for f in faces]),
         "audio_frontend_ms": p50_p95([a["ms"] for a in by["audio_in"] if a["t"] >= warmup_s]),
         "asr_final_s": p50_p95(asr_final),
+        "asr_final_waiting_s": p50_p95([e.get("wait_s") for e in finals]),
+        "asr_final_transcribing_s": p50_p95([e.get("asr_s") for e in finals]),
         "window_ms": p50_p95([w["ms"] for w in wins]),
         "completion_fusion_ms": p50_p95([w["predict_ms"] for w in wins]),
         "server_to_page_ms": p50_p95(to_page),
@@ -394,6 +396,8 @@ def measure(checkpoint: Path, mjpeg: Path, wav: Path, seconds: float, load: str,
 def markdown(res: dict) -> str:
     rows = [("capture to server", "capture_to_server_ms", "ms"), ("face front end", "face_ms", "ms"),
             ("audio front end", "audio_frontend_ms", "ms"), ("ASR final after utterance end", "asr_final_s", "s"),
+            ("  of which queued behind other ASR jobs", "asr_final_waiting_s", "s"),
+            ("  of which transcribing", "asr_final_transcribing_s", "s"),
             ("window (due to done)", "window_ms", "ms"), ("  of which completion + fusion", "completion_fusion_ms", "ms"),
             ("server to page", "server_to_page_ms", "ms"), ("end to end (frame grab to window shown)", "end_to_end_ms", "ms")]
     runs = res["runs"]

@@ -470,6 +470,7 @@ class StreamingTranscriber:
                 end = job.start + job.audio.size / TARGET_SR
                 merged = merge_segments(segs, job.start, end, final=job.final)
                 dt = time.perf_counter() - t0
+                merged.wait_s, merged.asr_s = round(t0 - job.submitted, 4), round(dt, 4)
                 with self._cond:
                     self.stats["jobs"] += 1
                     self.stats["finals" if job.final else "partials"] += 1

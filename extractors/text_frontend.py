@@ -76,7 +76,8 @@ class TextFrontEnd:
                 self.fault("T", f"health error: {_short(e)}", self.health.now)
         text = (s.text or "").strip()
         self.trace("asr", final=bool(s.final), start=round(float(s.start), 3), end=round(float(s.end), 3),
-                   chars=len(text), dropped=None if problem is None else problem[0])
+                   chars=len(text), dropped=None if problem is None else problem[0],
+                   wait_s=getattr(s, "wait_s", None), asr_s=getattr(s, "asr_s", None))
         if problem is not None:
             # a hallucination: neither shown nor encoded; T health already says why it is missing
             if s.final:

@@ -56,6 +56,8 @@ class AsrSegment:
     no_speech_prob: float = 0.0
     compression_ratio: float = 1.0
     final: bool = True
+    wait_s: float | None = None         # StreamingTranscriber: from the job's submission to its start
+    asr_s: float | None = None          # ... and its transcription
 
 
 @dataclass
