@@ -61,3 +61,35 @@ def test_live_eval_comparison_bootstraps_over_segments_not_windows():
     # every segment right against none: the interval collapses onto the difference
     full = compare(run(set(range(20))), run(set()), segments)
     assert full["wa_difference"] == 100.0 and full["ci95"] == [100.0, 100.0]
+
+
+def test_browser_windows_are_placed_on_both_devices_clocks_and_scored_like_replay():
+    """live_eval --browser: a page window ending at session time t ends at wall t0 + t; it is scored
+    when the camera's and the microphone's clocks both put its 3 s inside one segment; an uncertain
+    window (label null) is scored by its most probable class."""
+    from benchmarks.live_eval import place_browser_windows, score, stream_summary
+
+    segs = [{"start": 0.0, "end": 6.0, "label": "happiness", "state": "full"},
+            {"start": 6.0, "end": 12.0, "label": "anger", "state": "full"}]
+    t0, video, audio = 1000.0, 1001.0, 1001.5          # the camera opened 1 s after t = 0, the microphone 0.5 s later
+
+    def win(t, label, uncertain=False):
+        probs = {"happiness": 0.2, "anger": 0.8} if label == "anger" else {"happiness": 0.8, "anger": 0.2}
+        return {"t": t, "label": None if uncertain else label, "probs": probs, "uncertain": uncertain,
+                "streams": {"A": "live", "V": "live", "T": "missing"}, "reasons": {"A": "ok", "V": "ok", "T": "no speech"},
+                "ood": {"A": {"out": uncertain}, "V": {"out": False}, "T": None}}
+
+    rows = [win(4.6, "happiness"), win(5.0, "happiness"), win(7.2, "happiness"), win(10.0, "anger"),
+            win(12.0, "anger", uncertain=True)]
+    placed = place_browser_windows(rows, t0, video, audio, segs)
+    # camera clock t - 1, microphone clock t - 1.5: 4.6 -> (3.6, 3.1) in segment 0; 5.0 -> (4.0, 3.5);
+    # 7.2 -> (6.2, 5.7): both clocks' 3 s straddle the segments: dropped; 10.0 -> (9.0, 8.5): the
+    # microphone's straddle: dropped; 12.0 -> (11.0, 10.5): segment 1
+    assert [r["t"] for r in placed] == [3.6, 4.0, 11.0]
+    assert [r["session_t"] for r in placed] == [4.6, 5.0, 12.0]
+    sc = score(placed, segs, ["happiness", "anger"])
+    assert sc["overall"]["windows"] == 3 and sc["overall"]["wa"] == 100.0     # the uncertain one by its argmax
+    assert sc["overall"]["uncertain_share"] == 33.3
+    st = stream_summary(rows)
+    assert st["A"]["live_share"] == 100.0 and st["A"]["ood_share_of_live"] == 20.0
+    assert st["T"]["live_share"] == 0.0 and st["T"]["missing_reasons"] == {"no speech": 100.0}
