@@ -119,7 +119,9 @@ class ThreadedDriver:
             self._audio_cv.notify()
 
     def audio_pushed(self) -> None:
-        pass                                          # openSMILE runs on the aux thread
+        """On the audio worker, right after a chunk was fed: the A row source catches up (openSMILE's
+        LLD stream), so a window asking for audio up to the newest chunk finds its rows."""
+        self.s.update_audio_features()
 
     def wait_for_audio(self, timeout: float = 10.0) -> bool:
         """Until the audio worker has fed every chunk handed over so far (False: ``timeout``)."""

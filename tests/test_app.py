@@ -557,6 +557,7 @@ def test_intent_head_and_engine_sessions(tiny_run, tmp_path):
     for i in range(12):
         s.push_video(noise_frame(rng), i / 10)
         s.push_audio(tone(1600), 16000, i / 10)
+    assert s.wait_for_audio(10)             # the audio worker fed every chunk (frames: the face worker)
     s.step(1.2)
     assert set(s.extra) == {"intent"} and math.isclose(sum(s.extra["intent"].values()), 1, abs_tol=1e-4)
     eng.close("browser-1")
