@@ -135,13 +135,18 @@ class ThreadedDriver:
         return True
 
     def audio_clock(self, t: float) -> float:
-        """Where A and T are judged for the window ending at ``t``: the audio's own time when it
-        runs behind (chunks arrive late, or wait for the worker) by less than the stall time, so
-        a late stream is not a stalled one; ``t`` otherwise."""
-        a = self.s.audio_in.next_t
+        """Where A and T are judged for the window ending at ``t``: the audio's own time when it runs
+        behind (chunks arrive late, or wait for the worker) while chunks keep arriving (the newest
+        came less than the stall time ago), so late audio is used late, never taken for a stalled
+        stream; ``t`` otherwise (then a stream that stopped is "stalled")."""
+        s = self.s
+        a = s.audio_in.next_t
         if a is None or a >= t:
             return t
-        return a if t - a <= self.s.cfg.health.a_stall_s else t
+        arrived = s.audio_arrived
+        if arrived is not None and t - arrived <= s.cfg.health.a_stall_s:
+            return a
+        return t
 
     def before_window(self, due_wall: float | None) -> float | None:
         return due_wall

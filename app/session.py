@@ -125,6 +125,7 @@ class LiveSession:
         self.audio_in.consumers.append(self)
         self._audio = self.audio_in.ring
         self._audio_next: float | None = None     # stream time right after the last chunk accepted
+        self.audio_arrived: float | None = None   # session clock when the newest chunk arrived
         # A rows: the feature set's source (openSMILE LLD frames, or the Whisper encoder per window)
         self._audio_rows = components.audio_rows(keep_s=self.cfg.window_s + 2.0)
         self._faults: dict[str, tuple[str, float]] = {}     # modality -> (reason, until t)
@@ -274,7 +275,8 @@ class LiveSession:
         at stream time ``t`` (default: right after the previous chunk).  Never raises."""
         if self._closed:
             return
-        now = self.clock() if t is None else float(t)
+        self.audio_arrived = self.clock()
+        now = self.audio_arrived if t is None else float(t)
         self.counts["audio_chunks"] += 1
         a_next = self._audio_next
         try:

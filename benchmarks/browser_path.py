@@ -271,7 +271,13 @@ def stages(trace: list[dict], probe: dict, warmup_s: float = 8.0) -> dict:
     sessions = [e for e in trace if e["ev"] == "session"]
     if not sessions:
         return {"error": "no live session in the trace"}
-    key, t0 = sessions[-1]["session"], float(sessions[-1]["t0_wall"])
+    # the page's session: its first opening (a frame arriving after the page closed may open it again)
+    key, t0 = sessions[0]["session"], float(sessions[0]["t0_wall"])
+    trace = [e for e in trace if not (e["ev"] in ("frame_in", "face", "audio_in", "asr", "window")
+                                      and e["wall"] < t0 - 1.0)]
+    later = [e["wall"] for e in sessions[1:] if e["session"] == key]
+    if later:                                     # ... and what that reopened session did is not counted
+        trace = [e for e in trace if e["wall"] < later[0]]
     ev = [e for e in trace if e.get("session") == key]
     by = {k: [e for e in ev if e["ev"] == k] for k in ("frame_in", "face", "audio_in", "asr", "window")}
     wins = [w for w in by["window"] if w["t"] >= warmup_s]
@@ -372,11 +378,24 @@ def spin() -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", "while True:\n    pass"], start_new_session=True)
 
 
+def settle(limit_s: float = 90.0, busy_pct: float = 15.0) -> float:
+    """Wait (up to ``limit_s``) until the machine's CPU is at most ``busy_pct`` % busy over a second
+    (what the last run left behind has ended); returns the last reading."""
+    import psutil
+
+    deadline = time.time() + limit_s
+    pct = psutil.cpu_percent(interval=1.0)
+    while pct > busy_pct and time.time() < deadline:
+        pct = psutil.cpu_percent(interval=1.0)
+    return round(pct, 1)
+
+
 def measure(checkpoint: Path, mjpeg: Path, wav: Path, seconds: float, load: str, work: Path, threads: int) -> dict:
     from app.trace import read_trace
     from benchmarks.machine_info import cpu_name
 
     trace, log = work / f"trace_{load}.jsonl", work / f"server_{load}.log"
+    busy_before = settle()
     proc, url = start_app(checkpoint, trace, log, threads)
     busy = spin() if load == "busy" else None
     try:
@@ -386,9 +405,11 @@ def measure(checkpoint: Path, mjpeg: Path, wav: Path, seconds: float, load: str,
         if busy is not None:
             busy.kill()
         stop(proc)
+    (work / f"probe_{load}.json").write_text(json.dumps(page["probe"]))
     res = {"load": load, "streamed_s": page["streamed_s"], "server": page["server"], "browser": page["browser"],
            "stages": stages(read_trace(trace), page["probe"]),
            "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "load_1min_before": round(load0, 2),
+                       "cpu_busy_before_pct": busy_before,
                        "load_1min_after": round(os.getloadavg()[0], 2)}}
     return res
 
@@ -430,6 +451,8 @@ def markdown(res: dict) -> str:
     for name, part in (("server", "server"), ("browser", "browser")):
         lines.append(f"| {name} peak RSS MB | " + " | ".join(str(r[part]["peak_rss_mb"]) for r in runs) + " |")
         lines.append(f"| {name} CPU s per s of media | " + " | ".join(str(r[part]["cpu_s_per_s"]) for r in runs) + " |")
+    lines.append("| CPU busy just before the run % (other work) | " + " | ".join(
+        str(r["machine"].get("cpu_busy_before_pct")) for r in runs) + " |")
     lines.append("| load (1 min) before / after | " + " | ".join(
         f"{r['machine']['load_1min_before']} / {r['machine']['load_1min_after']}" for r in runs) + " |")
     return "\n".join(lines) + "\n"

@@ -228,7 +228,7 @@ def run_browser_mode(checkpoint: Path, info: dict, work: Path) -> tuple[list[dic
     finally:
         bp.stop(proc)
     events = read_trace(trace)
-    t0 = [e for e in events if e["ev"] == "session"][-1]["t0_wall"]
+    t0 = [e for e in events if e["ev"] == "session"][0]["t0_wall"]     # the page's session, first opened
     starts = {}
     for kind, wall in page["probe"]["streams"]:
         starts[kind] = wall / 1000.0               # the last open of each device: the file plays from there
@@ -330,6 +330,12 @@ def main() -> int:
     for k, v in res["scores"].items():
         if v.get("windows"):
             lines.append(f"| {k} | {v['windows']} | {v['wa']} | {v['ua']} | {v['uncertain_share']} | {v['wa_confident']} |")
+    lines += ["", "| modality | live % of windows | out of distribution, % of live | missing: reasons (% of windows) |",
+              "|---|---|---|---|"]
+    for m in ("A", "V", "T"):
+        v = res["streams"][m]
+        lines.append(f"| {m} | {v['live_share']} | {v['ood_share_of_live']} | "
+                     + ", ".join(f"{k} {x}" for k, x in v["missing_reasons"].items()) + " |")
     if res.get("vs", {}).get("segments"):
         v = res["vs"]
         lines += ["", f"Against `{v['name']}` on the same clip: window accuracy {v['wa_difference']:+.1f} points, 95 % interval "

@@ -510,7 +510,7 @@ class StreamHealth:
         d = self.audio.read(vad) if isinstance(vad, GateStep) else self.audio.update(vad)
         t0 = getattr(vad, "t", None)
         self.text.on_vad(float(t0) if is_finite_number(t0) else d.t, d.t, self.audio.speaking, self.audio.speech_start)
-        return self.poll(d.t)
+        return self.poll(d.t, audio_now=d.t)      # audio just arrived: judged at its own time, not stale
 
     def update_video(self, result: FaceResult | FaceFrame | None,
                      frame: np.ndarray | None = None) -> dict[str, HealthDecision]:
@@ -520,7 +520,7 @@ class StreamHealth:
 
     def update_text(self, seg: AsrSegment) -> dict[str, HealthDecision]:
         d = self.text.update(seg)
-        return self.poll(d.t)
+        return self.poll(d.t, audio_now=d.t)      # a segment's times are the audio's
 
     def update(self, result, frame: np.ndarray | None = None) -> dict[str, HealthDecision]:
         """Dispatch on the result type (VadResult, FaceResult, AsrSegment); anything else -> V garbage."""

@@ -24,6 +24,11 @@ with methods admc and zero_fill; its admc run becomes the checkpoint), ``evaluat
 unimodal test accuracy, late fusion), ``card`` (``MODEL_CARD.md``).  ``--fresh`` deletes the work
 folder first; ``--from-stage train`` reruns training and everything after it (e.g. after the ADMC
 defaults changed) while reusing the features.
+
+``--live-render`` makes the training and validation windows through the live front ends instead
+(``extractors/training_render.py``: voice in conversation-like 48 kHz streams, faces in webcam
+frames; ``--stream-windows N`` of the 4 training windows per clip from the stream); measured once
+and not shipped (``docs/starter.md``).  Use a fresh ``--work`` folder for it.
 """
 
 from __future__ import annotations
@@ -71,7 +76,10 @@ FACE_CAP = 800            # FER2013 train faces per class used (train + val pool
 FACE_VAL_FRACTION = 0.15
 KEYFRAMES = 4             # jittered crops per face, interpolated to 30 rows
 TEXT_CAP = {"train": 1200, "val": 250, "test": None}   # GoEmotions comments per class (None: all)
-TRAIN_WINDOWS = 4         # 3 s windows per training speech clip (val/test: 1 centred)
+TRAIN_WINDOWS = 4         # 3 s windows per training speech clip (val/test: 1)
+LIVE_RENDER = False       # --live-render: train/val windows through the live front ends (extractors/training_render.py)
+STREAM_WINDOWS = 4        # --stream-windows: with --live-render, training windows per clip from the stream (the
+#                           rest placed on the clip alone); 4, all of them, is the recipe measured so far
 PAIRS_PER_CLASS = {"train": 1000, "val": 200, "test": 300}
 WINDOW_S, ROWS, SR = 3.0, 30, 16000
 EVAL_NOISE_DBFS = -65.0
@@ -168,18 +176,40 @@ def interpolate_rows(keys: np.ndarray, rows: int = ROWS) -> np.ndarray:
     return np.stack([np.interp(t, pos, keys[:, d]) for d in range(keys.shape[1])], axis=1).astype(np.float32)
 
 
-def _faces_job(items: list[tuple[str, int]]) -> dict:
+def _faces_job(items: list[tuple[str, int, bool]]) -> dict:
+    """Keyframe features per face: through the live face front end (the face placed into webcam-like
+    frames, found, aligned and cropped by the live path: ``extractors.training_render``) for the
+    training and validation faces, from jittered crops for the test faces (the test set stays as
+    it was measured before); a face the live path never finds keeps its crop features."""
     from PIL import Image
 
+    from extractors.training_render import LiveFaceRows
+
     fx = _face_extractor()
-    crops, plain = [], []
-    for path, seed in items:
+    live = LiveFaceRows(fx, KEYFRAMES)
+    crops, plain, where, found = [], [], [], []
+    keys = [None] * len(items)
+    for i, (path, seed, through_live) in enumerate(items):
         g = np.asarray(Image.open(DATA / "fer2013" / path).convert("L"), np.uint8)
         plain.append(g)
-        crops += face_keyframes(g, seed)
-    kf, _ = fx.classify_crops(crops)
+        n = 0
+        if through_live:
+            feats, n = live.sequence(g, np.random.default_rng(seed))
+            if feats is not None:
+                pos = np.linspace(0, KEYFRAMES - 1, len(feats)) if len(feats) > 1 else np.zeros(1)
+                keys[i] = np.stack([np.interp(np.arange(KEYFRAMES), pos, feats[:, d]) if len(feats) > 1
+                                    else np.repeat(feats[0, d], KEYFRAMES) for d in range(feats.shape[1])], axis=1)
+        found.append(n)
+        if keys[i] is None:
+            where.append(i)
+            crops += face_keyframes(g, seed)
+    if crops:
+        kf, _ = fx.classify_crops(crops)
+        kf = kf.reshape(len(where), KEYFRAMES, -1)
+        for j, i in enumerate(where):
+            keys[i] = kf[j]
     pf, pp = fx.classify_crops(plain)
-    return {"key": kf.reshape(len(items), KEYFRAMES, -1), "plain": pf, "xprob": pp}
+    return {"key": np.stack(keys).astype(np.float32), "plain": pf, "xprob": pp, "found": np.array(found)}
 
 
 def face_net_holdout(rows: list[dict]) -> set[str]:
@@ -218,7 +248,7 @@ def stage_faces(work: Path, pool) -> None:
         for r in sorted((r for r in rows if r["split"] == "test" and r["label"] == lab), key=lambda r: r["path"]):
             kind = "test_public" if "PublicTest" in r["path"] else "test_private"
             chosen.append((r["path"], lab, kind))
-    items = [(p, _crc(p) ^ SEED) for p, _, _ in chosen]
+    items = [(p, _crc(p) ^ SEED, LIVE_RENDER and kind in ("train", "val")) for p, _, kind in chosen]
     chunks = [items[i:i + 128] for i in range(0, len(items), 128)]
     res = _map(pool, _faces_job, chunks, "faces")
     np.savez(work / "faces.npz", ids=np.array([c[0] for c in chosen]),
@@ -226,7 +256,8 @@ def stage_faces(work: Path, pool) -> None:
              split=np.array([c[2] for c in chosen]),
              key=np.concatenate([r["key"] for r in res]).astype(np.float32),
              plain=np.concatenate([r["plain"] for r in res]).astype(np.float32),
-             xprob=np.concatenate([r["xprob"] for r in res]).astype(np.float32))
+             xprob=np.concatenate([r["xprob"] for r in res]).astype(np.float32),
+             live_found=np.concatenate([r["found"] for r in res]).astype(np.int16))
 
 
 # =============================================================================================
@@ -318,11 +349,96 @@ def speech_windows(path: str | Path, clip_id: str, split: str) -> tuple[np.ndarr
     return np.stack(out).astype(np.float32), span
 
 
+def _live_audio():
+    """The live audio path for rendering training windows (its own VAD: it keeps stream state)."""
+    if "live_audio" not in _X:
+        from extractors.audio import VoiceActivityDetector
+        from extractors.training_render import LiveAudioWindows
+
+        _X["live_audio"] = LiveAudioWindows(FEATURES.audio_extractor(threads=1), VoiceActivityDetector(num_threads=1),
+                                            window_s=WINDOW_S)
+    return _X["live_audio"]
+
+
+def trimmed_utterance(path: str | Path, rng: np.random.Generator) -> tuple[np.ndarray, tuple[float, float]]:
+    """A clip cut to its voiced span (live VAD) with 0.1-0.6 s kept on each side, and that span
+    relative to the cut."""
+    from extractors.audio import load_audio
+
+    _rows_of, vad = _audio_extractor()
+    wave = load_audio(path, SR)
+    a, b = speech_span(wave, vad)
+    lo = max(0.0, a - rng.uniform(0.1, 0.6))
+    hi = min(len(wave) / SR, b + rng.uniform(0.1, 0.6))
+    return wave[int(lo * SR):int(hi * SR)], (a - lo, b - lo)
+
+
+def stream_windows(it: dict) -> tuple[np.ndarray, tuple[float, float]] | None:
+    """``[n, 30, A dim]`` windows of one clip as the live app sees it in a conversation: the clip
+    between two other utterances of the same speaker and class (``it["neighbours"]``), gaps,
+    levels, room noise and the browser's 48 kHz capture (``extractors.training_render.speech_stream``),
+    through the live audio path (front end, speech gate, A row source, window assembler); windows
+    ending on the 200 ms hop while the clip is the utterance being heard and A is live.  Training
+    clips give up to :data:`TRAIN_WINDOWS` windows, validation clips one.  None when A is never
+    live there (the caller falls back to the centred window)."""
+    from extractors.media import codec_roundtrip
+    from extractors.training_render import speech_stream
+
+    rng = np.random.default_rng(_crc(it["id"]) + 29)
+    nb = list(it.get("neighbours") or [])
+    utts, spans = [], []
+    for p in ([nb[0]] if nb else []) + [it["path"]] + (nb[1:2] if len(nb) > 1 else []):
+        u, sp = trimmed_utterance(p, rng)
+        utts.append(u)
+        spans.append(sp)
+    me = 1 if nb else 0
+    stream = speech_stream(utts, rng)
+    if it["split"] in ("train", "val") and rng.random() < CODEC_P:
+        stream.wave = codec_roundtrip(stream.wave, stream.sr, int(rng.choice(CODEC_BIT_RATES)))
+    start = stream.spans[me][0]
+    a, b = start + spans[me][0], start + spans[me][1]
+    hop = 0.2
+    # from 0.6 s into the voiced span to a_min_silence_s (0.3 s) after it (A is live from 0.1 s after
+    # the onset: the windows of the first half second are not rendered yet, see docs/live-skew.md)
+    ends = [round(e, 6) for e in np.arange(np.ceil((a + 0.6) / hop) * hop, b + 0.3 + 1e-6, hop)]
+    if not ends:
+        ends = [round(np.ceil(b / hop) * hop, 6)]
+    want = int(it.get("stream_windows", STREAM_WINDOWS)) if it["split"] == "train" else 1
+    if want == 0:
+        return None
+    picks = [ends[i] for i in rng.permutation(len(ends))[: 2 * want]]
+    got = _live_audio().windows(stream, picks)
+    rows = [r for e in picks for live, r in [got.get(round(round(e / hop) * hop, 6), (False, None))]
+            if live and r is not None][:want]
+    if not rows:
+        return None
+    out = []
+    for x in rows:
+        if len(x) < ROWS:
+            x = np.concatenate([x, np.repeat(x[-1:], ROWS - len(x), 0)])
+        out.append(x[:ROWS])
+    return np.stack(out).astype(np.float32), spans[me]
+
+
 def _speech_job(items: list[dict]) -> list[dict]:
+    """Training clips: :data:`STREAM_WINDOWS` windows from the live-rendered stream and the rest of
+    :data:`TRAIN_WINDOWS` placed on the clip alone (both kinds of window a person's voice gives the
+    app: mid-conversation, and one sentence alone); validation clips: one live-rendered window (the
+    OOD rule and model selection see live-like windows); test clips: one centred window, as before."""
     out = []
     for it in items:
-        w, span = speech_windows(it["path"], it["id"], it["split"])
-        out.append({**it, "windows": w, "span": span})
+        got = stream_windows(it) if it.get("live_render") and it["split"] in ("train", "val") else None
+        if got is None:
+            w, span = speech_windows(it["path"], it["id"], it["split"])
+            rendered = "centred"
+        else:
+            w, span = got
+            rendered = "live-stream"
+            if it["split"] == "train" and TRAIN_WINDOWS > len(w):
+                alone, _ = speech_windows(it["path"], it["id"], it["split"])
+                w = np.concatenate([w, alone[: TRAIN_WINDOWS - len(w)]])
+                rendered = "live-stream+alone"
+        out.append({**it, "windows": w, "span": span, "rendered": rendered})
     return out
 
 
@@ -345,13 +461,30 @@ def speech_items() -> list[dict]:
     return items
 
 
+def speech_neighbours(items: list[dict]) -> None:
+    """Each training and validation clip's two neighbours in its rendered stream: other clips of the
+    same source, speaker, class and split (deterministic per clip)."""
+    groups: dict[tuple, list[str]] = {}
+    for it in items:
+        groups.setdefault((it["source"], it["speaker"], it["label"], it["split"]), []).append(it["path"])
+    for it in items:
+        if it["split"] not in ("train", "val"):
+            continue
+        others = [p for p in groups[(it["source"], it["speaker"], it["label"], it["split"])] if p != it["path"]]
+        rng = np.random.default_rng(_crc(it["id"]) + 31)
+        it["neighbours"] = [others[i] for i in rng.permutation(len(others))[:2]] if others else []
+
+
 def stage_speech(work: Path, pool) -> None:
     items = speech_items()
+    speech_neighbours(items)
+    for it in items:             # the workers are fresh processes: the recipe travels with each item
+        it["live_render"], it["stream_windows"] = LIVE_RENDER, STREAM_WINDOWS
     chunks = [items[i:i + 32] for i in range(0, len(items), 32)]
     res = [x for r in _map(pool, _speech_job, chunks, "speech") for x in r]
     win_clip = np.concatenate([np.full(len(r["windows"]), i) for i, r in enumerate(res)])
     np.savez(work / "speech.npz", **{k: np.array([r[k] for r in res]) for k in
-                                     ("id", "path", "source", "speaker", "label", "orig", "split")},
+                                     ("id", "path", "source", "speaker", "label", "orig", "split", "rendered")},
              span=np.array([r["span"] for r in res], np.float32),
              windows=np.concatenate([r["windows"] for r in res]), win_clip=win_clip)
 
@@ -795,22 +928,47 @@ def stage_card(work: Path, out: Path, src: Sources, settings: list[str]) -> None
     w("")
     w("## Features (exactly the live extractors)")
     w("")
-    w(f"- **V**: each 48x48 FER2013 face -> {KEYFRAMES} jittered crops (shift ±1.5 px, scale 0.96-1.06, rotation")
-    w("  ±5°, sequence gain 0.8-1.2 / bias ±15 grey levels with ±3 % per crop, mirrored with p = 0.5; borders")
-    w(f"  edge-padded) -> `FaceExtractor.classify_crops` (ResNet, {FEATURES.face_dim}-d) -> linear interpolation of the keyframe")
-    w(f"  features to {ROWS} rows (3 s at 10 fps). A live window of a still face is 30 frames whose aligned crops")
-    w("  differ by MTCNN landmark jitter, head motion and exposure; interpolating between a few independently")
-    w(f"  jittered crops gives that slowly varying sequence at {KEYFRAMES}/30 of the cost.")
-    w("- **A**: clip -> 16 kHz -> silero VAD (`extractors.audio.VoiceActivityDetector` + `extractors.audio_frontend.speech_regions`) finds")
-    w("  the voiced span -> 3 s windows (train: 4 random placements covering the voiced span, gain ±6 dB,")
-    w("  noise floor -75..-55 dBFS; val/test: one centred window, -65 dBFS; train and val windows then through")
-    w(f"  an AAC encoder and back with p = {CODEC_P} at {'/'.join(str(b // 1000) for b in CODEC_BIT_RATES)} kbit/s, as in a recorded video)")
-    w("  -> the live A rows: openSMILE")
-    w("  ComParE LLDs (`AudioFeatureExtractor`, 130-d) side by side with the Whisper tiny.en encoder states of")
-    w(f"  the window (`extractors.speech_encoder`, 384-d), 30 x {FEATURES.audio_dim}; chosen by")
-    w("  benchmarks/results/features/speech_features.md. Digital silence (RAVDESS leading zeros, EmoDB's zero padding to 2.0 s) is dithered and")
-    w("  windows reaching past a clip are padded with that noise floor, because a live microphone never")
-    w("  delivers exact zeros. ASR is not used for A.")
+    if LIVE_RENDER:
+        w("Training and validation windows are rendered **the way the live path sees them**, through the live")
+        w("front ends (`extractors/training_render.py`, tested to give exactly the live session's rows); the test")
+        w("windows are made as before, so the offline test numbers stay comparable with earlier starters.")
+        w("")
+        w(f"- **V**: train/val: each 48x48 FER2013 face placed into {KEYFRAMES} webcam-like 640x480 frames (face 120-300 px")
+        w("  tall at a random place, drifting slightly between frames, Gaussian blur 0-1.5 px, gain 0.7-1.3 / bias ±20,")
+        w("  a lit background with a gradient and sensor noise, mirrored with p = 0.5, JPEG quality 55-95) -> the live")
+        w("  face front end (MTCNN detection, O-Net tracking between frames, alignment, the aligned crop) ->")
+        w(f"  the ResNet ({FEATURES.face_dim}-d); the frames where the live path finds a usable face are interpolated to {ROWS}")
+        w("  rows (3 s at 10 fps); a face it never finds keeps the jittered-crop features below. Test: 4 jittered")
+        w("  crops (shift ±1.5 px, scale 0.96-1.06, rotation ±5°, gain/bias, mirror) -> `FaceExtractor.classify_crops`.")
+        w("- **A**: train/val: each clip in a conversation-like stream (`speech_stream`): between two other clips of the")
+        w("  same speaker and class, each cut to its voiced span (live VAD) with 0.1-0.6 s kept around it, a")
+        w("  0.4-1.5 s lead-in and 0.25-1.2 s pauses, stream gain ±8 dB and ±3 dB per utterance, pink room noise at")
+        w("  an SNR of 12-40 dB and a -75..-55 dBFS sensor floor, at the browser's 48 kHz; with p = "
+          f"{CODEC_P} through AAC at {'/'.join(str(b // 1000) for b in CODEC_BIT_RATES)} kbit/s.")
+        w("  The stream goes in 200 ms chunks through the live audio front end (resampling, VAD, speech gate),")
+        w("  the A row source and the window assembler; windows end on the 200 ms hop while the clip is the")
+        w("  utterance being heard and the gate says A is live (train: up to 4 per clip, val: 1), so they")
+        w("  straddle pauses and neighbouring utterances as live windows do. Test: one window centred on the voiced")
+        w("  span over a -65 dBFS floor, as before. The A rows: openSMILE ComParE LLDs (130-d) side by side with")
+        w(f"  the Whisper tiny.en encoder states of the window (384-d), 30 x {FEATURES.audio_dim}; chosen by")
+        w("  benchmarks/results/features/speech_features.md. ASR is not used for A.")
+    else:
+        w(f"- **V**: each 48x48 FER2013 face -> {KEYFRAMES} jittered crops (shift ±1.5 px, scale 0.96-1.06, rotation")
+        w("  ±5°, sequence gain 0.8-1.2 / bias ±15 grey levels with ±3 % per crop, mirrored with p = 0.5; borders")
+        w(f"  edge-padded) -> `FaceExtractor.classify_crops` (ResNet, {FEATURES.face_dim}-d) -> linear interpolation of the keyframe")
+        w(f"  features to {ROWS} rows (3 s at 10 fps). A live window of a still face is 30 frames whose aligned crops")
+        w("  differ by MTCNN landmark jitter, head motion and exposure; interpolating between a few independently")
+        w(f"  jittered crops gives that slowly varying sequence at {KEYFRAMES}/30 of the cost.")
+        w("- **A**: clip -> 16 kHz -> silero VAD (`extractors.audio.VoiceActivityDetector` + `extractors.audio_frontend.speech_regions`) finds")
+        w("  the voiced span -> 3 s windows (train: 4 random placements covering the voiced span, gain ±6 dB,")
+        w("  noise floor -75..-55 dBFS; val/test: one centred window, -65 dBFS; train and val windows then through")
+        w(f"  an AAC encoder and back with p = {CODEC_P} at {'/'.join(str(b // 1000) for b in CODEC_BIT_RATES)} kbit/s, as in a recorded video)")
+        w("  -> the live A rows: openSMILE")
+        w("  ComParE LLDs (`AudioFeatureExtractor`, 130-d) side by side with the Whisper tiny.en encoder states of")
+        w(f"  the window (`extractors.speech_encoder`, 384-d), 30 x {FEATURES.audio_dim}; chosen by")
+        w("  benchmarks/results/features/speech_features.md. Digital silence (RAVDESS leading zeros, EmoDB's zero padding to 2.0 s) is dithered and")
+        w("  windows reaching past a clip are padded with that noise floor, because a live microphone never")
+        w("  delivers exact zeros. ASR is not used for A.")
     w("- **T**: each comment rewritten \"as Whisper would transcribe it\" (`as_transcribed` in the script):")
     w("  `[NAME]` -> a first name, `[RELIGION]` -> \"religion\", links, subreddits, emoji, emoticons and")
     w("  markup removed, repeated !/? collapsed, curly quotes straightened; sentence punctuation is kept")
@@ -1006,6 +1164,7 @@ STAGES = ("faces", "speech", "text", "pairs", "train", "evaluate", "card")
 
 
 def main(argv=None) -> int:
+    global LIVE_RENDER, STREAM_WINDOWS
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", default=str(REPO / "benchmarks" / "_work" / "starter"))
     ap.add_argument("--out", default=str(REPO / "weights" / "starter"))
@@ -1014,7 +1173,14 @@ def main(argv=None) -> int:
     ap.add_argument("--from-stage", choices=STAGES, default=None, help="redo this stage and all after it")
     ap.add_argument("--only", choices=STAGES, action="append", help="run only these stages")
     ap.add_argument("--set", action="append", default=None, help="admc train setting (default: TRAIN_SET)")
+    ap.add_argument("--live-render", action="store_true",
+                    help="render training and validation windows through the live front ends (voice in "
+                         "conversation-like 48 kHz streams, faces in webcam frames; docs/live-skew.md); "
+                         "the shipped starter was built without it")
+    ap.add_argument("--stream-windows", type=int, default=4, choices=range(0, TRAIN_WINDOWS + 1),
+                    metavar=f"0..{TRAIN_WINDOWS}", help="with --live-render: training windows per clip from the stream")
     args = ap.parse_args(argv)
+    LIVE_RENDER, STREAM_WINDOWS = bool(args.live_render), int(args.stream_windows)
     work, out = Path(args.work), Path(args.out)
     if args.fresh:
         shutil.rmtree(work, ignore_errors=True)

@@ -105,23 +105,29 @@ def test_what_the_uplink_refuses(engine):
 
 
 def test_late_audio_is_judged_on_its_own_clock_not_as_stalled(engine):
-    """Audio that arrives 0.8 s behind the window clock keeps A's state (speech stays live); audio
-    that stops for good becomes "stalled" once it is more than a_stall_s behind."""
+    """Audio that runs 2.5 s behind the window clock while its chunks keep arriving keeps A's state
+    (speech stays live, judged on the audio's own clock); once no chunk has arrived for a_stall_s,
+    A is "stalled"."""
+    from tests.test_live_path import level
+
     s = engine.get("late")
     d = s.driver
     sr = 16000
-    # 3 s of speech-level noise pushed with explicit stream times (the fake VAD reads levels)
-    from tests.test_live_path import level
-
-    x = level(3.0, 0.9)
+    x = level(3.0, 0.9)                                          # speech level for the fake VAD
+    while s.clock() < 6.0:                                       # stream times stay positive
+        time.sleep(0.1)
+    base = s.clock() - 5.5                                       # the 3 s of audio ended 2.5 s ago
     for i in range(0, x.size, 3200):
-        s.push_audio(x[i:i + 3200], sr, t=i / sr)
+        s.push_audio(x[i:i + 3200], sr, t=base + i / sr)
     assert s.wait_for_audio(10)
-    assert d.audio_clock(3.8) == pytest.approx(3.0)               # 0.8 s behind: the audio's own time
+    now = s.clock()
+    assert d.audio_clock(now) == pytest.approx(base + 3.0)      # late but arriving: its own time
     with s._lock:
-        dec = s.health.poll(3.8, audio_now=d.audio_clock(3.8))
+        dec = s.health.poll(now, audio_now=d.audio_clock(now))
     assert dec["A"].live, dec["A"]
-    assert d.audio_clock(5.0) == 5.0                              # 2 s behind: judged now ...
+    time.sleep(s.cfg.health.a_stall_s + 0.2)                     # nothing arrives any more
+    now = s.clock()
+    assert d.audio_clock(now) == now
     with s._lock:
-        dec = s.health.poll(5.0, audio_now=d.audio_clock(5.0))
-    assert not dec["A"].live and dec["A"].reason == "stalled"     # ... and stalled
+        dec = s.health.poll(now, audio_now=d.audio_clock(now))
+    assert not dec["A"].live and dec["A"].reason == "stalled"
