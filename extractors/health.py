@@ -135,6 +135,7 @@ class AudioHealth(_Monitor):
         self.speaking = False
         self.speech_start: float | None = None    # onset of the speech that made A live
         self._gate: SpeechGate | None = None
+        self._heard: HealthDecision | None = None  # the decision of the newest audio (not of a stall)
 
     def update(self, vad: VadResult) -> HealthDecision:
         """A VAD result: through this monitor's own speech gate."""
@@ -150,8 +151,10 @@ class AudioHealth(_Monitor):
         self.speaking = bool(step.speaking)
         self.speech_start = step.onset
         if step.bad:
-            return self._set(False, "bad vad", 0.0, step.end)
-        return self._set(self.speaking, "ok" if self.speaking else "silence", step.prob, step.end)
+            self._heard = self._set(False, "bad vad", 0.0, step.end)
+        else:
+            self._heard = self._set(self.speaking, "ok" if self.speaking else "silence", step.prob, step.end)
+        return self._heard
 
     def poll(self, now: float) -> HealthDecision:
         stalled = self._stalled(now)
@@ -160,6 +163,11 @@ class AudioHealth(_Monitor):
             if self._gate is not None:
                 self._gate.reset()
             return stalled
+        if self.decision.reason == "stalled" and self._heard is not None:
+            # judged at a time the audio has reached (a live stream running late): its own state
+            # again, not the stall another stream's clock saw
+            self.decision = self._heard
+            self.speaking = self._heard.live
         return self.decision
 
 

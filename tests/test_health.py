@@ -281,3 +281,20 @@ def test_real_clip_switches_v_at_the_right_frames(clip):
     assert ds[19].reason == "no face" and ds[31].reason == "black frame"
     assert ds[41].reason.startswith("occlusion")
     assert all(d.modality == "V" for d in ds)
+
+
+def test_late_audio_is_stalled_on_the_video_clock_and_live_again_on_its_own():
+    """A live microphone stream running 3 s behind the camera: polled at the camera's time A is
+    "stalled" (the shared clock moved on), polled at the audio's own time it is what the audio says
+    (speech), even right after another stream's update flagged it (the stall is not sticky)."""
+    sh = StreamHealth()
+    for i in range(int(2.0 / CHUNK)):                  # 2 s of speech
+        sh.update_audio(vad(i, 0.95))
+    a_end = 2.0
+    sh.update_video(face(5.0))                          # the camera is at 5 s
+    assert sh.poll(5.0)["A"].reason == "stalled"        # judged on the camera's clock
+    d = sh.poll(5.0, audio_now=a_end)["A"]              # judged on its own
+    assert d.live and d.reason == "ok", d
+    sh.update_video(face(5.1))                          # the camera's update flags it again ...
+    assert sh.poll(5.1, audio_now=a_end)["A"].live      # ... and the window still sees the audio
+    assert not sh.poll(5.1)["A"].live                   # a stream that stopped: stalled
