@@ -395,7 +395,8 @@ class LiveSession:
                            round((time.perf_counter() - due) * 1000.0, 2), uncertain, ood)
         if self.trace is not None:
             face_t = self._faces[-1].t if self._faces else None
-            self._trace("window", t=win.t, due_wall=round(self.t0_unix + (due - self.t0_wall), 4),
+            self._trace("window", t=win.t, t_audio=round(t_audio, 4),
+                        due_wall=round(self.t0_unix + (due - self.t0_wall), 4),
                         ms=win.latency_ms, predict_ms=round(predict_ms, 2), face_t=face_t,
                         streams=dict(streams), reasons=dict(reasons), label=label, uncertain=bool(uncertain),
                         ood={m: bool(o and o.get("out")) for m, o in ood.items()})
