@@ -177,8 +177,16 @@ class Engine:
         for k in [k for k, t in self.last_seen.items() if now - t > IDLE_CLOSE_S and k != LOCAL]:
             s = self.sessions.pop(k, None)
             self.last_seen.pop(k, None)
+            self._forget(k)
             if s is not None:
                 s.close()
+
+    def _forget(self, key: str) -> None:
+        """Drop what the engine keeps for session ``key`` besides the session (under the lock)."""
+        self._runs.pop(key, None)
+        self._frame_seq.pop(key, None)
+        for tok in [t for t, k in self._uplink.items() if k == key]:
+            del self._uplink[tok]
 
     def close(self, key: str | None) -> None:
         if key == LOCAL:
@@ -187,10 +195,7 @@ class Engine:
             s = self.sessions.pop(key or "anon", None)
             self.last_seen.pop(key or "anon", None)
             self.settings.pop(key or "anon", None)
-            self._runs.pop(key or "anon", None)
-            self._frame_seq.pop(key or "anon", None)
-            for tok in [t for t, k in self._uplink.items() if k == (key or "anon")]:
-                del self._uplink[tok]
+            self._forget(key or "anon")
         if s is not None:
             s.close()
 
