@@ -7,8 +7,10 @@ workers.  The session's own methods are the same in both modes; only the driver 
   waiting for the jobs queued so far); the caller runs the windows (``advance`` / ``step``).
 * :class:`ThreadedDriver` (``threaded=True``: the UI, local capture, real-time replay):
   ``push_video`` only hands the newest frame to a face worker (older unprocessed frames are
-  dropped, never queued); an aux thread runs openSMILE and collects ASR results; a ticker runs a
-  window every hop on the wall clock.  The capture handlers never wait on an extractor.
+  dropped, never queued); ``push_audio`` hands each chunk to an audio worker, which feeds the
+  audio front end in order and brings the A row source (openSMILE) up to date; an aux thread
+  collects ASR results; a ticker runs a window every hop on the wall clock.  The capture handlers
+  never wait on an extractor.
 """
 
 from __future__ import annotations
@@ -203,11 +205,10 @@ class ThreadedDriver:
                     self._audio_cv.notify_all()
 
     def _aux_loop(self) -> None:
-        """Audio features (openSMILE LLD stream) and ASR results / text features, off the capture
-        handlers and off the window ticker."""
+        """ASR results and text features, off the capture handlers and off the window ticker (the
+        audio worker keeps the A row source up to date)."""
         s = self.s
         while not self._closed:
-            s.update_audio_features()
             try:
                 s.pump_text()
             except Exception as e:  # noqa: BLE001

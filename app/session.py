@@ -303,7 +303,7 @@ class LiveSession:
             return
         self._trace("audio_in", t=round(t, 4), seconds=round(x.size / sr, 4), sr=int(sr),
                     ms=round((time.perf_counter() - t_in) * 1000.0, 2))
-        self.driver.audio_pushed()                    # inline: audio features now; threaded: aux thread
+        self.driver.audio_pushed()                    # the A row source catches up (on this thread)
 
     # audio front-end consumer (called under self._lock)
     def on_run_start(self, t: float) -> None:

@@ -77,23 +77,20 @@ def voice_stages(model, audio16k: np.ndarray, audio_extractor, vad_factory, max_
 
 
 def face_stages(model, path: str, face_extractor, max_seconds: float | None = None) -> dict:
-    import io
     from types import SimpleNamespace
 
     from PIL import Image
 
     from extractors.face_frontend import FaceFrontEnd
     from extractors.health import HealthConfig
-    from extractors.media import iter_video
+    from extractors.media import iter_video, jpeg_roundtrip
     from extractors.window import FaceRow, WindowAssembler
 
     def as_browser(frame):
         img = Image.fromarray(frame)
         if img.size != (640, 480):
             img = img.resize((640, 480), Image.Resampling.BILINEAR)
-        buf = io.BytesIO()
-        img.save(buf, format="JPEG", quality=92)           # a canvas's toDataURL('image/jpeg') default
-        return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+        return jpeg_roundtrip(np.asarray(img), 92)       # a canvas's toDataURL('image/jpeg') default
 
     asm = WindowAssembler(list(model.schema.names), 3.0, 10.0)
     out = {}

@@ -169,12 +169,16 @@ class ResourceMeter:
         return self._cpu() - self.cpu0
 
 
-def start_app(checkpoint: Path, trace: Path, log: Path, threads: int) -> tuple[subprocess.Popen, str]:
+def start_app(checkpoint: Path, log: Path, *, trace: Path | None = None, threads: int = 1
+              ) -> tuple[subprocess.Popen, str]:
+    """``python -m app`` on a free local port (output to ``log``, the stage trace to ``trace``);
+    returns once the page answers: (the process, its URL)."""
     port = free_port()
-    fh = open(log, "w")
-    proc = subprocess.Popen([sys.executable, "-m", "app", "--checkpoint", str(checkpoint), "--port", str(port),
-                             "--trace", str(trace), "--overwrite", "--threads", str(threads)],
-                            cwd=REPO, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+    cmd = [sys.executable, "-m", "app", "--checkpoint", str(checkpoint), "--port", str(port), "--threads", str(threads)]
+    if trace is not None:
+        cmd += ["--trace", str(trace), "--overwrite"]
+    with open(log, "w") as fh:          # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}/"
     deadline = time.time() + 180
     while time.time() < deadline:
@@ -396,7 +400,7 @@ def measure(checkpoint: Path, mjpeg: Path, wav: Path, seconds: float, load: str,
 
     trace, log = work / f"trace_{load}.jsonl", work / f"server_{load}.log"
     busy_before = settle()
-    proc, url = start_app(checkpoint, trace, log, threads)
+    proc, url = start_app(checkpoint, log, trace=trace, threads=threads)
     busy = spin() if load == "busy" else None
     try:
         load0 = os.getloadavg()[0]

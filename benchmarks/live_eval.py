@@ -226,7 +226,7 @@ def run_browser_mode(checkpoint: Path, info: dict, work: Path) -> tuple[list[dic
     seconds = float(info["duration"])
     mjpeg, wav = bp.render_media(info, work / "browser", 0.0, seconds)
     trace, log = work / "browser" / "trace.jsonl", work / "browser" / "server.log"
-    proc, url = bp.start_app(checkpoint, trace, log, threads=1)
+    proc, url = bp.start_app(checkpoint, log, trace=trace)
     try:
         load0 = os.getloadavg()[0]
         page = bp.run_browser(url, mjpeg, wav, seconds - 0.5, proc.pid)

@@ -160,6 +160,18 @@ def iter_media(path: str | Path) -> Iterator[tuple[str, float, object, int]]:
     return heapq.merge(video, audio, key=lambda item: item[1])
 
 
+def jpeg_roundtrip(frame: np.ndarray, quality: int) -> np.ndarray:
+    """An RGB uint8 frame JPEG-encoded at ``quality`` and decoded again (what a page's canvas or a
+    webcam's MJPEG does to it)."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(frame).save(buf, format="JPEG", quality=int(quality))
+    return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+
+
 def codec_roundtrip(wave: np.ndarray, sr: int, bit_rate: int, codec: str = "aac") -> np.ndarray:
     """``wave`` (mono float32 in [-1, 1]) encoded with ``codec`` at ``bit_rate`` bit/s into an MP4 in
     memory and decoded again: same length and alignment (the MP4 edit list drops the encoder delay;

@@ -185,12 +185,9 @@ def face_in_frame(gray: np.ndarray, rng: np.random.Generator, *, size=FRAME_SIZE
     img += rng.normal(0, 2.0, img.shape)
     img = np.clip(img, 0, 255).astype(np.uint8)
     q = int(rng.integers(55, 96))
-    import io
+    from extractors.media import jpeg_roundtrip
 
-    buf = io.BytesIO()
-    Image.fromarray(img).save(buf, format="JPEG", quality=q)
-    out = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
-    return out, {"px": px, "x0": x0, "y0": y0, "blur": blur, "jpeg": q, "gain": gain, "bias": bias}
+    return jpeg_roundtrip(img, q), {"px": px, "x0": x0, "y0": y0, "blur": blur, "jpeg": q, "gain": gain, "bias": bias}
 
 
 class LiveFaceRows:

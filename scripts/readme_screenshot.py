@@ -14,23 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]
 
 
 def take_media(clip_info: Path, emotion: str, work: Path) -> tuple[Path, Path]:
@@ -63,24 +52,12 @@ def main() -> int:
     args = ap.parse_args()
     from playwright.sync_api import sync_playwright
 
-    y4m, wav = take_media(args.clip, args.emotion, REPO / "benchmarks" / "_work" / "screenshot")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "app", "--checkpoint", args.checkpoint, "--port", str(port)],
-                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    url = f"http://127.0.0.1:{port}/"
+    from benchmarks.browser_path import CHROMIUM, FLAGS, start_app, stop
+
+    work = REPO / "benchmarks" / "_work" / "screenshot"
+    y4m, wav = take_media(args.clip, args.emotion, work)
+    proc, url = start_app(Path(args.checkpoint), work / "server.log")
     try:
-        deadline = time.time() + 180
-        while True:
-            try:
-                with urllib.request.urlopen(url, timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                if proc.poll() is not None or time.time() > deadline:
-                    raise SystemExit("readme_screenshot: the app did not start")
-                time.sleep(0.5)
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS + [
                 f"--use-file-for-fake-video-capture={y4m}", f"--use-file-for-fake-audio-capture={wav}"])
@@ -98,11 +75,7 @@ def main() -> int:
             finally:
                 browser.close()
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+        stop(proc)
     print(args.out)
     return 0
 

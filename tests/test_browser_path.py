@@ -63,7 +63,7 @@ def test_starter_in_the_browser_text_goes_live_and_voice_is_not_all_flagged(tmp_
         pytest.fail("Debian's chromium is not installed: apt-get install -y chromium (requirements/apt.txt)")
     mjpeg, wav, seconds = _media(tmp_path)
     trace, log = tmp_path / "trace.jsonl", tmp_path / "server.log"
-    proc, url = bp.start_app(DEFAULT_CHECKPOINT, trace, log, threads=1)
+    proc, url = bp.start_app(DEFAULT_CHECKPOINT, log, trace=trace)
     try:
         page = bp.run_browser(url, mjpeg, wav, min(seconds, 40.0), proc.pid, export=False)
     finally:
