@@ -59,18 +59,23 @@ def _nll(logits: np.ndarray, labels: np.ndarray, t: float) -> float:
     return float(np.mean(np.log(np.exp(s).sum(axis=1)) - s[np.arange(len(labels)), labels]))
 
 
+def minimise_temperature(nll) -> float:
+    """The temperature in [T_MIN, T_MAX] minimising ``nll(T)`` (bounded scalar search on log T; the
+    NLL of softmax(logits / T) is unimodal in it); 1 unless the fit is really better (the bounded
+    search never evaluates T = 1 itself)."""
+    res = minimize_scalar(lambda lt: nll(math.exp(lt)), bounds=(math.log(T_MIN), math.log(T_MAX)),
+                          method="bounded", options={"xatol": 1e-4})
+    t = float(math.exp(res.x))
+    return t if nll(t) < nll(1.0) else 1.0
+
+
 def fit_temperature(logits, labels) -> float:
-    """The temperature in [T_MIN, T_MAX] minimising the NLL of ``softmax(logits / T)`` (bounded
-    scalar search on log T; the NLL is unimodal in it)."""
+    """The temperature in [T_MIN, T_MAX] minimising the NLL of ``softmax(logits / T)``."""
     z = _np(logits).astype(np.float64)
     y = _np(labels).astype(np.int64)
     if len(y) == 0:
         return 1.0
-    res = minimize_scalar(lambda lt: _nll(z, y, math.exp(lt)), bounds=(math.log(T_MIN), math.log(T_MAX)),
-                          method="bounded", options={"xatol": 1e-4})
-    t = float(math.exp(res.x))
-    # the bounded search never evaluates T = 1 itself: keep 1 unless the fit is really better
-    return t if _nll(z, y, t) < _nll(z, y, 1.0) else 1.0
+    return minimise_temperature(lambda t: _nll(z, y, t))
 
 
 @dataclass(frozen=True)
@@ -107,6 +112,35 @@ def expected_calibration_error(probs, labels, bins: int = ECE_BINS) -> float:
     if n == 0:
         return 0.0
     return float(sum(b.count / n * abs(b.accuracy - b.confidence) for b in diagram if b.count))
+
+
+def negative_log_likelihood(probs, labels) -> float:
+    """Mean -log p(true class) of probabilities ``[n, C]`` (clipped at 1e-12)."""
+    p = _np(probs).astype(np.float64)
+    y = _np(labels).astype(np.int64)
+    return float(-np.log(np.clip(p[np.arange(len(y)), y], 1e-12, None)).mean()) if len(y) else 0.0
+
+
+def risk_coverage(confidence, correct) -> tuple[np.ndarray, np.ndarray]:
+    """The risk-coverage curve of selective classification (Geifman and El-Yaniv 2017): keeping the
+    ``k`` most confident predictions, k = 1..n, the coverage ``k / n`` and the error rate among them.
+    Ties in confidence are broken against the classifier (errors first), so a constant confidence
+    earns nothing."""
+    c = _np(confidence).astype(np.float64)
+    ok = _np(correct).astype(bool)
+    order = np.lexsort((ok, -c))          # most confident first; among equals, errors first
+    errors = np.cumsum(~ok[order])
+    k = np.arange(1, len(c) + 1)
+    return k / len(c), errors / k
+
+
+def area_under_risk_coverage(confidence, correct) -> float:
+    """AURC (fraction, 0..1; lower is better): the mean error rate over the coverages 1/n .. 1 of
+    :func:`risk_coverage`.  A confidence that orders every error after every correct prediction gets
+    the least possible AURC for its accuracy."""
+    if len(_np(correct)) == 0:
+        return 0.0
+    return float(risk_coverage(confidence, correct)[1].mean())
 
 
 def choose_abstain_threshold(confidence, correct, keep: float) -> float:

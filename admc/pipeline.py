@@ -188,12 +188,17 @@ class ADMCModel(nn.Module):
         patterns = torch.unique(avail, dim=0)
         for pat in patterns:
             rows = torch.nonzero((avail == pat).all(dim=1)).flatten()
-            net = self.fusion_layout.network(self, pat.tolist())
             for s in range(0, len(rows), batch_size):
                 r = rows[s : s + batch_size]
-                tokens = self.fusion_inputs(z[r], avail[r], generator, start_step, mmer)
-                logits[r] = net(tokens, avail[r]) if net.mask_aware else net(tokens)
+                logits[r] = self.fusion_logits(self.fusion_inputs(z[r], avail[r], generator, start_step, mmer), avail[r])
         return logits
+
+    @torch.no_grad()
+    def fusion_logits(self, tokens: torch.Tensor, avail: torch.Tensor) -> torch.Tensor:
+        """Uncalibrated logits of the fusion network for tokens ``[n, M, .]`` (:meth:`fusion_inputs`)
+        of samples that share one availability pattern ``avail [n, M]``."""
+        net = self.fusion_layout.network(self, avail[0].tolist())
+        return net(tokens, avail) if net.mask_aware else net(tokens)
 
     @torch.no_grad()
     def predict_proba(self, z: torch.Tensor, avail: torch.Tensor, generator: torch.Generator | None = None,

@@ -17,6 +17,8 @@ It has the completer surface of ``admc.completion``: ``fit(full_train, full_val,
 
 from __future__ import annotations
 
+import copy
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -81,6 +83,15 @@ class Diffusion:
         self.loss_schedule = schedule.ddpm(cfg)  # the training loss's forward process (no clipping)
         self.clip_range: float | None = None  # set by fit, saved with the run
         self.start_step: int | None = cfg.start_step
+
+    def with_sampler(self, sampler: str, steps: int | None = None, num_samples: int = 1) -> "Diffusion":
+        """This ADN (the same trained denoiser, prior and clip range) completing with another sampler
+        (``ddpm``, ``ddim`` or ``mean``), ``steps`` reverse steps and the average of ``num_samples``
+        completions: one stochastic sample per call with ``ddpm`` and ``num_samples=1``."""
+        view = copy.copy(self)
+        view.cfg = replace(self.cfg, sampler=sampler, sample_steps=int(steps or self.cfg.sample_steps),
+                           num_samples=int(num_samples))
+        return view
 
     @property
     def uses_start_step(self) -> bool:
