@@ -1,5 +1,6 @@
 """What machine a benchmark ran on (recorded next to every number)."""
 
+import os
 import platform
 from pathlib import Path
 
@@ -12,3 +13,12 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
+
+
+def machine() -> str:
+    """CPU model, core count and the load average when the benchmark started."""
+    try:
+        load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        load = "unknown"
+    return f"{cpu_name()}, {os.cpu_count()} cores, load average {load}"

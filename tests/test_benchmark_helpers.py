@@ -93,3 +93,53 @@ def test_browser_windows_are_placed_on_both_devices_clocks_and_scored_like_repla
     st = stream_summary(rows)
     assert st["A"]["live_share"] == 100.0 and st["A"]["ood_share_of_live"] == 20.0
     assert st["T"]["live_share"] == 0.0 and st["T"]["missing_reasons"] == {"no speech": 100.0}
+
+
+def test_paired_bootstrap_is_zero_for_equal_methods_and_positive_for_a_better_one():
+    import numpy as np
+
+    from benchmarks.completion_paired import bootstrap_ua_diff
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 300)
+    a = rng.random((2, 3, 300)) < 0.7                      # seeds x conditions x samples
+    same = bootstrap_ua_diff(a, a.copy(), y)
+    assert same["diff"] == 0 and same["ci95"] == [0.0, 0.0]
+    better = a | (rng.random(a.shape) < 0.3)               # right wherever a is, and more
+    d = bootstrap_ua_diff(better, a, y)
+    assert d["diff"] > 0 and d["ci95"][0] > 0 and d["share_above_zero"] == 1.0
+
+
+@pytest.mark.slow
+def test_completion_study_pairs_every_fill_on_one_classifier(tmp_path):
+    """An admc bench in the full-input-only regime, then the paired study: the classifier is the same
+    for every method of a seed (paired construction), so a completer's own run and its fill on the
+    reference's classifier score the same; the marginal, the hot-deck and the multi-step fills are
+    there with per-seed numbers."""
+    from admc.cli import main as admc_main
+    from benchmarks.completion_paired import main as study
+    from tests.synthetic import FAST, make_dataset
+
+    data = make_dataset(tmp_path / "ds", n_per_split=(120, 45, 45), kinds=("vector", "vector"), dims=(10, 8))
+    bench = tmp_path / "bench"
+    assert admc_main(["bench", "--data", str(data), "--out", str(bench), "--methods",
+                      "admc,regress_fill,ridge_fill,zero_fill", "--fusion", "shared", "--set",
+                      "fusion.shared_patterns=full", "--seeds", "0,1", "--device", "cpu", "--quiet", *FAST]) == 0
+    out = tmp_path / "study"
+    assert study(["--bench", str(bench), "--data", str(data), "--out", str(out), "--samples", "3",
+                  "--steps", "2,4", "--threads", "1"]) == 0
+    res = json.loads(out.with_suffix(".json").read_text())
+    own, one = res["own_models"], res["one_classifier"]
+    assert set(own["methods"]) == {"admc", "regress_fill", "ridge_fill", "zero_fill"}
+    assert len(own["methods"]["admc"]["test_average_ua"]["per_seed"]) == 2
+    for method in ("ridge_fill", "zero_fill", "regress_fill"):
+        assert one["fills"][method]["average_ua"]["per_seed"] == \
+            own["methods"][method]["test_average_ua"]["per_seed"], method
+    names = list(one["fills"])
+    assert any(n.startswith("admc marginal over 3 DDPM") for n in names)
+    assert any(n.startswith("hot-deck marginal over 3") for n in names)
+    assert any(n.startswith("admc DDIM") for n in names)
+    assert "aurc_agreement" in one["fills"][next(n for n in names if "marginal" in n)]
+    assert set(one["chosen_steps"]) == {"0", "1"}
+    assert "ridge_fill - admc (shipped: mean)" in one["paired"]
+    assert "| fill |" in out.with_suffix(".md").read_text()
