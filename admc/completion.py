@@ -29,6 +29,7 @@ from admc.models.linear_prior import LinearPrior
 
 class ZeroFill:
     name = "zero"
+    label = "the training mean"   # what the app's badges say a missing modality is completed with
     completes = False  # nothing is estimated: the fusion sees the train mean
     clip_range = None
     start_step = None
@@ -44,6 +45,7 @@ class ZeroFill:
 
 class RidgeFill:
     name = "ridge"
+    label = "the ridge estimate"
     completes = True
     clip_range = None
     start_step = None

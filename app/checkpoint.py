@@ -41,6 +41,12 @@ class Checkpoint:
         return list(self.model.schema.classes)
 
     @property
+    def completer_label(self) -> str:
+        """What fills a missing modality in, as the badges say it (``the ridge estimate + one ADN step``
+        for the starter; the checkpoint's own completer)."""
+        return getattr(self.model.completer, "label", "the checkpoint's completer")
+
+    @property
     def trained_with_mmer(self) -> bool:
         return bool(getattr(self.model, "mmer", False))
 

@@ -66,9 +66,11 @@ def modality_state(result: dict | None, mod: str) -> str:
     return "imputed" if mod in result.get("imputed", []) else "missing"
 
 
-def badges_html(result: dict | None, mods=("A", "V", "T"), full: str | None = None) -> str:
-    """One badge per modality: live / missing (reason) / completed by ADN; ``full``: why no live
-    session could be opened for this page (the server's or the login's limit), shown instead."""
+def badges_html(result: dict | None, mods=("A", "V", "T"), full: str | None = None,
+                completer: str = "ADN") -> str:
+    """One badge per modality: live / missing (reason) / completed (by ``completer``: what the
+    checkpoint's completer computes, :attr:`app.checkpoint.Checkpoint.completer_label`); ``full``: why
+    no live session could be opened for this page (the server's or the login's limit), shown instead."""
     if full:
         return (f'<div class="admc-full" data-state="full" style="padding:6px 10px;border-radius:8px;'
                 f'background:#b3261e;color:white;font-weight:600">{html.escape(full)}</div>')
@@ -77,8 +79,9 @@ def badges_html(result: dict | None, mods=("A", "V", "T"), full: str | None = No
         state = modality_state(result, m)
         reason = (result or {}).get("reasons", {}).get(m, "waiting for the stream")
         r = html.escape(str(reason))
-        text = {"live": "live", "imputed": f"missing ({r}) &mdash; completed by ADN",
-                "ood": "unlike training &mdash; completed by ADN", "missing": f"missing ({r})"}[state]
+        by = html.escape(completer)
+        text = {"live": "live", "imputed": f"missing ({r}) &mdash; completed by {by}",
+                "ood": f"unlike training &mdash; completed by {by}", "missing": f"missing ({r})"}[state]
         ood = ((result or {}).get("ood") or {}).get(m) or {}
         if state == "ood":
             r = html.escape(f"out of distribution (score {ood.get('score', float('nan')):.1f})")
@@ -97,7 +100,7 @@ def badges_html(result: dict | None, mods=("A", "V", "T"), full: str | None = No
         if t is not None else '<span class="admc-t" data-t="" style="color:#888">waiting for camera / microphone</span>'
     imputed = (result or {}).get("imputed") or []
     marker = (f'<span class="admc-imputed-marker" data-imputed="{"".join(imputed)}" '
-              f'style="margin-left:8px;color:#e08a00;font-weight:700">&#9679; ADN completing {"+".join(imputed)}</span>'
+              f'style="margin-left:8px;color:#e08a00;font-weight:700">&#9679; completing {"+".join(imputed)}</span>'
               if imputed else "")
     return f'<div class="admc-badges">{"".join(parts)}<br>{stamp}{marker}</div>'
 

@@ -208,7 +208,7 @@ def build_ui(engine: Engine):
                 if t is not None and shown.get(key) == t and not local:
                     return [gr.skip(), gr.skip()]
                 shown[key] = t
-                outs = [badges_html(res), probs_label(res)]
+                outs = [badges_html(res, completer=engine.checkpoint_of(key).completer_label), probs_label(res)]
             if local:
                 img = engine.local.last_frame if engine.local is not None else None
                 if img is not None and s is not None:

@@ -470,8 +470,9 @@ def test_render_badges_timeline_exports(tmp_path):
           "probs": {"happy": 0.7, "sad": 0.3}, "label": "happy", "transcript": "hi", "latency_ms": 12.0}
     r2 = {**r1, "t": 1.2, "streams": {"A": "missing", "V": "missing", "T": "missing"}, "imputed": [],
           "probs": {}, "label": None}
-    h = badges_html(r1)
-    assert 'data-mod="V" data-state="imputed"' in h and "black frame" in h and "completed by ADN" in h
+    h = badges_html(r1, completer="the ridge estimate + one ADN step")
+    assert 'data-mod="V" data-state="imputed"' in h and "black frame" in h
+    assert "completed by the ridge estimate + one ADN step" in h
     assert 'data-mod="A" data-state="live"' in h and "admc-imputed-marker" in h
     assert 'data-state="missing"' in badges_html(r2) and "admc-imputed-marker" not in badges_html(r2)
     svg = timeline_svg([r1, r2], ["happy", "sad"])

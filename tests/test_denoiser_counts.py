@@ -125,3 +125,22 @@ def test_the_regressor_control_is_the_same_network_without_noise_and_learns_the_
     mse = float(((out[:, 1] - te[:, 1]) ** 2).mean())
     mse_ridge = float(((ridge[:, 1] - te[:, 1]) ** 2).mean())
     assert mse < 0.5 * mse_ridge, (mse, mse_ridge)
+
+
+def test_the_completer_says_what_it_computes():
+    """The app's badges name the completion: the shipped default is the ridge estimate plus one ADN
+    step, not a diffusion chain; a chain names its sampler and steps."""
+    from admc.completion import RidgeFill, ZeroFill
+
+    def label(method="admc", **adn):
+        cfg = config_for_method(TrainConfig(method=method))
+        for k, v in adn.items():
+            setattr(cfg.adn, k, v)
+        return build_completer("diffusion", cfg, 2, 4).label
+
+    assert label() == "the ridge estimate + one ADN step"
+    assert label(sampler="ddim", sample_steps=50) == "ADN (50 DDIM steps)"
+    assert label(sampler="ddpm", sample_steps=10, num_samples=4) == "ADN (10 DDPM steps, mean of 4)"
+    assert label("regress_fill") == "the ridge estimate + a regressor"
+    assert label("admc_paper").startswith("ADN (the paper's reverse process")
+    assert (ZeroFill.label, RidgeFill.label) == ("the training mean", "the ridge estimate")

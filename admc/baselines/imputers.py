@@ -37,6 +37,7 @@ class AutoencoderFill:
     how it reconstructs (:meth:`reconstruct`) and what it is trained on (:meth:`loss`)."""
 
     name = "autoencoder"
+    label = "an autoencoder"
     completes = True
     clip_range = None
     start_step = None

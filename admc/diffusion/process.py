@@ -94,6 +94,11 @@ class Diffusion:
         return view
 
     @property
+    def label(self) -> str:
+        """What this ADN computes, in a few words (the app's badges)."""
+        return self.variant.label(self.cfg)
+
+    @property
     def uses_start_step(self) -> bool:
         return self.variant.uses_start_step(self.cfg)
 

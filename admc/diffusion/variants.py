@@ -50,6 +50,10 @@ class ADNVariant:
         """The ``ADN`` lines of ``admc info`` (``meta``: run.json)."""
         raise NotImplementedError
 
+    def label(self, cfg) -> str:
+        """What the completion computes, in a few words (the app's badges)."""
+        raise NotImplementedError
+
 
 class ConditionalVariant(ADNVariant):
     name = "conditional"
@@ -84,6 +88,12 @@ class ConditionalVariant(ADNVariant):
     def sample(self, diffusion, z, avail, n, generator, trace, prior_mean):
         return sampling.sample_conditional(diffusion.denoiser, z, avail, diffusion.cfg, diffusion.clip_range,
                                            generator, prior_mean=prior_mean)
+
+    def label(self, cfg) -> str:
+        if cfg.sampler == "mean":
+            return "the ridge estimate + one ADN step" if cfg.prior == "linear" else "one ADN step"
+        mean = f", mean of {cfg.num_samples}" if cfg.num_samples > 1 else ""
+        return f"ADN ({cfg.sample_steps} {cfg.sampler.upper()} steps{mean})"
 
     def describe(self, cfg, meta: dict) -> list[str]:
         adn = (meta.get("train") or {}).get("adn")
@@ -124,6 +134,9 @@ class PaperVariant(ADNVariant):
         return read(diffusion.denoiser, lambda: schedule.ddpm(cfg, diffusion.clip_range), z, keep, n, generator,
                     trace, prior_mean=prior_mean, jump=cfg.jump, resample=cfg.resample, stride=cfg.stride or 1)
 
+    def label(self, cfg) -> str:
+        return f"ADN (the paper's reverse process, {cfg.reading_or_default()})"
+
     def describe(self, cfg, meta: dict) -> list[str]:
         return [f"ADN       paper ({cfg.prediction_or_default()}), reading {cfg.reading_or_default()}, stride "
                 f"{cfg.stride or 1}, RePaint U={cfg.resample} r={cfg.jump}, K={cfg.num_samples}, start step "
@@ -156,6 +169,9 @@ class RegressorVariant(ConditionalVariant):
         if diffusion.clip_range is not None:
             x0 = x0.clamp(-diffusion.clip_range, diffusion.clip_range)
         return given + (1 - keep) * x0
+
+    def label(self, cfg) -> str:
+        return "the ridge estimate + a regressor"
 
     def describe(self, cfg, meta: dict) -> list[str]:
         lines = super().describe(cfg, meta)
