@@ -40,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy import stats
 from sklearn.neighbors import NearestNeighbors
 
 from admc.calibration import area_under_risk_coverage, expected_calibration_error, fit_temperature, \
@@ -97,6 +98,17 @@ def bootstrap_ua_diff(correct_a: np.ndarray, correct_b: np.ndarray, y: np.ndarra
             "share_above_zero": round(float((diffs > 0).mean()), 4)}
 
 
+def seed_interval(diffs: list[float]) -> dict:
+    """Per-seed paired differences and the 95 % t interval of their mean (the training noise, which
+    the bootstrap over test samples does not see)."""
+    d = np.asarray(diffs, dtype=np.float64)
+    if len(d) < 2:
+        return {"per_seed": [round(float(x), 3) for x in d], "t95": None}
+    half = float(stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d)))
+    return {"per_seed": [round(float(x), 3) for x in d],
+            "t95": [round(float(d.mean()) - half, 3), round(float(d.mean()) + half, 3)]}
+
+
 def _summary(values: list[float]) -> dict:
     v = np.asarray(values, dtype=np.float64)
     return {"mean": round(float(v.mean()), 3), "std": round(float(v.std(ddof=1)), 3) if len(v) > 1 else None,
@@ -152,6 +164,8 @@ def own_models(runs, ds, methods, reference) -> dict:
             "seeds": seeds,
             "test_average_ua": bootstrap_ua_diff(np.stack([correct[reference][s] for s in seeds]),
                                                  np.stack([correct[method][s] for s in seeds]), y_te),
+            "test_average_ua_over_seeds": seed_interval([_ua_rows(correct[reference][s], y_te) -
+                                                         _ua_rows(correct[method][s], y_te) for s in seeds]),
             "val_average_ua_per_seed": [
                 round(res["methods"][reference]["val_average_ua"]["per_seed"][res["methods"][reference]["seeds"].index(s)]
                       - res["methods"][method]["val_average_ua"]["per_seed"][res["methods"][method]["seeds"].index(s)], 3)
@@ -335,14 +349,21 @@ def one_classifier(runs, ds, reference: str, samples: int, steps: list[int]) -> 
             if name == base:
                 continue
             seeds = sorted(set(correct[name]) & set(correct[base]))
-            res["paired"][f"{name} - {base}"] = bootstrap_ua_diff(
-                np.stack([correct[name][s] for s in seeds]), np.stack([correct[base][s] for s in seeds]), y_te)
+            res["paired"][f"{name} - {base}"] = {
+                **bootstrap_ua_diff(np.stack([correct[name][s] for s in seeds]),
+                                    np.stack([correct[base][s] for s in seeds]), y_te),
+                "over_seeds": seed_interval([_ua_rows(correct[name][s], y_te) - _ua_rows(correct[base][s], y_te)
+                                             for s in seeds])}
     return res
 
 
 # ---- report ----------------------------------------------------------------------------------------
 def _cell(s: dict, digits: int = 1) -> str:
     return f"{s['mean']:.{digits}f} ± {s['std']:.{digits}f}" if s.get("std") is not None else f"{s['mean']:.{digits}f}"
+
+
+def _interval(iv) -> str:
+    return "-" if iv is None else f"[{iv[0]:+.2f}, {iv[1]:+.2f}]"
 
 
 def markdown(res: dict) -> str:
@@ -356,11 +377,13 @@ def markdown(res: dict) -> str:
                      f"{' / '.join(f'{x:.1f}' for x in r['test_average_ua']['per_seed'])} | {_cell(r['test_full_ua'])} | "
                      f"{' / '.join(f'{x:.1f}' for x in r['val_average_ua']['per_seed'])} |")
     lines += ["", "Paired differences (test UA averaged over the missing conditions and seeds; 95 % bootstrap "
-              "interval over the test samples):", "", "| difference | points | 95 % interval | val per seed |",
-              "|---|---|---|---|"]
+              "interval over the test samples; the t interval over the seeds' differences, the training noise):", "",
+              "| difference | points | 95 % bootstrap (test samples) | test per seed | 95 % t (seeds) | val per seed |",
+              "|---|---|---|---|---|---|"]
     for k, d in own["paired"].items():
-        t = d["test_average_ua"]
+        t, s = d["test_average_ua"], d["test_average_ua_over_seeds"]
         lines.append(f"| {k} | {t['diff']:+.2f} | [{t['ci95'][0]:+.2f}, {t['ci95'][1]:+.2f}] | "
+                     f"{' / '.join(f'{x:+.1f}' for x in s['per_seed'])} | {_interval(s['t95'])} | "
                      f"{' / '.join(f'{x:+.1f}' for x in d['val_average_ua_per_seed'])} |")
     if one:
         lines += ["", "## One classifier (the reference run's), every completer", "",
@@ -381,10 +404,15 @@ def markdown(res: dict) -> str:
             for name, r in one["fills"].items():
                 lines.append(f"| {name} | " + " | ".join(
                     f"{r[f'condition_{c}_ua']['mean']:.1f} / {r[f'condition_{c}_nll']['mean']:.3f}" for c in conds) + " |")
-        lines += ["", "Paired UA differences (95 % bootstrap interval over the test samples):", "",
-                  "| difference | points | 95 % interval |", "|---|---|---|"]
+        lines += ["", "Paired UA differences (95 % bootstrap interval over the test samples; t interval over "
+                  "the seeds):", "", "| difference | points | 95 % bootstrap | per seed | 95 % t (seeds) |",
+                  "|---|---|---|---|---|"]
         for k, t in one["paired"].items():
-            lines.append(f"| {k} | {t['diff']:+.2f} | [{t['ci95'][0]:+.2f}, {t['ci95'][1]:+.2f}] |")
+            name, _, base = k.partition(" - ")
+            s = t.get("over_seeds") or seed_interval(list(np.subtract(one["fills"][name]["average_ua"]["per_seed"],
+                                                                      one["fills"][base]["average_ua"]["per_seed"])))
+            lines.append(f"| {k} | {t['diff']:+.2f} | [{t['ci95'][0]:+.2f}, {t['ci95'][1]:+.2f}] | "
+                         f"{' / '.join(f'{x:+.1f}' for x in s['per_seed'])} | {_interval(s['t95'])} |")
         lines += ["", f"Steps chosen on validation, per seed: {json.dumps(one['chosen_steps'])}  ",
                   f"Other methods' completers used only where their encoders equal the reference's: "
                   f"{json.dumps(one['same_encoders'])}"]
@@ -393,9 +421,10 @@ def markdown(res: dict) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--bench", type=Path, required=True, help="an admc bench output directory (its runs/)")
-    ap.add_argument("--data", type=Path, required=True, help="the dataset the bench ran on")
+    ap.add_argument("--bench", type=Path, help="an admc bench output directory (its runs/)")
+    ap.add_argument("--data", type=Path, help="the dataset the bench ran on")
     ap.add_argument("--out", type=Path, required=True, help="output stem: writes OUT.json and OUT.md")
+    ap.add_argument("--render", action="store_true", help="only rewrite OUT.md from OUT.json")
     ap.add_argument("--reference", default="admc", help="the method whose classifier part 2 uses")
     ap.add_argument("--samples", type=int, default=16, help="K sampled completions")
     ap.add_argument("--steps", default="10,50", help="reverse-step grid for the sampled fills")
@@ -403,6 +432,15 @@ def main(argv=None) -> int:
     ap.add_argument("--no-one-classifier", action="store_true", help="part 1 only")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     a = ap.parse_args(argv)
+    if a.render:
+        src = a.out.with_suffix(".json")
+        if not src.is_file():
+            ap.error(f"--render: no {src}")
+        a.out.with_suffix(".md").write_text(markdown(json.loads(src.read_text())))
+        print(a.out.with_suffix(".md"))
+        return 0
+    if a.bench is None or a.data is None:
+        ap.error("--bench and --data are required (or --render)")
     runs = _runs(a.bench) if (a.bench / "runs").is_dir() else {}
     if a.reference not in runs:
         ap.error(f"--bench {a.bench}: no runs/{a.reference}-seedN there")
