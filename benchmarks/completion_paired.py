@@ -269,6 +269,8 @@ def _metrics(val: dict, test: dict, y_va, y_te, marginal: bool, names=None) -> t
     if test["mse"]:
         m["mse"] = float(np.mean(test["mse"]))
         m["val_mse"] = float(np.mean(val["mse"]))
+    m["val_average_ua"] = float(np.mean([_ua(y_va, MarginalPrediction.from_logits(lv).probs.argmax(1))
+                                         for lv in val["logits"]]))
     m["val_nll"] = float(np.mean([negative_log_likelihood(
         MarginalPrediction.from_logits(lv, fit_marginal_temperature(lv, y_va) if marginal else
                                        fit_temperature(lv[0], y_va)).probs, y_va) for lv in val["logits"]]))
