@@ -4,7 +4,9 @@ regression cannot: marginalize the classifier over sampled completions (issue 25
 
     python benchmarks/completion_paired.py --bench benchmarks/_work/paired5_mfeat3_shared_full \
         --data benchmarks/_work/mfeat3 --out benchmarks/results/completion/paired_mfeat3_shared_full \
-        [--reference admc] [--samples 16] [--steps 10,50] [--threads 1]
+        [--reference admc] [--samples 16] [--steps 10,20] [--seeds 0,1] [--threads 1]
+    python benchmarks/completion_paired.py --run weights/starter --data benchmarks/_work/starter/paired \
+        --out benchmarks/results/completion/paired_starter_shipped --samples 8 --steps 10
 
 writes OUT.json (every number, per seed) and OUT.md. Two parts:
 
@@ -46,10 +48,10 @@ from sklearn.neighbors import NearestNeighbors
 from admc.calibration import area_under_risk_coverage, expected_calibration_error, fit_temperature, \
     negative_log_likelihood
 from admc.completion import RidgeFill, ZeroFill
-from admc.data import load_dataset, missing_conditions
+from admc.data import DatasetError, load_dataset, missing_conditions
 from admc.marginal import MarginalPrediction, completion_logits, fit_marginal_temperature, sampled_logits
 from admc.metrics import scores
-from admc.run import RunError, load_run
+from admc.run import RunError, load_run, read_run_meta
 from admc.runtime import set_quiet
 from benchmarks.machine_info import machine
 
@@ -424,12 +426,14 @@ def markdown(res: dict) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bench", type=Path, help="an admc bench output directory (its runs/)")
+    ap.add_argument("--run", type=Path, help="instead of --bench: one trained run (e.g. weights/starter), "
+                                             "compared with the fills of part 2 on its own classifier")
     ap.add_argument("--data", type=Path, help="the dataset the bench ran on")
     ap.add_argument("--out", type=Path, required=True, help="output stem: writes OUT.json and OUT.md")
     ap.add_argument("--render", action="store_true", help="only rewrite OUT.md from OUT.json")
     ap.add_argument("--reference", default="admc", help="the method whose classifier part 2 uses")
     ap.add_argument("--samples", type=int, default=16, help="K sampled completions")
-    ap.add_argument("--steps", default="10,50", help="reverse-step grid for the sampled fills")
+    ap.add_argument("--steps", default="10,20", help="reverse-step grid for the sampled fills")
     ap.add_argument("--seeds", default=None, help="only these seeds of the bench, e.g. 0,1 (default: all)")
     ap.add_argument("--no-one-classifier", action="store_true", help="part 1 only")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -441,11 +445,19 @@ def main(argv=None) -> int:
         a.out.with_suffix(".md").write_text(markdown(json.loads(src.read_text())))
         print(a.out.with_suffix(".md"))
         return 0
-    if a.bench is None or a.data is None:
-        ap.error("--bench and --data are required (or --render)")
-    runs = _runs(a.bench) if (a.bench / "runs").is_dir() else {}
+    if (a.bench is None) == (a.run is None) or a.data is None:
+        ap.error("--data and one of --bench or --run are required (or --render)")
+    if a.run is not None:
+        try:
+            meta = read_run_meta(a.run)
+        except RunError as e:
+            ap.exit(2, f"{ap.prog}: error: {e}\n")
+        a.reference = meta["method"]
+        runs = {a.reference: {int(meta["config"]["seed"]): a.run}}
+    else:
+        runs = _runs(a.bench) if (a.bench / "runs").is_dir() else {}
     if a.reference not in runs:
-        ap.error(f"--bench {a.bench}: no runs/{a.reference}-seedN there")
+        ap.error(f"--bench {a.bench}: no runs/{a.reference}-seedN there (or --reference names another method)")
     if a.seeds:
         try:
             keep = {int(s) for s in a.seeds.split(",")}
@@ -468,12 +480,12 @@ def main(argv=None) -> int:
         ds = load_dataset(a.data)
         methods = [m for m in runs if all(s in runs[m] for s in runs[a.reference])]
         res = {"command": " ".join(["python", "benchmarks/completion_paired.py", *(argv or sys.argv[1:])]),
-               "bench": str(a.bench), "dataset": ds.name, "machine": machine(),
+               "bench": str(a.bench or a.run), "dataset": ds.name, "machine": machine(),
                "samples": a.samples, "steps": steps, "reference": a.reference,
                "own_models": own_models(runs, ds, methods, a.reference)}
         if not a.no_one_classifier:
             res["one_classifier"] = one_classifier(runs, ds, a.reference, a.samples, steps)
-    except RunError as e:
+    except (RunError, DatasetError) as e:
         ap.exit(2, f"{ap.prog}: error: {e}\n")
     res["seconds"] = round(time.time() - t0, 1)
     a.out.parent.mkdir(parents=True, exist_ok=True)

@@ -143,3 +143,10 @@ def test_completion_study_pairs_every_fill_on_one_classifier(tmp_path):
     assert set(one["chosen_steps"]) == {"0", "1"}
     assert "ridge_fill - admc (shipped: mean)" in one["paired"]
     assert "| fill |" in out.with_suffix(".md").read_text()
+    # one run instead of a bench (how the shipped starter is studied)
+    single = tmp_path / "single"
+    assert study(["--run", str(bench / "runs" / "ridge_fill-seed1"), "--data", str(data), "--out", str(single),
+                  "--no-one-classifier"]) == 0
+    got = json.loads(single.with_suffix(".json").read_text())["own_models"]["methods"]
+    assert list(got) == ["ridge_fill"] and got["ridge_fill"]["seeds"] == [1]
+    assert got["ridge_fill"]["test_average_ua"]["per_seed"] == own["methods"]["ridge_fill"]["test_average_ua"]["per_seed"][1:]
