@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from admc.calibration import minimise_temperature
+from admc.calibration import minimise_temperature, negative_log_likelihood
 
 
 @torch.no_grad()
@@ -48,26 +48,18 @@ def completion_logits(model, completions: torch.Tensor, avail: torch.Tensor) -> 
     return torch.stack([model.fusion_logits(c, avail.bool()) for c in completions])
 
 
-def _mean_softmax(logits: np.ndarray, t: float) -> np.ndarray:
-    s = logits / t
-    s = s - s.max(axis=-1, keepdims=True)
-    p = np.exp(s)
-    return (p / p.sum(axis=-1, keepdims=True)).mean(axis=0)
-
-
-def _nll(logits: np.ndarray, labels: np.ndarray, t: float) -> float:
-    p = _mean_softmax(logits, t)[np.arange(len(labels)), labels]
-    return float(-np.log(np.clip(p, 1e-12, None)).mean())
+def _array(logits) -> np.ndarray:
+    return np.asarray(logits.detach().cpu() if isinstance(logits, torch.Tensor) else logits, dtype=np.float64)
 
 
 def fit_marginal_temperature(logits, labels) -> float:
     """The temperature in [T_MIN, T_MAX] minimising the NLL of the mean over K of
     ``softmax(logits_k / T)`` (``logits [K, n, C]``); 1 unless the fit is really better."""
-    z = np.asarray(logits.detach().cpu() if isinstance(logits, torch.Tensor) else logits, dtype=np.float64)
+    z = _array(logits)
     y = np.asarray(labels, dtype=np.int64)
     if len(y) == 0:
         return 1.0
-    return minimise_temperature(lambda t: _nll(z, y, t))
+    return minimise_temperature(lambda t: negative_log_likelihood(MarginalPrediction.from_logits(z, t).probs, y))
 
 
 @dataclass(frozen=True)
@@ -78,8 +70,7 @@ class MarginalPrediction:
 
     @classmethod
     def from_logits(cls, logits, temperature: float = 1.0) -> "MarginalPrediction":
-        z = np.asarray(logits.detach().cpu() if isinstance(logits, torch.Tensor) else logits, dtype=np.float64)
-        s = z / float(temperature)
+        s = _array(logits) / float(temperature)
         s = s - s.max(axis=-1, keepdims=True)
         p = np.exp(s)
         return cls(p / p.sum(axis=-1, keepdims=True))

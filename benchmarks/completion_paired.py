@@ -198,12 +198,15 @@ class NeighbourRows:
 
     def __init__(self, z_train: torch.Tensor, k: int):
         self.z_train, self.k = z_train, k
+        self._index: dict[tuple[bool, ...], NearestNeighbors] = {}   # one per availability pattern
 
     def draws(self, z: torch.Tensor, avail: torch.Tensor) -> torch.Tensor:
         """``[k, n, M, E]``: ``z`` with its missing rows replaced by each neighbour's."""
         cols = avail[0].bool()
-        nn_ = NearestNeighbors(n_neighbors=self.k).fit(self.z_train[:, cols].flatten(1).numpy())
-        _, idx = nn_.kneighbors(z[:, cols].flatten(1).numpy())
+        key = tuple(cols.tolist())
+        if key not in self._index:
+            self._index[key] = NearestNeighbors(n_neighbors=self.k).fit(self.z_train[:, cols].flatten(1).numpy())
+        _, idx = self._index[key].kneighbors(z[:, cols].flatten(1).numpy())
         keep = avail.bool()[..., None]
         return torch.stack([torch.where(keep, z, self.z_train[torch.from_numpy(idx[:, j])]) for j in range(self.k)])
 
@@ -242,13 +245,27 @@ def _run_fill(model, fill: _Fill, z, y, masks, seed: int) -> dict:
     return out
 
 
+def _temperature(logits: np.ndarray, y: np.ndarray, marginal: bool) -> float:
+    """One condition's temperature on validation: of the K members' mean (marginal) or of the plug-in."""
+    return fit_marginal_temperature(logits, y) if marginal else fit_temperature(logits[0], y)
+
+
+def _val_nll(val: dict, y_va, marginal: bool, temperatures=None) -> float:
+    """Mean over the missing conditions of the validation NLL at each condition's temperature."""
+    if temperatures is None:
+        temperatures = [_temperature(lv, y_va, marginal) for lv in val["logits"]]
+    return float(np.mean([negative_log_likelihood(MarginalPrediction.from_logits(lv, t).probs, y_va)
+                          for lv, t in zip(val["logits"], temperatures)]))
+
+
 def _metrics(val: dict, test: dict, y_va, y_te, marginal: bool, names=None) -> tuple[dict, np.ndarray]:
     """Temperatures per condition fitted on validation, then the test metrics pooled over the
     missing conditions (UA averaged over them; per condition UA and NLL under ``condition_<name>``).
     Returns the metrics and correct [K, n]."""
-    probs, agree, mi, correct, uas, per = [], [], [], [], [], {}
+    probs, agree, mi, correct, uas, per, temps = [], [], [], [], [], {}, []
     for k, (lv, lt) in enumerate(zip(val["logits"], test["logits"])):
-        t = fit_marginal_temperature(lv, y_va) if marginal else fit_temperature(lv[0], y_va)
+        t = _temperature(lv, y_va, marginal)
+        temps.append(t)
         pred = MarginalPrediction.from_logits(lt, t)
         p = pred.probs
         probs.append(p)
@@ -273,9 +290,7 @@ def _metrics(val: dict, test: dict, y_va, y_te, marginal: bool, names=None) -> t
         m["val_mse"] = float(np.mean(val["mse"]))
     m["val_average_ua"] = float(np.mean([_ua(y_va, MarginalPrediction.from_logits(lv).probs.argmax(1))
                                          for lv in val["logits"]]))
-    m["val_nll"] = float(np.mean([negative_log_likelihood(
-        MarginalPrediction.from_logits(lv, fit_marginal_temperature(lv, y_va) if marginal else
-                                       fit_temperature(lv[0], y_va)).probs, y_va) for lv in val["logits"]]))
+    m["val_nll"] = _val_nll(val, y_va, marginal, temps)
     return m, np.stack(correct)
 
 
@@ -314,8 +329,7 @@ def one_classifier(runs, ds, reference: str, samples: int, steps: list[int]) -> 
                                ("marginal", _Fill(f"marginal_ddpm{s}_K{samples}", adn.with_sampler("ddpm", s),
                                                   samples, marginal=True))):
                 v = _run_fill(model, fill, z_va, y_va, masks, seed)
-                score = (float(np.mean(v["mse"])) if kind != "marginal" else
-                         _metrics(v, v, y_va, y_va, True)[0]["val_nll"])
+                score = float(np.mean(v["mse"])) if kind != "marginal" else _val_nll(v, y_va, True)
                 if kind not in grid or score < grid[kind][0]:
                     grid[kind] = (score, fill, v)
         chosen[str(seed)] = {k: g[1].name for k, g in grid.items()}

@@ -249,7 +249,8 @@ def run_browser_mode(checkpoint: Path, info: dict, work: Path) -> tuple[list[dic
     drift = [e["t"] - e["t_audio"] for e in events if e["ev"] == "window" and e.get("t_audio") is not None]
     facts = {"scores_by_wall_clock": score(by_wall, info["segments"], list(bs.CLASSES)),
              "audio_behind_wall_clock_s": {"median": round(float(np.median(drift)), 2) if drift else None,
-                                           "max": round(float(np.max(drift)), 2) if drift else None},"streamed_s": page["streamed_s"], "server": page["server"], "browser": page["browser"],
+                                           "max": round(float(np.max(drift)), 2) if drift else None},
+             "streamed_s": page["streamed_s"], "server": page["server"], "browser": page["browser"],
              "stages": bp.stages(events, page["probe"]), "load_1min_before": round(load0, 2),
              "camera_minus_microphone_start_s": round(starts["video"] - starts["audio"], 3)}
     return placed, rows, facts
