@@ -272,12 +272,24 @@ def _is_skew_report(path: Path) -> bool:
         return False
 
 
+def _is_completion_study(path: Path) -> bool:
+    """The JSON or markdown of benchmarks/completion_paired.py."""
+    try:
+        text = path.read_text()
+        if path.suffix == ".md":
+            return text.startswith("# Paired completion study")
+        return "own_models" in json.loads(text)
+    except (OSError, ValueError, TypeError):
+        return False
+
+
 # kind -> (what it is, how to recognize one this command wrote; None: it cannot be told apart)
 FILE_KINDS = {
     "eval": ("admc eval results file", _is_eval_results),
     "jsonl": ("results file of python -m app (JSON lines)", _is_window_jsonl),
     "trace": ("stage trace of python -m app", _is_stage_trace),
     "skew": ("skew report of python -m app.skew", _is_skew_report),
+    "completion-study": ("paired completion study (benchmarks/completion_paired.py)", _is_completion_study),
     "manifest": ("manifest", None),
 }
 

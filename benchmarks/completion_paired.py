@@ -51,6 +51,7 @@ from admc.completion import RidgeFill, ZeroFill
 from admc.data import DatasetError, load_dataset, missing_conditions
 from admc.marginal import MarginalPrediction, completion_logits, fit_marginal_temperature, sampled_logits
 from admc.metrics import scores
+from admc.outdir import FILE_KINDS, OutputError, check_out_file
 from admc.run import RunError, load_run, read_run_meta
 from admc.runtime import set_quiet
 from benchmarks.machine_info import machine
@@ -445,6 +446,7 @@ def main(argv=None) -> int:
     ap.add_argument("--data", type=Path, help="the dataset the bench ran on")
     ap.add_argument("--out", type=Path, required=True, help="output stem: writes OUT.json and OUT.md")
     ap.add_argument("--render", action="store_true", help="only rewrite OUT.md from OUT.json")
+    ap.add_argument("--overwrite", action="store_true", help="replace OUT.json / OUT.md this script did not write")
     ap.add_argument("--reference", default="admc", help="the method whose classifier part 2 uses")
     ap.add_argument("--samples", type=int, default=16, help="K sampled completions")
     ap.add_argument("--steps", default="10,20", help="reverse-step grid for the sampled fills")
@@ -452,10 +454,18 @@ def main(argv=None) -> int:
     ap.add_argument("--no-one-classifier", action="store_true", help="part 1 only")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     a = ap.parse_args(argv)
+    try:
+        for suffix in ((".md",) if a.render else (".json", ".md")):
+            check_out_file(a.out.with_suffix(suffix), "completion-study", overwrite=a.overwrite,
+                           inputs={"--data": a.data} if a.data else None)
+    except OutputError as e:
+        ap.exit(2, f"{ap.prog}: error: {e}\n")
     if a.render:
         src = a.out.with_suffix(".json")
         if not src.is_file():
             ap.error(f"--render: no {src}")
+        if not FILE_KINDS["completion-study"][1](src):
+            ap.error(f"--render: {src} is not a result of this script")
         a.out.with_suffix(".md").write_text(markdown(json.loads(src.read_text())))
         print(a.out.with_suffix(".md"))
         return 0

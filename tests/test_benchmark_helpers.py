@@ -150,3 +150,16 @@ def test_completion_study_pairs_every_fill_on_one_classifier(tmp_path):
     got = json.loads(single.with_suffix(".json").read_text())["own_models"]["methods"]
     assert list(got) == ["ridge_fill"] and got["ridge_fill"]["seeds"] == [1]
     assert got["ridge_fill"]["test_average_ua"]["per_seed"] == own["methods"]["ridge_fill"]["test_average_ua"]["per_seed"][1:]
+
+
+def test_completion_study_refuses_files_it_did_not_write(tmp_path):
+    from benchmarks.completion_paired import main as study
+
+    foreign = tmp_path / "notes.json"
+    foreign.write_text('{"mine": true}\n')
+    with pytest.raises(SystemExit) as e:
+        study(["--render", "--out", str(tmp_path / "notes")])
+    assert e.value.code == 2 and foreign.read_text() == '{"mine": true}\n'
+    with pytest.raises(SystemExit) as e:
+        study(["--run", str(tmp_path), "--data", str(tmp_path), "--out", str(tmp_path / "notes")])
+    assert e.value.code == 2 and foreign.read_text() == '{"mine": true}\n'
