@@ -292,14 +292,24 @@ def cmd_calibrate(args) -> int:
     from admc.outdir import check_out
     from admc.run import load_run, save_run
     from admc.runtime import log, resolve_device
+    from admc.sampler_choice import choose_sampler, switchable, use_sampler
     from admc.train import refit_trust
 
     check_out(args.out, "run", overwrite=args.overwrite, inputs={"--run": args.run, "--data": args.data})
     model, meta = load_run(args.run, resolve_device(args.device))
+    if args.sampler:
+        switchable(model)        # before the dataset loads: a run of another method is refused at once
     ds = load_dataset(args.data, splits=("train", "val"))
     ds = _check_matches(model, ds, args)
-    info = {**meta["train"], **refit_trust(model, ds),
-            "recalibrated": {"data": str(args.data), "command": args.command_line}}
+    recalibrated = {"data": str(args.data), "command": args.command_line}
+    if args.sampler:
+        z_va, p_va = model.embed(ds["val"])
+        choice = choose_sampler(model, z_va[p_va.all(dim=1)], args.sampler)
+        use_sampler(model, choice.sampler)
+        recalibrated["sampler"] = choice.to_json()
+        log(f"completing with adn.sampler={choice.sampler} (trained with {choice.trained}"
+            + (f"; validation completion MSE {choice.val_mse})" if choice.val_mse else ")"))
+    info = {**meta["train"], **refit_trust(model, ds), "recalibrated": recalibrated}
     save_run(model, args.out, info, meta.get("command"), meta.get("dataset"))
     log(f"saved {args.out}: OOD models, temperatures and abstain threshold fitted on {args.data}")
     return 0
@@ -561,6 +571,10 @@ def build_parser(extra: Sequence[Callable] = ()) -> argparse.ArgumentParser:
     c.add_argument("--data", required=True, help="feature dataset with the run's schema (train and val splits)")
     c.add_argument("--out", required=True, help="run directory to write (not the --run itself)")
     c.add_argument("--overwrite", action="store_true", help="replace the run already at --out")
+    c.add_argument("--sampler", choices=("auto", "mean", "prior", "ddim", "ddpm"), default=None,
+                   help="complete with this ADN sampler from now on (prior: the ridge estimate alone, no "
+                        "denoiser call); auto: the prior unless the run's own sampler completes validation "
+                        "with a lower error (admc.sampler_choice); default: the run's own")
     _common(c)
     c.set_defaults(func=cmd_calibrate)
 

@@ -12,7 +12,7 @@ class ConfigError(ValueError):
 
 def one_of(key: str, value, allowed: Iterable[str], null: bool = False) -> None:
     """Refuse ``value`` for the enumerated setting ``key`` unless it is in ``allowed`` (or None
-    with ``null``): ``adn.sampler must be one of ddpm, ddim, mean, got 'dim'``."""
+    with ``null``): ``adn.sampler must be one of ddpm, ddim, mean, prior, got 'dim'``."""
     allowed = tuple(allowed)
     if value in allowed or (null and value is None):
         return
@@ -75,7 +75,10 @@ class ADNConfig:
     weight_decay: float = 0.0      # AdamW decoupled weight decay
     ema_decay: float | None = None  # evaluate and keep an exponential moving average of the weights
     # sampling
-    sampler: str = "mean"          # "ddpm" | "ddim" | "mean" (one x0 prediction from the prior mean)
+    # "ddpm" | "ddim" | "mean" (one x0 prediction from the prior mean) | "prior" (the prior's estimate
+    # alone, no denoiser call: what `admc calibrate --sampler auto` keeps when the denoiser's step does
+    # not beat its prior on validation)
+    sampler: str = "mean"
     sample_steps: int = 10         # reverse steps for the conditional variant
     num_samples: int = 1           # average of K stochastic completions
     start_step: int | None = None  # paper variant: reverse chain start n; None = choose on validation
@@ -104,6 +107,10 @@ class ADNConfig:
         if self.prediction not in (None, *rules.predictions):
             raise ConfigError(f"adn.prediction={self.prediction!r} contradicts adn.variant={self.variant!r} "
                               f"({rules.why}): leave adn.prediction unset or use {' or '.join(rules.predictions)}")
+        if self.sampler == "prior" and (self.prior != "linear" or self.variant == "paper"):
+            raise ConfigError("adn.sampler=prior completes with the linear prior's estimate alone: it needs "
+                              f"adn.prior=linear and the conditional or regress variant (got adn.prior={self.prior!r}, "
+                              f"adn.variant={self.variant!r})")
         if not (isinstance(self.resample, int) and self.resample >= 1):
             raise ConfigError(f"adn.resample must be an integer >= 1, got {self.resample!r}")
         for key in ("jump", "stride"):
@@ -133,7 +140,7 @@ class ADNConfig:
 
 
 PREDICTIONS = ("epsilon", "sample", "v_prediction")
-SAMPLERS = ("ddpm", "ddim", "mean")
+SAMPLERS = ("ddpm", "ddim", "mean", "prior")
 SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")  # diffusers' DDPM and DDIM both have these
 PRIORS = ("linear", "none")
 START_SELECTS = ("mse", "ua")

@@ -20,7 +20,9 @@ The features are the live extractors of the default feature set (``extractors.li
 
 Stages (each cached under ``--work``, default ``benchmarks/_work/starter``, git-ignored):
 ``faces``, ``speech``, ``text`` (features), ``pairs`` (the paired dataset), ``train`` (``admc bench``
-with methods admc and zero_fill; its admc run becomes the checkpoint), ``evaluate`` (per-source
+with methods admc, zero_fill and late_fusion), ``sampler`` (its admc run becomes the checkpoint, completing
+with the ADN's own sampler or its ridge prior alone, whichever completes validation better:
+``admc calibrate --sampler auto``, which refits the temperatures for it), ``evaluate`` (per-source
 unimodal test accuracy, late fusion), ``card`` (``MODEL_CARD.md``).  ``--fresh`` deletes the work
 folder first; ``--from-stage train`` reruns training and everything after it (e.g. after the ADMC
 defaults changed) while reusing the features.
@@ -693,6 +695,22 @@ def stage_train(work: Path, out: Path, settings: list[str]) -> None:
         os.chmod(out / name, 0o644)
 
 
+def stage_sampler(work: Path, out: Path) -> None:
+    """The shipped completer, chosen on validation (issue 25): ``admc calibrate --sampler auto`` keeps the
+    trained ADN's own sampler only where it completes the paired validation split with a lower error
+    than its ridge prior alone, and refits the temperatures and abstain threshold for what it keeps."""
+    run = work / "bench" / "runs" / f"admc-seed{SEED}"
+    cmd = [sys.executable, "-m", "admc.cli", "calibrate", "--run", str(run), "--data", str(work / "paired"),
+           "--out", str(out), "--overwrite", "--sampler", "auto", "--device", "cpu", "--threads", "1"]
+    print("+", " ".join(cmd), flush=True)
+    with open(work / "sampler.log", "w") as log:
+        r = subprocess.run(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    if r.returncode:
+        raise SystemExit(f"build_starter: admc calibrate failed (rc {r.returncode}); see {work / 'sampler.log'}")
+    for name in ("run.json", "model.safetensors"):
+        os.chmod(out / name, 0o644)
+
+
 # =============================================================================================
 # evaluation
 # =============================================================================================
@@ -811,6 +829,11 @@ def stage_evaluate(work: Path, out: Path, src: Sources) -> dict:
     unimodal("GoEmotions test, single-label (T)", "T", [src.text_rows(i) for i in tidx], T["label"][tidx], T["id"][tidx])
 
     res["bench"] = json.loads((work / "bench" / "results.json").read_text())
+    from admc.data import load_dataset
+    from admc.evaluate import evaluate
+
+    # the shipped run on the paired test set (its completer may differ from the bench's admc run: stage_sampler)
+    res["shipped_paired"] = evaluate(runs["admc"], load_dataset(work / "paired", splits=("test",))["test"], SEED)
     res["calibration"] = paired_calibration(runs["admc"], work)
 
     # fixed test examples: plain (unjittered) face repeated 30x, centred speech window; chosen among
@@ -864,6 +887,21 @@ def stage_card(work: Path, out: Path, src: Sources, settings: list[str]) -> None
     conds = ["A", "V", "T", "A+V", "A+T", "V+T"]
     S, F, T = src.speech, src.faces, src.text
     ds = json.loads((work / "paired" / "meta.json").read_text())
+    from admc.config import ADNConfig
+    from admc.diffusion.variants import variant_of
+
+    adn_cfg = ADNConfig(**run["config"]["adn"])
+    label = variant_of(adn_cfg).label(adn_cfg)          # what the app's badges say
+    choice = ((run.get("train") or {}).get("recalibrated") or {}).get("sampler") or {}
+    trained_cfg = ADNConfig(**{**run["config"]["adn"], "sampler": choice.get("trained", adn_cfg.sampler)})
+    trained_label = variant_of(trained_cfg).label(trained_cfg)
+    completer_sentence = f"the app's badges call it \"{label}\""
+    if choice.get("rule") == "auto":
+        mse = choice.get("val_completion_mse", {})
+        completer_sentence += (f"; chosen on the paired validation split by `admc calibrate --sampler auto`: "
+                               + ", ".join(f"`{k}` completion MSE {v:.4f}" for k, v in mse.items())
+                               + f", so the run trained with `{choice['trained']}` ({trained_label}) completes with "
+                               f"`{choice['sampler']}`; paired comparisons in docs/completion.md")
 
     def count(arr_split, arr_label, split):
         c = Counter(int(x) for x, s in zip(arr_label, arr_split) if s == split)
@@ -1021,9 +1059,8 @@ def stage_card(work: Path, out: Path, src: Sources, settings: list[str]) -> None
     w("")
     w("### Per modality, on each source's own test split")
     w("")
-    w("Only that modality is given; `admc` completes the other two with its completer (the default conditional")
-    w("ADN with the one-step `mean` sampler: the ridge estimate plus one denoiser correction, which the app's")
-    w("badges call \"the ridge estimate + one ADN step\"; paired comparisons in docs/completion.md), `zero_fill` fills them with")
+    w("Only that modality is given; `admc` completes the other two with its completer (" + completer_sentence + "),")
+    w("`zero_fill` fills them with")
     w("the training mean; `late_fusion` with one modality is that modality's unimodal (ITFN) classifier alone.")
     w("WA = accuracy, UA = mean recall over the classes present.")
     w("")
@@ -1051,7 +1088,11 @@ def stage_card(work: Path, out: Path, src: Sources, settings: list[str]) -> None
     w("")
     w("| Method | " + " | ".join("{" + c + "}" for c in conds) + " | Average | Full |")
     w("|---" * (len(conds) + 3) + "|")
-    for meth, r in bench["methods"].items():
+    rows = dict(bench["methods"])
+    if ev.get("shipped_paired") and choice.get("sampler") != choice.get("trained"):
+        rows = {f"admc (shipped: {label})": ev["shipped_paired"],
+                f"admc as trained ({trained_label})": rows.pop("admc"), **rows}
+    for meth, r in rows.items():
         w(f"| {meth} | " + " | ".join(_wu(r["conditions"][c]) for c in conds) +
           f" | {_wu(r['average'])} | {_wu(r['full'])} |")
     w("")
@@ -1162,7 +1203,7 @@ def stage_card(work: Path, out: Path, src: Sources, settings: list[str]) -> None
 
 # =============================================================================================
 
-STAGES = ("faces", "speech", "text", "pairs", "train", "evaluate", "card")
+STAGES = ("faces", "speech", "text", "pairs", "train", "sampler", "evaluate", "card")
 
 
 def main(argv=None) -> int:
@@ -1190,6 +1231,7 @@ def main(argv=None) -> int:
     settings = args.set if args.set is not None else TRAIN_SET
     done_files = {"faces": work / "faces.npz", "speech": work / "speech.npz", "text": work / "text.npz",
                   "pairs": work / "paired" / "meta.json", "train": work / "bench" / "results.json",
+                  "sampler": work / "sampler.log",
                   "evaluate": work / "eval.json", "card": None}
     redo = set(STAGES[STAGES.index(args.from_stage):]) if args.from_stage else set()
     tfile = work / "timings.json"
@@ -1223,12 +1265,14 @@ def main(argv=None) -> int:
                     pool.close()
                     pool.join()
                     pool = None
-                if stage != "train" and src is None:
+                if stage not in ("train", "sampler") and src is None:
                     src = Sources(work)
                 if stage == "pairs":
                     stage_pairs(work, src)
                 elif stage == "train":
                     stage_train(work, out, settings)
+                elif stage == "sampler":
+                    stage_sampler(work, out)
                 elif stage == "evaluate":
                     stage_evaluate(work, out, src)
                 elif stage == "card":

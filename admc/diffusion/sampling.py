@@ -5,7 +5,8 @@
   the prior mean (``mean``); ``num_samples`` stochastic completions can be averaged.  With a
   linear prior (``admc.models.linear_prior``) the chain runs on the residual ``y = x - mu``
   around the prior mean ``mu`` (CARD): the denoiser is shown ``mu + y_t`` and predicts in y-space,
-  so ``y_T`` ~ N(0, I) and the ``mean`` sampler starts from ``mu`` itself.
+  so ``y_T`` ~ N(0, I) and the ``mean`` sampler starts from ``mu`` itself.  ``prior``: the prior
+  mean alone (the ridge estimate), no denoiser call.
 """
 
 from __future__ import annotations
@@ -20,6 +21,15 @@ def _randn(shape, generator, device, dtype=torch.float32) -> torch.Tensor:
     return torch.randn(shape, generator=generator, dtype=dtype).to(device)
 
 
+def prior_estimate(z: torch.Tensor, avail: torch.Tensor, prior_mean: torch.Tensor | None) -> torch.Tensor:
+    """``z`` with its missing rows at the prior's estimate (``adn.sampler=prior``), exactly what
+    :class:`admc.completion.RidgeFill` gives with the same prior."""
+    if prior_mean is None:
+        raise ValueError("adn.sampler=prior needs the linear prior (adn.prior=linear)")
+    keep = avail[..., None]
+    return torch.where(keep, z, prior_mean)
+
+
 @torch.no_grad()
 def sample_conditional(denoiser, z: torch.Tensor, avail: torch.Tensor, cfg: ADNConfig,
                        clip_range: float | None, generator: torch.Generator | None = None,
@@ -28,6 +38,8 @@ def sample_conditional(denoiser, z: torch.Tensor, avail: torch.Tensor, cfg: ADNC
     given = keep * z
     mu = (1 - keep) * prior_mean if prior_mean is not None else torch.zeros_like(z)
     B = z.shape[0]
+    if cfg.sampler == "prior":
+        return prior_estimate(z, avail, prior_mean)
     if cfg.sampler == "mean":
         t_int = cfg.num_train_timesteps - 1
         sch = schedule.ddpm(cfg, clip_range)
@@ -45,7 +57,7 @@ def sample_conditional(denoiser, z: torch.Tensor, avail: torch.Tensor, cfg: ADNC
         sch = schedule.ddpm(cfg, clip_range)
         step_kw = {}
     else:
-        raise ValueError(f"ADN sampler must be ddpm, ddim or mean, got {cfg.sampler!r}")
+        raise ValueError(f"ADN sampler must be ddpm, ddim, mean or prior, got {cfg.sampler!r}")
     sch.set_timesteps(min(cfg.sample_steps, cfg.num_train_timesteps))
     y = _randn(z.shape, generator, z.device)
     for t in sch.timesteps:

@@ -90,6 +90,8 @@ class ConditionalVariant(ADNVariant):
                                            generator, prior_mean=prior_mean)
 
     def label(self, cfg) -> str:
+        if cfg.sampler == "prior":
+            return "the ridge estimate"
         if cfg.sampler == "mean":
             return "the ridge estimate + one ADN step" if cfg.prior == "linear" else "one ADN step"
         mean = f", mean of {cfg.num_samples}" if cfg.num_samples > 1 else ""
@@ -161,6 +163,8 @@ class RegressorVariant(ConditionalVariant):
         return out, target, (1 - keep).expand_as(x0)
 
     def sample(self, diffusion, z, avail, n, generator, trace, prior_mean):
+        if diffusion.cfg.sampler == "prior":
+            return sampling.prior_estimate(z, avail, prior_mean)
         keep = avail[..., None].to(z.dtype)
         given = keep * z
         mu = (1 - keep) * prior_mean if prior_mean is not None else torch.zeros_like(z)
@@ -171,7 +175,7 @@ class RegressorVariant(ConditionalVariant):
         return given + (1 - keep) * x0
 
     def label(self, cfg) -> str:
-        return "the ridge estimate + a regressor"
+        return "the ridge estimate" if cfg.sampler == "prior" else "the ridge estimate + a regressor"
 
     def describe(self, cfg, meta: dict) -> list[str]:
         lines = super().describe(cfg, meta)
