@@ -304,11 +304,12 @@ def cmd_calibrate(args) -> int:
     recalibrated = {"data": str(args.data), "command": args.command_line}
     if args.sampler:
         z_va, p_va = model.embed(ds["val"])
-        choice = choose_sampler(model, z_va[p_va.all(dim=1)], args.sampler)
+        full = p_va.all(dim=1)
+        choice = choose_sampler(model, z_va[full], ds["val"].labels[full.cpu().numpy()], args.sampler)
         use_sampler(model, choice.sampler)
         recalibrated["sampler"] = choice.to_json()
         log(f"completing with adn.sampler={choice.sampler} (trained with {choice.trained}"
-            + (f"; validation completion MSE {choice.val_mse})" if choice.val_mse else ")"))
+            + (f"; validation UA {choice.val_ua}, completion MSE {choice.val_mse})" if choice.val_ua else ")"))
     info = {**meta["train"], **refit_trust(model, ds), "recalibrated": recalibrated}
     save_run(model, args.out, info, meta.get("command"), meta.get("dataset"))
     log(f"saved {args.out}: OOD models, temperatures and abstain threshold fitted on {args.data}")
@@ -573,8 +574,8 @@ def build_parser(extra: Sequence[Callable] = ()) -> argparse.ArgumentParser:
     c.add_argument("--overwrite", action="store_true", help="replace the run already at --out")
     c.add_argument("--sampler", choices=("auto", "mean", "prior", "ddim", "ddpm"), default=None,
                    help="complete with this ADN sampler from now on (prior: the ridge estimate alone, no "
-                        "denoiser call); auto: the prior unless the run's own sampler completes validation "
-                        "with a lower error (admc.sampler_choice); default: the run's own")
+                        "denoiser call); auto: the prior unless the run's own sampler classifies validation "
+                        "better (UA over every availability pattern; admc.sampler_choice); default: the run's own")
     _common(c)
     c.set_defaults(func=cmd_calibrate)
 

@@ -1,21 +1,27 @@
 """Choose, on validation, how a trained ADN completes: with its own sampler or with its linear prior's
 estimate alone (``adn.sampler=prior``), and switch a trained model to it (``admc calibrate --sampler``).
 
-The rule (issue 25, "wins on validation, or ties at lower cost"): the prior alone unless the ADN's own
-sampler completes the validation split's missing rows with a lower mean squared error (the number
-``admc train`` selects the denoiser on, :func:`admc.diffusion.training.val_completion_mse`); a tie goes
-to the prior, which needs no denoiser call.  Only the completer changes: the caller refits the
-temperatures and the abstain threshold for it (:func:`admc.train.refit_trust`).
+The rule (issue 25, "wins on validation, or ties at lower cost"): the run's own sampler only if the
+model classifies the validation split better with it, by UA averaged over every availability pattern
+(what the app shows; full input included, where MMER's cross-generated rows come from the completer);
+otherwise, a tie included, the prior alone, which needs no denoiser call.  The completion error of
+each (:func:`admc.diffusion.training.val_completion_mse`) is recorded beside it: it is what the ADN was
+selected on, and a lower one need not classify better (the fusion learnt from the ADN's completions).
+Only the completer changes: the caller refits the temperatures and the abstain threshold for it
+(:func:`admc.train.refit_trust`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+import numpy as np
 import torch
 
 from admc.diffusion.process import Diffusion
 from admc.diffusion.training import val_completion_mse
+from admc.masks import all_masks
+from admc.metrics import scores
 
 AUTO = "auto"
 
@@ -29,10 +35,12 @@ class SamplerChoice:
     sampler: str                        # what the model completes with from now on
     trained: str                        # the sampler it was trained and saved with
     rule: str                           # "auto" (validation) or "given" (--sampler NAME)
+    val_ua: dict[str, float]            # sampler -> validation UA, mean over the patterns (auto only)
     val_mse: dict[str, float]           # sampler -> validation completion MSE (auto only)
 
     def to_json(self) -> dict:
         return {"sampler": self.sampler, "trained": self.trained, "rule": self.rule,
+                "val_ua": {k: round(v, 4) for k, v in self.val_ua.items()},
                 "val_completion_mse": {k: round(v, 6) for k, v in self.val_mse.items()}}
 
 
@@ -47,17 +55,40 @@ def switchable(model) -> Diffusion:
     return completer
 
 
-def choose_sampler(model, full_val: torch.Tensor, sampler: str = AUTO) -> SamplerChoice:
+def keep_trained(val_ua: dict[str, float], trained: str) -> bool:
+    """The rule: the trained sampler stays only if it classifies validation strictly better than the prior."""
+    return trained != "prior" and val_ua[trained] > val_ua["prior"]
+
+
+@torch.no_grad()
+def validation_ua(model, z: torch.Tensor, labels, seed: int) -> float:
+    """UA of ``model``'s predictions on standardized embeddings ``z [n, M, E]`` (every modality present),
+    averaged over every availability pattern (generators seeded as ``admc evaluate`` seeds them)."""
+    y = np.asarray(labels)
+    uas = []
+    for mask in all_masks(model.M):
+        avail = torch.tensor(mask, device=z.device).expand(len(z), -1)
+        pred = model.predict_logits(z, avail, torch.Generator().manual_seed(seed)).argmax(-1).cpu().numpy()
+        uas.append(scores(y, pred)["ua"])
+    return float(np.mean(uas))
+
+
+def choose_sampler(model, full_val: torch.Tensor, labels, sampler: str = AUTO) -> SamplerChoice:
     """The sampler ``model`` should complete with: ``sampler`` itself, or with ``auto`` the rule above
-    on ``full_val`` (standardized embeddings ``[n, M, E]`` of validation samples with every modality)."""
+    on ``full_val`` (standardized embeddings ``[n, M, E]`` of validation samples with every modality)
+    and their ``labels``.  The model completes with its trained sampler again afterwards."""
     adn = switchable(model)
     trained = adn.cfg.sampler
     if sampler != AUTO:
-        return SamplerChoice(sampler, trained, "given", {})
-    candidates = [trained] if trained == "prior" else [trained, "prior"]
-    mse = {s: val_completion_mse(adn.with_sampler(s), full_val, model.cfg.seed) for s in candidates}
-    best = "prior" if mse["prior"] <= mse[trained] else trained
-    return SamplerChoice(best, trained, AUTO, mse)
+        return SamplerChoice(sampler, trained, "given", {}, {})
+    ua, mse = {}, {}
+    for s in dict.fromkeys([trained, "prior"]):
+        use_sampler(model, s)
+        ua[s] = validation_ua(model, full_val, labels, model.cfg.seed)
+        mse[s] = val_completion_mse(model.completer, full_val, model.cfg.seed)
+    use_sampler(model, trained)
+    model.set_completer(adn)
+    return SamplerChoice(trained if keep_trained(ua, trained) else "prior", trained, AUTO, ua, mse)
 
 
 def use_sampler(model, sampler: str) -> None:

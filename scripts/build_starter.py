@@ -697,17 +697,20 @@ def stage_train(work: Path, out: Path, settings: list[str]) -> None:
 
 def stage_sampler(work: Path, out: Path) -> None:
     """The shipped completer, chosen on validation (issue 25): ``admc calibrate --sampler auto`` keeps the
-    trained ADN's own sampler only where it completes the paired validation split with a lower error
-    than its ridge prior alone, and refits the temperatures and abstain threshold for what it keeps."""
-    run = work / "bench" / "runs" / f"admc-seed{SEED}"
+    trained ADN's own sampler only where the model classifies the paired validation split better with it
+    than with its ridge prior alone, and refits the temperatures and abstain threshold for what it keeps.
+    Its run (``WORK/shipped``) is copied to ``out`` beside the model card."""
+    run, shipped = work / "bench" / "runs" / f"admc-seed{SEED}", work / "shipped"
     cmd = [sys.executable, "-m", "admc.cli", "calibrate", "--run", str(run), "--data", str(work / "paired"),
-           "--out", str(out), "--overwrite", "--sampler", "auto", "--device", "cpu", "--threads", "1"]
+           "--out", str(shipped), "--overwrite", "--sampler", "auto", "--device", "cpu", "--threads", "1"]
     print("+", " ".join(cmd), flush=True)
     with open(work / "sampler.log", "w") as log:
         r = subprocess.run(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
     if r.returncode:
         raise SystemExit(f"build_starter: admc calibrate failed (rc {r.returncode}); see {work / 'sampler.log'}")
+    out.mkdir(parents=True, exist_ok=True)
     for name in ("run.json", "model.safetensors"):
+        shutil.copyfile(shipped / name, out / name)
         os.chmod(out / name, 0o644)
 
 
@@ -897,15 +900,13 @@ def stage_card(work: Path, out: Path, src: Sources, settings: list[str]) -> None
     trained_label = variant_of(trained_cfg).label(trained_cfg)
     completer_sentence = f"the app's badges call it \"{label}\""
     if choice.get("rule") == "auto":
-        mse = choice.get("val_completion_mse", {})
-        completer_sentence += (f"; chosen on the paired validation split by `admc calibrate --sampler auto`: "
-                               + ", ".join(f"`{k}` completion MSE {v:.4f}" for k, v in mse.items())
-                               + f", so the run trained with `{choice['trained']}` ({trained_label}) completes with "
+        ua, mse = choice.get("val_ua", {}), choice.get("val_completion_mse", {})
+        completer_sentence += (f"; chosen on the paired validation split by `admc calibrate --sampler auto`, which "
+                               "keeps the trained sampler only if it classifies validation better: UA over every "
+                               "availability pattern " + ", ".join(f"`{k}` {v:.2f}" for k, v in ua.items())
+                               + " (completion MSE " + ", ".join(f"`{k}` {v:.4f}" for k, v in mse.items())
+                               + f"), so the run trained with `{choice['trained']}` completes with "
                                f"`{choice['sampler']}`; paired comparisons in docs/completion.md")
-
-    def count(arr_split, arr_label, split):
-        c = Counter(int(x) for x, s in zip(arr_label, arr_split) if s == split)
-        return c
 
     lines = []
     w = lines.append
@@ -1133,8 +1134,13 @@ def stage_card(work: Path, out: Path, src: Sources, settings: list[str]) -> None
             w("neutral sentences is flagged on its input in every window: `tests/test_starter_live.py`).")
             w("")
     live = {}
-    names = {"starter_before": "first starter", "starter_v2": "second starter (no input OOD score, no codec in training)",
-             "starter_v3": "third starter (before the embedding standardization fix)", "starter": "this starter"}
+    names = {  # benchmarks/results/live/live_eval_<tag>.json, oldest first (benchmarks/results/README.md)
+        "starter": "previous starter, replay, before the live-path changes of issues 28/29 (T held 1 s)",
+        "starter_hold3s": "previous starter, replay",
+        "starter_browser": "previous starter, browser",
+        "starter_rebuilt": "this starter, replay",
+        "starter_rebuilt_browser": "this starter, browser",
+    }
     for tag in names:
         f = REPO / "benchmarks" / "results" / "live" / f"live_eval_{tag}.json"
         if f.is_file():
@@ -1144,28 +1150,24 @@ def stage_card(work: Path, out: Path, src: Sources, settings: list[str]) -> None
         w("")
         w("FER2013 PrivateTest faces on a frame, moving slightly, with RAVDESS test-actor speech of the same")
         w("emotion; 6 s segments with face and voice, with the face hidden, and silent. Every window whose 3 s lie")
-        w("inside one segment, through `python -m app --no-ui` (WA / UA, %; uncertain windows count as shown).")
+        w("inside one segment, through `python -m app --no-ui` (replay) or played by headless Chromium's fake")
+        w("camera and microphone into the app's page (browser, `--browser`); WA / UA, %; uncertain windows count")
+        w("as shown. OOD: the share of the windows where a stream is live that its out-of-distribution rule")
+        w("rejects (the window then completes it like a missing one).")
         w("")
-        w("| checkpoint | all | full | face hidden | silent | uncertain % | WA of the rest |")
-        w("|---|---|---|---|---|---|---|")
+        w("| checkpoint, mode | windows | all | full | face hidden | silent | uncertain % | WA of the rest | voice OOD % | face OOD % |")
+        w("|---|---|---|---|---|---|---|---|---|---|")
         for tag, r in live.items():
-            sc = r["scores"]
+            sc, st = r["scores"], r.get("streams", {})
             cell = lambda k: (f"{sc[k]['wa']:.1f} / {sc[k]['ua']:.1f}" if sc.get(k, {}).get("windows") else "—")  # noqa: E731
-            w(f"| {names[tag]} | {cell('overall')} | {cell('full')} | {cell('face_hidden')} | {cell('silent')} | "
-              f"{sc['overall']['uncertain_share']:.1f} | {sc['overall'].get('wa_confident', float('nan')):.1f} |")
+            ood = lambda m: (f"{st[m]['ood_share_of_live']:.1f}" if "ood_share_of_live" in st.get(m, {}) else "—")  # noqa: E731
+            w(f"| {names[tag]} | {sc['overall']['windows']} | {cell('overall')} | {cell('full')} | {cell('face_hidden')} | "
+              f"{cell('silent')} | {sc['overall']['uncertain_share']:.1f} | "
+              f"{sc['overall'].get('wa_confident', float('nan')):.1f} | {ood('A')} | {ood('V')} |")
         w("")
-        hidden = live.get("starter", {}).get("scores", {}).get("face_hidden", {})
-        if hidden.get("windows"):
-            w(f"Most windows of the face-hidden segments that miss are not about the voice: {hidden.get('no_prediction', 0)}"
-              f" of {hidden['windows']} fall in the")
-            w("pauses between the clips (no stream live: no prediction, counted wrong), and many see only the")
-        else:
-            w("Most windows of the face-hidden segments that miss are not about the voice: many see only the")
-        w("lingering transcript, whose words (\"Kids are talking by the door\") carry no emotion (about 67 of 224")
-        w("with the third starter). The input OOD score flags most live speech windows of these clips (77-81 % with")
-        w("this starter, 76-79 % with the third), against 3 % of the offline test windows: the live")
-        w("windows differ from the training ones in more than the AAC codec (training on AAC-coded windows moved the")
-        w("share only from 78 % to 74 %); found, not yet explained.")
+        w("Live input does not look like the training data yet: most live voice windows are rejected as out of")
+        w("distribution (against about 1 % of the paired validation windows), and with the face hidden the")
+        w("transcript's neutral words decide; what is known about why is in docs/live-skew.md.")
         w("")
     w("## Test examples (`tests/test_starter.py`)")
     w("")

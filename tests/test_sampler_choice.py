@@ -13,7 +13,7 @@ from admc.completion import RidgeFill
 from admc.config import ConfigError, TrainConfig
 from admc.diffusion.training import val_completion_mse
 from admc.run import load_run
-from admc.sampler_choice import choose_sampler, use_sampler
+from admc.sampler_choice import choose_sampler, keep_trained, use_sampler, validation_ua
 from tests.synthetic import FAST, cached_run
 
 
@@ -25,8 +25,10 @@ def run(tmp_path_factory):
 def _validation(model, ds_dir):
     from admc.data import load_dataset
 
-    z, present = model.embed(load_dataset(ds_dir, splits=("val",))["val"])
-    return z[present.all(dim=1)]
+    val = load_dataset(ds_dir, splits=("val",))["val"]
+    z, present = model.embed(val)
+    full = present.all(dim=1)
+    return z[full], val.labels[full.numpy()]
 
 
 class Refuses(nn.Module):
@@ -35,8 +37,9 @@ class Refuses(nn.Module):
 
 
 class Oracle(nn.Module):
-    """A denoiser that knows the validation truth: the one-step ``mean`` sampler then completes it
-    exactly (its input's missing rows are the prior mean, its output the residual to the truth)."""
+    """A denoiser that knows ``truth``: the one-step ``mean`` sampler then completes it exactly (its
+    input's missing rows are the prior mean, its output the residual to the truth); with a zero truth
+    the step lands on 0, the train mean."""
 
     def __init__(self, truth):
         super().__init__()
@@ -49,7 +52,7 @@ class Oracle(nn.Module):
 def test_prior_sampler_is_the_ridge_estimate_and_never_calls_the_denoiser(run):
     ds_dir, run_dir = run
     model, _ = load_run(run_dir)
-    full = _validation(model, ds_dir)
+    full, _ = _validation(model, ds_dir)
     adn = model.completer
     ridge = RidgeFill(adn.prior, adn.cfg)
     prior_only = adn.with_sampler("prior")
@@ -65,28 +68,36 @@ def test_prior_sampler_is_the_ridge_estimate_and_never_calls_the_denoiser(run):
     assert not torch.allclose(adn.complete(full, avail, torch.Generator().manual_seed(0)), ridge.complete(full, avail))
 
 
-def test_auto_keeps_the_sampler_that_completes_validation_better(run):
+def test_the_rule_keeps_the_trained_sampler_only_when_it_classifies_validation_better():
+    assert keep_trained({"mean": 80.1, "prior": 80.0}, "mean")
+    assert not keep_trained({"mean": 80.0, "prior": 80.0}, "mean")        # a tie: the cheaper prior
+    assert not keep_trained({"mean": 79.0, "prior": 80.0}, "mean")
+    assert not keep_trained({"prior": 80.0}, "prior")
+
+
+def test_auto_measures_both_samplers_on_validation_and_leaves_the_model_as_it_was(run):
     ds_dir, run_dir = run
     model, _ = load_run(run_dir)
-    full = _validation(model, ds_dir)
-    choice = choose_sampler(model, full)
-    trained = model.cfg.adn.sampler
-    assert choice.trained == trained == "mean" and choice.rule == "auto"
-    want = {s: val_completion_mse(model.completer.with_sampler(s), full, model.cfg.seed) for s in ("mean", "prior")}
-    assert choice.val_mse == pytest.approx(want)
-    assert choice.sampler == ("prior" if want["prior"] <= want["mean"] else "mean")
-    # a denoiser that completes validation (up to the clip range) wins; one whose step lands on 0 loses;
-    # one whose step adds nothing (no clipping) ties, and the tie goes to the prior (no denoiser call)
-    model.completer.denoiser = Oracle(full)
-    oracle = choose_sampler(model, full)
-    assert oracle.val_mse["mean"] < 0.1 * oracle.val_mse["prior"] and oracle.sampler == "mean"
-    model.completer.denoiser = Oracle(torch.zeros(()))     # output -x: the step lands on 0, far worse
-    assert choose_sampler(model, full).sampler == "prior"
+    full, y = _validation(model, ds_dir)
+    adn = model.completer
+    choice = choose_sampler(model, full, y)
+    assert model.completer is adn and model.cfg.adn.sampler == "mean"
+    assert choice.trained == "mean" and choice.rule == "auto" and set(choice.val_ua) == {"mean", "prior"}
+    for s in ("mean", "prior"):
+        other, _ = load_run(run_dir)
+        use_sampler(other, s)
+        assert choice.val_ua[s] == pytest.approx(validation_ua(other, full, y, other.cfg.seed))
+        assert choice.val_mse[s] == pytest.approx(val_completion_mse(other.completer, full, other.cfg.seed))
+    assert choice.sampler == ("mean" if choice.val_ua["mean"] > choice.val_ua["prior"] else "prior")
+    # the two samplers are measured apart: a denoiser whose step lands on 0 (the train mean) completes
+    # worse than the prior, and the prior's numbers do not move
     model.completer.denoiser = Oracle(torch.zeros(()))
-    model.completer.denoiser.forward = lambda x, t, avail: torch.zeros_like(x)
-    model.completer.clip_range = None
-    tie = choose_sampler(model, full)
-    assert tie.val_mse["mean"] == tie.val_mse["prior"] and tie.sampler == "prior"
+    broken = choose_sampler(model, full, y)
+    assert broken.val_mse["mean"] > broken.val_mse["prior"] == pytest.approx(choice.val_mse["prior"])
+    assert broken.val_ua["prior"] == pytest.approx(choice.val_ua["prior"])
+    # a denoiser that completes validation (up to the clip range) has a lower error than the prior
+    model.completer.denoiser = Oracle(full)
+    assert val_completion_mse(model.completer, full, model.cfg.seed) < 0.1 * choice.val_mse["prior"]
     use_sampler(model, "prior")
     assert model.cfg.adn.sampler == "prior" and model.completer.label == "the ridge estimate"
 
@@ -101,10 +112,10 @@ def test_calibrate_sampler_writes_a_run_that_completes_with_what_it_says(run, tm
     meta = json.loads((out / "run.json").read_text())
     assert meta["config"]["adn"]["sampler"] == "prior"
     assert meta["train"]["recalibrated"]["sampler"] == {"sampler": "prior", "trained": "mean", "rule": "given",
-                                                        "val_completion_mse": {}}
+                                                        "val_ua": {}, "val_completion_mse": {}}
     model, _ = load_run(out)
     trained, _ = load_run(run_dir)
-    full = _validation(model, ds_dir)
+    full, _ = _validation(model, ds_dir)
     avail = torch.tensor([False, True, False]).expand(len(full), -1)
     assert torch.equal(model.fill(full, avail), RidgeFill(trained.prior, trained.cfg.adn).complete(full, avail))
     assert model.completer.label == "the ridge estimate"

@@ -68,6 +68,22 @@ def test_starter_loads_with_the_live_schema(starter):
         assert needle in card
 
 
+def test_starter_completes_with_what_won_on_validation(starter):
+    """The shipped completer is the one ``admc calibrate --sampler auto`` kept (issue 25): the trained
+    ADN's own sampler only if the model classified the paired validation split better with it than with
+    its ridge prior alone; the app's badges name what runs."""
+    from app.checkpoint import Checkpoint
+
+    model, meta = starter
+    choice = meta["train"]["recalibrated"]["sampler"]
+    ua = choice["val_ua"]
+    assert choice["rule"] == "auto" and set(ua) == set(choice["val_completion_mse"]) == {choice["trained"], "prior"}
+    want = choice["trained"] if ua[choice["trained"]] > ua["prior"] else "prior"
+    assert choice["sampler"] == want == meta["config"]["adn"]["sampler"] == model.completer.cfg.sampler
+    label = Checkpoint(STARTER, model, meta).completer_label
+    assert label == ("the ridge estimate" if want == "prior" else "the ridge estimate + one ADN step")
+
+
 @pytest.fixture(scope="module")
 def face_extractor(starter):
     from extractors.face import FaceExtractor
