@@ -42,8 +42,8 @@ class Checkpoint:
 
     @property
     def completer_label(self) -> str:
-        """What fills a missing modality in, as the badges say it (``the ridge estimate + one ADN step``
-        for the starter; the checkpoint's own completer)."""
+        """What fills a missing modality in, as the badges say it (``the ridge estimate`` for the starter,
+        ``the ridge estimate + one ADN step`` for a run completing with its ADN's one-step sampler)."""
         return getattr(self.model.completer, "label", "the checkpoint's completer")
 
     @property

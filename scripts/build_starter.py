@@ -835,8 +835,17 @@ def stage_evaluate(work: Path, out: Path, src: Sources) -> dict:
     from admc.data import load_dataset
     from admc.evaluate import evaluate
 
-    # the shipped run on the paired test set (its completer may differ from the bench's admc run: stage_sampler)
-    res["shipped_paired"] = evaluate(runs["admc"], load_dataset(work / "paired", splits=("test",))["test"], SEED)
+    # the shipped run on the paired test set, and where stage_sampler switched its completer, the same run
+    # completing as it was trained (argmax and UA do not depend on the temperatures)
+    from admc.sampler_choice import use_sampler
+
+    paired_test = load_dataset(work / "paired", splits=("test",))["test"]
+    res["shipped_paired"] = evaluate(runs["admc"], paired_test, SEED)
+    choice = ((json.loads((out / "run.json").read_text()).get("train") or {}).get("recalibrated") or {}).get("sampler")
+    if choice and choice["sampler"] != choice["trained"]:
+        as_trained = load_run(out)[0]
+        use_sampler(as_trained, choice["trained"])
+        res["trained_paired"] = evaluate(as_trained, paired_test, SEED)
     res["calibration"] = paired_calibration(runs["admc"], work)
 
     # fixed test examples: plain (unjittered) face repeated 30x, centred speech window; chosen among
@@ -1041,7 +1050,9 @@ def stage_card(work: Path, out: Path, src: Sources, settings: list[str]) -> None
         te = json.loads((work / "train_env.json").read_text())
         extra = (" plus uncommitted changes to " + ", ".join(f"`{x}`" for x in te["admc_uncommitted"])
                  if te["admc_uncommitted"] else "")
-        w(f"Trained with the core at commit `{te['commit']}`{extra}.")
+        w(f"Trained with the core at commit `{te['commit']}`{extra}" + (
+            f"; its `zero_fill` and `late_fusion` baselines trained again at `{te['baselines_commit']}` on the same"
+            " ITFN encoders (identical weights)" if te.get("baselines_commit") else "") + ".")
     tr = run.get("train", {})
     if isinstance(tr.get("itfn"), dict):
         w("Validation UA of the unimodal encoders (paired val): " +
@@ -1089,10 +1100,11 @@ def stage_card(work: Path, out: Path, src: Sources, settings: list[str]) -> None
     w("")
     w("| Method | " + " | ".join("{" + c + "}" for c in conds) + " | Average | Full |")
     w("|---" * (len(conds) + 3) + "|")
-    rows = dict(bench["methods"])
-    if ev.get("shipped_paired") and choice.get("sampler") != choice.get("trained"):
+    baselines = {k: v for k, v in bench["methods"].items() if k != "admc"}
+    rows = {"admc": ev["shipped_paired"], **baselines}
+    if ev.get("trained_paired"):
         rows = {f"admc (shipped: {label})": ev["shipped_paired"],
-                f"admc as trained ({trained_label})": rows.pop("admc"), **rows}
+                f"admc as trained ({trained_label})": ev["trained_paired"], **baselines}
     for meth, r in rows.items():
         w(f"| {meth} | " + " | ".join(_wu(r["conditions"][c]) for c in conds) +
           f" | {_wu(r['average'])} | {_wu(r['full'])} |")
@@ -1136,10 +1148,11 @@ def stage_card(work: Path, out: Path, src: Sources, settings: list[str]) -> None
     live = {}
     names = {  # benchmarks/results/live/live_eval_<tag>.json, oldest first (benchmarks/results/README.md)
         "starter": "previous starter, replay, before the live-path changes of issues 28/29 (T held 1 s)",
-        "starter_hold3s": "previous starter, replay",
-        "starter_browser": "previous starter, browser",
-        "starter_rebuilt": "this starter, replay",
-        "starter_rebuilt_browser": "this starter, browser",
+        "starter_hold3s": "previous starter (completing with the ADN step), replay",
+        "starter_browser": "previous starter (completing with the ADN step), browser",
+        "starter_rebuilt": "a rebuild by the current core, its ADN step kept (not shipped), replay",
+        "starter_ridge": "this starter (completing with the ridge estimate), replay",
+        "starter_ridge_browser": "this starter (completing with the ridge estimate), browser",
     }
     for tag in names:
         f = REPO / "benchmarks" / "results" / "live" / f"live_eval_{tag}.json"
