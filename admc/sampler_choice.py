@@ -50,8 +50,9 @@ def switchable(model) -> Diffusion:
     completer = getattr(model, "completer", None)
     cfg = getattr(completer, "cfg", None)
     if not isinstance(completer, Diffusion) or cfg.variant == "paper" or cfg.prior != "linear":
+        method = getattr(getattr(model, "cfg", None), "method", type(model).__name__)
         raise SamplerChoiceError(f"--sampler applies to a run completed by the conditional ADN with its linear "
-                                 f"prior (method admc or regress_fill); this run is method {model.cfg.method}")
+                                 f"prior (method admc or regress_fill); this run is method {method}")
     return completer
 
 

@@ -21,7 +21,7 @@ The features are the live extractors of the default feature set (``extractors.li
 Stages (each cached under ``--work``, default ``benchmarks/_work/starter``, git-ignored):
 ``faces``, ``speech``, ``text`` (features), ``pairs`` (the paired dataset), ``train`` (``admc bench``
 with methods admc, zero_fill and late_fusion), ``sampler`` (its admc run becomes the checkpoint, completing
-with the ADN's own sampler or its ridge prior alone, whichever completes validation better:
+with the ADN's own sampler or its ridge prior alone, whichever classifies validation better:
 ``admc calibrate --sampler auto``, which refits the temperatures for it), ``evaluate`` (per-source
 unimodal test accuracy, late fusion), ``card`` (``MODEL_CARD.md``).  ``--fresh`` deletes the work
 folder first; ``--from-stage train`` reruns training and everything after it (e.g. after the ADMC
