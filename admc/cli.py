@@ -303,9 +303,7 @@ def cmd_calibrate(args) -> int:
     ds = _check_matches(model, ds, args)
     recalibrated = {"data": str(args.data), "command": args.command_line}
     if args.sampler:
-        z_va, p_va = model.embed(ds["val"])
-        full = p_va.all(dim=1)
-        choice = choose_sampler(model, z_va[full], ds["val"].labels[full.cpu().numpy()], args.sampler)
+        choice = choose_sampler(model, ds["val"], args.sampler)
         use_sampler(model, choice.sampler)
         recalibrated["sampler"] = choice.to_json()
         log(f"completing with adn.sampler={choice.sampler} (trained with {choice.trained}"

@@ -20,8 +20,7 @@ import torch
 
 from admc.diffusion.process import Diffusion
 from admc.diffusion.training import val_completion_mse
-from admc.masks import all_masks
-from admc.metrics import scores
+from admc.evaluate import evaluate
 
 AUTO = "auto"
 
@@ -61,33 +60,29 @@ def keep_trained(val_ua: dict[str, float], trained: str) -> bool:
     return trained != "prior" and val_ua[trained] > val_ua["prior"]
 
 
-@torch.no_grad()
-def validation_ua(model, z: torch.Tensor, labels, seed: int) -> float:
-    """UA of ``model``'s predictions on standardized embeddings ``z [n, M, E]`` (every modality present),
-    averaged over every availability pattern (generators seeded as ``admc evaluate`` seeds them)."""
-    y = np.asarray(labels)
-    uas = []
-    for mask in all_masks(model.M):
-        avail = torch.tensor(mask, device=z.device).expand(len(z), -1)
-        pred = model.predict_logits(z, avail, torch.Generator().manual_seed(seed)).argmax(-1).cpu().numpy()
-        uas.append(scores(y, pred)["ua"])
-    return float(np.mean(uas))
+def validation_ua(model, split, embedded: tuple[torch.Tensor, torch.Tensor]) -> float:
+    """UA of ``model`` on ``split`` (``embedded``: its ``model.embed``), averaged over every availability
+    pattern, full input included, as ``admc eval`` scores each (:func:`admc.evaluate.evaluate`)."""
+    res = evaluate(model, split, model.cfg.seed, embedded=embedded)
+    return float(np.mean([s["ua"] for s in res["conditions"].values()] + [res["full"]["ua"]]))
 
 
-def choose_sampler(model, full_val: torch.Tensor, labels, sampler: str = AUTO) -> SamplerChoice:
+def choose_sampler(model, val, sampler: str = AUTO) -> SamplerChoice:
     """The sampler ``model`` should complete with: ``sampler`` itself, or with ``auto`` the rule above
-    on ``full_val`` (standardized embeddings ``[n, M, E]`` of validation samples with every modality)
-    and their ``labels``.  The model completes with its trained sampler again afterwards."""
+    on the validation split ``val`` (completion errors on its samples with every modality).  The model
+    is left as it was."""
     adn = switchable(model)
     trained = adn.cfg.sampler
     if sampler != AUTO:
         return SamplerChoice(sampler, trained, "given", {}, {})
+    cfg = model.cfg
+    z, present = model.embed(val)
     ua, mse = {}, {}
     for s in dict.fromkeys([trained, "prior"]):
         use_sampler(model, s)
-        ua[s] = validation_ua(model, full_val, labels, model.cfg.seed)
-        mse[s] = val_completion_mse(model.completer, full_val, model.cfg.seed)
-    use_sampler(model, trained)
+        ua[s] = validation_ua(model, val, (z, present))
+        mse[s] = val_completion_mse(model.completer, z[present.all(dim=1)], cfg.seed)
+    model.cfg = cfg
     model.set_completer(adn)
     return SamplerChoice(trained if keep_trained(ua, trained) else "prior", trained, AUTO, ua, mse)
 
