@@ -241,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         bar = replay_progress(args.source, quiet=args.quiet)
         try:
             n = replay_to_jsonl(session, args.source, args.out, realtime=args.realtime,
-                                progress=lambda r: bar.update(max(0.0, r["t"] - bar.n)))
+                                progress=lambda r: bar.update(max(0.0, r.t - bar.n)))
         except Exception as e:  # noqa: BLE001 - an unreadable file is a user error, not a crash
             _say(f"app: cannot replay {args.source}: {type(e).__name__}: {e}")
             return 1

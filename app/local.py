@@ -125,7 +125,7 @@ def run_local_headless(ck, comp, cfg, heads, out, duration, quiet=False, camera:
                        microphone: int | str | None = None) -> int:
     """``--source local --no-ui``: capture until Ctrl-C (or ``duration`` s), JSONL to ``out``."""
     from app.session import LiveSession
-    from app.window import result_json, results_file
+    from app.window import results_file
 
     cap = LocalCapture(camera, microphone)
     if not cap.available:
@@ -137,7 +137,7 @@ def run_local_headless(ck, comp, cfg, heads, out, duration, quiet=False, camera:
 
         def write(r):
             with lock:
-                fh.write(result_json(r) + "\n")         # the same JSONL line as the replay's
+                fh.write(r.to_json() + "\n")           # the same JSONL line as the replay's
                 fh.flush()
 
         session = LiveSession(ck.model, comp, cfg, heads=heads, threaded=True, on_result=write)

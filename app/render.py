@@ -1,6 +1,7 @@
 """What the UI draws: the annotated preview, modality badges, the timeline, exports.
 
-Pure functions of session data (no Gradio here), so they are testable without a browser.
+Pure functions of session data (no Gradio here), so they are testable without a browser.  Window
+results come in as :class:`app.window.WindowResult`; the exports are where they become JSON/CSV.
 """
 
 from __future__ import annotations
@@ -10,10 +11,14 @@ import html
 import io
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from admc.outdir import atomic_write_text
+
+if TYPE_CHECKING:
+    from app.window import WindowResult
 
 MOD_NAMES = {"A": "audio", "V": "face", "T": "text"}
 COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
@@ -48,25 +53,25 @@ def annotate(frame, face, label: str | None = None):
 
 
 # ------------------------------------------------------------------------------------------ badges
-def shown_label(result: dict | None) -> str | None:
+def shown_label(result: WindowResult | None) -> str | None:
     """What the UI names a window: its emotion, "uncertain" when the checkpoint does not trust it
     (its ``label`` is then null), None without a prediction."""
-    if not result or not result.get("probs"):
+    if result is None or not result.predicted:
         return None
-    return "uncertain" if result.get("uncertain") else result.get("label")
+    return "uncertain" if result.uncertain else result.label
 
 
-def modality_state(result: dict | None, mod: str) -> str:
+def modality_state(result: WindowResult | None, mod: str) -> str:
     """``live``; ``ood``: delivered but unlike the training data, so completed instead (never shown
     as live); ``imputed``: missing and completed; ``missing``."""
-    if not result or mod not in result.get("streams", {}):
+    if result is None or mod not in result.streams:
         return "missing"
-    if result["streams"][mod] == "live":
-        return "ood" if ((result.get("ood") or {}).get(mod) or {}).get("out") else "live"
-    return "imputed" if mod in result.get("imputed", []) else "missing"
+    if result.streams[mod] == "live":
+        return "ood" if result.out_of_distribution(mod) else "live"
+    return "imputed" if mod in result.imputed else "missing"
 
 
-def badges_html(result: dict | None, mods=("A", "V", "T"), full: str | None = None,
+def badges_html(result: WindowResult | None, mods=("A", "V", "T"), full: str | None = None,
                 completer: str = "ADN") -> str:
     """One badge per modality: live / missing (reason) / completed (by ``completer``: what the
     checkpoint's completer computes, :attr:`app.checkpoint.Checkpoint.completer_label`); ``full``: why
@@ -77,28 +82,28 @@ def badges_html(result: dict | None, mods=("A", "V", "T"), full: str | None = No
     parts = []
     for m in mods:
         state = modality_state(result, m)
-        reason = (result or {}).get("reasons", {}).get(m, "waiting for the stream")
+        reason = "waiting for the stream" if result is None else result.reasons.get(m, "waiting for the stream")
         r = html.escape(str(reason))
         by = html.escape(completer)
         text = {"live": "live", "imputed": f"missing ({r}) &mdash; completed by {by}",
                 "ood": f"unlike training &mdash; completed by {by}", "missing": f"missing ({r})"}[state]
-        ood = ((result or {}).get("ood") or {}).get(m) or {}
+        ood = None if result is None else result.ood.get(m)
         if state == "ood":
-            r = html.escape(f"out of distribution (score {ood.get('score', float('nan')):.1f})")
+            r = html.escape(f"out of distribution (score {ood.score:.1f})")
         parts.append(
             f'<span class="admc-badge admc-{state}" data-mod="{m}" data-state="{state}" '
-            f'data-ood="{int(bool(ood.get("out")))}" title="{r}" '
+            f'data-ood="{int(ood is not None and ood.out)}" title="{r}" '
             f'style="display:inline-block;margin:2px 6px 2px 0;padding:4px 10px;border-radius:12px;'
             f'color:white;background:{STATE_COLORS[state]};font-weight:600">{m} {MOD_NAMES.get(m, m)}: {text}</span>')
-    if (result or {}).get("uncertain"):
+    if result is not None and result.uncertain:
         parts.append('<span class="admc-uncertain" data-state="uncertain" '
                      'title="out of distribution or below the checkpoint\'s confidence threshold" '
                      'style="display:inline-block;margin:2px 6px 2px 0;padding:4px 10px;border-radius:12px;'
                      'color:white;background:#7a4fa3;font-weight:700">uncertain</span>')
-    t = (result or {}).get("t")
+    t = None if result is None else result.t
     stamp = f'<span class="admc-t" data-t="{t}" style="color:#888;font-size:0.85em">t = {t:.1f} s</span>' \
         if t is not None else '<span class="admc-t" data-t="" style="color:#888">waiting for camera / microphone</span>'
-    imputed = (result or {}).get("imputed") or []
+    imputed = [] if result is None else result.imputed
     marker = (f'<span class="admc-imputed-marker" data-imputed="{"".join(imputed)}" '
               f'style="margin-left:8px;color:#e08a00;font-weight:700">&#9679; completing {"+".join(imputed)}</span>'
               if imputed else "")
@@ -108,22 +113,22 @@ def badges_html(result: dict | None, mods=("A", "V", "T"), full: str | None = No
 NO_INPUT = "no input: camera, microphone and transcript are all missing"
 
 
-def probs_label(result: dict | None) -> dict[str, float] | str | None:
+def probs_label(result: WindowResult | None) -> dict[str, float] | str | None:
     """The emotion component's value: the class probabilities, the text "uncertain" instead of
     them when the checkpoint does not trust the window, or :data:`NO_INPUT` when every stream is
     missing (nothing to predict from)."""
-    if not result:
+    if result is None:
         return None
-    if not result.get("probs"):
-        streams = result.get("streams") or {}
+    if not result.predicted:
+        streams = result.streams
         return NO_INPUT if streams and all(v != "live" for v in streams.values()) else None
-    if result.get("uncertain"):
+    if result.uncertain:
         return "uncertain"
-    return {k: float(v) for k, v in result["probs"].items()}
+    return {k: float(v) for k, v in result.probs.items()}
 
 
 # ------------------------------------------------------------------------------------------ timeline
-def timeline_svg(results: list[dict], classes: list[str], span: float = 30.0, width: int = 640,
+def timeline_svg(results: list[WindowResult], classes: list[str], span: float = 30.0, width: int = 640,
                  height: int = 220, mods=("A", "V", "T")) -> str:
     """Rolling plot of class probabilities over the last ``span`` s; spans with an imputed
     modality are shaded, and one lane per modality shows live / imputed / missing."""
@@ -134,14 +139,14 @@ def timeline_svg(results: list[dict], classes: list[str], span: float = 30.0, wi
     if not results:
         return (f'<svg class="admc-timeline" width="{width}" height="{height}" xmlns="http://www.w3.org/2000/svg">'
                 f'<text x="{left}" y="{height / 2}" fill="#888">no results yet</text></svg>')
-    t_end = float(results[-1]["t"])
+    t_end = float(results[-1].t)
     t0 = max(0.0, t_end - span)
-    rs = [r for r in results if r["t"] >= t0]
+    rs = [r for r in results if r.t >= t0]
     span = max(min(span, t_end - t0), 10.0)       # fill the width from the start; then roll
     pw = width - left - right
     hop = 0.2
     if len(rs) > 1:
-        hop = max(0.05, min(1.0, (rs[-1]["t"] - rs[0]["t"]) / (len(rs) - 1)))
+        hop = max(0.05, min(1.0, (rs[-1].t - rs[0].t) / (len(rs) - 1)))
 
     def X(t):
         return left + (t - t0) / max(span, 1e-6) * pw
@@ -154,12 +159,12 @@ def timeline_svg(results: list[dict], classes: list[str], span: float = 30.0, wi
     # shading: windows with imputed modalities (orange, darker the more are completed by the
     # ADN), windows without any prediction (grey)
     for r in rs:
-        x = X(r["t"] - hop)
-        w = max(1.0, X(r["t"]) - x + 0.3)
-        if not r.get("probs"):
+        x = X(r.t - hop)
+        w = max(1.0, X(r.t) - x + 0.3)
+        if not r.predicted:
             out.append(f'<rect class="admc-nopred" x="{x:.1f}" y="{top}" width="{w:.1f}" height="{plot_h}" fill="#ddd"/>')
-        elif r.get("imputed"):
-            op = 0.08 * len(r["imputed"])
+        elif r.imputed:
+            op = 0.08 * len(r.imputed)
             out.append(f'<rect class="admc-imputed-span" x="{x:.1f}" y="{top}" width="{w:.1f}" height="{plot_h}" '
                        f'fill="#e08a00" fill-opacity="{op:.2f}"/>')
     # axes
@@ -173,13 +178,13 @@ def timeline_svg(results: list[dict], classes: list[str], span: float = 30.0, wi
         seg: list[str] = []
         segs = []
         for r in rs:
-            p = r.get("probs", {}).get(c)
+            p = r.probs.get(c)
             if p is None:
                 if seg:
                     segs.append(seg)
                 seg = []
                 continue
-            seg.append(f"{X(r['t']):.1f},{Y(float(p)):.1f}")
+            seg.append(f"{X(r.t):.1f},{Y(float(p)):.1f}")
         if seg:
             segs.append(seg)
         for s in segs:
@@ -196,8 +201,8 @@ def timeline_svg(results: list[dict], classes: list[str], span: float = 30.0, wi
         out.append(f'<text x="2" y="{y + lane_h - 1}" fill="#444">{m}</text>')
         for r in rs:
             st = modality_state(r, m)
-            x = X(r["t"] - hop)
-            w = max(1.0, X(r["t"]) - x + 0.3)
+            x = X(r.t - hop)
+            w = max(1.0, X(r.t) - x + 0.3)
             out.append(f'<rect class="admc-lane-{st}" x="{x:.1f}" y="{y}" width="{w:.1f}" height="{lane_h}" '
                        f'fill="{STATE_COLORS[st]}"/>')
     # time axis + legend
@@ -252,13 +257,14 @@ def provenance_md(prov: dict) -> str:
 
 
 # ------------------------------------------------------------------------------------------ export
-def export_json(results: list[dict], path: str | Path) -> Path:
+def export_json(results: list[WindowResult], path: str | Path) -> Path:
+    """The windows as one JSON list of their contract dicts (:meth:`WindowResult.to_dict`)."""
     path = Path(path)
-    atomic_write_text(path, json.dumps(list(results), indent=1) + "\n")
+    atomic_write_text(path, json.dumps([r.to_dict() for r in results], indent=1, allow_nan=False) + "\n")
     return path
 
 
-def export_csv(results: list[dict], classes: list[str], path: str | Path, mods=("A", "V", "T")) -> Path:
+def export_csv(results: list[WindowResult], classes: list[str], path: str | Path, mods=("A", "V", "T")) -> Path:
     """One row per analysis window: t, label, per-class probabilities, per-modality state and
     reason, imputed, transcript, latency, uncertain (0/1), then per modality whether it was out of
     distribution (``<m>_ood``: 1/0, empty when absent) and its score (``<m>_ood_score``)."""
@@ -270,11 +276,11 @@ def export_csv(results: list[dict], classes: list[str], path: str | Path, mods=(
                + ["imputed", "transcript", "latency_ms", "uncertain"]
                + [f"{m}_ood" for m in mods] + [f"{m}_ood_score" for m in mods])
     for r in results:
-        ood = [((r.get("ood") or {}).get(m) or None) for m in mods]
-        w.writerow([r["t"], r["label"] or ""] + [("" if c not in r["probs"] else f"{r['probs'][c]:.6f}") for c in classes]
-                   + [r["streams"].get(m, "") for m in mods] + [r["reasons"].get(m, "") for m in mods]
-                   + ["+".join(r["imputed"]), r["transcript"] or "", r["latency_ms"], int(bool(r.get("uncertain")))]
-                   + ["" if o is None else int(bool(o.get("out"))) for o in ood]
-                   + ["" if o is None or o.get("score") is None else f"{float(o['score']):.3f}" for o in ood])
+        ood = [r.ood.get(m) for m in mods]
+        w.writerow([r.t, r.label or ""] + [("" if c not in r.probs else f"{r.probs[c]:.6f}") for c in classes]
+                   + [r.streams.get(m, "") for m in mods] + [r.reasons.get(m, "") for m in mods]
+                   + ["+".join(r.imputed), r.transcript or "", r.latency_ms, int(bool(r.uncertain))]
+                   + ["" if o is None else int(bool(o.out)) for o in ood]
+                   + ["" if o is None else f"{float(o.score):.3f}" for o in ood])
     atomic_write_text(path, buf.getvalue())
     return path

@@ -18,8 +18,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from extractors import media
+
+if TYPE_CHECKING:
+    from app.window import WindowResult
 
 
 class SourceError(ValueError):
@@ -75,13 +79,13 @@ def push_in_real_time(session, path: str | Path, *, offset: float = 0.0, stop=No
 
 
 def replay(session, path: str | Path, *, realtime: bool = False,
-           on_result: Callable[[dict], None] | None = None, keep: bool = True) -> list[dict]:
+           on_result: Callable[[WindowResult], None] | None = None, keep: bool = True) -> list[WindowResult]:
     """Push the file through ``session``; every window's result goes to ``on_result`` (and, with
     ``keep``, into the returned list).  ``session`` must be threaded for ``realtime`` and not
     threaded otherwise."""
-    results: list[dict] = []
+    results: list[WindowResult] = []
 
-    def emit(r: dict) -> None:
+    def emit(r: WindowResult) -> None:
         if keep:
             results.append(r)
         if on_result is not None:
@@ -118,15 +122,15 @@ def replay(session, path: str | Path, *, realtime: bool = False,
 
 
 def replay_to_jsonl(session, path: str | Path, out: str | Path | None, *, realtime: bool = False,
-                    progress: Callable[[dict], None] | None = None) -> int:
+                    progress: Callable[[WindowResult], None] | None = None) -> int:
     """Replay ``path`` and write one JSON object per window to ``out`` (``-``/None: stdout)."""
-    from app.window import result_json, results_file
+    from app.window import results_file
 
     n = 0
     with results_file(out) as fh:          # renamed into place at the end, interrupted included
-        def write(r: dict) -> None:
+        def write(r: WindowResult) -> None:
             nonlocal n
-            fh.write(result_json(r) + "\n")      # the one JSONL writer (app.window)
+            fh.write(r.to_json() + "\n")         # the one JSONL line (app.window.WindowResult)
             fh.flush()
             n += 1
             if progress is not None:

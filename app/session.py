@@ -11,7 +11,7 @@ Data flow (all times are stream seconds, the clock of the pushed frames/chunks):
                                  dropped, the transcript, T word features of the latest transcript
     step(t) every 200 ms      -> StreamHealth decides what is missing -> window assembly
                               -> app.window.predict (admc.pipeline.predict_window)
-                              -> WindowResult (app.window; published as its dict, RESULT_KEYS)
+                              -> WindowResult (app.window; typed up to the JSONL/UI edge)
 
 Window assembly for a window ending at ``t`` (3 s long; the checkpoint's feature set,
 :mod:`extractors.live_schema`):
@@ -95,7 +95,7 @@ class LiveSession:
 
     def __init__(self, model, components: Components, config: SessionConfig | None = None, *,
                  heads: dict | None = None, threaded: bool = False,
-                 on_result: Callable[[dict], None] | None = None):
+                 on_result: "Callable[[WindowResult], None] | None" = None):
         import torch
 
         self.model = model
@@ -354,8 +354,8 @@ class LiveSession:
         return self.text_in.lines
 
     # -------------------------------------------------------------------- windows
-    def step(self, t: float | None = None, due_wall: float | None = None) -> dict:
-        """Analyse the window ending at stream time ``t``; returns the result dict."""
+    def step(self, t: float | None = None, due_wall: float | None = None) -> WindowResult:
+        """Analyse the window ending at stream time ``t``; returns its result."""
         t = self.clock() if t is None else float(t)
         due_wall = self.driver.before_window(due_wall)   # inline: ASR results collected first
         due = time.perf_counter() if due_wall is None else due_wall
@@ -370,7 +370,7 @@ class LiveSession:
         label = None
         imputed: list[str] = []
         uncertain = False
-        ood: dict[str, dict | None] = {m: None for m in self.names}
+        ood: dict = {m: None for m in self.names}     # modality -> admc.pipeline.ModalityOOD | None
         t_predict = time.perf_counter()
         if any(v is not None for v in feats.values()):
             try:
@@ -379,7 +379,7 @@ class LiveSession:
                     probs, label, imputed, uncertain = out.probs, out.label, list(out.imputed), out.uncertain
                     if uncertain:
                         label = None                # not named: the probabilities stay for who wants them
-                    ood.update({m: (o.to_json() if o is not None else None) for m, o in out.ood.items()})
+                    ood.update(out.ood)
                     for name, hm in self.heads.items():
                         ho = self._predict(hm, dict(feats), dict(streams), dict(reasons))
                         if ho is not None:
@@ -399,17 +399,16 @@ class LiveSession:
                         due_wall=round(self.t0_unix + (due - self.t0_wall), 4),
                         ms=win.latency_ms, predict_ms=round(predict_ms, 2), face_t=face_t,
                         streams=dict(streams), reasons=dict(reasons), label=label, uncertain=bool(uncertain),
-                        ood={m: bool(o and o.get("out")) for m, o in ood.items()})
+                        ood={m: win.out_of_distribution(m) for m in ood})
         self.last_result = win
-        res = win.to_dict()
         self.perf.window(win.latency_ms)
-        self.recorder.add(res)
+        self.recorder.add(win)
         if self.on_result is not None:
             try:
-                self.on_result(res)
+                self.on_result(win)
             except Exception:  # noqa: BLE001
                 pass
-        return res
+        return win
 
     def _predict(self, model, feats, streams, reasons):
         """The pipeline; a modality whose features the core rejects is dropped (missing)."""
@@ -428,7 +427,7 @@ class LiveSession:
             streams[m] = "missing"
         return None
 
-    def advance(self, now: float) -> list[dict]:
+    def advance(self, now: float) -> list[WindowResult]:
         """Run every window whose end (a multiple of the hop) is <= ``now``; returns them."""
         hop = self.cfg.hop_s
         if self._next_t is None:

@@ -204,7 +204,7 @@ def build_ui(engine: Engine):
                 outs = [badges_html(None, full=full), None]
             else:
                 res = s.results[-1] if s.results else None
-                t = None if res is None else res["t"]
+                t = None if res is None else res.t
                 if t is not None and shown.get(key) == t and not local:
                     return [gr.skip(), gr.skip()]
                 shown[key] = t

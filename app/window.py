@@ -1,9 +1,10 @@
 """The analysis window's typed result and the pipeline boundary of the live path.
 
-* :class:`WindowResult` -- what one 200 ms analysis window gives; :meth:`WindowResult.to_json`
-  is the ``--no-ui`` JSONL line (keys :data:`app.RESULT_KEYS`, in that order) and
-  :meth:`WindowResult.to_dict` the same as a dict (what ``LiveSession.results``, ``on_result``
-  and the UI hold).
+* :class:`WindowResult` -- what one 200 ms analysis window gives.  It stays typed from the
+  session to the edges (``LiveSession.step``/``advance``/``results``/``on_result``, replay, the
+  UI's renderers); only there :meth:`WindowResult.to_json` makes the ``--no-ui`` JSONL line
+  (keys :data:`app.RESULT_KEYS`, in that order) and :meth:`WindowResult.to_dict` the same as a
+  dict (the UI's JSON/CSV export).
 * :class:`WindowAssembler` -- pure: the features of the window ending at ``t`` from the rows the
   streams have delivered, the health decisions and the extractor faults (defined in
   :mod:`extractors.window`, shared with ``admc extract`` and the starter build; re-exported here).
@@ -16,10 +17,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING
 
 from admc.errors import ModalityError  # noqa: F401 - re-exported: the core raises it
 from app import RESULT_KEYS
 from extractors.window import NO_ROWS, FaceRow, WindowAssembler  # noqa: F401 - re-exported
+
+if TYPE_CHECKING:  # admc.pipeline loads torch: imported where a result is read back
+    from admc.pipeline import ModalityOOD
 
 
 def predict(model, features: dict, **kwargs):
@@ -43,22 +48,43 @@ class WindowResult:
     transcript: str | None = None              # the text the T features came from
     latency_ms: float = 0.0                    # from the window being due to this result
     uncertain: bool = False                    # the prediction is not to be shown as an emotion
-    # modality -> {"score": Mahalanobis distance, "out": out of distribution (then completed like a
-    # missing one), "input_score": the input features' score (None: no input model)}, or None when
-    # the modality is absent (or the checkpoint has no OOD model)
-    ood: dict[str, dict | None] = field(default_factory=dict)
+    # modality -> its out-of-distribution scores (admc.pipeline.ModalityOOD: "score" the Mahalanobis
+    # distance, "out" out of distribution, then completed like a missing one, "input_score" the input
+    # features' score, None without an input model), or None when the modality is absent (or the
+    # checkpoint has no OOD model)
+    ood: dict[str, ModalityOOD | None] = field(default_factory=dict)
+
+    @property
+    def predicted(self) -> bool:
+        """The window has a prediction (``probs`` not empty)."""
+        return bool(self.probs)
+
+    def out_of_distribution(self, modality: str) -> bool:
+        """``modality`` was delivered but flagged out of distribution (then completed)."""
+        o = self.ood.get(modality)
+        return bool(o is not None and o.out)
 
     def to_dict(self) -> dict:
-        """The contract's dict (keys in RESULT_KEYS order)."""
-        return {k: getattr(self, k) for k in RESULT_KEYS}
+        """The contract's dict (keys in RESULT_KEYS order; ``ood`` entries as their JSON dicts)."""
+        d = {k: getattr(self, k) for k in RESULT_KEYS}
+        d["ood"] = {m: (None if o is None else o.to_json()) for m, o in self.ood.items()}
+        return d
 
     def to_json(self) -> str:
-        """The JSONL line (no newline)."""
-        return result_json(self.to_dict())
+        """The JSONL line (no newline): ``json.dumps`` of :meth:`to_dict`, NaN refused."""
+        return json.dumps(self.to_dict(), allow_nan=False)
 
     @classmethod
     def from_dict(cls, d: dict) -> "WindowResult":
-        return cls(**{k: d[k] for k in RESULT_KEYS})
+        """The inverse of :meth:`to_dict` (a JSONL line read back)."""
+        from admc.pipeline import ModalityOOD
+
+        kw = {k: d[k] for k in RESULT_KEYS}
+        kw["ood"] = {m: (None if o is None else ModalityOOD(float(o["score"]), bool(o["out"]),
+                                                           None if o.get("input_score") is None
+                                                           else float(o["input_score"])))
+                     for m, o in (d["ood"] or {}).items()}
+        return cls(**kw)
 
 
 def results_file(out):
@@ -72,12 +98,6 @@ def results_file(out):
     from admc.outdir import AtomicFile
 
     return contextlib.nullcontext(sys.stdout) if out in (None, "-") else AtomicFile(out, install_partial=True)
-
-
-def result_json(result: "dict | WindowResult") -> str:
-    """One window as its JSONL line: ``json.dumps`` of the contract's dict, NaN refused."""
-    d = result.to_dict() if isinstance(result, WindowResult) else result
-    return json.dumps(d, allow_nan=False)
 
 
 assert tuple(f.name for f in fields(WindowResult)) == RESULT_KEYS, "WindowResult must follow RESULT_KEYS"

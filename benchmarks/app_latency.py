@@ -117,7 +117,7 @@ def main(argv=None) -> int:
             a = time.perf_counter()
             f = session.cap_frame(fr)                    # what the UI's on_frame does
             session.push_video(f)
-            label = session.results[-1]["label"] if session.results else None
+            label = session.results[-1].label if session.results else None
             annotate(f, session.preview_face(), label)
             preview_times.append(time.perf_counter())
             handler_ms.append((preview_times[-1] - a) * 1000)
@@ -145,7 +145,7 @@ def main(argv=None) -> int:
     t_start = time.perf_counter()
     c0 = dict(session.counts)
     prev0 = len(preview_times)
-    results_seen: list[dict] = []
+    results_seen: list = []                             # app.window.WindowResult
     session.on_result = results_seen.append
     rss_max = 0.0
     rss_trace = []                                      # (s, MB) every 5 s: flat = no leak
@@ -162,7 +162,7 @@ def main(argv=None) -> int:
         th.join(timeout=2)
     session.on_result = None
     c1 = dict(session.counts)
-    lat = [r["latency_ms"] for r in results_seen]
+    lat = [r.latency_ms for r in results_seen]
     asr = dict(session.transcriber.stats) if session.transcriber is not None else {}
     session.close()
     load1 = os.getloadavg()
@@ -180,7 +180,7 @@ def main(argv=None) -> int:
         "rss_peak_mb": round(max(rss_max, _proc_status("VmHWM")), 0),
         "rss_trace_mb": rss_trace,
         "windows": len(results_seen),
-        "windows_with_prediction": sum(1 for r in results_seen if r["probs"]),
+        "windows_with_prediction": sum(1 for r in results_seen if r.predicted),
         "asr": {k: (round(v, 2) if isinstance(v, float) else v) for k, v in asr.items()},
     }
     checks = {}

@@ -263,9 +263,15 @@ def test_checkpoint_provenance(tiny_run):
 
 
 # ------------------------------------------------------------------------------------------ session (library)
+def rows_of(results) -> list[dict]:
+    """The windows as the JSONL/export edge publishes them (WindowResult.to_dict)."""
+    return [r.to_dict() for r in results]
+
+
 def run_sync(session, seconds, *, video=True, audio=True, fps=10, speech=(0, 1e9), video_until=1e9,
              garbage_at=(), rng=None):
-    """Push synthetic frames/audio in stream order, windows every hop; returns the results."""
+    """Push synthetic frames/audio in stream order, windows every hop; returns the results
+    (:class:`app.window.WindowResult`)."""
     rng = rng or np.random.default_rng(0)
     out = []
     n = int(seconds * fps)
@@ -288,7 +294,7 @@ def test_session_windows_and_missing_streams(tiny_model):
     from app.session import LiveSession, SessionConfig
 
     s = LiveSession(tiny_model, fake_components(), SessionConfig(face_fps=None))
-    res = run_sync(s, 8, speech=(0, 4), video_until=6)
+    res = rows_of(run_sync(s, 8, speech=(0, 4), video_until=6))
     s.close()
     assert all(list(r) == list(RESULT_KEYS) for r in res)
     by_t = {r["t"]: r for r in res}
@@ -331,13 +337,13 @@ def test_session_survives_garbage_and_extractor_exceptions(tiny_model):
 
     face = FakeFace()
     s = LiveSession(tiny_model, fake_components(face=face), SessionConfig(face_fps=None))
-    res = run_sync(s, 3, garbage_at=set(range(5, 30, 3)))
+    res = rows_of(run_sync(s, 3, garbage_at=set(range(5, 30, 3))))
     # garbage audio of every kind: the A stream is marked missing with the reason, nothing raises
     for bad in (np.full(1600, np.nan, np.float32), np.zeros((2, 2, 2)), "noise", None):
         s.push_audio(bad, 16000, 3.0)
     s.push_audio(np.zeros(1600, np.float32), 0, 3.0)
     r = s.step(3.0)
-    assert r["streams"]["A"] == "missing" and r["reasons"]["A"].startswith("bad audio")
+    assert r.streams["A"] == "missing" and r.reasons["A"].startswith("bad audio")
     assert all(list(x) == list(RESULT_KEYS) for x in res)
     # the face extractor raises: V missing with the reason, A goes on
     face.fail = True
@@ -348,13 +354,13 @@ def test_session_survives_garbage_and_extractor_exceptions(tiny_model):
         s.push_video(noise_frame(rng), t)
         s.push_audio(tone(1600), 16000, t)
         more += s.advance(t + 0.1 - 1e-9)
-    last = more[-1]
+    last = more[-1].to_dict()
     assert last["streams"]["V"] == "missing" and "extractor error: RuntimeError: face network exploded" in last["reasons"]["V"]
     assert last["streams"]["A"] == "live" and last["probs"] and "V" in last["imputed"]
     # a core failure is a window without prediction, never an exception
     s.model = None
     r = s.step(5.0)
-    assert r["probs"] == {} and r["label"] is None and s.core_error
+    assert r.probs == {} and r.label is None and not r.predicted and s.core_error
     s.close()
 
 
@@ -436,8 +442,8 @@ def test_slow_asr_never_stalls_the_stream(tiny_model, clip):
     assert SlowRecognizer.calls >= 1
     assert max(push_ms) < 150, max(push_ms)
     assert len(res) >= 25                                   # ~5 per second for 8 s
-    assert any(r["streams"]["V"] == "live" for r in res[5:])
-    assert any(r["streams"]["T"] == "live" for r in res), [r["reasons"]["T"] for r in res]
+    assert any(r.streams["V"] == "live" for r in res[5:])
+    assert any(r.streams["T"] == "live" for r in res), [r.reasons["T"] for r in res]
 
 
 def test_session_controls(tiny_model):
@@ -448,7 +454,7 @@ def test_session_controls(tiny_model):
     on = s.step(2.0)
     s.set_mmer(False)
     off = s.step(2.0)
-    assert on["probs"] and off["probs"] and on["streams"] == off["streams"]
+    assert on.probs and off.probs and on.streams == off.streams
     assert "cross_generate" not in tiny_model.__dict__          # the per-call patch is gone
     s.set_health(v_min_score=0.9999)        # the fake face (0.999) no longer counts
     run_sync(s, 1)
@@ -456,20 +462,23 @@ def test_session_controls(tiny_model):
     with pytest.raises(ValueError):
         s.set_health(no_such_threshold=1)
     s.cfg.start_step = 30
-    assert s.step(3.0)["t"] == 3.0
+    assert s.step(3.0).t == 3.0
     s.close()
 
 
 # ------------------------------------------------------------------------------------------ rendering
 def test_render_badges_timeline_exports(tmp_path):
     from app.render import annotate, badges_html, export_csv, export_json, timeline_svg
+    from app.window import WindowResult
     from extractors.types import FaceResult
 
-    r1 = {"t": 1.0, "streams": {"A": "live", "V": "missing", "T": "missing"},
+    d1 = {"t": 1.0, "streams": {"A": "live", "V": "missing", "T": "missing"},
           "reasons": {"A": "ok", "V": "black frame", "T": "no speech"}, "imputed": ["V", "T"],
-          "probs": {"happy": 0.7, "sad": 0.3}, "label": "happy", "transcript": "hi", "latency_ms": 12.0}
-    r2 = {**r1, "t": 1.2, "streams": {"A": "missing", "V": "missing", "T": "missing"}, "imputed": [],
-          "probs": {}, "label": None}
+          "probs": {"happy": 0.7, "sad": 0.3}, "label": "happy", "transcript": "hi", "latency_ms": 12.0,
+          "uncertain": False, "ood": {"A": None, "V": None, "T": None}}
+    r1 = WindowResult.from_dict(d1)
+    r2 = WindowResult.from_dict({**d1, "t": 1.2, "streams": {"A": "missing", "V": "missing", "T": "missing"},
+                                 "imputed": [], "probs": {}, "label": None})
     h = badges_html(r1, completer="the ridge estimate + one ADN step")
     assert 'data-mod="V" data-state="imputed"' in h and "black frame" in h
     assert "completed by the ridge estimate + one ADN step" in h
@@ -479,7 +488,7 @@ def test_render_badges_timeline_exports(tmp_path):
     assert svg.startswith("<svg") and "admc-imputed-span" in svg and "admc-nopred" in svg
     c = export_csv([r1, r2], ["happy", "sad"], tmp_path / "r.csv").read_text().splitlines()
     assert c[0].startswith("t,label,p_happy,p_sad,A_stream") and len(c) == 3 and "V+T" in c[1]
-    assert json.loads(export_json([r1, r2], tmp_path / "r.json").read_text())[0] == r1
+    assert json.loads(export_json([r1, r2], tmp_path / "r.json").read_text())[0] == d1
     img = np.zeros((200, 200, 3), np.uint8) + 50
     face = FaceResult(t=0, detected=True, score=0.99, box=np.array([20, 20, 120, 150], np.float32),
                       landmarks=LM / 2)
@@ -494,9 +503,10 @@ def test_uncertain_windows_are_shown_as_uncertain_not_as_an_emotion(tiny_model, 
     out of distribution is badged as completed."""
     from app.render import badges_html, export_csv, probs_label, shown_label
     from app.session import LiveSession, SessionConfig
+    from app.window import WindowResult
 
     s = LiveSession(tiny_model, fake_components(), SessionConfig(face_fps=None))
-    res = run_sync(s, 3, speech=(0, 3))
+    res = rows_of(run_sync(s, 3, speech=(0, 3)))
     s.close()
     for r in res:
         assert isinstance(r["uncertain"], bool) and set(r["ood"]) == {"A", "V", "T"}
@@ -507,12 +517,13 @@ def test_uncertain_windows_are_shown_as_uncertain_not_as_an_emotion(tiny_model, 
                 assert set(o) == {"score", "out", "input_score"} and isinstance(o["out"], bool) and o["score"] >= 0
                 assert o["input_score"] is None or o["input_score"] >= 0
     assert json.loads(json.dumps(res[-1], allow_nan=False)) == res[-1]
-    sure = {"t": 1.0, "streams": {"A": "live", "V": "live", "T": "missing"},
-            "reasons": {"A": "ok", "V": "ok", "T": "x"},
-            "imputed": ["V", "T"], "probs": {"happy": 0.9, "sad": 0.1}, "label": "happy", "transcript": None,
-            "latency_ms": 1.0, "uncertain": False,
-            "ood": {"A": {"score": 3.0, "out": False}, "V": {"score": 99.0, "out": True}, "T": None}}
-    unsure = {**sure, "uncertain": True, "label": None}        # an uncertain window names no label
+    sure_d = {"t": 1.0, "streams": {"A": "live", "V": "live", "T": "missing"},
+              "reasons": {"A": "ok", "V": "ok", "T": "x"},
+              "imputed": ["V", "T"], "probs": {"happy": 0.9, "sad": 0.1}, "label": "happy", "transcript": None,
+              "latency_ms": 1.0, "uncertain": False,
+              "ood": {"A": {"score": 3.0, "out": False}, "V": {"score": 99.0, "out": True}, "T": None}}
+    sure = WindowResult.from_dict(sure_d)
+    unsure = WindowResult.from_dict({**sure_d, "uncertain": True, "label": None})   # an uncertain window names no label
     assert all(r["label"] is None for r in res if r["uncertain"])
     assert probs_label(sure) == {"happy": 0.9, "sad": 0.1} and shown_label(sure) == "happy"
     assert probs_label(unsure) == "uncertain" and shown_label(unsure) == "uncertain"
@@ -521,8 +532,8 @@ def test_uncertain_windows_are_shown_as_uncertain_not_as_an_emotion(tiny_model, 
     # a live modality out of distribution has its own state, never a green "live"
     assert 'data-mod="V" data-state="ood" data-ood="1"' in h and "unlike training" in h and "out of distribution" in h
     assert 'data-mod="A" data-state="live" data-ood="0"' in h
-    nothing = {**sure, "streams": {m: "missing" for m in "AVT"}, "probs": {}, "label": None, "imputed": [],
-               "ood": {m: None for m in "AVT"}}
+    nothing = WindowResult.from_dict({**sure_d, "streams": {m: "missing" for m in "AVT"}, "probs": {}, "label": None,
+                                      "imputed": [], "ood": {m: None for m in "AVT"}})
     assert probs_label(nothing).startswith("no input")             # the emotion panel says so
     rows = list(csv.reader(export_csv([sure, unsure], ["happy", "sad"], tmp_path / "r.csv").read_text().splitlines()))
     head = rows[0]
@@ -638,14 +649,14 @@ def test_camera_that_stops_mid_session_is_reported_and_v_goes_missing(tiny_model
         assert cap.video_on and not cap.audio_on and "microphone could not be opened" in cap.problem
         deadline = time.monotonic() + 8
         while time.monotonic() < deadline and not (
-                not cap.video_on and results and results[-1]["streams"]["V"] == "missing"):
+                not cap.video_on and results and results[-1].streams["V"] == "missing"):
             time.sleep(0.1)
     finally:
         cap.stop()
         s.close()
     assert "the camera stopped delivering frames" in cap.problem
-    assert any(r["streams"]["V"] == "live" for r in results)          # frames arrived while the file lasted
-    assert results[-1]["streams"]["V"] == "missing" and results[-1]["reasons"]["V"] == "stalled"
+    assert any(r.streams["V"] == "live" for r in results)          # frames arrived while the file lasted
+    assert results[-1].streams["V"] == "missing" and results[-1].reasons["V"] == "stalled"
 
 
 def test_realtime_replay_is_paced(tiny_run, clip, tmp_path):

@@ -278,8 +278,8 @@ def test_live_session_rejects_nan_audio_by_the_shared_rule(tiny_run):  # noqa: F
     s = LiveSession(load_checkpoint(tiny_run).model, fake_components(), SessionConfig(face_fps=None))
     s.push_audio(chunk, 16000, 0.0)
     r = s.step(0.2)
-    assert r["streams"]["A"] == "missing"
-    assert r["reasons"]["A"] == f"bad audio: ValueError: {audio_problem(chunk)}"
+    assert r.streams["A"] == "missing"
+    assert r.reasons["A"] == f"bad audio: ValueError: {audio_problem(chunk)}"
     assert audio_problem(chunk) == "non-finite samples (1 of 1600 are NaN or infinite)"
     assert audio_problem(np.zeros(5, np.float32)) is None
     s.close()

@@ -148,7 +148,7 @@ def test_each_chunk_is_resampled_once_and_gated_by_the_front_end(tiny_model, mon
     assert len(vads) == 30 + 1 and {sr for _, sr in vads} == {16000}     # + the zero-padded last window
     assert 48000 <= sum(n for n, _ in vads) < 48000 + 512              # every sample once (+ padding)
     assert s.health.audio._gate is None                                 # health only read the gate's steps
-    assert r["streams"]["A"] == "live" and [j[2] for j in rec.jobs] == [True]
+    assert r.streams["A"] == "live" and [j[2] for j in rec.jobs] == [True]
 
 
 def test_one_dropout_tolerance_for_ring_vad_and_asr(tiny_model):  # noqa: F811
@@ -316,24 +316,29 @@ def test_v_rows_follow_the_live_min_score(tiny_model):  # noqa: F811
 
 # ------------------------------------------------------------------------------------------ typed results
 def test_window_result_keeps_the_jsonl_contract_byte_for_byte(tiny_model):  # noqa: F811
-    """What the session publishes is WindowResult.to_dict(); its JSONL line is exactly what the
-    writers wrote before (json.dumps of the dict, keys in RESULT_KEYS order, NaN refused)."""
+    """The session publishes WindowResult objects up to the edge; their JSONL line is exactly what the
+    writers wrote before (json.dumps of the contract dict, keys in RESULT_KEYS order, NaN refused),
+    and a line read back gives the same result (the OOD entries typed again)."""
     import json
 
     from app import RESULT_KEYS
     from app.session import LiveSession, SessionConfig
-    from app.window import WindowResult, result_json
+    from admc.pipeline import ModalityOOD
+    from app.window import WindowResult
     from tests.test_app import fake_components, run_sync
 
     s = LiveSession(tiny_model, fake_components(), SessionConfig(face_fps=None))
-    rows = run_sync(s, 3, speech=(0, 2))
+    results = run_sync(s, 3, speech=(0, 2))
     s.close()
-    assert isinstance(s.last_result, WindowResult) and s.last_result.to_dict() == rows[-1]
-    for r in rows:
-        line = json.dumps(r, allow_nan=False)
+    assert all(isinstance(r, WindowResult) for r in results) and s.last_result is results[-1]
+    assert list(s.results) == results
+    scored = [o for r in results for o in r.ood.values() if o is not None]
+    assert scored and all(isinstance(o, ModalityOOD) for o in scored)
+    for r in results:
+        line = json.dumps(r.to_dict(), allow_nan=False)
         w = WindowResult.from_dict(json.loads(line))
         assert list(w.to_dict()) == list(RESULT_KEYS)
-        assert w.to_json() == line == result_json(r)
+        assert w.to_json() == line and w == r
     bad = WindowResult(t=1.0, streams={}, reasons={}, probs={"x": float("nan")})
     with pytest.raises(ValueError):
         bad.to_json()

@@ -48,7 +48,7 @@ def test_flat_synthetic_voice_is_not_shown_as_a_confident_emotion(tmp_path):
     comp = Components.load("cpu", feature_set=ck.feature_set)
     session = LiveSession(ck.model, comp, SessionConfig(face_fps=10.0, asr_sync=True))
     try:
-        rows = replay(session, clip)
+        rows = [r.to_dict() for r in replay(session, clip)]
     finally:
         session.close()
     speaking = [r for r in rows if r["streams"]["A"] == "live" and r["probs"]]

@@ -82,7 +82,7 @@ def both_paths(recording, tiny_model, tmp_path_factory):  # noqa: F811
 @pytest.mark.slow
 def test_live_and_extract_give_the_same_window(both_paths):
     ext, live, text, s, results = both_paths
-    assert results and results[-1]["t"] == SECONDS
+    assert results and results[-1].t == SECONDS
     # V: 10 slots/s over the window; the 20 face frames (0.0-1.9 s) fill the slots 0.1-1.9 s
     assert ext["V"] is not None and live["V"] is not None
     assert len(ext["V"]) == len(live["V"]) == 19
