@@ -72,7 +72,7 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(1)
     from app.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
-    from app.devtools import cached_test_clip, cached_tiny_checkpoint
+    from benchmarks.fixtures import cached_test_clip, cached_tiny_checkpoint
     from app.render import annotate
     from app.replay import iter_media
     from app.session import Components, LiveSession, SessionConfig

@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # live streams (the app): FaceTracker on a face moving up to ~15 px per frame, against full
     # detection + features on the same frames
-    from app.devtools import shifted_frame
+    from benchmarks.fixtures import shifted_frame
 
     moving = [shifted_frame(f, int(60 * np.sin(i / 6)), int(20 * np.cos(i / 8))) for i, f in enumerate(faces)]
     sync = (lambda: torch.cuda.synchronize()) if fx.device.type == "cuda" else (lambda: None)  # noqa: E731

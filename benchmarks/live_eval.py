@@ -91,7 +91,7 @@ def build_clip(work: Path, takes: int, seed: int = 0) -> dict:
 
     from PIL import Image
 
-    from app.devtools import write_mp4
+    from benchmarks.fixtures import write_mp4
     from extractors.audio import load_audio
     from extractors.face import FaceExtractor
 

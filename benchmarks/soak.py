@@ -60,7 +60,7 @@ def plan(base: float) -> list[tuple[float, float, str, int | None]]:
 
 
 def frame_at(kind: str, t: float, rng) -> np.ndarray:
-    from app.devtools import clip_frame, shifted_frame
+    from benchmarks.fixtures import clip_frame, shifted_frame
 
     if kind == "black":
         return np.zeros((SIZE[1], SIZE[0], 3), np.uint8)
@@ -77,7 +77,7 @@ def make_base(path: Path, seconds: float, work: Path) -> dict:
     """The base clip (Matroska: H.264 + PCM) and its timeline."""
     import av
 
-    from app.devtools import espeak
+    from benchmarks.fixtures import espeak
     from extractors.audio import resample
 
     audio = np.zeros(int(round(seconds * SR)), np.float32)
@@ -189,7 +189,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from app.checkpoint import DEFAULT_CHECKPOINT
-    from app.devtools import cached_tiny_checkpoint
+    from benchmarks.fixtures import cached_tiny_checkpoint
 
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)

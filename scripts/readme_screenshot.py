@@ -26,7 +26,7 @@ def take_media(clip_info: Path, emotion: str, work: Path) -> tuple[Path, Path]:
     """The y4m + wav of the first take of ``emotion`` in the live-evaluation clip."""
     import soundfile as sf
 
-    from app.devtools import write_y4m
+    from benchmarks.fixtures import write_y4m
     from extractors.media import decode_audio, iter_video
 
     info = json.loads(clip_info.read_text())

@@ -8,7 +8,7 @@ import pytest
 
 def espeak(text: str, path: Path, speed: int = 130) -> tuple[np.ndarray, int]:
     """Speech synthesized by espeak-ng into ``path``; a missing espeak-ng fails the test loudly."""
-    from app.devtools import espeak as synthesize
+    from benchmarks.fixtures import espeak as synthesize
 
     try:
         return synthesize(text, path, speed)

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from app import RESULT_KEYS
-from app.devtools import cached_test_clip, cached_tiny_checkpoint
+from benchmarks.fixtures import cached_test_clip, cached_tiny_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -312,7 +312,7 @@ def test_session_windows_and_missing_streams(tiny_model):
 def test_face_rate_cap_keeps_every_other_frame_of_a_jittery_30fps_camera(tiny_model):
     """15 fps through the face extractor from a 30 fps camera whose frames arrive up to 3 ms early or
     late (a minimum gap since the last face frame would fall to about 10 fps)."""
-    from app.devtools import clip_frame
+    from benchmarks.fixtures import clip_frame
     from app.session import LiveSession, SessionConfig
 
     calls = []
@@ -631,7 +631,7 @@ def test_source_local_reads_the_camera_and_reports_a_missing_microphone(tiny_run
 
 def test_camera_that_stops_mid_session_is_reported_and_v_goes_missing(tiny_model, tmp_path):
     cv2 = pytest.importorskip("cv2")
-    from app.devtools import clip_frame
+    from benchmarks.fixtures import clip_frame
     from app.local import LocalCapture
     from app.session import LiveSession, SessionConfig
 

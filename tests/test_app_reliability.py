@@ -236,7 +236,7 @@ def test_extraction_of_the_same_clip_gives_identical_features(tmp_path):
     fails its own checks and the old temperature fallback sampled) go through ``admc extract``'s
     extractor: identical transcripts and T features, and meta.json records the ASR temperature."""
     from admc.data import load_dataset
-    from app.devtools import espeak
+    from benchmarks.fixtures import espeak
     from extractors.dataset_builder import ExtractSettings, extract_manifest
 
     espeak(GIBBERISH, tmp_path / "g0.wav")
@@ -315,7 +315,7 @@ def test_still_image_source_is_a_one_line_error(tiny_run, tmp_path, capsys):  # 
     from PIL import Image
 
     from app.cli import main
-    from app.devtools import clip_frame
+    from benchmarks.fixtures import clip_frame
 
     for name in ("photo.jpg", "photo.png", "photo.gif"):
         img = tmp_path / name
@@ -345,7 +345,7 @@ def test_still_image_is_not_looped_by_the_ui_file_source(tmp_path):
     the capture reports it instead and the browser capture is served."""
     from PIL import Image
 
-    from app.devtools import clip_frame
+    from benchmarks.fixtures import clip_frame
     from app.local import FileCapture
 
     img = tmp_path / "photo.jpg"

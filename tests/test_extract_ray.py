@@ -27,7 +27,7 @@ CLASSES = ["happy", "sad"]
 
 @pytest.fixture(scope="module")
 def manifest(tmp_path_factory):
-    from app.devtools import make_clip_manifest
+    from benchmarks.fixtures import make_clip_manifest
 
     try:
         return make_clip_manifest(tmp_path_factory.mktemp("clips"), CLIPS, seconds=3.0)

@@ -215,7 +215,7 @@ def moving_face(astronaut):
     """The astronaut on a 640x480 frame, moving by up to ~15 px per frame."""
     from PIL import Image
 
-    from app.devtools import shifted_frame
+    from benchmarks.fixtures import shifted_frame
 
     base = np.full((480, 640, 3), 96, np.uint8)
     base[:, 80:560] = np.asarray(Image.fromarray(astronaut).resize((480, 480)))

@@ -82,7 +82,7 @@ def test_stacked_a_rows_live_equal_the_whole_file_and_their_parts(speech):
 
 def test_a_checkpoint_loads_the_extractors_of_its_feature_set(tmp_path):
     from app.checkpoint import CheckpointError, load_checkpoint
-    from app.devtools import make_tiny_checkpoint
+    from benchmarks.fixtures import make_tiny_checkpoint
 
     run = make_tiny_checkpoint(tmp_path / "first", n=16, epochs=1, small=True)
     ck = load_checkpoint(run)

@@ -31,7 +31,7 @@ def test_flat_synthetic_voice_is_not_shown_as_a_confident_emotion(tmp_path):
     import torch
 
     from app.checkpoint import load_checkpoint
-    from app.devtools import write_mp4
+    from benchmarks.fixtures import write_mp4
     from app.replay import replay
     from app.session import Components, LiveSession, SessionConfig
     from extractors.audio import resample

@@ -1,10 +1,15 @@
-"""A tiny live-schema checkpoint for tests and benchmarks (random features, a few epochs).
+"""Generated inputs for tests and benchmarks (not part of the app): a tiny live-schema checkpoint
+and synthetic media.
 
-It predicts nothing meaningful; it has exactly the shape of a real live checkpoint (A/V/T
-sequences of the live extractors' dims, 3 s windows), so the app's whole path can be exercised
-while the real starter checkpoint is not available.
+* :func:`make_tiny_checkpoint` (random features, a few epochs): it predicts nothing meaningful; it
+  has exactly the shape of a real live checkpoint (A/V/T sequences of the live extractors' dims, 3 s
+  windows), so the app's whole path can be exercised while the real starter checkpoint is not
+  available.  :func:`cached_tiny_checkpoint` keeps one per cache folder.
+* Media: a drawn face (:func:`clip_frame`, :func:`shifted_frame`), espeak-ng speech (:func:`espeak`),
+  the app tests' labelled clip (:func:`make_test_clip`), small extraction manifests
+  (:func:`make_clip_manifest`), and writers for MP4 and Chromium's fake-camera Y4M.
 
-    python -m app.devtools OUT_DIR        # writes OUT_DIR/data and the run OUT_DIR/run
+    python -m benchmarks.fixtures OUT_DIR        # writes OUT_DIR/data and the run OUT_DIR/run
 """
 
 from __future__ import annotations
@@ -87,7 +92,7 @@ def make_tiny_checkpoint(out: Path, n: int = 60, classes=CLASSES, seed: int = 0,
         model, info = train(ds, cfg, torch.device("cpu"))
     finally:
         torch.set_num_threads(threads)
-    save_run(model, out, info, ["app.devtools.make_tiny_checkpoint", str(out)],
+    save_run(model, out, info, ["benchmarks.fixtures.make_tiny_checkpoint", str(out)],
              {"path": str(data), "name": ds.name, "feature_set": ds.meta["feature_set"],
               "note": "random features: for tests only"})
     return out
@@ -318,7 +323,7 @@ def cached_test_clip(cache_dir: Path, **kw) -> dict:
 
 if __name__ == "__main__":
     if len(sys.argv) != 2:
-        raise SystemExit("usage: python -m app.devtools OUT_DIR")
+        raise SystemExit("usage: python -m benchmarks.fixtures OUT_DIR")
     import torch
 
     torch.set_num_threads(1)
