@@ -21,7 +21,7 @@ from admc.runtime import progress
 def start_steps(model: ADMCModel) -> list[int]:
     """The start steps n of Table 4 and Figure 3: ``adn.start_grid`` for a completer that has one
     (the paper variant), else none (the completer has no n)."""
-    return [int(n) for n in model.cfg.adn.start_grid] if getattr(model.completer, "uses_start_step", False) else []
+    return [int(n) for n in model.cfg.adn.start_grid] if model.uses_start_step else []
 
 
 def generated_quality(model: ADMCModel, emb: tuple[torch.Tensor, torch.Tensor], labels, seed: int) -> dict:
@@ -32,7 +32,8 @@ def generated_quality(model: ADMCModel, emb: tuple[torch.Tensor, torch.Tensor], 
     out = {"own": generated_features(model, z, present, labels, seed), "by_start_step": {},
            "real": real_features(model, z, present, labels)}
     for n in progress(start_steps(model), desc="Table 4: start steps n"):
-        out["by_start_step"][str(n)] = generated_features(model, z, present, labels, seed, start_step=n)
+        with model.using_start_step(n):
+            out["by_start_step"][str(n)] = generated_features(model, z, present, labels, seed)
     return out
 
 

@@ -5,8 +5,13 @@ share ``fit``/``predict``):
   embeddings ``[n, M, E]`` of the training samples (every modality present, or ``present [n, M]`` says
   which rows are there: a training set with missing modalities; ``labels [n]``, -1 where unlabelled,
   for a completer with a classification loss); the full validation samples serve model selection only;
-- ``complete(z, avail, generator=None, start_step=None) -> z'``: the rows where ``avail [B, M]`` is
-  False filled in, the available rows returned exactly as given.
+- ``complete(z, avail, generator=None) -> z'``: the rows where ``avail [B, M]`` is False filled in,
+  the available rows returned exactly as given.
+
+A completer with options of its own sets them once, before completing, the way a diffusers
+scheduler takes ``set_timesteps``: the ADN's start step n (:meth:`Diffusion.set_start_step`, the
+paper variant's), its sampler (:meth:`Diffusion.with_sampler`).  Completers without such an option
+do not carry it.
 
 ``ZeroFill`` (the train mean in standardized space: the paper's "w/o ADN"; mean fill is this),
 ``RidgeFill`` (the linear prior alone: the ridge conditional mean of the missing rows given the
@@ -32,14 +37,12 @@ class ZeroFill:
     label = "the training mean"   # what the app's badges say a missing modality is completed with
     completes = False  # nothing is estimated: the fusion sees the train mean
     clip_range = None
-    start_step = None
-    uses_start_step = False
 
     def fit(self, full_tr: torch.Tensor, full_va: torch.Tensor, seed: int, present=None, labels=None) -> dict:
         return {}
 
     @torch.no_grad()
-    def complete(self, z, avail, generator=None, start_step=None) -> torch.Tensor:
+    def complete(self, z, avail, generator=None) -> torch.Tensor:
         return z * avail.bool()[..., None]
 
 
@@ -48,8 +51,6 @@ class RidgeFill:
     label = "the ridge estimate"
     completes = True
     clip_range = None
-    start_step = None
-    uses_start_step = False
 
     def __init__(self, prior: LinearPrior, cfg):
         self.prior, self.cfg = prior, cfg
@@ -58,7 +59,7 @@ class RidgeFill:
         return self.prior.fit_select(full_tr, full_va, self.cfg.prior_shrinkage, self.cfg.prior_grid, present)
 
     @torch.no_grad()
-    def complete(self, z, avail, generator=None, start_step=None) -> torch.Tensor:
+    def complete(self, z, avail, generator=None) -> torch.Tensor:
         avail = avail.bool()
         keep = avail[..., None]
         return torch.where(keep, z, self.prior(z * keep, avail))

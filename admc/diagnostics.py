@@ -46,13 +46,14 @@ def _full_rows(z: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def completions(model: ADMCModel, z: torch.Tensor, present: torch.Tensor, seed: int, start_step: int | None = None):
+def completions(model: ADMCModel, z: torch.Tensor, present: torch.Tensor, seed: int):
     """For every missing condition: (name, mask, availability [n, M], completed rows [n, M, E], true rows)
-    over the samples that have every modality (so the truth is known)."""
+    over the samples that have every modality (so the truth is known); the completer as it is set
+    (another start step n: :meth:`ADMCModel.using_start_step`)."""
     zf = z[_full_rows(z, present)]
     for cond, mask in missing_conditions(model.schema.names):
         avail = torch.tensor(mask, device=z.device).expand(len(zf), -1)
-        filled = model.fill(zf, avail, torch.Generator().manual_seed(seed + 5), start_step)
+        filled = model.fill(zf, avail, torch.Generator().manual_seed(seed + 5))
         yield cond, mask, avail, filled, zf
 
 
@@ -62,11 +63,10 @@ def _errors(filled: torch.Tensor, truth: torch.Tensor, avail: torch.Tensor) -> d
             "cos": float(torch.nn.functional.cosine_similarity(a, b, dim=-1).mean())}
 
 
-def completion_errors(model: ADMCModel, z: torch.Tensor, present: torch.Tensor, seed: int,
-                      start_step: int | None = None) -> dict[str, dict[str, float]]:
+def completion_errors(model: ADMCModel, z: torch.Tensor, present: torch.Tensor, seed: int) -> dict[str, dict[str, float]]:
     """Per missing condition: MSE and cosine of the generated rows against the true rows."""
     return {cond: _errors(filled, zf, avail) for cond, _, avail, filled, zf in
-            completions(model, z, present, seed, start_step)}
+            completions(model, z, present, seed)}
 
 
 @torch.no_grad()
@@ -83,15 +83,15 @@ def head_ua(model: ADMCModel, filled: torch.Tensor, mask, y: np.ndarray) -> floa
     return float(np.mean([head_scores(model, filled[:, i], i, y)["ua"] for i in range(model.M) if not mask[i]]))
 
 
-def generated_features(model: ADMCModel, z: torch.Tensor, present: torch.Tensor, labels: np.ndarray, seed: int,
-                       start_step: int | None = None) -> dict[str, dict[str, dict[str, float]]]:
+def generated_features(model: ADMCModel, z: torch.Tensor, present: torch.Tensor, labels: np.ndarray,
+                       seed: int) -> dict[str, dict[str, dict[str, float]]]:
     """Paper Table 4, per missing condition and per generated modality (``{cond: {modality: {"wa",
     "ua", "mse", "cos"}}}``): the frozen unimodal head of that modality classifying its generated rows,
-    beside their error against the true rows; samples with every modality, ``start_step`` n as in
-    :meth:`ADMCModel.fill`."""
+    beside their error against the true rows; samples with every modality, completed as the model's
+    completer is set (:meth:`ADMCModel.using_start_step`)."""
     y = labels[_full_rows(z, present).cpu().numpy()]
     out: dict = {}
-    for cond, mask, avail, filled, zf in completions(model, z, present, seed, start_step):
+    for cond, mask, avail, filled, zf in completions(model, z, present, seed):
         out[cond] = {}
         for i, name in enumerate(model.schema.names):
             if not mask[i]:
@@ -113,12 +113,12 @@ def real_features(model: ADMCModel, z: torch.Tensor, present: torch.Tensor, labe
 
 
 def completion_scores(model: ADMCModel, z: torch.Tensor, present: torch.Tensor, labels: np.ndarray | None,
-                      seed: int, start_step: int | None = None) -> tuple[float, float | None]:
+                      seed: int) -> tuple[float, float | None]:
     """Means over the missing conditions of the completion MSE and (given labels) of the UA of the
     frozen unimodal heads on the generated rows (paper Table 4's measure), from one completion pass."""
     y = None if labels is None else labels[_full_rows(z, present).cpu().numpy()]
     mse, ua = [], []
-    for _, mask, avail, filled, zf in completions(model, z, present, seed, start_step):
+    for _, mask, avail, filled, zf in completions(model, z, present, seed):
         mse.append(_errors(filled, zf, avail)["mse"])
         if y is not None:
             ua.append(head_ua(model, filled, mask, y))

@@ -23,10 +23,10 @@ SAMPLES = 600
 
 
 @torch.no_grad()
-def real_and_generated(model: ADMCModel, split: Split, seed: int, start_step: int | None,
+def real_and_generated(model: ADMCModel, split: Split, seed: int,
                        samples: int = SAMPLES) -> tuple[np.ndarray, np.ndarray]:
     """Real rows ``[M, n, E]`` and leave-one-out generated rows ``[M, n, E]`` of up to ``samples``
-    samples with every modality (standardized embedding space)."""
+    samples with every modality (standardized embedding space; the completer as it is set)."""
     z, present = model.embed(split)
     full = torch.nonzero(present.all(dim=1)).flatten().cpu().numpy()
     rng = np.random.default_rng(seed)
@@ -37,7 +37,7 @@ def real_and_generated(model: ADMCModel, split: Split, seed: int, start_step: in
     for i in range(model.M):
         avail = torch.ones(len(zf), model.M, dtype=torch.bool, device=z.device)
         avail[:, i] = False
-        generated.append(model.fill(zf, avail, gen, start_step)[:, i])
+        generated.append(model.fill(zf, avail, gen)[:, i])
     return zf.transpose(0, 1).cpu().numpy(), torch.stack(generated).cpu().numpy()
 
 
@@ -61,7 +61,8 @@ def figure3(model: ADMCModel, split: Split, seed: int, steps: list[int | None], 
     fig = Figure(figsize=(4.2 * len(steps), 4.4), layout="constrained")
     axes = fig.subplots(1, len(steps), squeeze=False)[0]
     for ax, n in zip(axes, steps):
-        real, generated = real_and_generated(model, split, seed, n)
+        with model.using_start_step(n):
+            real, generated = real_and_generated(model, split, seed)
         xy = tsne_map(real, generated, seed)
         for i, name in enumerate(names):
             ax.scatter(*xy[0, i].T, s=6, c=colours[i], marker="o", alpha=0.6, label=f"{name} real")

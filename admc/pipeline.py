@@ -111,11 +111,35 @@ class ADMCModel(nn.Module):
 
     @property
     def start_step(self) -> int | None:
-        return self.completer.start_step
+        """The completer's start step n (:meth:`admc.diffusion.process.Diffusion.set_start_step`);
+        None for completers without one."""
+        return getattr(self.completer, "start_step", None)
 
     @start_step.setter
     def start_step(self, value: int | None) -> None:
-        self.completer.start_step = value
+        if hasattr(self.completer, "set_start_step"):
+            self.completer.set_start_step(value)
+        elif value is not None:
+            raise ValueError(f"start step {value}: the {self.cfg.method} completer has none")
+
+    @property
+    def uses_start_step(self) -> bool:
+        """Whether the completer's result depends on a start step n (the paper variant)."""
+        return bool(getattr(self.completer, "uses_start_step", False))
+
+    @contextlib.contextmanager
+    def using_start_step(self, n: int | None):
+        """Inside the block the completer starts at ``n`` (``None``, or a completer that takes no
+        start step: unchanged); the model's own n is restored after it, an error included."""
+        if n is None or not self.uses_start_step:
+            yield self
+            return
+        own = self.start_step
+        self.start_step = n
+        try:
+            yield self
+        finally:
+            self.start_step = own
 
     # ---- embeddings ------------------------------------------------------------------------------
     @torch.no_grad()
@@ -141,11 +165,11 @@ class ADMCModel(nn.Module):
 
     # ---- completion ------------------------------------------------------------------------------
     @torch.no_grad()
-    def fill(self, z: torch.Tensor, avail: torch.Tensor, generator: torch.Generator | None = None,
-             start_step: int | None = None) -> torch.Tensor:
-        """Rows where ``avail`` is False filled by the method's completer (ADN, ridge or train mean)."""
+    def fill(self, z: torch.Tensor, avail: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Rows where ``avail`` is False filled by the method's completer (ADN, ridge or train mean),
+        as it is set (:meth:`using_start_step`)."""
         avail = avail.bool()
-        return self.completer.complete(z * avail[..., None], avail, generator, start_step)
+        return self.completer.complete(z * avail[..., None], avail, generator)
 
     @torch.no_grad()
     def cross_generate(self, z: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -160,12 +184,12 @@ class ADMCModel(nn.Module):
         return torch.stack([filled[i, :, i] for i in range(M)], dim=1)
 
     def fusion_inputs(self, z: torch.Tensor, avail: torch.Tensor, generator: torch.Generator | None = None,
-                      start_step: int | None = None, mmer: bool = True) -> torch.Tensor:
+                      mmer: bool = True) -> torch.Tensor:
         """Tokens for the fusion network of one availability pattern (all rows share ``avail``).
 
         ``mmer=False`` switches the enhancement off at inference for a model trained with it: the
         full-input tokens become cat(F, F) instead of cat(F, F')."""
-        filled = self.fill(z, avail, generator, start_step)
+        filled = self.fill(z, avail, generator)
         if self.joint_full and bool(avail.all()):
             return self.unstandardize(filled)
         if self.fusion_layout.full_input_network and self.mmer and bool(avail.all()):
@@ -175,7 +199,7 @@ class ADMCModel(nn.Module):
     # ---- classification --------------------------------------------------------------------------
     @torch.no_grad()
     def predict_logits(self, z: torch.Tensor, avail: torch.Tensor, generator: torch.Generator | None = None,
-                       start_step: int | None = None, batch_size: int = 1024, mmer: bool = True) -> torch.Tensor:
+                       batch_size: int = 1024, mmer: bool = True) -> torch.Tensor:
         """Uncalibrated logits ``[n, C]`` for standardized embeddings with availability ``[n, M]``
         (late fusion: the log of the heads' mean probabilities)."""
         self.eval()
@@ -190,7 +214,7 @@ class ADMCModel(nn.Module):
             rows = torch.nonzero((avail == pat).all(dim=1)).flatten()
             for s in range(0, len(rows), batch_size):
                 r = rows[s : s + batch_size]
-                logits[r] = self.fusion_logits(self.fusion_inputs(z[r], avail[r], generator, start_step, mmer), avail[r])
+                logits[r] = self.fusion_logits(self.fusion_inputs(z[r], avail[r], generator, mmer), avail[r])
         return logits
 
     @torch.no_grad()
@@ -202,12 +226,11 @@ class ADMCModel(nn.Module):
 
     @torch.no_grad()
     def predict_proba(self, z: torch.Tensor, avail: torch.Tensor, generator: torch.Generator | None = None,
-                      start_step: int | None = None, batch_size: int = 1024, mmer: bool = True,
-                      calibrated: bool = True) -> torch.Tensor:
+                      batch_size: int = 1024, mmer: bool = True, calibrated: bool = True) -> torch.Tensor:
         """Class probabilities ``[n, C]`` for standardized embeddings with availability ``[n, M]``:
         calibrated by the temperature of each row's pattern (``calibrated=False``: the raw softmax;
         the argmax is the same)."""
-        logits = self.predict_logits(z, avail, generator, start_step, batch_size, mmer)
+        logits = self.predict_logits(z, avail, generator, batch_size, mmer)
         if calibrated:
             logits = self.calibration(logits, avail)
         return torch.softmax(logits, dim=-1)
@@ -302,8 +325,7 @@ class WindowPrediction:
 
 @torch.no_grad()
 def predict_window(model: ADMCModel, features: dict[str, "np.ndarray | None"],
-                   generator: torch.Generator | None = None, start_step: int | None = None,
-                   mmer: bool = True) -> WindowPrediction:
+                   generator: torch.Generator | None = None, mmer: bool = True) -> WindowPrediction:
     """One analysis window -> :class:`WindowPrediction`.
 
     Missing modalities (``None``) are completed by the ADN (or zero-filled for a zero_fill run).  A
@@ -329,7 +351,7 @@ def predict_window(model: ADMCModel, features: dict[str, "np.ndarray | None"],
     all_out = not bool(used.any())
     if all_out:
         used = avail
-    probs = model.predict_proba(z, used, generator, start_step, mmer=mmer)[0].cpu().numpy()
+    probs = model.predict_proba(z, used, generator, mmer=mmer)[0].cpu().numpy()
     classes = list(model.schema.classes)
     ood = {m: (ModalityOOD(round(float(scores[0, i]), 4), bool(out[0, i]),
                            None if input_scores[m] is None else round(input_scores[m], 4))

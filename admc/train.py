@@ -119,7 +119,7 @@ def train_completer(model: ADMCModel, z_tr: torch.Tensor, p_tr: torch.Tensor, z_
     unlabelled), selection on full validation ones; the paper variant's start step n is then chosen
     on validation (:func:`choose_start_step`)."""
     info = model.completer.fit(z_tr, z_va[p_va.all(dim=1)], seed, present=p_tr, labels=y_tr)
-    if model.completer.uses_start_step and model.cfg.adn.start_step is None:
+    if model.uses_start_step and model.cfg.adn.start_step is None:
         info.update(choose_start_step(model, z_va, p_va, y_va, seed))
     return info
 
@@ -136,7 +136,8 @@ def choose_start_step(model: ADMCModel, z_va: torch.Tensor, p_va: torch.Tensor, 
     generated rows (paper Table 4).  Both choices are recorded; ``adn.start_select`` says which is used."""
     mse, ua = {}, {}
     for n in progress(model.cfg.adn.start_grid, desc="choose n"):
-        mse[str(n)], ua_n = completion_scores(model, z_va, p_va, y_va, seed, start_step=n)
+        with model.using_start_step(n):
+            mse[str(n)], ua_n = completion_scores(model, z_va, p_va, y_va, seed)
         if ua_n is not None:
             ua[str(n)] = ua_n
     by_mse = int(min(mse, key=mse.get))

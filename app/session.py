@@ -416,9 +416,8 @@ class LiveSession:
         while any(v is not None for v in feats.values()):
             gen = self._torch.Generator().manual_seed(int(self.cfg.seed))
             try:
-                with _CORE_LOCK:
-                    return predict(model, feats, generator=gen, start_step=self.cfg.start_step,
-                                   mmer=bool(self.cfg.mmer))
+                with _CORE_LOCK, model.using_start_step(self.cfg.start_step):   # the user's n, this window only
+                    return predict(model, feats, generator=gen, mmer=bool(self.cfg.mmer))
             except ModalityError as e:
                 feats[e.modality] = None
                 streams[e.modality] = "missing"

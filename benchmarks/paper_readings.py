@@ -70,7 +70,8 @@ def condition_picks(n: int, conditions: int, per_condition: int | None, seed: in
 @torch.no_grad()
 def per_condition(model: ADMCModel, diff: Diffusion, z_full, y, conds, masks, picks, n, seed) -> dict:
     zb, ab, slices = condition_batch(z_full, masks, picks)
-    filled = diff.complete(zb, ab, torch.Generator().manual_seed(seed + 5), start_step=n)
+    diff.set_start_step(n)
+    filled = diff.complete(zb, ab, torch.Generator().manual_seed(seed + 5))
     out = {}
     for cond, mask, sl, p in zip(conds, masks, slices, picks):
         f, miss = filled[sl], ~ab[sl]
@@ -164,7 +165,8 @@ def run(data: Path, out: Path, seeds: list[int], readings: list[str], stride: in
                 m = ADMCModel(ds.schema, rc)
                 missing = m.load_state_dict(base.state_dict(), strict=False).missing_keys
                 assert not missing, missing
-                m.completer.clip_range, m.completer.start_step = diff.clip_range, n_star
+                m.completer.clip_range = diff.clip_range
+                m.completer.set_start_step(n_star)
                 m.encoders.requires_grad_(False)
                 m.denoiser.requires_grad_(False)
                 train_fusion(m, *emb["train"], ds["train"].labels, *emb["val"], ds["val"].labels, seed)

@@ -37,9 +37,10 @@ def main() -> None:
     for stride in (int(s) for s in a.strides.split(",")):
         for n in (int(s) for s in a.steps.split(",")):
             d = Diffusion(base.denoiser, replace(model.cfg.adn, stride=stride), base.prior)
-            d.clip_range, d.start_step = base.clip_range, n
+            d.clip_range = base.clip_range
+            d.set_start_step(n)
             model.completer = d
-            e = completion_errors(model, z, present, 0, start_step=n)
+            e = completion_errors(model, z, present, 0)
             row = {k: round(v["mse"], 4) for k, v in e.items()}
             row["mean"] = round(float(np.mean([v["mse"] for v in e.values()])), 4)
             out[f"stride{stride}_n{n}"] = row

@@ -226,3 +226,80 @@ def test_a_unit_silent_in_training_does_not_blow_up_standardized_embeddings():
     # the live units keep their own std
     live = [0, 1, 2, 4, 6, 7]
     assert torch.allclose(scale[live], rows[:, live].std(0))
+
+
+def _paper_model(own_n: int):
+    from admc.config import TrainConfig
+    from admc.data import Modality, Schema
+    from admc.pipeline import ADMCModel
+
+    cfg = TrainConfig(method="admc_paper")
+    cfg.adn.d_model, cfg.adn.ff, cfg.adn.heads, cfg.adn.layers = 32, 64, 4, 1
+    cfg.adn.prior = "none"
+    schema = Schema(tuple(Modality(n, d, "vector", "mlp") for n, d in (("A", 4), ("B", 5), ("C", 6))), ("x", "y"))
+    model = ADMCModel(schema, cfg).eval()
+    assert model.uses_start_step and model.mmer
+    model.clip_range = 3.0
+    model.start_step = own_n
+    return model
+
+
+def _first_timesteps(model, run) -> list[int]:
+    """The timestep of the denoiser's first call in each reverse chain ``run()`` starts."""
+    seen = []
+    hook = model.denoiser.register_forward_pre_hook(lambda _m, args: seen.append(int(args[1].flatten()[0])))
+    try:
+        run()
+    finally:
+        hook.remove()
+    return seen
+
+
+def test_the_start_step_is_set_once_and_every_completion_mmer_included_starts_there():
+    """n is a completer option set before completing (no argument threaded through the calls): inside
+    ``using_start_step(n)`` the missing-modality fill and MMER's cross-generation of a full-input sample
+    both start their reverse chains at n; the model's own n is back after the block, an error included."""
+    model = _paper_model(own_n=20)
+    z = torch.randn(5, 3, 256)
+    full = torch.ones(5, 3, dtype=torch.bool)
+    one_missing = full.clone()
+    one_missing[:, 1] = False
+    gen = torch.Generator().manual_seed(0)
+    own = _first_timesteps(model, lambda: model.predict_logits(z, full, gen))
+    assert own and own[0] == 19                    # MMER on full input: t = n - 1 first
+    with model.using_start_step(7):
+        assert model.start_step == 7
+        at7 = _first_timesteps(model, lambda: model.predict_logits(z, full, gen))
+        fill7 = _first_timesteps(model, lambda: model.predict_logits(z, one_missing, gen))
+    assert at7[0] == 6 and fill7[0] == 6           # the cross-generation follows n too
+    assert max(at7) == 6 and max(fill7) == 6
+    assert model.start_step == 20
+    try:
+        with model.using_start_step(3):
+            raise RuntimeError("boom")
+    except RuntimeError:
+        pass
+    assert model.start_step == 20
+
+
+def test_start_step_is_checked_and_only_completers_that_have_one_carry_it():
+    import pytest
+
+    from admc.completion import RidgeFill, ZeroFill
+    from admc.config import TrainConfig
+    from admc.data import Modality, Schema
+    from admc.pipeline import ADMCModel
+
+    model = _paper_model(own_n=20)
+    for bad in (0, 51 + model.cfg.adn.num_train_timesteps, 2.5, True):
+        with pytest.raises(ValueError, match="start step"):
+            model.completer.set_start_step(bad)
+    assert model.start_step == 20
+    assert not hasattr(ZeroFill(), "start_step") and not hasattr(RidgeFill, "start_step")
+    schema = Schema(tuple(Modality(n, d, "vector", "mlp") for n, d in (("A", 4), ("B", 5))), ("x", "y"))
+    zero = ADMCModel(schema, TrainConfig(method="zero_fill"))
+    assert zero.start_step is None and not zero.uses_start_step
+    with zero.using_start_step(5):                  # a completer without n: unchanged
+        assert zero.start_step is None
+    with pytest.raises(ValueError, match="has none"):
+        zero.start_step = 5

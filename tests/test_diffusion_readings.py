@@ -86,9 +86,10 @@ def _complete(reading="noise", K=1, n=N, seed=0, **kw):
     cfg = _cfg(reading=reading, num_samples=K, **kw)
     oracle = GaussianOracle(S, schedule.ddpm(cfg))
     diff = Diffusion(oracle, cfg)
+    diff.set_start_step(n)
     z = _data(S)
     avail = torch.tensor(MASK).expand(len(z), -1)
-    out = diff.complete(z, avail, torch.Generator().manual_seed(seed), start_step=n)
+    out = diff.complete(z, avail, torch.Generator().manual_seed(seed))
     return S, z, out, oracle
 
 
@@ -129,7 +130,7 @@ def test_denoiser_timesteps_and_reinjection_noise_follow_the_schedule():
     events = []
     z = _data(S, n=2000)
     avail = torch.tensor(MASK).expand(len(z), -1)
-    Diffusion(oracle, cfg).complete(z, avail, torch.Generator().manual_seed(3), start_step=n,
+    Diffusion(oracle, cfg).complete(z, avail, torch.Generator().manual_seed(3),
                                     trace=lambda ev, t, std: events.append((ev, t, std)))
     # the denoiser sees t = n-1, ..., 0, once each
     assert oracle.calls == list(range(n - 1, -1, -1))
@@ -185,7 +186,9 @@ def test_every_reading_keeps_available_rows_and_generates_the_others(reading):
         prior = LinearPrior(M, D).fit(_data(S, n=2000, seed=9), shrinkage=0.01)
     z = _data(S, n=50)
     avail = torch.tensor([MASK, (False, True, True)] * 25)
-    out = Diffusion(oracle, cfg, prior).complete(z, avail, torch.Generator().manual_seed(0), start_step=40)
+    diff = Diffusion(oracle, cfg, prior)
+    diff.set_start_step(40)
+    out = diff.complete(z, avail, torch.Generator().manual_seed(0))
     assert torch.equal(out[avail], z[avail])
     assert torch.isfinite(out).all()
     assert not torch.allclose(out[~avail], torch.zeros_like(out[~avail]))
@@ -200,8 +203,9 @@ def test_sdedit_from_the_ridge_estimate_at_a_small_start_step_stays_near_it():
     cfg = _cfg(reading="sdedit_ridge")
     z = _data(S)
     avail = torch.tensor(MASK).expand(len(z), -1)
-    out = Diffusion(GaussianOracle(S, schedule.ddpm(cfg)), cfg, prior).complete(
-        z, avail, torch.Generator().manual_seed(0), start_step=1)
+    diff = Diffusion(GaussianOracle(S, schedule.ddpm(cfg)), cfg, prior)
+    diff.set_start_step(1)
+    out = diff.complete(z, avail, torch.Generator().manual_seed(0))
     ridge = torch.where(avail[..., None], z, prior(z * avail[..., None], avail))
     assert _mse(out, ridge, MASK) < 0.02
     assert _mse(out, z, MASK) == pytest.approx(_mse(_conditional_mean(S, z, MASK), z, MASK), rel=0.1)

@@ -40,8 +40,6 @@ class AutoencoderFill:
     label = "an autoencoder"
     completes = True
     clip_range = None
-    start_step = None
-    uses_start_step = False
 
     def __init__(self, cfg: ImputerConfig, M: int, E: int, n_classes: int):
         self.cfg, self.M, self.E = cfg, M, E
@@ -119,7 +117,7 @@ class AutoencoderFill:
         return info
 
     @torch.no_grad()
-    def complete(self, z: torch.Tensor, avail: torch.Tensor, generator=None, start_step=None) -> torch.Tensor:
+    def complete(self, z: torch.Tensor, avail: torch.Tensor, generator=None) -> torch.Tensor:
         """``z [B, M, E]`` with the rows where ``avail [B, M]`` is False reconstructed; the available
         rows returned exactly as given."""
         self.net.eval()

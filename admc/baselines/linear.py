@@ -34,7 +34,7 @@ class LinearModel(nn.Module):
     uses_adn = False
     mmer = False
     fusion_mode = "linear"
-    start_step = None
+    start_step = None      # no completer: nothing to start (saved as null in run.json)
     clip_range = None
 
     def __init__(self, schema: Schema, cfg: TrainConfig):
@@ -84,7 +84,7 @@ class LinearModel(nn.Module):
 
     # ---- classification --------------------------------------------------------------------------
     @torch.no_grad()
-    def predict_logits(self, z: torch.Tensor, avail: torch.Tensor, generator=None, start_step=None,
+    def predict_logits(self, z: torch.Tensor, avail: torch.Tensor, generator=None,
                        batch_size: int = 1024, mmer: bool = True) -> torch.Tensor:
         """Logits ``[n, C]`` of each row's availability pattern's regression."""
         avail = avail.bool()
@@ -98,7 +98,7 @@ class LinearModel(nn.Module):
         return logits
 
     @torch.no_grad()
-    def predict_proba(self, z, avail, generator=None, start_step=None, batch_size: int = 1024, mmer: bool = True,
+    def predict_proba(self, z, avail, generator=None, batch_size: int = 1024, mmer: bool = True,
                       calibrated: bool = True) -> torch.Tensor:
         logits = self.predict_logits(z, avail)
         return torch.softmax(self.calibration(logits, avail) if calibrated else logits, dim=-1)

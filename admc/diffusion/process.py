@@ -82,7 +82,8 @@ class Diffusion:
             raise ValueError(f"adn.reading={self.reading} needs the linear prior")
         self.loss_schedule = schedule.ddpm(cfg)  # the training loss's forward process (no clipping)
         self.clip_range: float | None = None  # set by fit, saved with the run
-        self.start_step: int | None = cfg.start_step
+        self.start_step: int | None = None
+        self.set_start_step(cfg.start_step)
 
     def with_sampler(self, sampler: str, steps: int | None = None, num_samples: int = 1) -> "Diffusion":
         """This ADN (the same trained denoiser, prior and clip range) completing with another sampler
@@ -100,7 +101,20 @@ class Diffusion:
 
     @property
     def uses_start_step(self) -> bool:
+        """Whether this ADN's reverse chain starts at a step n (the paper variant's readings)."""
         return self.variant.uses_start_step(self.cfg)
+
+    def set_start_step(self, n: int | None) -> None:
+        """Where the reverse chain starts (n of ``adn.num_train_timesteps``; the paper variant's
+        readings), set once before completing, like a scheduler's ``set_timesteps``; ``None``: not set
+        (chosen on validation at train time, :func:`admc.train.choose_start_step`).  Every completion
+        after it, MMER's cross-generation included, starts there.  Variants that start from pure noise
+        or from the prior keep it and ignore it."""
+        if n is not None:
+            if isinstance(n, bool) or int(n) != n or not 1 <= int(n) <= self.cfg.num_train_timesteps:
+                raise ValueError(f"start step {n!r}: must be an integer in 1..{self.cfg.num_train_timesteps}")
+            n = int(n)
+        self.start_step = n
 
     @staticmethod
     def training_masks(B: int, M: int, gen: torch.Generator, device, present: torch.Tensor | None = None):
@@ -165,16 +179,16 @@ class Diffusion:
     # ---- completion ----------------------------------------------------------------------------
     @torch.no_grad()
     def complete(self, z: torch.Tensor, avail: torch.Tensor, generator: torch.Generator | None = None,
-                 start_step: int | None = None, trace: readings.Trace | None = None,
-                 batch_size: int = 4096) -> torch.Tensor:
+                 trace: readings.Trace | None = None, batch_size: int = 4096) -> torch.Tensor:
         """``z [B, M, D]`` with the rows where ``avail [B, M]`` is False generated (the average of
-        ``adn.num_samples`` completions); available rows are returned exactly as given."""
+        ``adn.num_samples`` completions, from :attr:`start_step` where the variant uses one);
+        available rows are returned exactly as given."""
         self.denoiser.eval()
         avail = avail.bool()
         out = z.clone()
         todo = torch.nonzero(~avail.all(dim=1)).flatten()
         K = max(1, int(self.cfg.num_samples))
-        n = start_step if start_step is not None else self.start_step
+        n = self.start_step
         if self.uses_start_step and n is None:
             raise ValueError("paper variant needs a start step n (chosen on validation at train time)")
         for s in range(0, len(todo), batch_size):

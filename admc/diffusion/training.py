@@ -18,12 +18,13 @@ NOISE_BINS = 10             # the loss reported per band of noise levels (diagno
 
 
 @torch.no_grad()
-def val_completion_mse(diffusion, full_va: torch.Tensor, seed: int, start_step: int | None = None) -> float:
-    """Mean over the missing conditions of the completion MSE on full validation samples."""
+def val_completion_mse(diffusion, full_va: torch.Tensor, seed: int) -> float:
+    """Mean over the missing conditions of the completion MSE on full validation samples (the
+    completer as it is set: its sampler, its start step)."""
     errs = []
     for mask in proper_masks(full_va.shape[1]):
         avail = torch.tensor(mask, device=full_va.device).expand(len(full_va), -1)
-        filled = diffusion.complete(full_va, avail, torch.Generator().manual_seed(seed + 5), start_step)
+        filled = diffusion.complete(full_va, avail, torch.Generator().manual_seed(seed + 5))
         errs.append(float(((filled - full_va)[~avail] ** 2).mean()))
     return float(np.mean(errs))
 
