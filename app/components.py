@@ -18,8 +18,8 @@ class Components:
 
     A component that cannot be loaded is ``None`` and its modality is reported missing with the
     reason in ``errors`` (e.g. ``{"T": "unavailable: ..."}``) -- the others still work.
-    ``audio`` is the A extractor (openSMILE :class:`~extractors.audio.AudioFeatureExtractor` or the
-    Whisper :class:`~extractors.speech_encoder.WhisperEncoderFeatures`); each session gets its own
+    ``audio`` is the A extractor (openSMILE :class:`~extractors.models.audio.AudioFeatureExtractor` or the
+    Whisper :class:`~extractors.models.speech_encoder.WhisperEncoderFeatures`); each session gets its own
     A row source from :meth:`audio_rows`.
     """
 
@@ -62,7 +62,7 @@ class Components:
                 errors["V"] = f"unavailable: face extractor ({_short(e)})"
         if audio:
             try:
-                from extractors.audio import VoiceActivityDetector
+                from extractors.models.audio import VoiceActivityDetector
 
                 ax = fs.audio_extractor(threads=1)
                 VoiceActivityDetector()           # the model file is there
@@ -71,7 +71,7 @@ class Components:
                 errors["A"] = f"unavailable: audio extractor ({_short(e)})"
         if asr and vad_factory is not None:
             try:
-                from extractors.speech import SpeechRecognizer
+                from extractors.models.speech import SpeechRecognizer
 
                 # a person waits for the final transcript after an utterance: the ASR may use two cores
                 # (it runs between utterances; the face worker yields to it)

@@ -7,7 +7,7 @@ Data flow (all times are stream seconds, the clock of the pushed frames/chunks):
                               -> AudioHealth (reads the gate), StreamingTranscriber (utterances,
                                  ASR on its worker), ring -> A row source (openSMILE LLD
                                  stream, or the Whisper encoder per window)
-    ASR results (polled)      -> TextFrontEnd (extractors/text_frontend.py): T health, hallucinations
+    ASR results (polled)      -> TextFrontEnd (extractors/live/text_frontend.py): T health, hallucinations
                                  dropped, the transcript, T word features of the latest transcript
     step(t) every 200 ms      -> StreamHealth decides what is missing -> window assembly
                               -> app.window.predict (admc.pipeline.predict_window)
@@ -15,7 +15,7 @@ Data flow (all times are stream seconds, the clock of the pushed frames/chunks):
 
 Window assembly for a window ending at ``t`` (3 s long; the checkpoint's feature set,
 :mod:`extractors.live_schema`):
-:class:`extractors.window.WindowAssembler` (pure; the same assembler builds ``admc extract``'s
+:class:`extractors.live.window.WindowAssembler` (pure; the same assembler builds ``admc extract``'s
 training windows) -- ``A`` from the feature set's A source (``Components.audio_rows``), ``V`` from
 the face rows at 10 slots/s
 (sample-and-hold), ``T`` the word-piece features of the latest transcript -- each only while
@@ -53,12 +53,12 @@ from app.driver import InlineDriver, ThreadedDriver
 from app.recording import Recorder
 from app.stats import RateMeter, SessionStats  # noqa: F401 - RateMeter re-exported
 from app.window import FaceRow, ModalityError, WindowAssembler, WindowResult, predict  # noqa: F401 - FaceRow re-exported
-from extractors.audio import TARGET_SR  # noqa: F401 - re-exported
-from extractors.audio_frontend import AudioFrontEnd, prepare_chunk  # noqa: F401 - re-exported
-from extractors.audio_rows import AudioRing, LldStream  # noqa: F401 - re-exported
-from extractors.face_frontend import FaceFrontEnd
-from extractors.health import HealthConfig, StreamHealth
-from extractors.text_frontend import TextFrontEnd
+from extractors.models.audio import TARGET_SR  # noqa: F401 - re-exported
+from extractors.live.audio_frontend import AudioFrontEnd, prepare_chunk  # noqa: F401 - re-exported
+from extractors.models.audio_rows import AudioRing, LldStream  # noqa: F401 - re-exported
+from extractors.live.face_frontend import FaceFrontEnd
+from extractors.live.health import HealthConfig, StreamHealth
+from extractors.live.text_frontend import TextFrontEnd
 from extractors.live_schema import AUDIO_FRAME_RATE, HOP_SECONDS, VIDEO_FRAME_RATE, WINDOW_SECONDS
 from extractors.types import FaceResult
 
@@ -138,7 +138,7 @@ class LiveSession:
         # text: the ASR on the audio front end, then the text front end (transcript, T rows)
         self.transcriber = None
         if components.recognizer is not None and vad is not None:
-            from extractors.speech import StreamingTranscriber
+            from extractors.live.transcriber import StreamingTranscriber
 
             self.transcriber = StreamingTranscriber(components.recognizer, frontend=self.audio_in,
                                                     partial_every_s=self.cfg.asr_partial_every_s)
@@ -328,7 +328,7 @@ class LiveSession:
 
     def window_rows(self, t: float, t_audio: float | None = None, audio: bool = True) -> dict:
         """The rows per modality the streams have delivered for the window ending at ``t``
-        (:meth:`extractors.window.WindowAssembler.rows`, as ``admc extract`` assembles them).
+        (:meth:`extractors.live.window.WindowAssembler.rows`, as ``admc extract`` assembles them).
         An A source that fails (the Whisper encoder runs here) faults A for this window.
         ``audio`` False: no A rows (A is not live in this window: the encoder need not run)."""
         with self._lock:

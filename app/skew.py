@@ -56,7 +56,7 @@ def voice_stages(model, audio16k: np.ndarray, audio_extractor, vad_factory, max_
     from scipy.signal import resample_poly
 
     from extractors.media import codec_roundtrip
-    from extractors.training_render import CAPTURE_SR, LiveAudioWindows, RenderedStream
+    from extractors.dataset.training_render import CAPTURE_SR, LiveAudioWindows, RenderedStream
 
     seconds = audio16k.size / 16000
     ends = [round(e, 6) for e in np.arange(3.0, seconds + 1e-6, HOP)]
@@ -81,10 +81,10 @@ def face_stages(model, path: str, face_extractor, max_seconds: float | None = No
 
     from PIL import Image
 
-    from extractors.face_frontend import FaceFrontEnd
-    from extractors.health import HealthConfig
+    from extractors.live.face_frontend import FaceFrontEnd
+    from extractors.live.health import HealthConfig
     from extractors.media import iter_video, jpeg_roundtrip
-    from extractors.window import FaceRow, WindowAssembler
+    from extractors.live.window import FaceRow, WindowAssembler
 
     def as_browser(frame):
         img = Image.fromarray(frame)
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(1)
     from app.checkpoint import CheckpointError, load_checkpoint
-    from extractors.audio import VoiceActivityDetector
+    from extractors.models.audio import VoiceActivityDetector
     from extractors.media import decode_audio, iter_video
 
     try:

@@ -131,7 +131,7 @@ def build_ui(engine: Engine):
                                    elem_id="admc-start-step")
                 mmer = gr.Checkbox(value=acts["mmer"], label="MMER enhancement", visible=acts["mmer"],
                                    elem_id="admc-mmer")
-            from extractors.health import HealthConfig
+            from extractors.live.health import HealthConfig
 
             hc = HealthConfig()
             sliders = []

@@ -7,7 +7,7 @@
   dict (the UI's JSON/CSV export).
 * :class:`WindowAssembler` -- pure: the features of the window ending at ``t`` from the rows the
   streams have delivered, the health decisions and the extractor faults (defined in
-  :mod:`extractors.window`, shared with ``admc extract`` and the starter build; re-exported here).
+  :mod:`extractors.live.window`, shared with ``admc extract`` and the starter build; re-exported here).
 * :func:`predict` -- ``admc.pipeline.predict_window`` for the live session: features the core
   rejects for one modality raise :class:`ModalityError` (``modality``, ``reason``; defined in
   :mod:`admc.errors`, raised by ``admc.pipeline.embed_features``), so no message is parsed.
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from admc.errors import ModalityError  # noqa: F401 - re-exported: the core raises it
 from app import RESULT_KEYS
-from extractors.window import NO_ROWS, FaceRow, WindowAssembler  # noqa: F401 - re-exported
+from extractors.live.window import NO_ROWS, FaceRow, WindowAssembler  # noqa: F401 - re-exported
 
 if TYPE_CHECKING:  # admc.pipeline loads torch: imported where a result is read back
     from admc.pipeline import ModalityOOD

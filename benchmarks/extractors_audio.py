@@ -28,9 +28,10 @@ import soundfile as sf
 
 REPO = Path(__file__).resolve().parents[1]
 
-from extractors.audio import AudioFeatureExtractor, VoiceActivityDetector, resample  # noqa: E402
-from extractors.speech import SpeechRecognizer, StreamingTranscriber  # noqa: E402
-from extractors.text import TextEncoder  # noqa: E402
+from extractors.models.audio import AudioFeatureExtractor, VoiceActivityDetector, resample  # noqa: E402
+from extractors.models.speech import SpeechRecognizer  # noqa: E402
+from extractors.live.transcriber import StreamingTranscriber  # noqa: E402
+from extractors.models.text import TextEncoder  # noqa: E402
 
 SENTENCES = [
     "the quick brown fox jumps over the lazy dog",

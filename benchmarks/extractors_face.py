@@ -27,7 +27,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 
-from extractors.face import FaceExtractor  # noqa: E402
+from extractors.models.face import FaceExtractor  # noqa: E402
 
 
 from benchmarks.machine_info import cpu_name as _cpu_name  # noqa: E402

@@ -167,7 +167,7 @@ def make_test_clip(out_dir: Path, duration: float = 14.0, fps: float = 15.0, siz
     """
     import soundfile as sf
 
-    from extractors.audio import resample
+    from extractors.models.audio import resample
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -205,7 +205,7 @@ def make_clip_manifest(out_dir: Path, n: int, seconds: float = 3.0, fps: float =
     turn; with ``broken`` one more row whose file is not a video (skipped by the extractors)."""
     import csv
 
-    from extractors.audio import resample
+    from extractors.models.audio import resample
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -92,8 +92,8 @@ def build_clip(work: Path, takes: int, seed: int = 0) -> dict:
     from PIL import Image
 
     from benchmarks.fixtures import write_mp4
-    from extractors.audio import load_audio
-    from extractors.face import FaceExtractor
+    from extractors.models.audio import load_audio
+    from extractors.models.face import FaceExtractor
 
     work.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)

@@ -75,7 +75,7 @@ def extract_once(manifest: Path, out: Path, extra: list[str], env: dict) -> dict
 
 def bench_extract(n_clips: int, work: Path) -> dict:
     from benchmarks.fixtures import make_clip_manifest
-    from extractors.ray_local import LoopbackCluster
+    from extractors.dataset.ray_local import LoopbackCluster
 
     manifest = make_clip_manifest(work / "clips", n_clips, seconds=3.0, broken=False)
     runs = []

@@ -78,7 +78,7 @@ def make_base(path: Path, seconds: float, work: Path) -> dict:
     import av
 
     from benchmarks.fixtures import espeak
-    from extractors.audio import resample
+    from extractors.models.audio import resample
 
     audio = np.zeros(int(round(seconds * SR)), np.float32)
     segments = plan(seconds)

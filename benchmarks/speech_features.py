@@ -7,8 +7,8 @@ RAVDESS actors 1-14 train / 15-18 val / 19-24 test, EmoDB speakers by the same r
 training clips as 4 random windows, val/test clips as one window centred on the voiced span).  For
 each window it computes the live A features of both kinds:
 
-* ``compare``: openSMILE ComParE_2016 LLD + deltas, 10 rows/s (``extractors.audio``), 30 x 130;
-* ``whisper``: the bundled Whisper tiny.en encoder over the window (``extractors.speech_encoder``),
+* ``compare``: openSMILE ComParE_2016 LLD + deltas, 10 rows/s (``extractors.models.audio``), 30 x 130;
+* ``whisper``: the bundled Whisper tiny.en encoder over the window (``extractors.models.speech_encoder``),
   averaged to 10 rows/s, 30 x 384;
 
 and scores a logistic regression (scikit-learn; C chosen on the validation speakers by UA) on each
@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 from scripts import build_starter as bs  # noqa: E402
 
-from linear_probe import fit_probe, ua  # noqa: E402
+from benchmarks.linear_probe import fit_probe, ua  # noqa: E402
 from benchmarks.machine_info import cpu_name  # noqa: E402
 
 
@@ -41,8 +41,8 @@ def extract(cache: Path) -> dict[str, np.ndarray]:
             return {k: z[k] for k in z.files}
     import torch
 
-    from extractors.audio import AudioFeatureExtractor
-    from extractors.speech_encoder import WhisperEncoderFeatures
+    from extractors.models.audio import AudioFeatureExtractor
+    from extractors.models.speech_encoder import WhisperEncoderFeatures
 
     torch.set_num_threads(1)
     fe = AudioFeatureExtractor()

@@ -6,8 +6,8 @@ Comments, labels and splits are the starter's (``scripts/build_starter.py``: GoE
 single-label comments rewritten as a transcript would read, 7 classes, train capped at 1200 per
 class, dev as validation capped at 250, all of test).  Representations:
 
-* ``minilm``: mean of the bundled MiniLM's word-piece features (``extractors.text``, 384-d);
-* ``nade8``: nade's eight Plutchik emotion scores (``extractors.text_affect``);
+* ``minilm``: mean of the bundled MiniLM's word-piece features (``extractors.models.text``, 384-d);
+* ``nade8``: nade's eight Plutchik emotion scores (``extractors.models.text_affect``);
 * ``nade_emoji``: nade's emoji distribution (its fastText stage, one probability per emoji);
 * concatenations of MiniLM with each.
 
@@ -27,7 +27,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 
 from scripts import build_starter as bs  # noqa: E402
-from linear_probe import fit_probe, ua  # noqa: E402
+from benchmarks.linear_probe import fit_probe, ua  # noqa: E402
 from benchmarks.machine_info import cpu_name  # noqa: E402
 
 
@@ -37,8 +37,8 @@ def extract(cache: Path) -> dict[str, np.ndarray]:
             return {k: z[k] for k in z.files}
     import torch
 
-    from extractors.text import TextEncoder
-    from extractors.text_affect import TextAffect
+    from extractors.models.text import TextEncoder
+    from extractors.models.text_affect import TextAffect
 
     torch.set_num_threads(1)
     items = bs.text_items()

@@ -1,1 +1,11 @@
-"""Live feature extractors (face V, audio A, speech/text T) and stream-health detectors."""
+"""Live feature extractors (face V, audio A, speech/text T) and stream-health detectors, in three
+parts that import one way (models <- live <- dataset):
+
+* :mod:`extractors.models`  -- model wrappers (face, audio, ASR, Whisper encoder, text);
+* :mod:`extractors.live`    -- the live front ends, stream health and the window assembler;
+* :mod:`extractors.dataset` -- manifests, sample extraction and its engines, training rendering.
+
+Beside them: :mod:`extractors.live_schema` (the feature sets, each building its extractors in one
+place), :mod:`extractors.media` (the one media decoder), :mod:`extractors.types` (shared records) and
+:mod:`extractors.commands` (``admc extract`` / ``admc manifest`` and the composed console script).
+"""

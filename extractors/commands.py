@@ -3,7 +3,7 @@ feature extractors, ``admc extract`` and ``admc manifest``.
 
 This module sits above both packages: it imports :mod:`admc` (core) and :mod:`extractors`, and
 neither imports it.  It also gives ``admc import mintrec`` its default text encoder
-(:class:`extractors.text.TextEncoder`), which the core importer takes as an argument.
+(:class:`extractors.models.text.TextEncoder`), which the core importer takes as an argument.
 ``python -m extractors.commands ARGS`` is the same as ``admc ARGS``.
 """
 
@@ -20,7 +20,7 @@ from admc.cli import main as core_main
 
 def _text_encoder():
     """The live text extractor, built only when ``import mintrec`` needs it (no --text-features)."""
-    from extractors.text import TextEncoder
+    from extractors.models.text import TextEncoder
 
     return TextEncoder()
 
@@ -29,14 +29,14 @@ from extractors.live_schema import DEFAULT_FEATURE_SET, FEATURE_SETS  # noqa: E4
 
 
 def _engine(args):
-    """None (local processes) or the :class:`extractors.ray_engine.RayEngine` the flags ask for."""
+    """None (local processes) or the :class:`extractors.dataset.ray_engine.RayEngine` the flags ask for."""
     ray_flags = [f for f, v in (("--address", args.address), ("--num-cpus-per-task", args.num_cpus_per_task),
                                 ("--num-gpus-per-task", args.num_gpus_per_task)) if v is not None]
     if args.engine != "ray":
         if ray_flags:
             raise UsageError(f"{ray_flags[0]}: only with --engine ray")
         return None
-    from extractors.ray_engine import RayEngine, import_ray
+    from extractors.dataset.ray_engine import RayEngine, import_ray
 
     import_ray()                      # a missing Ray is reported before any work
     return RayEngine(address=args.address, workers=args.workers,
@@ -48,7 +48,7 @@ def cmd_extract(args) -> int:
     from admc.outdir import check_extract_out
 
     check_extract_out(args.out, args.manifest, args.overwrite)   # before the extractors load
-    from extractors.dataset_builder import ExtractSettings, extract_manifest
+    from extractors.dataset.builder import ExtractSettings, extract_manifest
 
     try:
         Path(args.manifest).read_bytes().decode("utf-8")
@@ -77,7 +77,7 @@ def cmd_extract(args) -> int:
 
 def cmd_manifest(args) -> int:
     from admc.outdir import check_out_file
-    from extractors import manifests as mf
+    from extractors.dataset import manifests as mf
 
     check_out_file(args.out, "manifest", overwrite=args.overwrite, inputs={"--root": args.root})
     if args.layout == "iemocap":

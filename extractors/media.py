@@ -1,7 +1,7 @@
 """Decoding recorded media with PyAV: the one module that opens a video or audio file to read it.
 
-Used by ``admc extract`` (:mod:`extractors.dataset_builder`), :meth:`FaceExtractor.extract_video
-<extractors.face.FaceExtractor.extract_video>` and the app's file replay (:mod:`app.replay`).
+Used by ``admc extract`` (:mod:`extractors.dataset.builder`), :meth:`FaceExtractor.extract_video
+<extractors.models.face.FaceExtractor.extract_video>` and the app's file replay (:mod:`app.replay`).
 
 * :func:`probe`: which streams a file has (raises on an unreadable file);
 * :func:`iter_video`: ``(t, RGB uint8 frame)``, optionally one frame per ``1/fps`` tick

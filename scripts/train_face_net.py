@@ -1,4 +1,4 @@
-"""Train the face expression network (``extractors.face_net``) on FER2013, resumably, on CPU or GPU.
+"""Train the face expression network (``extractors.models.face_net``) on FER2013, resumably, on CPU or GPU.
 
     .venv/bin/python scripts/train_face_net.py                 # train (resumes), then evaluate + export
     .venv/bin/python scripts/train_face_net.py --epochs 2 --limit 2000 --out /tmp/x   # a quick smoke run
@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from extractors.face_net import CLASSES, DEFAULT_WEIGHTS, FaceNet, FaceNetShape, save_face_net  # noqa: E402
+from extractors.models.face_net import CLASSES, DEFAULT_WEIGHTS, FaceNet, FaceNetShape, save_face_net  # noqa: E402
 
 
 def shared_data() -> Path:
@@ -129,7 +129,7 @@ def write_card(path: Path, meta: dict) -> None:
     sc, lat, r = meta["scores"], meta["latency_one_core"], meta["recipe"]
     lines = [
         "# FER2013 expression network (`face_resnet_fer2013`)", "",
-        "The live face feature extractor of the default feature set (`extractors/face_net.py`): a ResNet with",
+        "The live face feature extractor of the default feature set (`extractors/models/face_net.py`): a ResNet with",
         f"widths {r['widths']} (stem {r['stem']}, two basic blocks per stage, the first stage at 24x24), 48x48 grey",
         "input, 7 classes (angry, disgust, fear, happy, sad, surprise, neutral). Its penultimate features",
         f"({meta['shape']['widths'][-1]}-d global average) are the V rows; its own head is reported below.",

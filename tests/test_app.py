@@ -48,7 +48,7 @@ class FakeFace:
         self.fail = False
 
     def __call__(self, frame, t):
-        from extractors.face import frame_problem
+        from extractors.models.face import frame_problem
         from extractors.types import FaceResult
 
         if self.fail:
@@ -64,7 +64,7 @@ class FakeAudio:
     """AudioFeatureExtractor's interface: 100 fps LLD frames, downsampled by 10, streamed live."""
 
     def window_source(self, keep_s=5.0):
-        from extractors.audio_rows import LldStream
+        from extractors.models.audio_rows import LldStream
 
         return LldStream(self, keep_s=keep_s)
 
@@ -400,7 +400,7 @@ def test_slow_asr_never_stalls_the_stream(tiny_model, clip):
     import soundfile as sf
 
     from app.session import Components, LiveSession, SessionConfig
-    from extractors.audio import VoiceActivityDetector
+    from extractors.models.audio import VoiceActivityDetector
     from extractors.types import AsrSegment
 
     class SlowRecognizer:
@@ -696,7 +696,7 @@ def test_incremental_audio_rows_match_one_pass_over_the_stream(clip):
     import soundfile as sf
 
     from app.session import TARGET_SR, AudioRing, LldStream
-    from extractors.audio import AudioFeatureExtractor
+    from extractors.models.audio import AudioFeatureExtractor
 
     fx = AudioFeatureExtractor()
     x, sr = sf.read(str(clip["wav"]), dtype="float32")

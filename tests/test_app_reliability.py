@@ -237,7 +237,7 @@ def test_extraction_of_the_same_clip_gives_identical_features(tmp_path):
     extractor: identical transcripts and T features, and meta.json records the ASR temperature."""
     from admc.data import load_dataset
     from benchmarks.fixtures import espeak
-    from extractors.dataset_builder import ExtractSettings, extract_manifest
+    from extractors.dataset.builder import ExtractSettings, extract_manifest
 
     espeak(GIBBERISH, tmp_path / "g0.wav")
     for i in (1, 2, 3):
@@ -271,7 +271,7 @@ def _nan_wav(path: Path, sr: int = 16000) -> Path:
 def test_live_session_rejects_nan_audio_by_the_shared_rule(tiny_run):  # noqa: F811
     from app.checkpoint import load_checkpoint
     from app.session import LiveSession, SessionConfig
-    from extractors.audio import audio_problem
+    from extractors.models.audio import audio_problem
 
     chunk = np.full(1600, 0.1, np.float32)
     chunk[10] = np.nan
@@ -290,7 +290,7 @@ def test_extract_refuses_nan_audio_by_the_same_rule(tmp_path):
     into finite-looking features), with the live app's reason."""
     import soundfile as sf
 
-    from extractors.dataset_builder import ExtractSettings, extract_manifest
+    from extractors.dataset.builder import ExtractSettings, extract_manifest
 
     _nan_wav(tmp_path / "nan.wav")
     x, _ = sf.read(str(tmp_path / "nan.wav"), dtype="float32")
@@ -305,7 +305,7 @@ def test_extract_refuses_nan_audio_by_the_same_rule(tmp_path):
     skipped = json.loads((out / "meta.json").read_text())["extract"]["skipped"]
     assert [s["id"] for s in skipped] == ["nan"]
     assert "non-finite" in skipped[0]["reason"]
-    from extractors.audio import audio_problem                       # the live app's words
+    from extractors.models.audio import audio_problem                       # the live app's words
 
     assert audio_problem(x) in skipped[0]["reason"]
 

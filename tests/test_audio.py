@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from scipy.signal import resample_poly
 
-from extractors.audio import (FEATURE_DIM, AudioFeatureExtractor, StreamingResampler,
+from extractors.models.audio import (FEATURE_DIM, AudioFeatureExtractor, StreamingResampler,
                               VoiceActivityDetector, load_audio, resample)
-from extractors.audio_frontend import speech_regions
+from extractors.live.audio_frontend import speech_regions
 from extractors.types import VadResult
 from tests.media import espeak
 

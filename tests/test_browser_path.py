@@ -25,7 +25,7 @@ def _media(tmp_path):
     from PIL import Image
 
     from benchmarks.browser_path import write_mjpeg, write_wav48
-    from extractors.audio import load_audio
+    from extractors.models.audio import load_audio
     from scripts.build_starter import RAVDESS_TEST
 
     fer = SHARED_DATA / "fer2013" / "manifest.csv"

@@ -21,8 +21,8 @@ import torch
 from extractors.commands import main as admc_main
 from admc.data import DatasetError, load_dataset
 from admc.outdir import OutputError
-from extractors import dataset_builder as db
-from extractors import manifests as mf
+from extractors.dataset import builder as db
+from extractors.dataset import manifests as mf
 from extractors.live_schema import DEFAULT_FEATURE_SET, live_schema
 
 torch.set_num_threads(1)

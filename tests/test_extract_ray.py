@@ -1,7 +1,7 @@
 """``admc extract --engine ray`` on a real Ray cluster of two node processes on this machine (every
 server on 127.0.0.1, token authentication), with a worker killed mid-run: the dataset equals the
 local engine's for the same manifest of generated clips.  The cluster is ended by process id
-whatever happens (:class:`extractors.ray_local.LoopbackCluster`)."""
+whatever happens (:class:`extractors.dataset.ray_local.LoopbackCluster`)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from admc.data import load_dataset
-from extractors import dataset_builder as db
+from extractors.dataset import builder as db
 from extractors.commands import main as admc_main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,7 +79,7 @@ def _same_dataset(a: Path, b: Path) -> None:
 
 @pytest.mark.slow
 def test_ray_engine_survives_a_killed_worker_and_resumes(manifest, local, tmp_path):
-    from extractors.ray_local import LoopbackCluster
+    from extractors.dataset.ray_local import LoopbackCluster
 
     pytest.importorskip("ray")
     out = tmp_path / "ds"              # the same name as the local one
@@ -127,7 +127,7 @@ def test_ray_flags_need_the_ray_engine(manifest, tmp_path, capsys):
 
 
 def test_ray_is_imported_only_when_asked_and_missing_ray_is_one_line(manifest, tmp_path):
-    code = ("import sys, extractors.commands, extractors.dataset_builder, extractors.ray_engine; "
+    code = ("import sys, extractors.commands, extractors.dataset.builder, extractors.dataset.ray_engine; "
             "extractors.commands.build_parser(); assert 'ray' not in sys.modules, 'ray imported'; "
             "sys.modules['ray'] = None; from extractors.commands import main; "
             f"sys.exit(main(['extract', '--manifest', {str(manifest)!r}, '--out', {str(tmp_path / 'o')!r}, "
@@ -140,7 +140,7 @@ def test_ray_is_imported_only_when_asked_and_missing_ray_is_one_line(manifest, t
 
 
 def test_pool_size_follows_the_cluster_resources():
-    from extractors.ray_engine import EngineError, RayEngine
+    from extractors.dataset.ray_engine import EngineError, RayEngine
 
     res = {"CPU": 4.0, "GPU": 1.0}
     assert RayEngine().pool_size(res, rows=100) == 4

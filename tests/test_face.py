@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from extractors.face import FER_TEMPLATE, FaceExtractor, align_face, frame_problem
-from extractors.mini_xception import CLASSES, DEFAULT_META, MiniXception, _tf_same_pad
+from extractors.models.face import FER_TEMPLATE, FaceExtractor, align_face, frame_problem
+from extractors.models.mini_xception import CLASSES, DEFAULT_META, MiniXception, _tf_same_pad
 from extractors.types import FaceResult
 from tests.shared_data import SHARED_DATA
 

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from extractors.face import CLASSES, FaceExtractor
-from extractors.face_net import DEFAULT_WEIGHTS, FaceNet, FaceNetShape, load_face_net
+from extractors.models.face import CLASSES, FaceExtractor
+from extractors.models.face_net import DEFAULT_WEIGHTS, FaceNet, FaceNetShape, load_face_net
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "train_face_net.py"
@@ -86,7 +86,7 @@ def test_training_resumes_where_it_stopped_and_exports_a_loadable_network(tmp_pa
 
 
 def test_a_mismatched_card_is_refused_in_one_line(tmp_path):
-    from extractors.face_net import save_face_net
+    from extractors.models.face_net import save_face_net
 
     net = FaceNet(FaceNetShape(stem=8, widths=(8, 8, 16, 16)))
     path = tmp_path / "n.safetensors"

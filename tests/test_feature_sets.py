@@ -38,7 +38,7 @@ def test_a_run_names_its_feature_set_or_is_recognised_by_its_dims():
 
 @pytest.fixture(scope="module")
 def speech():
-    from extractors.audio import resample
+    from extractors.models.audio import resample
     from tests.media import espeak
 
     import tempfile
@@ -52,8 +52,8 @@ def speech():
 
 
 def test_stacked_a_rows_live_equal_the_whole_file_and_their_parts(speech):
-    from extractors.audio_frontend import StackedAudioFeatures, build_audio_features
-    from extractors.audio_rows import AudioRing
+    from extractors.live.audio_frontend import StackedAudioFeatures, build_audio_features
+    from extractors.models.audio_rows import AudioRing
 
     fx = build_audio_features(("opensmile", "whisper"))
     assert isinstance(fx, StackedAudioFeatures) and fx.dim == 514

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from extractors.health import (
+from extractors.live.health import (
     AudioHealth, HealthConfig, StreamHealth, TextHealth, VideoHealth, landmark_problem,
 )
 from extractors.types import AsrSegment, FaceResult, HealthDecision, VadResult
@@ -242,7 +242,7 @@ def clip():
     import torch
     from PIL import Image
 
-    from extractors.face import FaceExtractor
+    from extractors.models.face import FaceExtractor
 
     torch.set_num_threads(1)
     fx = FaceExtractor("cpu")

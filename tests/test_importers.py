@@ -251,7 +251,7 @@ def test_mintrec_text_dim_from_file(tmp_path):
 
 def test_mintrec_text_from_text_encoder(mintrec, tmp_path):
     """Without text_features, T is the live text extractor's features of the tsv text."""
-    from extractors.text import TextEncoder
+    from extractors.models.text import TextEncoder
 
     enc = TextEncoder()
     ds = load_dataset(import_mintrec(mintrec.root, tmp_path / "o", progress=False, text_encoder=enc))

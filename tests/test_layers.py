@@ -43,6 +43,21 @@ def test_lower_layers_never_import_upper_ones(package, forbidden):
     assert not bad, bad
 
 
+def test_the_extractors_parts_import_one_way():
+    """extractors.models (model wrappers) <- extractors.live (front ends, health, window) <-
+    extractors.dataset (manifests, extraction, engines): no part imports a later one."""
+    order = {"models": 0, "live": 1, "dataset": 2}
+    assert {p.name for p in (ROOT / "extractors").iterdir() if p.is_dir() and p.name in order} == set(order)
+    bad = []
+    for part, rank in order.items():
+        for f in sorted((ROOT / "extractors" / part).rglob("*.py")):
+            for m in sorted(imported_modules(f)):
+                p = m.split(".")
+                if p[0] == "extractors" and len(p) > 1 and order.get(p[1], -1) > rank:
+                    bad.append(f"{f.relative_to(ROOT)} imports {m}")
+    assert not bad, bad
+
+
 def _module_name(path: Path) -> str:
     rel = path.relative_to(ROOT).with_suffix("")
     parts = rel.parts[:-1] if rel.name == "__init__" else rel.parts
@@ -103,9 +118,9 @@ def test_the_cycle_finder_sees_a_cycle_through_a_lazy_import(tmp_path, monkeypat
 
 def test_the_import_walker_sees_lazy_and_dynamic_imports(tmp_path):
     f = tmp_path / "m.py"
-    f.write_text("def f():\n    from extractors.text import TextEncoder\n"
-                 "def g():\n    import app.ui\n    importlib.import_module('extractors.face')\n")
-    assert imported_modules(f) == {"extractors.text", "app.ui", "extractors.face"}
+    f.write_text("def f():\n    from extractors.models.text import TextEncoder\n"
+                 "def g():\n    import app.ui\n    importlib.import_module('extractors.models.face')\n")
+    assert imported_modules(f) == {"extractors.models.text", "app.ui", "extractors.models.face"}
 
 
 def test_admc_imports_without_extractors_or_app_loaded():

@@ -121,7 +121,7 @@ def test_each_chunk_is_resampled_once_and_gated_by_the_front_end(tiny_model, mon
     """A 44.1 kHz microphone: one resampler pass and one VAD pass per chunk for health, ASR and
     openSMILE together; health reads the front end's gate (runs none of its own)."""
     from app.session import LiveSession, SessionConfig
-    from extractors.audio import StreamingResampler
+    from extractors.models.audio import StreamingResampler
 
     calls = []
     orig = StreamingResampler.process
@@ -176,7 +176,7 @@ def test_one_dropout_tolerance_for_ring_vad_and_asr(tiny_model):  # noqa: F811
 
 
 def test_audio_ring_is_circular_and_exact():
-    from extractors.audio_rows import AudioRing
+    from extractors.models.audio_rows import AudioRing
 
     rng = np.random.default_rng(0)
     ring = AudioRing(0.01, sr=16000)                  # 160 samples
@@ -219,7 +219,7 @@ def _old_speech_regions(results, threshold=0.5, neg_threshold=None, min_silence_
 
 @pytest.mark.parametrize("seed", range(5))
 def test_speech_regions_through_the_gate_match_silero_rule(seed):
-    from extractors.audio_frontend import speech_regions
+    from extractors.live.audio_frontend import speech_regions
     from extractors.types import VadResult
 
     rng = np.random.default_rng(seed)
@@ -248,11 +248,11 @@ def _frames(imgs):
 def test_face_front_end_aligns_once_and_health_reads_its_frames(face_clip, monkeypatch):
     """Per frame: one alignment (the tracker's, handed on in the FaceFrame), one frame verdict (the
     front end's, handed to the tracker or extractor: no second check); VideoHealth reading FaceFrames decides exactly as VideoHealth given the frames."""
-    import extractors.face as face_mod
-    import extractors.face_frontend as ffe
+    import extractors.models.face as face_mod
+    import extractors.live.face_frontend as ffe
     from app.session import SessionConfig
-    from extractors.face_frontend import FaceFrontEnd
-    from extractors.health import HealthConfig, VideoHealth
+    from extractors.live.face_frontend import FaceFrontEnd
+    from extractors.live.health import HealthConfig, VideoHealth
 
     fx, imgs = face_clip
     aligned, checked = [], []
@@ -298,7 +298,7 @@ def Image_L(frame):
 def test_v_rows_follow_the_live_min_score(tiny_model):  # noqa: F811
     """The V-row rule lives in the face front end and reads the (live) health config."""
     from app.session import LiveSession, SessionConfig
-    from extractors.face_frontend import usable_feature
+    from extractors.live.face_frontend import usable_feature
     from extractors.types import FaceResult
 
     f = FaceResult(t=0.0, detected=True, score=0.95, feature=np.ones(128, np.float32))

@@ -14,10 +14,10 @@ import time
 import numpy as np
 import pytest
 
-from extractors.audio import resample
-from extractors.speech import (AsrUnavailableError, OpenAIWhisperBackend, SpeechRecognizer,
-                               StreamingTranscriber, bundled_whisper_path, compression_ratio,
-                               merge_segments)
+from extractors.models.audio import resample
+from extractors.models.speech import (AsrUnavailableError, OpenAIWhisperBackend, SpeechRecognizer,
+                               bundled_whisper_path, compression_ratio, merge_segments)
+from extractors.live.transcriber import StreamingTranscriber
 from extractors.types import AsrSegment
 from tests.media import espeak
 

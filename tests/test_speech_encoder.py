@@ -1,12 +1,12 @@
-"""Whisper encoder speech features (``extractors.speech_encoder``) on synthesized speech."""
+"""Whisper encoder speech features (``extractors.models.speech_encoder``) on synthesized speech."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from extractors.audio import resample
-from extractors.speech_encoder import WhisperEncoderFeatures
+from extractors.models.audio import resample
+from extractors.models.speech_encoder import WhisperEncoderFeatures
 from tests.media import espeak
 
 

@@ -86,7 +86,7 @@ def test_starter_completes_with_what_won_on_validation(starter):
 
 @pytest.fixture(scope="module")
 def face_extractor(starter):
-    from extractors.face import FaceExtractor
+    from extractors.models.face import FaceExtractor
 
     model, meta = starter
     return FaceExtractor(device="cpu", network=feature_set_of(meta, model.schema).face)

@@ -34,7 +34,7 @@ def test_flat_synthetic_voice_is_not_shown_as_a_confident_emotion(tmp_path):
     from benchmarks.fixtures import write_mp4
     from app.replay import replay
     from app.session import Components, LiveSession, SessionConfig
-    from extractors.audio import resample
+    from extractors.models.audio import resample
 
     torch.set_num_threads(1)
     x, sr = espeak(SENTENCES, tmp_path / "flat.wav")

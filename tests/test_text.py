@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from extractors.text import TextEncoder, bundled_minilm_path
+from extractors.models.text import TextEncoder, bundled_minilm_path
 
 
 def cos(a: np.ndarray, b: np.ndarray) -> float:

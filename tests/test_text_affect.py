@@ -1,12 +1,12 @@
-"""nade affect scores and the MiniLM + emoji-distribution text features (``extractors.text_affect``)."""
+"""nade affect scores and the MiniLM + emoji-distribution text features (``extractors.models.text_affect``)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from extractors.text import TextEncoder
-from extractors.text_affect import LABELS, AffectTextEncoder, TextAffect
+from extractors.models.text import TextEncoder
+from extractors.models.text_affect import LABELS, AffectTextEncoder, TextAffect
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Training windows rendered through the live path (extractors/training_render.py).
+"""Training windows rendered through the live path (extractors/dataset/training_render.py).
 
 The A rows a rendered training window gets must be exactly the rows the live session computes for
 the window ending at the same time of the same stream (pushed in the page's 200 ms chunks at the
@@ -47,9 +47,9 @@ def utterances(tmp_path_factory):
 def test_rendered_voice_windows_are_the_live_sessions_windows(tiny_run, utterances):  # noqa: F811
     from app.checkpoint import load_checkpoint
     from app.session import Components, LiveSession, SessionConfig
-    from extractors.audio import VoiceActivityDetector
+    from extractors.models.audio import VoiceActivityDetector
     from extractors.live_schema import feature_set
-    from extractors.training_render import CAPTURE_SR, CHUNK_S, LiveAudioWindows, speech_stream
+    from extractors.dataset.training_render import CAPTURE_SR, CHUNK_S, LiveAudioWindows, speech_stream
 
     fs = feature_set()
     stream = speech_stream(utterances, np.random.default_rng(3))
@@ -87,7 +87,7 @@ def test_rendered_voice_windows_are_the_live_sessions_windows(tiny_run, utteranc
 
 def test_a_face_placed_in_a_frame_is_found_by_the_live_front_end():
     from extractors.live_schema import feature_set
-    from extractors.training_render import FRAME_SIZE, LiveFaceRows, face_in_frame
+    from extractors.dataset.training_render import FRAME_SIZE, LiveFaceRows, face_in_frame
     faces = fer_faces(3)
     frame, draw = face_in_frame(faces[0], np.random.default_rng(0))
     assert frame.shape == (FRAME_SIZE[1], FRAME_SIZE[0], 3) and frame.dtype == np.uint8

@@ -31,7 +31,7 @@ def recording(tmp_path_factory):
     root = tmp_path_factory.mktemp("rec")
     face = np.asarray(Image.fromarray(skdata.astronaut()).resize((320, 320)))
     speech, sr = espeak("I am so happy to see you today", root / "speech.wav")
-    from extractors.audio import resample
+    from extractors.models.audio import resample
 
     speech = resample(speech, sr, SR).astype(np.float32)
     track = np.zeros(int(SECONDS * SR), np.float32)
@@ -95,7 +95,7 @@ def test_live_and_extract_give_the_same_window(both_paths):
     # from the same audio cut (extract: the whole clip at once; live: the utterance the speech
     # gate cut), so Whisper may word it differently ("today" / "tonight"): the remaining
     # difference, documented in docs/architecture.md.  The same text gives the same rows.
-    from extractors.dataset_builder import ExtractSettings, SampleExtractor
+    from extractors.dataset.builder import ExtractSettings, SampleExtractor
 
     assert "happy" in text.lower() and s.transcript_lines
     live_text = s.transcript_lines[-1]
@@ -109,8 +109,8 @@ def test_lld_frames_do_not_depend_on_the_chunking():
     recording pushed in odd chunks gives the frames of LldStream.frames_of (what extract uses)."""
     import threading
 
-    from extractors.audio import AudioFeatureExtractor
-    from extractors.audio_rows import AudioRing, LldStream
+    from extractors.models.audio import AudioFeatureExtractor
+    from extractors.models.audio_rows import AudioRing, LldStream
 
     rng = np.random.default_rng(0)
     t = np.arange(int(2.7 * SR)) / SR

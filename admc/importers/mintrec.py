@@ -22,7 +22,7 @@ Text features
 -------------
 MIntRec feeds raw text to a fine-tuned BERT, so the release has no text features.  Either the
 ``text`` column of the tsv files is encoded by the ``text_encoder`` the caller passes in (``admc
-import mintrec`` passes the live text extractor, :class:`extractors.text.TextEncoder`:
+import mintrec`` passes the live text extractor, :class:`extractors.models.text.TextEncoder`:
 all-MiniLM-L6-v2 word-piece features, 384-d; an empty text becomes ``T_present = False``; this core
 package never imports the extractors), or pass ``text_features``: an ``.npz`` file (read
 with ``allow_pickle=False``) whose keys are the sample ids and whose values are float arrays
@@ -156,7 +156,7 @@ def import_mintrec(root: str | Path, out: str | Path, text_features: str | Path 
 
     ``text_features``: an ``.npz`` of text features per sample id (see the module docstring); when
     None the tsv text is encoded by ``text_encoder``: an object with ``encode_batch(texts) -> [(words
-    [n, dim], pooled) or None]``, ``dim`` and ``path`` (e.g. :class:`extractors.text.TextEncoder`),
+    [n, dim], pooled) or None]``, ``dim`` and ``path`` (e.g. :class:`extractors.models.text.TextEncoder`),
     or a callable with no argument that returns one (called once the inputs are checked, so that a
     slow model load comes after the quick errors).  One of the two is required.
     Raises :class:`~admc.data.DatasetError` naming the file and key for every problem and, before
@@ -168,7 +168,7 @@ def import_mintrec(root: str | Path, out: str | Path, text_features: str | Path 
     root = Path(root)
     if text_features is None and text_encoder is None:
         raise ValueError("import_mintrec: pass text_features (an .npz of text features per sample) or a "
-                         "text_encoder (e.g. extractors.text.TextEncoder)")
+                         "text_encoder (e.g. extractors.models.text.TextEncoder)")
     check_out(out, "dataset", overwrite=overwrite, inputs={"--root": root, "--text-features": text_features})
     texts: dict[str, str] = {}
     split_rows = {s: read_tsv(root / f"{s}.tsv", texts) for s in SPLIT_MAP}

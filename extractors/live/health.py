@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from extractors.audio_frontend import AudioSettings, GateStep, SpeechGate
-from extractors.face_frontend import FaceFrame, describe_frame
+from extractors.live.audio_frontend import AudioSettings, GateStep, SpeechGate
+from extractors.live.face_frontend import FaceFrame, describe_frame
 from extractors.types import AsrSegment, FaceResult, HealthDecision, VadResult, is_finite_number
 
 EPS = 1e-6  # time comparisons
@@ -39,7 +39,7 @@ class HealthConfig(AudioSettings):
     """Every threshold of the stream-health detectors, with its default and why.
 
     The audio fields (``vad_on``, ``vad_off``, ``a_min_speech_s``, ``a_min_silence_s`` and the
-    utterance settings) are inherited from :class:`extractors.audio_frontend.AudioSettings` and
+    utterance settings) are inherited from :class:`extractors.live.audio_frontend.AudioSettings` and
     documented there: the audio front end's speech gate decides when A is live; AudioHealth only
     reads its steps.  One object serves both, so a threshold changed live (the UI) reaches the
     gate, the ASR's utterance cutter and health at once.
@@ -119,7 +119,7 @@ class _Monitor:
 # --------------------------------------------------------------------------------------- audio
 class AudioHealth(_Monitor):
     """A is missing while the speech gate says silence (rule "activity" of
-    :class:`extractors.audio_frontend.SpeechGate`: hysteresis vad_on/vad_off, ``a_min_speech_s``
+    :class:`extractors.live.audio_frontend.SpeechGate`: hysteresis vad_on/vad_off, ``a_min_speech_s``
     of unbroken speech to go live, ``a_min_silence_s`` of unbroken silence to go missing).
 
     In the live path the audio front end runs the gate and :meth:`read` takes its steps; given
@@ -288,7 +288,7 @@ class VideoHealth(_Monitor):
             if is_finite_number(m) and m < c.v_min_expression_conf:
                 return "occlusion: low expression confidence", float(m)
         if ff.shape is not None and result.landmarks is not None and c.v_max_flat_fraction < 1.0:
-            from extractors.face import crop_inside_frame
+            from extractors.models.face import crop_inside_frame
 
             try:
                 if ff.crop is None:

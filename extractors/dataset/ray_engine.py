@@ -1,10 +1,10 @@
 """``admc extract --engine ray``: the manifest's samples extracted on a Ray cluster.
 
 One actor per worker slot (``--num-cpus-per-task`` CPUs and ``--num-gpus-per-task`` GPUs each) holds
-the live extractors of :class:`extractors.dataset_builder.SampleExtractor`, loaded once per actor;
+the live extractors of :class:`extractors.dataset.builder.SampleExtractor`, loaded once per actor;
 every manifest row is one actor task running exactly what a local worker runs.  The results come
 back to the driver, which writes them to the dataset's per-sample cache
-(:func:`extractors.dataset_builder.save_cached`) as they arrive, so an interrupted run resumes like a
+(:func:`extractors.dataset.builder.save_cached`) as they arrive, so an interrupted run resumes like a
 local one and the dataset is assembled by the same code.
 
 Faults: Ray restarts a killed worker process (``max_restarts=-1``: the actor comes back with its
@@ -27,7 +27,7 @@ import os
 from collections import deque
 from dataclasses import dataclass
 
-from extractors.dataset_builder import ExtractSettings, ManifestRow, worker_extractor
+from extractors.dataset.builder import ExtractSettings, ManifestRow, worker_extractor
 
 RETRIES = 3                 # re-runs of a failed row (bad file, dead worker) before it is skipped
 IN_FLIGHT = 2               # tasks queued per worker, so that none waits for the driver

@@ -34,7 +34,7 @@ class WhisperEncoderFeatures:
         import ctranslate2
         from faster_whisper.feature_extractor import FeatureExtractor
 
-        from extractors.whisper_model import bundled_whisper_path
+        from extractors.models.whisper_model import bundled_whisper_path
 
         path = Path(model) if model is not None else bundled_whisper_path()
         if not (path / "model.bin").is_file():
@@ -85,7 +85,7 @@ class WhisperEncoderFeatures:
 
 class EncoderWindowRows:
     """The A rows of a window from the Whisper encoder (the A row source of the ``whisper-*``
-    feature sets; :class:`extractors.audio_frontend.LldStream` is the openSMILE one).
+    feature sets; :class:`extractors.live.audio_frontend.LldStream` is the openSMILE one).
 
     Nothing is computed ahead: :meth:`window_rows` encodes the ring's audio of the window
     ``[t - window_s, t)`` (about 15-25 ms on one core for 3 s) and keeps the result for the same
@@ -136,7 +136,7 @@ class EncoderWindowRows:
     @classmethod
     def of_wave(cls, encoder: WhisperEncoderFeatures, wave: np.ndarray, **kw) -> "EncoderWindowRows":
         """The source over one whole 16 kHz recording (``admc extract``), run starting at time 0."""
-        from extractors.audio_rows import AudioRing
+        from extractors.models.audio_rows import AudioRing
 
         wave = np.asarray(wave, np.float32).reshape(-1)
         ring = AudioRing(len(wave) / SAMPLE_RATE + 1.0)

@@ -50,7 +50,7 @@ class TextAffect:
 
 
 class AffectTextEncoder:
-    """A text encoder (:class:`extractors.text.TextEncoder`) whose rows carry nade's emoji distribution.
+    """A text encoder (:class:`extractors.models.text.TextEncoder`) whose rows carry nade's emoji distribution.
 
     Same interface as the encoder it wraps: ``encoder(text) -> (words [n, dim], pooled [dim])`` or
     None, ``encode_batch``, ``dim``, ``path``; each word row and the pooled vector are the encoder's

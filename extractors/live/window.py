@@ -2,31 +2,33 @@
 
 :class:`WindowAssembler` is pure (no state, no locks, no clocks): from what the streams delivered
 -- face rows (:class:`FaceRow`: a frame's time and its V feature or None), the 100 fps openSMILE
-LLD frames (``(frame index, row)``, :class:`extractors.audio_frontend.LldStream`) and the text
+LLD frames (``(frame index, row)``, :class:`extractors.live.audio_frontend.LldStream`) and the text
 features of the latest transcript -- it makes the rows per modality of the window ending at ``t``
 (:meth:`WindowAssembler.rows`), then applies the health decisions and extractor faults
 (:meth:`WindowAssembler.window`).
 
 Used by the live session (app/session.py, every 200 ms, 3 s windows), by ``admc extract``
-(extractors/dataset_builder.py: one window per manifest row, the clip or its ``start``/``end``
+(extractors/dataset/builder.py: one window per manifest row, the clip or its ``start``/``end``
 segment) and by the starter build (scripts/build_starter.py: its A windows).  What a model is
 trained on and what it sees live therefore come from the same rules:
 
 * ``V``: ``video_rate`` slots over the window, each the newest frame at or before it
   (sample-and-hold over at most two slots, 0.25 s at least); a frame gives a row when a face was
-  found with score >= ``v_min_score`` and finite features (:func:`extractors.face_frontend.usable_feature`);
+  found with score >= ``v_min_score`` and finite features (:func:`extractors.live.face_frontend.usable_feature`);
 * ``A``: the LLD frames of the window downsampled to 10 rows/s (``pre_frames`` earlier frames feed
-  the downsampling filter); the frames come from :class:`~extractors.audio_frontend.LldStream`,
+  the downsampling filter); the frames come from :class:`~extractors.live.audio_frontend.LldStream`,
   whose blocks depend only on the audio, not on how it was chunked;
 * ``T``: the text features as given (the live session: its latest transcript; extract: the clip's).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+from extractors.models.audio_rows import LLD_RATE, a_rows   # the A rows' rule, beside the LLD frames it reads
 
 
 @dataclass
@@ -37,29 +39,6 @@ class FaceRow:
 
 #: why a live modality still has no features in a window
 NO_ROWS = {"A": "no audio rows", "V": "no face rows", "T": "waiting for transcript"}
-
-LLD_RATE = 100                     # openSMILE LLD frames per second
-LLD_PER_ROW = 10                   # LLD frames per A row (10 rows/s)
-
-
-def a_rows(frames: Iterable[tuple[int, np.ndarray]], g_end: int, window_frames: int,
-           downsample: Callable[[np.ndarray], np.ndarray], pre_frames: int = 100) -> np.ndarray | None:
-    """A rows (``downsample``: 10 LLD frames per row) of the frames before ``g_end`` that lie in
-    the last ``window_frames``; ``pre_frames`` of earlier frames feed the downsampling filter, as in
-    a longer clip.  Rows lie on the run's 100 ms grid.  None when there are none."""
-    lo = g_end - window_frames
-    start = (lo - pre_frames) // LLD_PER_ROW * LLD_PER_ROW
-    fr = [(g, f) for g, f in frames if start <= g < g_end]
-    if not fr:
-        return None
-    g_first = -(-fr[0][0] // LLD_PER_ROW) * LLD_PER_ROW
-    fr = [(g, f) for g, f in fr if g >= g_first]
-    if not fr:
-        return None
-    rows = downsample(np.stack([f for _, f in fr]))
-    keep = [j for j in range(len(rows)) if g_first + LLD_PER_ROW * j >= lo - LLD_PER_ROW // 2]
-    out = rows[keep] if keep else rows[:0]
-    return out if len(out) else None
 
 
 @dataclass
@@ -79,8 +58,8 @@ class WindowAssembler:
              text: np.ndarray | None = None, audio_t: float | None = None) -> dict[str, np.ndarray | None]:
         """Rows per modality of the window ending at stream time ``t``.  ``audio``: the A row
         source of the feature set (``window_rows(t, t0, window_s)``: the openSMILE
-        :class:`~extractors.audio_frontend.LldStream` or the Whisper
-        :class:`~extractors.speech_encoder.EncoderWindowRows`) whose run started at ``audio_t0``,
+        :class:`~extractors.live.audio_frontend.LldStream` or the Whisper
+        :class:`~extractors.models.speech_encoder.EncoderWindowRows`) whose run started at ``audio_t0``,
         or None.  ``audio_t``: where the A window ends when the audio runs behind ``t`` (a live
         stream whose chunks arrive late; default ``t``)."""
         out = {"A": None, "V": self.v_rows(faces, t), "T": text}

@@ -2,17 +2,41 @@
 LLD frames computed from it incrementally (the same frames ``admc extract`` gets for a whole
 recording, :meth:`LldStream.frames_of`).
 
-Below both the extractors that make rows (:mod:`extractors.audio`, :mod:`extractors.speech_encoder`)
-and the live front end (:mod:`extractors.audio_frontend`): it imports neither.
+Below both the extractors that make rows (:mod:`extractors.models.audio`, :mod:`extractors.models.speech_encoder`)
+and the live front end (:mod:`extractors.live.audio_frontend`): it imports neither.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable, Iterable
 
 import numpy as np
 
 from extractors.types import TARGET_SR
+
+LLD_RATE = 100                     # openSMILE LLD frames per second
+LLD_PER_ROW = 10                   # LLD frames per A row (10 rows/s)
+
+
+def a_rows(frames: Iterable[tuple[int, np.ndarray]], g_end: int, window_frames: int,
+           downsample: Callable[[np.ndarray], np.ndarray], pre_frames: int = 100) -> np.ndarray | None:
+    """A rows (``downsample``: 10 LLD frames per row) of the frames before ``g_end`` that lie in
+    the last ``window_frames``; ``pre_frames`` of earlier frames feed the downsampling filter, as in
+    a longer clip.  Rows lie on the run's 100 ms grid.  None when there are none."""
+    lo = g_end - window_frames
+    start = (lo - pre_frames) // LLD_PER_ROW * LLD_PER_ROW
+    fr = [(g, f) for g, f in frames if start <= g < g_end]
+    if not fr:
+        return None
+    g_first = -(-fr[0][0] // LLD_PER_ROW) * LLD_PER_ROW
+    fr = [(g, f) for g, f in fr if g >= g_first]
+    if not fr:
+        return None
+    rows = downsample(np.stack([f for _, f in fr]))
+    keep = [j for j in range(len(rows)) if g_first + LLD_PER_ROW * j >= lo - LLD_PER_ROW // 2]
+    out = rows[keep] if keep else rows[:0]
+    return out if len(out) else None
 
 
 
@@ -82,7 +106,7 @@ class LldStream:
     Cost with the defaults: about 4.5 openSMILE runs per second of audio, each on 1.31 s (5.9 s of
     audio through openSMILE per second).  Each run's fixed part -- configuration set-up and
     pandas wrapping, about half of a run through ``Smile.process_signal`` -- is mostly saved by
-    :meth:`extractors.audio.AudioFeatureExtractor.lld`, which reuses one openSMILE instance.
+    :meth:`extractors.models.audio.AudioFeatureExtractor.lld`, which reuses one openSMILE instance.
     """
 
     HOP = 160                        # 10 ms at 16 kHz
@@ -139,9 +163,7 @@ class LldStream:
 
     def window_rows(self, t: float, t0: float, window_s: float) -> np.ndarray | None:
         """The A rows of the window ending at stream time ``t`` (the run started at ``t0``): its
-        frames downsampled to 10 rows/s (:func:`extractors.window.a_rows`); None when there are none."""
-        from extractors.window import LLD_RATE, a_rows
-
+        frames downsampled to 10 rows/s (:func:`a_rows`); None when there are none."""
         g_end = int(np.floor((t - t0) * LLD_RATE + 1e-6))
         return a_rows(self.frames, g_end, int(round(window_s * LLD_RATE)), self.fx.downsample_frames)
 
@@ -160,7 +182,5 @@ class LldStream:
 
     def rows(self, g_end: int, window_frames: int, pre_frames: int = 100) -> np.ndarray | None:
         """A rows of the frames before ``g_end`` in the last ``window_frames``
-        (:func:`extractors.window.a_rows`)."""
-        from extractors.window import a_rows
-
+        (:func:`a_rows`)."""
         return a_rows(self.frames, g_end, window_frames, self.fx.downsample_frames, pre_frames)

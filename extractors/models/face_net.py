@@ -28,7 +28,7 @@ from torch import nn
 CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 INPUT_SIZE = 48
 
-WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "weights"
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "face_resnet_fer2013.safetensors"
 DEFAULT_META = WEIGHTS_DIR / "face_resnet_fer2013.json"
 

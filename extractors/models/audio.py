@@ -275,13 +275,13 @@ class AudioFeatureExtractor:
 
     def window_source(self, keep_s: float = 5.0):
         """A live A row source over a session's audio ring: the streamed LLD frames."""
-        from extractors.audio_rows import LldStream
+        from extractors.models.audio_rows import LldStream
 
         return LldStream(self, keep_s=keep_s)
 
     def wave_source(self, wave: np.ndarray):
         """The A row source of one whole 16 kHz recording, as it would stream live."""
-        from extractors.audio_rows import LldStream
+        from extractors.models.audio_rows import LldStream
 
         return LldStream.frames_of(self, wave)
 

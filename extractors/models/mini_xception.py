@@ -34,7 +34,7 @@ INPUT_SIZE = 64
 FEATURE_DIM = 128
 BN_EPS = 1e-3
 
-WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "weights"
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "mini_xception_fer2013.safetensors"
 DEFAULT_META = WEIGHTS_DIR / "mini_xception_fer2013.json"
 

@@ -12,7 +12,7 @@
       -> FaceFrame          result + verdict + the aligned crop the features came from + the frame's
                             digest (frozen-camera check) + the V-row feature if the face is usable
 
-:class:`extractors.health.VideoHealth` reads FaceFrames (no second alignment or frame check);
+:class:`extractors.live.health.VideoHealth` reads FaceFrames (no second alignment or frame check);
 the live session keeps ``FaceFrame.feature`` as the frame's V row.  Settings are read on every
 frame: ``face_fps``, ``max_frame_width`` (the session's config) and ``v_min_score`` (the health
 config: below it a detection gives no V row).
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from extractors.face import align_face, frame_problem, subsample_gate
+from extractors.models.face import align_face, frame_problem, subsample_gate
 from extractors.types import FaceResult
 
 CROP = 48  # aligned crop size health judges (FER2013's; the extractor's default crop_size)
@@ -112,8 +112,8 @@ class _CropTap:
 class FaceFrontEnd:
     """One camera stream in, FaceFrames out.
 
-    ``face``: a :class:`~extractors.face.FaceExtractor` (followed with a per-stream
-    :class:`~extractors.face.FaceTracker` when ``config.face_tracking``), any callable
+    ``face``: a :class:`~extractors.models.face.FaceExtractor` (followed with a per-stream
+    :class:`~extractors.models.face.FaceTracker` when ``config.face_tracking``), any callable
     ``(frame, t) -> FaceResult``, or None.  ``config``: ``face_fps``, ``max_frame_width``,
     ``face_tracking`` (the live session's SessionConfig); ``settings``: ``v_min_score`` (its
     HealthConfig).  ``lock`` guards the shared extractor.

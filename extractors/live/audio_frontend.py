@@ -18,7 +18,7 @@ ends the run (the resampler's held-back tail and a zero-padded last VAD window g
 then every consumer's ``on_run_end``) and starts a new one at the chunk's time.
 
 **Settings** (:class:`AudioSettings`, one set of defaults; the live session's
-:class:`extractors.health.HealthConfig` *is* an AudioSettings, and the UI edits that object): every
+:class:`extractors.live.health.HealthConfig` *is* an AudioSettings, and the UI edits that object): every
 reader -- both gates, the transcriber -- reads the fields on every VAD window, so a threshold
 changed live applies to every consumer at once.
 
@@ -49,8 +49,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from extractors.audio import TARGET_SR, VAD_WINDOW, StreamingResampler, audio_problem, to_mono_float32
-from extractors.audio_rows import AudioRing, LldStream
+from extractors.models.audio import TARGET_SR, VAD_WINDOW, StreamingResampler, audio_problem, to_mono_float32
+from extractors.models.audio_rows import AudioRing, LldStream
 from extractors.types import VadResult, is_finite_number
 
 EPS = 1e-6  # time comparisons
@@ -378,11 +378,11 @@ def build_audio_features(kinds: tuple[str, ...], threads: int = 1):
     parts = []
     for kind in kinds:
         if kind == "opensmile":
-            from extractors.audio import AudioFeatureExtractor
+            from extractors.models.audio import AudioFeatureExtractor
 
             parts.append(AudioFeatureExtractor())
         elif kind == "whisper":
-            from extractors.speech_encoder import WhisperEncoderFeatures
+            from extractors.models.speech_encoder import WhisperEncoderFeatures
 
             parts.append(WhisperEncoderFeatures(threads=threads))
         else:

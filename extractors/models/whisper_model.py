@@ -1,5 +1,5 @@
-"""Where the bundled Whisper tiny.en (CTranslate2) lives: the ASR (:mod:`extractors.speech`) and the
-Whisper encoder features (:mod:`extractors.speech_encoder`) load the same model."""
+"""Where the bundled Whisper tiny.en (CTranslate2) lives: the ASR (:mod:`extractors.models.speech`) and the
+Whisper encoder features (:mod:`extractors.models.speech_encoder`) load the same model."""
 
 from __future__ import annotations
 

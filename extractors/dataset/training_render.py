@@ -10,10 +10,10 @@ makes training windows from such streams, through the same code the live session
   levels and a room-noise bed (pink noise at an SNR drawn per stream, plus a sensor floor), at the
   browser's capture rate (48 kHz);
 * :class:`LiveAudioWindows` pushes that stream in 200 ms chunks through
-  :class:`~extractors.audio_frontend.AudioFrontEnd` (the resampler, the ring, the VAD, the speech
-  gate), feeds :class:`~extractors.health.StreamHealth` with the gate's steps, brings the feature
+  :class:`~extractors.live.audio_frontend.AudioFrontEnd` (the resampler, the ring, the VAD, the speech
+  gate), feeds :class:`~extractors.live.health.StreamHealth` with the gate's steps, brings the feature
   set's A row source up to date after every chunk and assembles the window ending at each hop with
-  :class:`~extractors.window.WindowAssembler` -- what ``LiveSession`` does for a window, minus the
+  :class:`~extractors.live.window.WindowAssembler` -- what ``LiveSession`` does for a window, minus the
   threads.  A window is kept only where the live app would call A live.
 """
 
@@ -92,7 +92,7 @@ class LiveAudioWindows:
 
     def __init__(self, audio_extractor, vad, *, window_s: float = 3.0, hop_s: float = 0.2,
                  video_rate: float = 10.0):
-        from extractors.window import WindowAssembler
+        from extractors.live.window import WindowAssembler
 
         self.audio_extractor, self.vad = audio_extractor, vad
         self.window_s, self.hop_s = float(window_s), float(hop_s)
@@ -100,8 +100,8 @@ class LiveAudioWindows:
 
     def windows(self, stream: RenderedStream, ends: list[float]) -> dict[float, tuple[bool, np.ndarray | None]]:
         """``{end: (A live there, rows or None)}`` for each ``end`` (stream seconds, rounded to the hop)."""
-        from extractors.audio_frontend import AudioFrontEnd
-        from extractors.health import HealthConfig, StreamHealth
+        from extractors.live.audio_frontend import AudioFrontEnd
+        from extractors.live.health import HealthConfig, StreamHealth
 
         cfg = HealthConfig()
         health = StreamHealth(cfg)
@@ -197,7 +197,7 @@ class LiveFaceRows:
     a face: ``keyframes`` frames of it moving slightly, each through the front end."""
 
     def __init__(self, face_extractor, keyframes: int = 4):
-        from extractors.health import HealthConfig
+        from extractors.live.health import HealthConfig
 
         self.face = face_extractor
         self.keyframes = int(keyframes)
@@ -206,7 +206,7 @@ class LiveFaceRows:
     def _front_end(self):
         from types import SimpleNamespace
 
-        from extractors.face_frontend import FaceFrontEnd
+        from extractors.live.face_frontend import FaceFrontEnd
 
         cfg = SimpleNamespace(face_fps=None, face_tracking=True, max_frame_width=640)
         return FaceFrontEnd(self.face, cfg, self.settings)
