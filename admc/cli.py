@@ -1,6 +1,6 @@
 """The ``admc`` command line's core commands: train, eval, bench, info, import.
 
-The ``admc`` console script is :func:`extractors.commands.main`, which adds the commands that run
+The ``admc`` console script is :func:`app.commands.main`, which adds the commands that run
 the feature extractors (``extract``, ``manifest``) to this parser: this package imports nothing
 from ``extractors`` or ``app`` (docs/architecture.md, "Layers and shared code").
 ``python -m admc.cli`` runs the core commands alone.
@@ -479,7 +479,7 @@ def cmd_import(args) -> int:
     else:
         from admc.importers.mintrec import import_mintrec
 
-        # the text encoder comes from the layer above (extractors.commands sets make_text_encoder)
+        # the text encoder comes from the layer above (app.commands sets make_text_encoder)
         make = getattr(args, "make_text_encoder", None)
         if args.text_features is None and make is None:
             raise UsageError("import mintrec: --text-features is required when the text encoder is not "
@@ -545,7 +545,7 @@ def _data_parallel(command: Callable, private_out: bool = False) -> Callable:
 
 def build_parser(extra: Sequence[Callable] = ()) -> argparse.ArgumentParser:
     """The core commands' parser; each of ``extra`` is called with the subcommands action and the
-    parser to add the commands of a layer above this package (see :mod:`extractors.commands`)."""
+    parser to add the commands of a layer above this package (see :mod:`app.commands`)."""
     from admc.data import SPLITS
 
     p = OneLineParser(prog="admc", description=DESCRIPTION)
@@ -636,7 +636,7 @@ def build_parser(extra: Sequence[Callable] = ()) -> argparse.ArgumentParser:
     m.add_argument("--quiet", action="store_true")
     m.set_defaults(func=cmd_import)
 
-    for add in extra:  # commands of the layers above (extractors.commands: extract, manifest)
+    for add in extra:  # commands of the layers above (app.commands: extract, manifest from extractors.dataset.commands)
         add(sub, p)
     return p
 

@@ -56,7 +56,7 @@ def extract_once(manifest: Path, out: Path, extra: list[str], env: dict) -> dict
     watcher = threading.Thread(target=_cache_times, args=(out / ".cache", stop, seen), daemon=True)
     watcher.start()
     t0 = time.monotonic()
-    r = subprocess.run([sys.executable, "-m", "extractors.commands", "extract", "--manifest", str(manifest),
+    r = subprocess.run([sys.executable, "-m", "app.commands", "extract", "--manifest", str(manifest),
                         "--out", str(out), "--quiet", *extra], cwd=ROOT, env=env, capture_output=True, text=True)
     wall = time.monotonic() - t0
     stop.set()

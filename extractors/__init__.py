@@ -7,5 +7,6 @@ parts that import one way (models <- live <- dataset):
 
 Beside them: :mod:`extractors.live_schema` (the feature sets, each building its extractors in one
 place), :mod:`extractors.media` (the one media decoder), :mod:`extractors.types` (shared records) and
-:mod:`extractors.commands` (``admc extract`` / ``admc manifest`` and the composed console script).
+:mod:`extractors.dataset.commands` has ``admc extract`` / ``admc manifest``; the ``admc`` console
+script that composes them with the core commands is :mod:`app.commands`, at the top of the layers.
 """

@@ -171,7 +171,7 @@ def test_threads_sets_torch_threads_and_refuses_zero(tmp_path):
     from tests.synthetic import cached_run
 
     ds, run = cached_run(tmp_path)
-    code = ("import torch; from extractors.commands import main; "
+    code = ("import torch; from app.commands import main; "
             f"rc = main(['eval', '--run', {str(run)!r}, '--data', {str(ds)!r}, '--json', {str(tmp_path / 'e.json')!r}, "
             "'--quiet', '--threads', '1']); print(rc, torch.get_num_threads())")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

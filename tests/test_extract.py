@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from extractors.commands import main as admc_main
+from app.commands import main as admc_main
 from admc.data import DatasetError, load_dataset
 from admc.outdir import OutputError
 from extractors.dataset import builder as db

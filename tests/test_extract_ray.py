@@ -18,7 +18,7 @@ import pytest
 
 from admc.data import load_dataset
 from extractors.dataset import builder as db
-from extractors.commands import main as admc_main
+from app.commands import main as admc_main
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIPS = 8
@@ -44,7 +44,7 @@ def local(manifest, tmp_path_factory):
 
 
 def _extract(manifest: Path, out: Path, cluster, *extra: str) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "extractors.commands", "extract", "--manifest", str(manifest), "--out", str(out),
+    cmd = [sys.executable, "-m", "app.commands", "extract", "--manifest", str(manifest), "--out", str(out),
            "--classes", ",".join(CLASSES), "--engine", "ray", "--address", cluster.address, "--quiet", *extra]
     return subprocess.Popen(cmd, cwd=ROOT, env={**cluster.env, "OMP_NUM_THREADS": "1"},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -127,9 +127,9 @@ def test_ray_flags_need_the_ray_engine(manifest, tmp_path, capsys):
 
 
 def test_ray_is_imported_only_when_asked_and_missing_ray_is_one_line(manifest, tmp_path):
-    code = ("import sys, extractors.commands, extractors.dataset.builder, extractors.dataset.ray_engine; "
-            "extractors.commands.build_parser(); assert 'ray' not in sys.modules, 'ray imported'; "
-            "sys.modules['ray'] = None; from extractors.commands import main; "
+    code = ("import sys, app.commands, extractors.dataset.builder, extractors.dataset.ray_engine; "
+            "app.commands.build_parser(); assert 'ray' not in sys.modules, 'ray imported'; "
+            "sys.modules['ray'] = None; from app.commands import main; "
             f"sys.exit(main(['extract', '--manifest', {str(manifest)!r}, '--out', {str(tmp_path / 'o')!r}, "
             "'--engine', 'ray']))")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)

@@ -1,6 +1,6 @@
 """Layers import one way (docs/architecture.md, "Layers and shared code"): ``admc`` (core) imports
 nothing from ``extractors`` or ``app``; the commands that need extractors live in
-``extractors.commands``, which composes the ``admc`` console script; PyAV decodes media in one
+``extractors.dataset.commands``, and ``app.commands`` composes the ``admc`` console script; PyAV decodes media in one
 module, ``extractors.media``."""
 
 from __future__ import annotations
@@ -133,18 +133,18 @@ def test_admc_imports_without_extractors_or_app_loaded():
 
 def test_console_script_is_the_composed_command_line():
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts == {"admc": "extractors.commands:main"}
+    assert scripts == {"admc": "app.commands:main"}
     # the installed script (scripts/setup.sh: pip install -e) runs the same one
     script = Path(sys.executable).with_name("admc")
     if not script.is_file():
         pytest.skip(f"no admc script beside {sys.executable}")
-    assert "from extractors.commands import main" in script.read_text(), \
+    assert "from app.commands import main" in script.read_text(), \
         "stale install: run scripts/setup.sh (or pip install -e .) again"
 
 
 def test_composed_parser_has_every_command_and_the_core_one_only_its_own():
     from admc.cli import build_parser as core
-    from extractors.commands import build_parser as full
+    from app.commands import build_parser as full
 
     def commands(p):
         (sub,) = [a for a in p._actions if a.__class__.__name__ == "_SubParsersAction"]
@@ -166,11 +166,11 @@ def test_core_cli_without_the_text_encoder_asks_for_text_features(tmp_path, caps
     assert err.count("\n") == 1 and "--text-features is required" in err
 
 
-@pytest.mark.parametrize("module", ["extractors.commands", "admc.cli"])
+@pytest.mark.parametrize("module", ["app.commands", "admc.cli"])
 def test_python_dash_m_runs_the_command_line(module):
     p = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, cwd=ROOT)
     assert p.returncode == 0 and "train" in p.stdout
-    assert ("extract" in p.stdout) == (module == "extractors.commands")
+    assert ("extract" in p.stdout) == (module == "app.commands")
 
 
 def test_build_starter_uses_with_overrides_not_the_cli():

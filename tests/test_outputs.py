@@ -17,8 +17,8 @@ from admc.outdir import AtomicFile, check_out_file, describe
 from app.cli import build_parser as app_parser
 from app.cli import main as app_main
 from app.checkpoint import DEFAULT_CHECKPOINT
-from extractors.commands import build_parser as admc_parser
-from extractors.commands import main as admc
+from app.commands import build_parser as admc_parser
+from app.commands import main as admc
 from tests.synthetic import cached_run, make_dataset
 
 # every output option: (command words, option) -> what it writes

@@ -661,7 +661,7 @@ def test_methods_come_from_the_registry(ds, tmp_path, capsys, monkeypatch):
 
 
 def test_non_utf8_manifest_names_the_file(tmp_path, capsys):
-    from extractors.commands import main  # admc extract lives above the core (docs/architecture.md)
+    from app.commands import main  # admc extract lives above the core (docs/architecture.md)
 
     m = tmp_path / "manifest.csv"
     m.write_bytes("path,label,split\nvoix_\xe9t\xe9.wav,joy,train\n".encode("latin-1"))

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from admc.data import DatasetError, load_dataset, write_dataset
-from extractors.commands import main as admc
+from app.commands import main as admc
 from tests.synthetic import FAST, make_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -196,7 +196,7 @@ def test_argument_errors_name_the_option(base, argv, needle, capsys, tmp_path, m
 
 def test_argument_and_path_errors_come_before_torch_loads(base, tmp_path):
     """Checked before any model code is imported, so they come within a second, not after 6-12 s."""
-    code = ("import sys; from extractors.commands import main; "
+    code = ("import sys; from app.commands import main; "
             f"rc = main(['train', '--data', '/no/such', '--out', {str(tmp_path / 'r')!r}]); "
             "print(rc, 'torch' in sys.modules)")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
@@ -205,7 +205,7 @@ def test_argument_and_path_errors_come_before_torch_loads(base, tmp_path):
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert p.stdout.split() == ["2", "False"] and "is the --data path" in p.stderr, (p.stdout, p.stderr)
     (tmp_path / "m.csv").write_text("path,label,split\na.wav,x,train\n")
-    code = ("import sys; from extractors.commands import main; "
+    code = ("import sys; from app.commands import main; "
             f"rc = main(['extract', '--manifest', {str(tmp_path / 'm.csv')!r}, '--out', {str(base)!r}]); "
             "print(rc, 'torch' in sys.modules)")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)

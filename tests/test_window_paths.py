@@ -60,7 +60,7 @@ def both_paths(recording, tiny_model, tmp_path_factory):  # noqa: F811
     from admc.data import load_dataset
     from app.replay import replay
     from app.session import Components, LiveSession, SessionConfig
-    from extractors.commands import main as admc_main
+    from app.commands import main as admc_main
 
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("ds") / "feats"

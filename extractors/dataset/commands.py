@@ -1,10 +1,6 @@
-"""The ``admc`` console script: the core commands of :mod:`admc.cli` plus the ones that run the
-feature extractors, ``admc extract`` and ``admc manifest``.
-
-This module sits above both packages: it imports :mod:`admc` (core) and :mod:`extractors`, and
-neither imports it.  It also gives ``admc import mintrec`` its default text encoder
-(:class:`extractors.models.text.TextEncoder`), which the core importer takes as an argument.
-``python -m extractors.commands ARGS`` is the same as ``admc ARGS``.
+"""``admc extract`` and ``admc manifest``: the commands that run the feature extractors over media
+files, added to the core command line (:mod:`admc.cli`) by :func:`add_commands`.  The ``admc``
+console script that puts them together with the core commands is :mod:`app.commands`.
 """
 
 from __future__ import annotations
@@ -14,18 +10,7 @@ import sys
 from pathlib import Path
 
 from admc.cli import UsageError
-from admc.cli import build_parser as core_parser
-from admc.cli import main as core_main
-
-
-def _text_encoder():
-    """The live text extractor, built only when ``import mintrec`` needs it (no --text-features)."""
-    from extractors.models.text import TextEncoder
-
-    return TextEncoder()
-
-
-from extractors.live_schema import DEFAULT_FEATURE_SET, FEATURE_SETS  # noqa: E402 - light, no models
+from extractors.live_schema import DEFAULT_FEATURE_SET, FEATURE_SETS  # light, no models
 
 
 def _engine(args):
@@ -111,9 +96,7 @@ def cmd_manifest(args) -> int:
 
 def add_commands(sub, parser) -> None:
     """Add ``extract`` and ``manifest`` to the core parser's subcommands ``sub`` (after the core
-    ones, so ``admc --help`` lists them last), and the text encoder ``import mintrec`` uses."""
-    parser.set_defaults(make_text_encoder=_text_encoder)
-
+    ones, so ``admc --help`` lists them last)."""
     x = sub.add_parser("extract", help="media files in a manifest CSV -> feature dataset with the live extractors")
     x.add_argument("--manifest", required=True, help="CSV: path,label,split[,transcript,id,start,end]")
     x.add_argument("--out", required=True, help="dataset directory to write (per-sample cache in OUT/.cache; a "
@@ -162,17 +145,3 @@ def add_commands(sub, parser) -> None:
         q.add_argument("--overwrite", action="store_true", help="replace an existing file at --out")
         q.add_argument("--quiet", action="store_true")
         q.set_defaults(func=cmd_manifest)
-
-
-def build_parser():
-    """The whole ``admc`` parser."""
-    return core_parser((add_commands,))
-
-
-def main(argv: list[str] | None = None) -> int:
-    """The ``admc`` console script (``[project.scripts]`` in pyproject.toml)."""
-    return core_main(argv, (add_commands,))
-
-
-if __name__ == "__main__":
-    sys.exit(main())
