@@ -51,7 +51,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 
-from scripts import build_starter as bs  # noqa: E402
+from scripts.starter import recipe as bs  # noqa: E402 - the starter's sources and label maps
+from scripts.starter.speech import noise_floor  # noqa: E402
 from benchmarks.machine_info import cpu_name  # noqa: E402
 
 SEG_S = 6.0
@@ -123,7 +124,7 @@ def build_clip(work: Path, takes: int, seed: int = 0) -> dict:
                     frames.append(_frame(g, tt, rng) if state != "face_hidden"
                                   else _frame(np.full_like(g, 110), tt, rng))
                 a = speech if state != "silent" else np.zeros(int(SEG_S * SR), np.float32)
-                audio.append(np.clip(a + bs.noise_floor(len(a), bs.EVAL_NOISE_DBFS, rng), -1, 1))
+                audio.append(np.clip(a + noise_floor(len(a), bs.EVAL_NOISE_DBFS, rng), -1, 1))
                 segments.append({"start": round(t, 3), "end": round(t + SEG_S, 3), "label": label, "state": state,
                                  "face": str(p.relative_to(bs.DATA)), "take": take})
                 t += SEG_S

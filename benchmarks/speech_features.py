@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/speech_features.py            # writes benchmarks/results/features/speech_features.{json,md}
 
-The clips, labels, speaker splits and 3 s windows are the starter's (``scripts/build_starter.py``:
+The clips, labels, speaker splits and 3 s windows are the starter's (``scripts/starter/``:
 RAVDESS actors 1-14 train / 15-18 val / 19-24 test, EmoDB speakers by the same rule, 7 classes,
 training clips as 4 random windows, val/test clips as one window centred on the voiced span).  For
 each window it computes the live A features of both kinds:
@@ -29,7 +29,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 
-from scripts import build_starter as bs  # noqa: E402
+from scripts.starter import recipe as bs  # noqa: E402
+from scripts.starter.speech import speech_items, speech_window_waves  # noqa: E402
 
 from benchmarks.linear_probe import fit_probe, ua  # noqa: E402
 from benchmarks.machine_info import cpu_name  # noqa: E402
@@ -49,9 +50,9 @@ def extract(cache: Path) -> dict[str, np.ndarray]:
     enc = WhisperEncoderFeatures(threads=1)
     rows = {"compare": [], "whisper": [], "clip": []}
     t_whisper, n_win = 0.0, 0
-    items = bs.speech_items()
+    items = speech_items()
     for i, it in enumerate(items):
-        waves, _span = bs.speech_window_waves(it["path"], it["id"], it["split"], codec=False)
+        waves, _span = speech_window_waves(it["path"], it["id"], it["split"], codec=False)
         for seg in waves:
             x = fe.wave_source(seg).window_rows(bs.WINDOW_S, 0.0, bs.WINDOW_S)   # the live A rows
             if len(x) < bs.ROWS:

@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/text_features.py             # writes benchmarks/results/features/text_features.{json,md}
 
-Comments, labels and splits are the starter's (``scripts/build_starter.py``: GoEmotions Ekman,
+Comments, labels and splits are the starter's (``scripts/starter/``: GoEmotions Ekman,
 single-label comments rewritten as a transcript would read, 7 classes, train capped at 1200 per
 class, dev as validation capped at 250, all of test).  Representations:
 
@@ -26,7 +26,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 
-from scripts import build_starter as bs  # noqa: E402
+from scripts.starter.text import text_items  # noqa: E402
 from benchmarks.linear_probe import fit_probe, ua  # noqa: E402
 from benchmarks.machine_info import cpu_name  # noqa: E402
 
@@ -41,7 +41,7 @@ def extract(cache: Path) -> dict[str, np.ndarray]:
     from extractors.models.text_affect import TextAffect
 
     torch.set_num_threads(1)
-    items = bs.text_items()
+    items = text_items()
     texts = [it["text"] for it in items]
     enc = TextEncoder(device="cpu")
     minilm = np.zeros((len(items), enc.dim), np.float32)

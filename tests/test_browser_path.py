@@ -26,7 +26,7 @@ def _media(tmp_path):
 
     from benchmarks.browser_path import write_mjpeg, write_wav48
     from extractors.models.audio import load_audio
-    from scripts.build_starter import RAVDESS_TEST
+    from scripts.starter.recipe import RAVDESS_TEST
 
     fer = SHARED_DATA / "fer2013" / "manifest.csv"
     rav = SHARED_DATA / "ravdess_speech" / "manifest.csv"

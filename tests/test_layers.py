@@ -174,14 +174,13 @@ def test_python_dash_m_runs_the_command_line(module):
 
 
 def test_build_starter_uses_with_overrides_not_the_cli():
-    src = (ROOT / "scripts" / "build_starter.py").read_text()
-    assert "argparse.Namespace" not in src and "build_config" not in src
-    import importlib.util
+    for f in sorted((ROOT / "scripts" / "starter").glob("*.py")) + [ROOT / "scripts" / "build_starter.py"]:
+        src = f.read_text()
+        assert "argparse.Namespace" not in src and "build_config" not in src, f
+    from scripts.starter import training as mod
+    from scripts.starter.recipe import TRAIN_SET
 
-    spec = importlib.util.spec_from_file_location("build_starter", ROOT / "scripts" / "build_starter.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    assert 0 < mod.model_megabytes(mod.TRAIN_SET) < 30
+    assert 0 < mod.model_megabytes(TRAIN_SET) < 30
     from admc.overrides import OverrideError
 
     with pytest.raises(OverrideError, match="adn.epochs: expected int"):
@@ -211,6 +210,6 @@ def test_benchmarks_and_scripts_import_without_sys_path_edits():
     edits = [f"{f.relative_to(ROOT)}:{i}" for d in ("benchmarks", "scripts") for f in sorted((ROOT / d).glob("*.py"))
              for i, line in enumerate(f.read_text(encoding="utf-8").splitlines(), 1) if "sys.path" in line]
     assert edits == []
-    code = "import benchmarks.machine_info, scripts.build_starter; print('ok')"
+    code = "import benchmarks.machine_info, scripts.build_starter, scripts.starter.build; print('ok')"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/", check=True)
     assert out.stdout.strip() == "ok"

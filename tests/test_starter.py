@@ -9,7 +9,6 @@ and speech clips of the test speakers (A only: the centred 3 s window, features 
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -94,12 +93,17 @@ def face_extractor(starter):
 
 @pytest.fixture(scope="module")
 def build_script(starter):
-    spec = importlib.util.spec_from_file_location("build_starter", REPO / "scripts" / "build_starter.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    """The build's speech stage (scripts/starter/speech.py), its workers' extractors those of the
+    starter's feature set (not the build's default)."""
+    from scripts.starter import speech, workers
+
     model, meta = starter
-    mod.FEATURES = feature_set_of(meta, model.schema)      # the starter's extractors, not the script's default
-    return mod
+    default = workers.FEATURES
+    workers.FEATURES = feature_set_of(meta, model.schema)
+    workers.EXTRACTORS.clear()
+    yield speech
+    workers.FEATURES = default
+    workers.EXTRACTORS.clear()
 
 
 @needs_data
@@ -126,3 +130,61 @@ def test_starter_classifies_real_speech(starter, build_script, path, label):
     out = predict_window(model, {"A": windows[0], "V": None, "T": None}, generator=torch.Generator().manual_seed(0))
     assert out.label == label, out.probs
     assert set(out.imputed) == {"V", "T"}
+
+
+def _card_numbers(**changes) -> dict:
+    """A complete set of the card's numbers (made up), every optional part present."""
+    wu = "80.0 / 79.0"
+    n = {
+        "fs": {"name": "fs", "audio_dim": 514, "face_dim": 384, "text_dim": 535}, "classes_md": "`a`, `b`",
+        "run": {"admc_version": "0.1.0", "method": "admc", "fusion_mode": "per_condition"}, "size_mb": "9.9",
+        "face_cap": 800, "faces": {"train": 1, "val": 2, "test_public": 3, "test_private": 4},
+        "speech": {s: {"train": 5, "val": 6, "test": 7} for s in ("ravdess", "emodb")},
+        "text_cap": {"train": 1200, "val": 250}, "text": {"train": 8, "val": 9, "test": 10},
+        "label_rows": [{"cls": "a", "fer": "x", "ravdess": "y", "emodb": "z", "goemo": "w"}],
+        "live_render": False, "keyframes": 4, "rows": 30, "codec_p": 0.5, "codec_kbits": "24/32",
+        "seed": 0, "pairs": {"train": 1000, "val": 200, "test": 300},
+        "pairs_total": {"train": 7000, "val": 1400, "test": 2100}, "settings_md": "`--set fusion.ff=256`",
+        "train_env": "Trained with the core at commit `abc`.", "itfn": "A 70.0", "silent_units": None,
+        "completer_sentence": "the app's badges call it \"the ridge estimate\"",
+        "unimodal": [{"name": "faces", "n": 10, "admc": wu, "zero_fill": wu, "late_fusion": wu, "reference": ""}],
+        "v_diagnostics": {"plain_public": wu, "n_train_faces": 100, "train_faces": wu,
+                          "logreg_private_test": "60.0", "logreg_fer_train": "61.0"},
+        "paired": {"header": "{A} | {V}", "rule": "|---|---|---|---|---|",
+                   "rows": [{"method": "admc", "cells": [wu, wu], "average": wu, "full": "90.1 / 90.2"}]},
+        "calibration": {"conditions": [{"name": "A", "accuracy": "70.0", "ece_before": "5.00", "ece_after": "2.00"}],
+                        "reliability": [{"bin": "0.50-0.60", "n_before": 3, "before": "55 / 50", "n_after": 4,
+                                         "after": "54 / 52"}],
+                        "abstain": {"threshold": "0.40", "keep": "90"}},
+        "live": [{"name": "this starter, replay", "windows": 42, "overall": wu, "full": wu, "face_hidden": wu,
+                  "silent": wu, "uncertain": "1.0", "wa_confident": "55.0", "voice_ood": "78.4", "face_ood": "22.8"}],
+        "examples": {"faces": [{"id": "f1", "label": "a", "p": 0.9}], "speech": [{"path": "s1.wav", "label": "b", "p": 0.8}]},
+        "timings": {"stages": "faces 1.0 min", "total": "40.0"}, "dataset": {"name": "starter-paired", "samples": 10500},
+    }
+    n.update(changes)
+    return n
+
+
+def test_the_model_card_is_its_template_filled_with_the_numbers():
+    """Every number lands in the card where the template puts it, both feature recipes render, an
+    optional part left out disappears with its heading, and a missing number is an error, not a blank."""
+    import jinja2
+
+    from scripts.starter.card import render_card
+
+    card = render_card(_card_numbers())
+    assert card.startswith("# Starter checkpoint") and card.endswith("stay in the work folder.\n")
+    assert "| admc | 80.0 / 79.0 | 80.0 / 79.0 | 80.0 / 79.0 | 90.1 / 90.2 |" in card
+    assert "| this starter, replay | 42 |" in card and "| 78.4 | 22.8 |" in card
+    assert "below 0.40 (chosen on\nvalidation to keep 90 %" in card and "- face `f1`: a (p = 0.9)" in card
+    assert "jittered crops (shift" in card and "conversation-like stream" not in card
+    assert "\n\n\n" not in card                                   # no empty lines left by the blocks
+    live = render_card(_card_numbers(live_render=True))
+    assert "conversation-like stream" in live and "-> `FaceExtractor.classify_crops` (ResNet" not in live
+    bare = render_card(_card_numbers(calibration=None, live=[], v_diagnostics=None, timings=None, train_env=None))
+    assert "## Calibration" not in bare and "## Live evaluation" not in bare and "V diagnostics" not in bare
+    assert "\n\n\n" not in bare
+    numbers = _card_numbers()
+    del numbers["seed"]
+    with pytest.raises(jinja2.UndefinedError):
+        render_card(numbers)
