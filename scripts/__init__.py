@@ -1,1 +1,1 @@
-"""The project's tools: the starter build, face-network training and conversion, the README screenshot."""
+"""The project's tools: the starter build, face-network training and conversion."""

@@ -78,7 +78,7 @@ def server(tiny_run, tmp_path_factory):  # noqa: F811
 
 @pytest.mark.slow
 def test_browser_live_badges_imputation_and_updates(server, clip, tmp_path):  # noqa: F811
-    # the page as the test saw it (the README's screenshot is scripts/readme_screenshot.py's, with the starter)
+    # the page as the test saw it (the README's screenshot is benchmarks/readme_screenshot.py's, with the starter)
     shot_path = tmp_path / "app.png"
     sync_api = pytest.importorskip("playwright.sync_api")
     if not shutil.which(CHROMIUM):

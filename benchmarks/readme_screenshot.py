@@ -1,6 +1,6 @@
 """Take the README screenshot (docs/screenshots/app.png) from the running app with a real checkpoint.
 
-    .venv/bin/python scripts/readme_screenshot.py [--checkpoint weights/starter] [--emotion happiness]
+    .venv/bin/python benchmarks/readme_screenshot.py [--checkpoint weights/starter] [--emotion happiness]
 
 It starts ``python -m app --checkpoint CK`` on a free local port and opens it in Debian's Chromium
 (Playwright) whose fake webcam and microphone play held-out material: one take of
