@@ -10,7 +10,7 @@ Data flow (all times are stream seconds, the clock of the pushed frames/chunks):
     ASR results (polled)      -> TextFrontEnd (extractors/live/text_frontend.py): T health, hallucinations
                                  dropped, the transcript, T word features of the latest transcript
     step(t) every 200 ms      -> StreamHealth decides what is missing -> window assembly
-                              -> app.window.predict (admc.pipeline.predict_window)
+                              -> app.window.predict_available (admc.pipeline.predict_window)
                               -> WindowResult (app.window; typed up to the JSONL/UI edge)
 
 Window assembly for a window ending at ``t`` (3 s long; the checkpoint's feature set,
@@ -52,7 +52,7 @@ from app.components import Components, short_error as _short  # noqa: F401 - Com
 from app.driver import InlineDriver, ThreadedDriver
 from app.recording import Recorder
 from app.stats import RateMeter, SessionStats  # noqa: F401 - RateMeter re-exported
-from app.window import FaceRow, ModalityError, WindowAssembler, WindowResult, predict  # noqa: F401 - FaceRow re-exported
+from app.window import FaceRow, FaultTable, WindowAssembler, WindowResult, predict_available  # noqa: F401 - FaceRow re-exported
 from extractors.models.audio import TARGET_SR  # noqa: F401 - re-exported
 from extractors.live.audio_frontend import AudioFrontEnd, prepare_chunk  # noqa: F401 - re-exported
 from extractors.models.audio_rows import AudioRing, LldStream  # noqa: F401 - re-exported
@@ -108,6 +108,9 @@ class LiveSession:
         self.on_result = on_result
         self._torch = torch
         self._lock = threading.RLock()
+        # extractor faults: a stream missing for fault_hold_s after an exception, for good when its
+        # extractor could not be loaded
+        self.faults = FaultTable(self.cfg.fault_hold_s, components.errors, lock=self._lock)
         self._closed = False
         self.core_error: str | None = None
         self.t0_wall = time.perf_counter()
@@ -128,7 +131,6 @@ class LiveSession:
         self.audio_arrived: float | None = None   # session clock when the newest chunk arrived
         # A rows: the feature set's source (openSMILE LLD frames, or the Whisper encoder per window)
         self._audio_rows = components.audio_rows(keep_s=self.cfg.window_s + 2.0)
-        self._faults: dict[str, tuple[str, float]] = {}     # modality -> (reason, until t)
         self.last_face: FaceResult | None = None
         # video: one front end (normalising, rate cap, frame verdict, this stream's face tracker,
         # the aligned crop) feeds health and the V rows; the extractor's networks are shared
@@ -209,7 +211,7 @@ class LiveSession:
     def start_recording(self) -> None:
         self.recorder.start()
 
-    def stop_recording(self) -> list[dict]:
+    def stop_recording(self) -> list[WindowResult]:
         return self.recorder.stop()
 
     def _trace(self, ev: str, **fields) -> None:
@@ -219,17 +221,7 @@ class LiveSession:
     # -------------------------------------------------------------------- faults
     def fault(self, mod: str, reason: str, t: float, hold: float | None = None) -> None:
         """Mark ``mod`` missing with ``reason`` from stream time ``t`` for ``hold`` seconds."""
-        until = t + (self.cfg.fault_hold_s if hold is None else hold)
-        with self._lock:
-            self._faults[mod] = (reason, until)
-
-    def _active_fault(self, mod: str, t: float) -> str | None:
-        if mod in self.c.errors:
-            return self.c.errors[mod]
-        f = self._faults.get(mod)
-        if f is not None and t <= f[1] + 1e-9:
-            return f[0]
-        return None
+        self.faults.record(mod, reason, t, hold)
 
     # -------------------------------------------------------------------- video
     def cap_frame(self, frame):
@@ -364,7 +356,7 @@ class LiveSession:
             dec = {m: (d.live, d.reason) for m, d in self.health.poll(t, audio_now=t_audio).items()}
             rows = self.window_rows(t, t_audio, audio=bool(dec.get("A", (False,))[0]))
             text_src = self.text_in.source
-        faults = {m: self._active_fault(m, t) for m in self.names}
+        faults = {m: self.faults.active(m, t) for m in self.names}
         feats, streams, reasons = self.assembler.window(t, dec, rows, faults)
         probs: dict[str, float] = {}
         label = None
@@ -411,20 +403,13 @@ class LiveSession:
         return win
 
     def _predict(self, model, feats, streams, reasons):
-        """The pipeline; a modality whose features the core rejects is dropped (missing)."""
-        feats = {m: feats.get(m) for m in model.schema.names}
-        while any(v is not None for v in feats.values()):
-            gen = self._torch.Generator().manual_seed(int(self.cfg.seed))
-            try:
-                with _CORE_LOCK, model.using_start_step(self.cfg.start_step):   # the user's n, this window only
-                    return predict(model, feats, generator=gen, mmer=bool(self.cfg.mmer))
-            except ModalityError as e:
-                feats[e.modality] = None
-                streams[e.modality] = "missing"
-                reasons[e.modality] = f"bad features: {e.reason}"
-        for m in streams:
-            streams[m] = "missing"
-        return None
+        """The pipeline (:func:`app.window.predict_available`: a modality whose features the core
+        rejects is dropped, missing), one core call at a time, with this session's start step n."""
+        def generator():
+            return self._torch.Generator().manual_seed(int(self.cfg.seed))
+
+        with _CORE_LOCK, model.using_start_step(self.cfg.start_step):   # the user's n, this window only
+            return predict_available(model, feats, streams, reasons, generator, mmer=bool(self.cfg.mmer))
 
     def advance(self, now: float) -> list[WindowResult]:
         """Run every window whose end (a multiple of the hop) is <= ``now``; returns them."""

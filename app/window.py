@@ -35,6 +35,51 @@ def predict(model, features: dict, **kwargs):
     return predict_window(model, features, **kwargs)
 
 
+def predict_available(model, features: dict, streams: dict[str, str], reasons: dict[str, str],
+                      make_generator, **kwargs):
+    """:func:`predict` on the modalities the core accepts: one it rejects (:class:`ModalityError`) is
+    dropped, marked missing in ``streams`` with the reason in ``reasons``, and the window predicted
+    from the others (a fresh ``make_generator()`` per try, so the draws do not depend on the retries).
+    None, every stream marked missing, when nothing is left."""
+    feats = {m: features.get(m) for m in model.schema.names}
+    while any(v is not None for v in feats.values()):
+        try:
+            return predict(model, feats, generator=make_generator(), **kwargs)
+        except ModalityError as e:
+            feats[e.modality] = None
+            streams[e.modality] = "missing"
+            reasons[e.modality] = f"bad features: {e.reason}"
+    for m in streams:
+        streams[m] = "missing"
+    return None
+
+
+class FaultTable:
+    """Extractor faults per modality: :meth:`record` keeps a stream missing with its reason for
+    ``hold_s`` seconds of stream time; ``permanent`` (modality -> reason: an extractor that could not
+    be loaded) holds for good.  Thread-safe under ``lock``."""
+
+    def __init__(self, hold_s: float, permanent: dict[str, str] | None = None, lock=None):
+        import threading
+
+        self.hold_s = float(hold_s)
+        self.permanent = dict(permanent or {})
+        self._until: dict[str, tuple[str, float]] = {}
+        self._lock = lock if lock is not None else threading.Lock()
+
+    def record(self, modality: str, reason: str, t: float, hold: float | None = None) -> None:
+        until = t + (self.hold_s if hold is None else hold)
+        with self._lock:
+            self._until[modality] = (reason, until)
+
+    def active(self, modality: str, t: float) -> str | None:
+        """Why ``modality`` is faulted at stream time ``t``, or None."""
+        if modality in self.permanent:
+            return self.permanent[modality]
+        f = self._until.get(modality)
+        return f[0] if f is not None and t <= f[1] + 1e-9 else None
+
+
 @dataclass
 class WindowResult:
     """One analysis window (stream seconds ``t`` = its end)."""

@@ -489,3 +489,15 @@ def test_hallucinated_transcripts_are_neither_shown_nor_encoded(tiny_run, recogn
         assert (encoded != []) == bool(shown)
     finally:
         s.close()
+
+
+def test_fault_table_holds_a_fault_for_its_time_and_a_missing_extractor_for_good():
+    from app.window import FaultTable
+
+    faults = FaultTable(1.0, permanent={"T": "unavailable: ASR switched off"})
+    faults.record("V", "extractor error: boom", t=2.0)
+    assert faults.active("V", 2.5) == "extractor error: boom" and faults.active("V", 3.0) == "extractor error: boom"
+    assert faults.active("V", 3.01) is None and faults.active("A", 2.5) is None
+    faults.record("A", "bad audio", t=5.0, hold=0.2)
+    assert faults.active("A", 5.2) == "bad audio" and faults.active("A", 5.3) is None
+    assert faults.active("T", 0.0) == faults.active("T", 1e6) == "unavailable: ASR switched off"
