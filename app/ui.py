@@ -112,7 +112,7 @@ def build_ui(engine: Engine):
                     gr.Markdown(f"Source: {engine.local.describe()}")
             with gr.Column(scale=6):
                 badges = gr.HTML(badges_html(None), elem_id="admc-badges")
-                emotion = gr.Label(num_top_classes=len(classes), label="Emotion", elem_id="admc-emotion")
+                emotion = gr.Label(label="Emotion", elem_id="admc-emotion")   # every class of the loaded checkpoint
                 intent = gr.Label(label="Intent", visible=has_intent, elem_id="admc-intent")
                 transcript = gr.Textbox(label="Transcript", lines=2, interactive=False, elem_id="admc-transcript")
                 timeline = gr.HTML(timeline_svg([], classes), elem_id="admc-timeline")
