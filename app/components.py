@@ -54,17 +54,17 @@ class Components:
 
         fs = feature_set if feature_set is not None else named_feature_set()
         errors: dict[str, str] = {}
-        fx = ax = rec = tx = vad_factory = None
-        if face:
-            try:
-                fx = fs.face_extractor(device, **(face_kwargs or {}))
-            except Exception as e:  # noqa: BLE001
-                errors["V"] = f"unavailable: face extractor ({_short(e)})"
-        if audio:
+        rec = tx = vad_factory = None
+        built = fs.build(device, face=face, audio=audio, text=False, threads=1, face_kwargs=face_kwargs, strict=False)
+        fx, ax = built.face, built.audio
+        if "V" in built.errors:
+            errors["V"] = f"unavailable: face extractor ({built.errors['V']})"
+        if "A" in built.errors:
+            errors["A"] = f"unavailable: audio extractor ({built.errors['A']})"
+        elif audio:
             try:
                 from extractors.models.audio import VoiceActivityDetector
 
-                ax = fs.audio_extractor(threads=1)
                 VoiceActivityDetector()           # the model file is there
                 vad_factory = VoiceActivityDetector
             except Exception as e:  # noqa: BLE001
@@ -89,7 +89,10 @@ class Components:
                     hf_logging.disable_progress_bar()
                 except Exception:  # noqa: BLE001
                     pass
-                tx = fs.text_encoder(text_model)
+                built = fs.build("cpu", face=False, audio=False, text_model=text_model, strict=False)
+                tx = built.text
+                if "T" in built.errors:
+                    errors["T"] = f"unavailable: text encoder ({built.errors['T']})"
             except Exception as e:  # noqa: BLE001
                 errors["T"] = f"unavailable: text encoder ({_short(e)})"
         if "A" in errors and "T" not in errors:

@@ -155,10 +155,10 @@ def main(argv: list[str] | None = None) -> int:
     if audio is not None:
         if args.seconds:
             audio = audio[: int(args.seconds * 16000)]
-        report["stages"]["voice"] = voice_stages(ck.model, np.asarray(audio, np.float32), fs.audio_extractor(threads=1),
+        report["stages"]["voice"] = voice_stages(ck.model, np.asarray(audio, np.float32), fs.build("cpu", face=False, text=False).audio,
                                                  lambda: VoiceActivityDetector(num_threads=1))
     if has_video:
-        report["stages"]["face"] = face_stages(ck.model, args.source, fs.face_extractor("cpu"), args.seconds)
+        report["stages"]["face"] = face_stages(ck.model, args.source, fs.build("cpu", audio=False, text=False).face, args.seconds)
     print(f"Out-of-distribution share of live windows, {args.source} ({ck.path}):")
     print(f"{'stream':8s} {'stage':18s} {'windows':>8s} {'OOD %':>7s} {'median score':>13s}")
     for mod, stages in report["stages"].items():

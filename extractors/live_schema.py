@@ -21,7 +21,7 @@ Two feature sets exist:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from admc.data import Modality, Schema
 
@@ -63,22 +63,22 @@ class FeatureSet:
         return Schema((Modality("A", d["A"], "sequence", "lstm"), Modality("V", d["V"], "sequence", "lstm"),
                        Modality("T", d["T"], "sequence", "textcnn")), tuple(classes))
 
-    # the extractors of this feature set, built in one place (the app, admc extract, the starter
-    # build); each imports its models only when called
-    def face_extractor(self, device="cpu", **kwargs):
+    # how each of this feature set's extractors is made (used by build, the one entry point); each
+    # imports its models only when called
+    def _face_extractor(self, device="cpu", **kwargs):
         """The V extractor: MTCNN, the aligned crop, and this set's face network."""
         from extractors.models.face import FaceExtractor
 
         return FaceExtractor(device=device, network=self.face, **kwargs)
 
-    def audio_extractor(self, threads: int = 1):
+    def _audio_extractor(self, threads: int = 1):
         """The A extractor: openSMILE, the Whisper encoder, or both side by side (``window_source``
         and ``wave_source`` give its row sources)."""
         from extractors.live.audio_frontend import build_audio_features
 
         return build_audio_features(self.audio, threads=threads)
 
-    def text_encoder(self, model: str | None = None, device="cpu"):
+    def _text_encoder(self, model: str | None = None, device="cpu"):
         """The T encoder: MiniLM word pieces, followed by nade's emoji credences in the sets that have them."""
         from extractors.models.text import TextEncoder
 
@@ -89,10 +89,46 @@ class FeatureSet:
             encoder = AffectTextEncoder(encoder)
         return encoder
 
+    def build(self, device="cpu", *, face: bool = True, audio: bool = True, text: bool = True, threads: int = 1,
+              face_kwargs: dict | None = None, text_model: str | None = None,
+              strict: bool = True) -> "FeatureExtractors":
+        """This feature set's extractors, the ones asked for (the one place that builds them: the app's
+        :class:`~app.components.Components`, ``admc extract`` and the starter build call it).
+        ``strict``: an extractor that cannot be built raises; otherwise it is None and
+        :attr:`FeatureExtractors.errors` says why (modality -> ``Type: message``)."""
+        from extractors.types import short_error
+
+        built: dict[str, object] = {}
+        errors: dict[str, str] = {}
+        makers = {"V": (face, lambda: self._face_extractor(device, **(face_kwargs or {}))),
+                  "A": (audio, lambda: self._audio_extractor(threads=threads)),
+                  "T": (text, lambda: self._text_encoder(text_model, device=device))}
+        for m, (wanted, make) in makers.items():
+            if not wanted:
+                continue
+            try:
+                built[m] = make()
+            except Exception as e:  # noqa: BLE001 - reported per modality, or raised when strict
+                if strict:
+                    raise
+                errors[m] = short_error(e)
+        return FeatureExtractors(built.get("V"), built.get("A"), built.get("T"), errors)
+
     def describe(self) -> str:
         d = self.dims()
         return (f"{self.name}: A {'+'.join(self.audio)} {d['A']}-d, V {self.face} {d['V']}-d, "
                 f"T MiniLM{' + nade' if self.text_affect else ''} {d['T']}-d")
+
+
+@dataclass
+class FeatureExtractors:
+    """What :meth:`FeatureSet.build` gives: the V, A and T extractors (None: not asked for, or could
+    not be built, then ``errors`` says why)."""
+
+    face: object | None = None
+    audio: object | None = None
+    text: object | None = None
+    errors: dict[str, str] = field(default_factory=dict)
 
 
 FEATURE_SETS: dict[str, FeatureSet] = {fs.name: fs for fs in (

@@ -92,3 +92,19 @@ def test_a_checkpoint_loads_the_extractors_of_its_feature_set(tmp_path):
     assert load_checkpoint(other).feature_set.name == DEFAULT_FEATURE_SET
     with pytest.raises(CheckpointError, match="both heads read the same features"):
         load_checkpoint(run, intent=other)
+
+
+def test_feature_set_build_makes_what_is_asked_and_reports_what_fails(tmp_path):
+    """``FeatureSet.build`` is the one place a feature set's extractors are made: only the asked-for
+    ones are built, and one that cannot be (a text model path that is not there) raises, or with
+    ``strict=False`` is None with its reason while the others are still built."""
+    from extractors.live_schema import feature_set
+
+    fs = feature_set()
+    none = fs.build(face=False, audio=False, text=False)
+    assert (none.face, none.audio, none.text, none.errors) == (None, None, None, {})
+    with pytest.raises(Exception):
+        fs.build(face=False, audio=False, text_model=str(tmp_path / "no-model"))
+    got = fs.build(face=False, text_model=str(tmp_path / "no-model"), strict=False)
+    assert got.text is None and set(got.errors) == {"T"} and got.errors["T"].count("\n") == 0
+    assert got.audio is not None and got.audio.dim == fs.audio_dim and got.face is None

@@ -55,7 +55,7 @@ def test_rendered_voice_windows_are_the_live_sessions_windows(tiny_run, utteranc
     stream = speech_stream(utterances, np.random.default_rng(3))
     assert stream.sr == CAPTURE_SR and len(stream.spans) == 2
     ends = [round(x, 1) for x in np.arange(1.0, stream.wave.size / stream.sr - 0.2, 0.4)]
-    got = LiveAudioWindows(fs.audio_extractor(threads=1), VoiceActivityDetector(num_threads=1)).windows(stream, ends)
+    got = LiveAudioWindows(fs.build(face=False, text=False).audio, VoiceActivityDetector(num_threads=1)).windows(stream, ends)
 
     # the live session on the same stream, in the page's chunks
     comp = Components.load("cpu", feature_set=fs, face=False, asr=False, text=False)
@@ -92,6 +92,6 @@ def test_a_face_placed_in_a_frame_is_found_by_the_live_front_end():
     frame, draw = face_in_frame(faces[0], np.random.default_rng(0))
     assert frame.shape == (FRAME_SIZE[1], FRAME_SIZE[0], 3) and frame.dtype == np.uint8
     assert 120 <= draw["px"] <= 300
-    rows = LiveFaceRows(feature_set().face_extractor("cpu"), keyframes=3)
+    rows = LiveFaceRows(feature_set().build(audio=False, text=False).face, keyframes=3)
     found = [rows.sequence(g, np.random.default_rng(i))[1] for i, g in enumerate(faces)]
     assert sum(found) >= 6, found                              # most frames of most faces

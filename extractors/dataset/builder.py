@@ -230,14 +230,15 @@ class SampleExtractor:
     @property
     def face(self):
         if self._face is None:
-            self._face = self.settings.features.face_extractor(self.device)
+            self._face = self.settings.features.build(self.device, audio=False, text=False).face
         return self._face
 
     @property
     def audio(self):
         """The A extractor of the feature set (openSMILE or the Whisper encoder)."""
         if self._audio is None:
-            self._audio = self.settings.features.audio_extractor(threads=max(1, _torch_threads()))
+            self._audio = self.settings.features.build(self.device, face=False, text=False,
+                                                       threads=max(1, _torch_threads())).audio
         return self._audio
 
     def audio_rows(self, wave: np.ndarray):
@@ -247,7 +248,8 @@ class SampleExtractor:
     @property
     def text(self):
         if self._text is None:
-            self._text = self.settings.features.text_encoder(self.settings.text_model, self.device)
+            self._text = self.settings.features.build(self.device, face=False, audio=False,
+                                                      text_model=self.settings.text_model).text
         return self._text
 
     @property

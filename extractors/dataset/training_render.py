@@ -85,7 +85,7 @@ def speech_stream(utterances: list[np.ndarray], rng: np.random.Generator, *, sr_
 class LiveAudioWindows:
     """A stream through the live audio path; the A rows of chosen windows, as a live session makes them.
 
-    ``audio_extractor``: the feature set's A extractor (:meth:`FeatureSet.audio_extractor`);
+    ``audio_extractor``: the feature set's A extractor (:meth:`FeatureSet.build` ``.audio``);
     ``vad``: the live VAD.  :meth:`windows` returns, for each requested window end on the hop grid,
     whether A would be live there and its rows.
     """

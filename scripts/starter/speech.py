@@ -105,8 +105,8 @@ def _live_audio():
         from extractors.models.audio import VoiceActivityDetector
         from extractors.dataset.training_render import LiveAudioWindows
 
-        EXTRACTORS["live_audio"] = LiveAudioWindows(FEATURES.audio_extractor(threads=1), VoiceActivityDetector(num_threads=1),
-                                            window_s=WINDOW_S)
+        audio = FEATURES.build("cpu", face=False, text=False, threads=1).audio
+        EXTRACTORS["live_audio"] = LiveAudioWindows(audio, VoiceActivityDetector(num_threads=1), window_s=WINDOW_S)
     return EXTRACTORS["live_audio"]
 
 

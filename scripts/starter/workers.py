@@ -18,7 +18,7 @@ def init_worker() -> None:
 
 def face_extractor():
     if "face" not in EXTRACTORS:
-        EXTRACTORS["face"] = FEATURES.face_extractor("cpu")
+        EXTRACTORS["face"] = FEATURES.build("cpu", audio=False, text=False).face
     return EXTRACTORS["face"]
 
 
@@ -28,7 +28,7 @@ def audio_extractor():
         from extractors.models.audio import VoiceActivityDetector
 
         EXTRACTORS["vad"] = VoiceActivityDetector(num_threads=1)
-        fx = FEATURES.audio_extractor(threads=1)
+        fx = FEATURES.build("cpu", face=False, text=False, threads=1).audio
         # the window's A rows as the live session and admc extract make them
         EXTRACTORS["audio"] = lambda seg: fx.wave_source(seg).window_rows(WINDOW_S, 0.0, WINDOW_S)
     return EXTRACTORS["audio"], EXTRACTORS["vad"]
@@ -36,7 +36,7 @@ def audio_extractor():
 
 def text_encoder():
     if "text" not in EXTRACTORS:
-        EXTRACTORS["text"] = FEATURES.text_encoder(device="cpu")
+        EXTRACTORS["text"] = FEATURES.build("cpu", face=False, audio=False).text
     return EXTRACTORS["text"]
 
 
