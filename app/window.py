@@ -10,7 +10,9 @@
   :mod:`extractors.live.window`, shared with ``admc extract`` and the starter build; re-exported here).
 * :func:`predict` -- ``admc.pipeline.predict_window`` for the live session: features the core
   rejects for one modality raise :class:`ModalityError` (``modality``, ``reason``; defined in
-  :mod:`admc.errors`, raised by ``admc.pipeline.embed_features``), so no message is parsed.
+  :mod:`admc.errors`, raised by ``admc.pipeline.embed_features``), so no message is parsed;
+  :func:`predict_available` drops such a modality and predicts from the others.
+* :class:`FaultTable` -- which streams an extractor fault keeps missing, and until when.
 """
 
 from __future__ import annotations
