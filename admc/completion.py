@@ -8,10 +8,10 @@ share ``fit``/``predict``):
 - ``complete(z, avail, generator=None) -> z'``: the rows where ``avail [B, M]`` is False filled in,
   the available rows returned exactly as given.
 
-A completer with options of its own sets them once, before completing, the way a diffusers
-scheduler takes ``set_timesteps``: the ADN's start step n (:meth:`Diffusion.set_start_step`, the
-paper variant's), its sampler (:meth:`Diffusion.with_sampler`).  Completers without such an option
-do not carry it.
+A completer with options of its own has them set before completing, never passed with each call:
+the ADN's start step n (:meth:`Diffusion.set_start_step`, the paper variant's; set once, the way a
+diffusers scheduler takes ``set_timesteps``) and its sampler (:meth:`Diffusion.with_sampler`, a copy
+of the ADN with another sampler).  Completers without such an option do not carry it.
 
 ``ZeroFill`` (the train mean in standardized space: the paper's "w/o ADN"; mean fill is this),
 ``RidgeFill`` (the linear prior alone: the ridge conditional mean of the missing rows given the

@@ -130,7 +130,9 @@ class ADMCModel(nn.Module):
     @contextlib.contextmanager
     def using_start_step(self, n: int | None):
         """Inside the block the completer starts at ``n`` (``None``, or a completer that takes no
-        start step: unchanged); the model's own n is restored after it, an error included."""
+        start step: unchanged); the model's own n is restored after it, an error included.  It sets the
+        model's state: a model shared between threads is used under one lock held around the whole
+        block (the app's sessions: ``_CORE_LOCK`` in app/session.py)."""
         if n is None or not self.uses_start_step:
             yield self
             return

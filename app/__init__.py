@@ -7,6 +7,7 @@
 * :mod:`app.local`      -- ``--source local``: the machine's own camera (OpenCV) and microphone
   (sounddevice).
 * :mod:`app.ui`         -- the Gradio Blocks UI (``python -m app``).
+* :mod:`app.commands`   -- the ``admc`` console script, composed at the top of the layers.
 """
 
 RESULT_KEYS = ("t", "streams", "reasons", "imputed", "probs", "label", "transcript", "latency_ms", "uncertain", "ood")

@@ -260,7 +260,7 @@ def provenance_md(prov: dict) -> str:
 def export_json(results: list[WindowResult], path: str | Path) -> Path:
     """The windows as one JSON list of their contract dicts (:meth:`WindowResult.to_dict`)."""
     path = Path(path)
-    atomic_write_text(path, json.dumps([r.to_dict() for r in results], indent=1, allow_nan=False) + "\n")
+    atomic_write_text(path, json.dumps([r.to_dict() for r in results], indent=1) + "\n")
     return path
 
 

@@ -86,7 +86,7 @@ def build_ui(engine: Engine):
     classes = ck.classes
     has_intent = "intent" in ck.heads
     adn = ck.model.cfg.adn
-    default_n = ck.model.start_step or adn.start_step or 0
+    default_n = ck.meta.get("start_step") or adn.start_step or 0     # the run's own n (run.json), not the live model's
 
     with gr.Blocks(title="ADMC live emotion") as demo:
         gr.Markdown("## ADMC live emotion recognition &mdash; keeps going when a stream drops out",

