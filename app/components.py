@@ -83,18 +83,15 @@ class Components:
             errors["T"] = "unavailable: ASR switched off"
         if text and "T" not in errors:
             try:
-                try:
-                    from transformers.utils import logging as hf_logging
+                from transformers.utils import logging as hf_logging
 
-                    hf_logging.disable_progress_bar()
-                except Exception:  # noqa: BLE001
-                    pass
-                built = fs.build("cpu", face=False, audio=False, text_model=text_model, strict=False)
-                tx = built.text
-                if "T" in built.errors:
-                    errors["T"] = f"unavailable: text encoder ({built.errors['T']})"
-            except Exception as e:  # noqa: BLE001
-                errors["T"] = f"unavailable: text encoder ({_short(e)})"
+                hf_logging.disable_progress_bar()
+            except Exception:  # noqa: BLE001
+                pass
+            built = fs.build("cpu", face=False, audio=False, text_model=text_model, strict=False)
+            tx = built.text
+            if "T" in built.errors:
+                errors["T"] = f"unavailable: text encoder ({built.errors['T']})"
         if "A" in errors and "T" not in errors:
             errors["T"] = "unavailable: needs the audio stream"
         return cls(fx, ax, rec, tx, vad_factory, errors, fs)

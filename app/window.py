@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING
 
@@ -62,8 +63,6 @@ class FaultTable:
     be loaded) holds for good.  Thread-safe under ``lock``."""
 
     def __init__(self, hold_s: float, permanent: dict[str, str] | None = None, lock=None):
-        import threading
-
         self.hold_s = float(hold_s)
         self.permanent = dict(permanent or {})
         self._until: dict[str, tuple[str, float]] = {}
