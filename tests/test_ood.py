@@ -287,3 +287,24 @@ def test_admc_calibrate_refits_trust_into_a_new_run_and_leaves_the_rest(tmp_path
     assert set(a) == set(b) and all(bool((a[k] == b[k]).all()) for k in a)
     assert main(["calibrate", "--run", str(new), "--data", str(ds_dir), "--out", str(new), "--quiet"]) == 2
     assert "--out" in capsys.readouterr().err
+
+
+def test_a_window_is_predicted_in_eval_mode_even_with_a_submodule_left_training(trained):
+    """predict_window only reads the modules' mode flags (setting them costs a live window ~1 ms each
+    time); a submodule left in training mode (dropout on) must still be switched, or the same window
+    would give different answers."""
+    from admc.pipeline import predict_window
+
+    model, _meta, samples = trained
+    feats = samples[0]
+    ref = predict_window(model, feats, generator=torch.Generator().manual_seed(0)).probs
+    try:
+        for sub in model.modules():
+            if isinstance(sub, torch.nn.Dropout) and sub.p > 0:
+                sub.train()
+        assert any(m.training for m in model.modules())
+        got = [predict_window(model, feats, generator=torch.Generator().manual_seed(0)).probs for _ in range(3)]
+        assert not any(m.training for m in model.modules())
+        assert all(g == ref for g in got)
+    finally:
+        model.eval()
