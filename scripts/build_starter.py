@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Build the starter checkpoint ``weights/starter/`` from real recordings, in one command::
 
-    .venv/bin/python scripts/build_starter.py            # ~35-45 min on 2 CPU cores from scratch
+    .venv/bin/python scripts/build_starter.py            # ~1 h on 2 CPU cores from scratch
 
 The build is the package :mod:`scripts.starter` (recipe, stages, card template); ``--help`` lists the
 options and the stages.

@@ -142,7 +142,8 @@ def _card_numbers(**changes) -> dict:
         "speech": {s: {"train": 5, "val": 6, "test": 7} for s in ("ravdess", "emodb")},
         "text_cap": {"train": 1200, "val": 250}, "text": {"train": 8, "val": 9, "test": 10},
         "label_rows": [{"cls": "a", "fer": "x", "ravdess": "y", "emodb": "z", "goemo": "w"}],
-        "live_render": False, "keyframes": 4, "rows": 30, "codec_p": 0.5, "codec_kbits": "24/32",
+        "live_render": False, "stream_windows": 4, "stream_onset_s": 0.1, "neutral_words_p": 0.0,
+        "neutral_face_voice_p": 0.0, "keyframes": 4, "rows": 30, "codec_p": 0.5, "codec_kbits": "24/32",
         "seed": 0, "pairs": {"train": 1000, "val": 200, "test": 300},
         "pairs_total": {"train": 7000, "val": 1400, "test": 2100}, "settings_md": "`--set fusion.ff=256`",
         "train_env": "Trained with the core at commit `abc`.", "itfn": "A 70.0", "silent_units": None,
@@ -179,8 +180,14 @@ def test_the_model_card_is_its_template_filled_with_the_numbers():
     assert "below 0.40 (chosen on\nvalidation to keep 90 %" in card and "- face `f1`: a (p = 0.9)" in card
     assert "jittered crops (shift" in card and "conversation-like stream" not in card
     assert "\n\n\n" not in card                                   # no empty lines left by the blocks
+    assert "Neutral words" not in card
     live = render_card(_card_numbers(live_render=True))
     assert "conversation-like stream" in live and "-> `FaceExtractor.classify_crops` (ResNet" not in live
+    assert "(train: 4 per clip" in live and "placed on the clip alone" not in live
+    mixed = render_card(_card_numbers(live_render=True, stream_windows=2, neutral_words_p=0.3, neutral_face_voice_p=0.1))
+    assert "(train: 2 per clip" in mixed and "the other\n  2 training windows" in mixed
+    assert "neutral, 30 % take their words from the neutral comments" in mixed and "10 % their face and voice" in mixed
+    assert "\n\n\n" not in mixed and "\n\n\n" not in live
     bare = render_card(_card_numbers(calibration=None, live=[], v_diagnostics=None, timings=None, train_env=None))
     assert "## Calibration" not in bare and "## Live evaluation" not in bare and "V diagnostics" not in bare
     assert "\n\n\n" not in bare

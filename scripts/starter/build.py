@@ -1,6 +1,6 @@
 """Build the starter checkpoint ``weights/starter/`` from real recordings, in one command::
 
-    .venv/bin/python scripts/build_starter.py            # ~35-45 min on 2 CPU cores from scratch
+    .venv/bin/python scripts/build_starter.py            # ~1 h on 2 CPU cores from scratch
     .venv/bin/python -m scripts.starter                  # the same
 
 No public dataset pairs face, voice and words, so the starter is trained on *class-conditional
@@ -27,10 +27,12 @@ unimodal test accuracy, late fusion), ``card`` (``MODEL_CARD.md``).  ``--fresh``
 folder first; ``--from-stage train`` reruns training and everything after it (e.g. after the ADMC
 defaults changed) while reusing the features.
 
-``--live-render`` makes the training and validation windows through the live front ends instead
-(``extractors/dataset/training_render.py``: voice in conversation-like 48 kHz streams, faces in webcam
-frames; ``--stream-windows N`` of the 4 training windows per clip from the stream); measured once
-and not shipped (``docs/starter.md``).  Use a fresh ``--work`` folder for it.
+Training and validation windows are made through the live front ends (``--live-render``, the
+default since the starter of issue 29: ``extractors/dataset/training_render.py``: voice in
+conversation-like 48 kHz streams, faces in webcam frames; ``--stream-windows N`` of the 4 training
+windows per clip from the stream, the rest placed on the clip alone), and a share of the training and
+validation pairs carry neutral words (``recipe.NEUTRAL_WORDS_P``); ``--no-live-render`` makes the
+isolated, centred windows of the earlier starters.  ``docs/starter.md`` compares the recipes.
 """
 
 from __future__ import annotations
@@ -66,11 +68,11 @@ def main(argv=None) -> int:
     ap.add_argument("--from-stage", choices=STAGES, default=None, help="redo this stage and all after it")
     ap.add_argument("--only", choices=STAGES, action="append", help="run only these stages")
     ap.add_argument("--set", action="append", default=None, help="admc train setting (default: TRAIN_SET)")
-    ap.add_argument("--live-render", action="store_true",
+    ap.add_argument("--live-render", action=argparse.BooleanOptionalAction, default=recipe.LIVE_RENDER,
                     help="render training and validation windows through the live front ends (voice in "
-                         "conversation-like 48 kHz streams, faces in webcam frames; docs/live-skew.md); "
-                         "the shipped starter was built without it")
-    ap.add_argument("--stream-windows", type=int, default=4, choices=range(0, TRAIN_WINDOWS + 1),
+                         "conversation-like 48 kHz streams, faces in webcam frames; docs/live-skew.md); the "
+                         "default, as the shipped starter was built; --no-live-render: isolated, centred windows")
+    ap.add_argument("--stream-windows", type=int, default=recipe.STREAM_WINDOWS, choices=range(0, TRAIN_WINDOWS + 1),
                     metavar=f"0..{TRAIN_WINDOWS}", help="with --live-render: training windows per clip from the stream")
     args = ap.parse_args(argv)
     recipe.LIVE_RENDER, recipe.STREAM_WINDOWS = bool(args.live_render), int(args.stream_windows)

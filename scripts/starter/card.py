@@ -18,12 +18,12 @@ TEMPLATE = Path(__file__).with_name("MODEL_CARD.md.j2")
 CONDITIONS = ["A", "V", "T", "A+V", "A+T", "V+T"]
 #: benchmarks/results/live/live_eval_<tag>.json shown in the live table, oldest first
 LIVE_RESULTS = {
-    "starter": "previous starter, replay, before the live-path changes of issues 28/29 (T held 1 s)",
-    "starter_hold3s": "previous starter (completing with the ADN step), replay",
-    "starter_browser": "previous starter (completing with the ADN step), browser",
-    "starter_rebuilt": "a rebuild by the current core, its ADN step kept (not shipped), replay",
-    "starter_ridge": "this starter (completing with the ridge estimate), replay",
-    "starter_ridge_browser": "this starter (completing with the ridge estimate), browser",
+    "starter": "previous starter (completing with the ADN step), replay, before the live-path changes of issues 28/29 (T held 1 s)",
+    "starter_ridge": "previous starter (isolated training windows, completing with the ridge estimate), replay",
+    "starter_ridge_browser": "previous starter (isolated training windows, completing with the ridge estimate), browser",
+    "starter_live_rendered": "first live-rendered build (4 stream windows from 0.6 s, no neutral words; not shipped), replay",
+    "starter_v2": "this starter (live-rendered windows, neutral-word pairs), replay",
+    "starter_v2_browser": "this starter (live-rendered windows, neutral-word pairs), browser",
 }
 
 
@@ -155,7 +155,9 @@ def card_numbers(work: Path, out: Path, src: Sources, settings: list[str]) -> di
         "text_cap": TEXT_CAP, "text": {s: nt[s] for s in ("train", "val", "test")},
         "label_rows": [{"cls": c, "fer": inv(FER_MAP, c), "ravdess": inv(RAVDESS_MAP, c), "emodb": inv(EMODB_MAP, c),
                         "goemo": inv(GOEMO_MAP, c)} for c in CLASSES],
-        "live_render": recipe.LIVE_RENDER, "keyframes": KEYFRAMES, "rows": ROWS, "codec_p": CODEC_P,
+        "live_render": recipe.LIVE_RENDER, "stream_windows": recipe.STREAM_WINDOWS,
+        "stream_onset_s": recipe.STREAM_ONSET_S, "neutral_words_p": recipe.NEUTRAL_WORDS_P,
+        "neutral_face_voice_p": recipe.NEUTRAL_FACE_VOICE_P, "keyframes": KEYFRAMES, "rows": ROWS, "codec_p": CODEC_P,
         "codec_kbits": "/".join(str(b // 1000) for b in CODEC_BIT_RATES),
         "seed": SEED, "pairs": PAIRS_PER_CLASS, "pairs_total": {k: 7 * v for k, v in PAIRS_PER_CLASS.items()},
         "settings_md": ", ".join(f"`--set {s}`" for s in settings),

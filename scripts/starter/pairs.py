@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from scripts.starter.faces import interpolate_rows
-from scripts.starter.recipe import CLASSES, FEATURES, PAIRS_PER_CLASS, SEED
+from scripts.starter.recipe import (CLASSES, FEATURES, NEUTRAL_FACE_VOICE_P, NEUTRAL_WORDS_P, PAIRS_PER_CLASS,
+                                    SEED)
 
 
 class Sources:
@@ -46,19 +47,49 @@ def _cycle(pool: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
     return np.concatenate([rng.permutation(pool) for _ in range(reps)])[:n]
 
 
+def neutral_mix(n: int, rng: np.random.Generator, words_p: float = NEUTRAL_WORDS_P,
+                face_voice_p: float = NEUTRAL_FACE_VOICE_P) -> np.ndarray:
+    """Which of a class's ``n`` pairs take neutral material: ``[n]`` of 0 (words, face and voice of the
+    class), 1 (neutral words: the face and voice carry the class) or 2 (neutral face and voice: the
+    words carry it); ``round(words_p * n)`` ones and ``round(face_voice_p * n)`` twos at random places."""
+    kind = np.zeros(n, np.int8)
+    order = rng.permutation(n)
+    n1, n2 = int(round(words_p * n)), int(round(face_voice_p * n))
+    kind[order[:n1]] = 1
+    kind[order[n1:n1 + n2]] = 2
+    return kind
+
+
+MIX_NAMES = ("class", "neutral words", "neutral face and voice")
+
+
 def stage_pairs(work: Path, src: Sources) -> None:
+    """The paired dataset: per split and class, faces, voice windows and comments of that class drawn
+    so each is used once before any repeats; in training and validation a share of a non-neutral
+    class's pairs takes its words, or its face and voice, from the neutral class
+    (:func:`neutral_mix`, recipe ``NEUTRAL_WORDS_P`` / ``NEUTRAL_FACE_VOICE_P``)."""
     from admc.data import split_from_samples, write_dataset
 
     rng = np.random.default_rng(SEED + 2)
+    mix_rng = np.random.default_rng(SEED + 5)      # its own stream: the class draws stay those drawn before
+    neutral = CLASSES.index("neutral")
     splits, prov = {}, []
     for split, n in PAIRS_PER_CLASS.items():
         labels, ids, samples = [], [], {"A": [], "V": [], "T": []}
+        pn = src.pools(split, neutral)
         for c in range(len(CLASSES)):
             p = src.pools(split, c)
             for m in "AVT":
                 if not len(p[m]):
                     raise SystemExit(f"build_starter: no {m} samples of class {CLASSES[c]} in {split}")
             draw = {m: _cycle(p[m], n, rng) for m in "AVT"}
+            mixed = split != "test" and c != neutral
+            kind = neutral_mix(n, mix_rng) if mixed else np.zeros(n, np.int8)
+            if mixed:
+                nd = {m: _cycle(pn[m], n, mix_rng) for m in "AVT"}
+                draw["T"] = np.where(kind == 1, nd["T"], draw["T"])
+                for m in "AV":
+                    draw[m] = np.where(kind == 2, nd[m], draw[m])
             for k in range(n):
                 a, v, t = int(draw["A"][k]), int(draw["V"][k]), int(draw["T"][k])
                 sid = f"{split}-{CLASSES[c]}-{k:04d}"
@@ -69,11 +100,13 @@ def stage_pairs(work: Path, src: Sources) -> None:
                 samples["T"].append(src.text_rows(t))
                 clip = int(src.speech["win_clip"][a])
                 prov.append({"id": sid, "label": CLASSES[c], "A": str(src.speech["id"][clip]), "A_window": a,
-                             "V": str(src.faces["ids"][v]), "T": str(src.text["id"][t])})
+                             "V": str(src.faces["ids"][v]), "T": str(src.text["id"][t]),
+                             "mix": MIX_NAMES[int(kind[k])]})
         splits[split] = split_from_samples(split, labels, ids, samples)
     extra = {"feature_set": FEATURES.name,
              "source": {"kind": "starter-pairs", "script": "scripts/build_starter.py",
                         "pairs_per_class": PAIRS_PER_CLASS, "seed": SEED,
+                        "neutral_words_p": NEUTRAL_WORDS_P, "neutral_face_voice_p": NEUTRAL_FACE_VOICE_P,
                         "provenance": "pairs.csv in the build's work folder"}}
     write_dataset(work / "paired", "starter-paired", FEATURES.schema(CLASSES), splits, extra_meta=extra)
     with open(work / "pairs.csv", "w", newline="") as f:
