@@ -112,3 +112,30 @@ def test_shipped_network_in_the_face_extractor(tmp_path):
     assert feat.shape == (len(faces), fx.feature_dim) and np.allclose(prob.sum(1), 1, atol=1e-5)
     # the network the card describes: most of these happy test faces read as happy
     assert (prob.argmax(1) == CLASSES.index("happy")).mean() >= 0.7, card["scores"]["PrivateTest"]
+
+
+@pytest.mark.skipif(not DEFAULT_WEIGHTS.is_file(), reason="weights/face_resnet_fer2013 not trained yet")
+def test_the_face_network_runs_in_onnxruntime_with_the_eager_networks_numbers():
+    """On the CPU the expression network runs in onnxruntime (exported from the loaded weights at load
+    time); its features and probabilities equal eager torch's on real faces, one crop and a batch."""
+    import torch
+
+    from extractors.models.face import ExpressionNetwork
+    from tests.shared_data import SHARED_DATA
+
+    net = ExpressionNetwork.load("resnet", None, torch.device("cpu"))
+    assert net.backend == "onnxruntime"
+    faces = sorted((SHARED_DATA / "fer2013" / "test" / "sad").glob("PrivateTest_*.jpg"))[:12]
+    if not faces:
+        pytest.skip("the shared data (FER2013) is not here")
+    crops = [np.asarray(Image.open(p).convert("L"), np.float32) for p in faces]
+    crops[0] = np.asarray(Image.fromarray(crops[0].astype(np.uint8)).resize((64, 64)), np.float32)  # resized on the way
+    for batch in (crops[:1], crops):
+        f_ort, p_ort = net(batch)
+        runtime, net.runtime = net.runtime, None
+        try:
+            f_eager, p_eager = net(batch)
+        finally:
+            net.runtime = runtime
+        assert f_ort.shape == f_eager.shape and p_ort.shape == p_eager.shape
+        assert np.abs(f_ort - f_eager).max() < 1e-4 and np.abs(p_ort - p_eager).max() < 1e-5
