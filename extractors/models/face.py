@@ -180,7 +180,7 @@ class ExpressionNetwork:
             net = face_net.load_face_net(Path(weights) if weights is not None else face_net.DEFAULT_WEIGHTS)
             net = net.to(device)
             runtime = None
-            if device.type == "cpu":     # onnxruntime: 2.4x faster than eager on one crop (OnnxFaceNet)
+            if device.type == "cpu":     # onnxruntime: 2.1x faster than eager on one crop (OnnxFaceNet)
                 try:
                     runtime = face_net.OnnxFaceNet(net, torch.get_num_threads())
                 except Exception as e:   # noqa: BLE001 - no onnx/onnxruntime or an export failure: eager torch
