@@ -336,15 +336,9 @@ class VoiceActivityDetector:
     window_s = VAD_WINDOW / TARGET_SR
 
     def __init__(self, model_path: str | Path | None = None, num_threads: int = 1):
-        import onnxruntime as ort
+        from extractors.models.ort_session import cpu_session
 
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = max(1, int(num_threads))
-        opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3
-        path = Path(model_path) if model_path else silero_model_path()
-        self._session = ort.InferenceSession(str(path), sess_options=opts,
-                                             providers=["CPUExecutionProvider"])
+        self._session = cpu_session(Path(model_path) if model_path else silero_model_path(), num_threads)
         self._sr_arr = np.array(TARGET_SR, dtype=np.int64)
         self._resampler: StreamingResampler | None = None
         self.reset()

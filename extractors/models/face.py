@@ -163,7 +163,11 @@ class ExpressionNetwork:
         self.name, self.net, self.input_size, self.feature_dim = name, net, int(input_size), int(feature_dim)
         self._preprocess, self.device, self.channels_last = preprocess, device, channels_last
         self.runtime = runtime          # onnxruntime runner of the same network (CPU), or None: eager torch
-        self.backend = "onnxruntime" if runtime is not None else "torch"
+
+    @property
+    def backend(self) -> str:
+        """What runs the network: ``"onnxruntime"`` or ``"torch"``."""
+        return "onnxruntime" if self.runtime is not None else "torch"
 
     @classmethod
     def load(cls, name: str, weights: str | Path | None, device) -> "ExpressionNetwork":

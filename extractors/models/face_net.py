@@ -147,7 +147,7 @@ class OnnxFaceNet:
         import io
         import warnings
 
-        import onnxruntime as ort
+        from extractors.models.ort_session import cpu_session
 
         class _Features(nn.Module):
             def __init__(self, m: FaceNet):
@@ -165,11 +165,7 @@ class OnnxFaceNet:
             torch.onnx.export(_Features(net).float().eval(), (x,), buf, input_names=["x"], output_names=["f", "p"],
                               dynamic_axes={"x": {0: "n"}, "f": {0: "n"}, "p": {0: "n"}}, opset_version=17,
                               dynamo=False)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = max(1, int(threads))
-        opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3
-        self.session = ort.InferenceSession(buf.getvalue(), opts, providers=["CPUExecutionProvider"])
+        self.session = cpu_session(buf.getvalue(), threads)
         self.feature_dim = net.feature_dim
 
     def __call__(self, x) -> tuple:
