@@ -192,6 +192,50 @@ def stream_summary(rows: list[dict], mods=("A", "V", "T")) -> dict:
     return out
 
 
+SPANS = ("one segment", "two states of one take", "two takes")
+
+
+def window_span(t: float, segments: list[dict]) -> str | None:
+    """Where a window ending at clip time ``t`` lies: inside ``one segment``, across ``two states of
+    one take`` (the same face or speech appearing or going), or across ``two takes`` (a cut to another
+    person's face and another speaker: a window a webcam user does not make); None off the clip."""
+    over = [s for s in segments if s["end"] > t - 3.0 + 1e-6 and s["start"] < t - 1e-6]
+    if not over:
+        return None
+    if len(over) == 1 or any(s["start"] - 1e-6 <= t - 3.0 and t <= s["end"] + 1e-6 for s in over):
+        return SPANS[0]
+    return SPANS[2] if len({(s["label"], s["take"]) for s in over}) > 1 else SPANS[1]
+
+
+def ood_by_span(rows: list[dict], segments: list[dict], clip_time=None, mods=("A", "V", "T")) -> dict:
+    """Per modality and :func:`window_span`: the live windows and the share of them flagged out of
+    distribution.  ``clip_time(row, modality)`` places a window on the clip (default: its ``t``)."""
+    clip_time = clip_time or (lambda r, m: float(r["t"]))
+    out = {}
+    for m in mods:
+        counts = {k: [0, 0] for k in SPANS}
+        for r in rows:
+            if r["streams"].get(m) != "live":
+                continue
+            span = window_span(clip_time(r, m), segments)
+            if span is None:
+                continue
+            counts[span][0] += 1
+            counts[span][1] += bool(((r.get("ood") or {}).get(m) or {}).get("out"))
+        out[m] = {k: {"live": n, "ood_share_of_live": round(100.0 * o / n, 1) if n else None}
+                  for k, (n, o) in counts.items()}
+    return out
+
+
+def _span_lines(by_span: dict) -> list[str]:
+    lines = ["", "Out of distribution, % of the live windows by where the window lies on the clip (live windows "
+             "in brackets); a window across two takes holds two people's faces or voices:", "",
+             "| modality | " + " | ".join(SPANS) + " |", "|---|" + "---|" * len(SPANS)]
+    for m, v in by_span.items():
+        lines.append(f"| {m} | " + " | ".join(f"{v[k]['ood_share_of_live']} ({v[k]['live']})" for k in SPANS) + " |")
+    return lines
+
+
 def place_browser_windows(rows: list[dict], t0_wall: float, video_start: float, audio_start: float,
                           segments: list[dict], audio_clip_t: dict | None = None) -> list[dict]:
     """The page's windows placed on the clip: a window ending at session time ``t`` ends at wall
@@ -247,8 +291,15 @@ def run_browser_mode(checkpoint: Path, info: dict, work: Path) -> tuple[list[dic
     (work / "browser" / "probe.json").write_text(json.dumps(page["probe"]))
     placed = place_browser_windows(rows, t0, starts["video"], starts["audio"], info["segments"], audio_clip_t)
     by_wall = place_browser_windows(rows, t0, starts["video"], starts["audio"], info["segments"])
+
+    def clip_time(r: dict, m: str) -> float:            # V on the camera's clock, A and T on the audio's
+        t = float(r["t"])
+        if m == "V":
+            return t0 + t - starts["video"]
+        return (audio_clip_t or {}).get(round(t, 3), t0 + t - starts["audio"])
     drift = [e["t"] - e["t_audio"] for e in events if e["ev"] == "window" and e.get("t_audio") is not None]
     facts = {"scores_by_wall_clock": score(by_wall, info["segments"], list(bs.CLASSES)),
+             "ood_by_window_span": ood_by_span(rows, info["segments"], clip_time),
              "audio_behind_wall_clock_s": {"median": round(float(np.median(drift)), 2) if drift else None,
                                            "max": round(float(np.max(drift)), 2) if drift else None},
              "streamed_s": page["streamed_s"], "server": page["server"], "browser": page["browser"],
@@ -332,6 +383,7 @@ def main() -> int:
            "segments": len(info["segments"]), "takes_per_emotion": args.takes, "classes": bs.CLASSES,
            "scores": score(rows, info["segments"], list(bs.CLASSES)),
            "streams": stream_summary(rows),
+           "ood_by_window_span": ood_by_span(rows, info["segments"]),
            "app_seconds": seconds,
            "machine": machine or {"cpu": cpu_name(), "cores": os.cpu_count(), "load_1min": round(os.getloadavg()[0], 2)}}
     if other is not None:
@@ -353,6 +405,7 @@ def main() -> int:
         v = res["streams"][m]
         lines.append(f"| {m} | {v['live_share']} | {v['ood_share_of_live']} | "
                      + ", ".join(f"{k} {x}" for k, x in v["missing_reasons"].items()) + " |")
+    lines += _span_lines(res["ood_by_window_span"])
     if res.get("vs", {}).get("segments"):
         v = res["vs"]
         lines += ["", f"Against `{v['name']}` on the same clip: window accuracy {v['wa_difference']:+.1f} points, 95 % interval "
@@ -394,6 +447,7 @@ def browser_main(args, info: dict) -> int:
         v = res["streams"][m]
         why = ", ".join(f"{k} {x}" for k, x in v["missing_reasons"].items())
         lines.append(f"| {m} | {v['live_share']} | {v['ood_share_of_live']} | {why} |")
+    lines += _span_lines(res["ood_by_window_span"])
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print(json.dumps({"overall": res["scores"]["overall"], "streams": res["streams"]}))
     return 0

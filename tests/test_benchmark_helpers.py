@@ -95,6 +95,34 @@ def test_browser_windows_are_placed_on_both_devices_clocks_and_scored_like_repla
     assert st["T"]["live_share"] == 0.0 and st["T"]["missing_reasons"] == {"no speech": 100.0}
 
 
+def test_out_of_distribution_share_is_split_by_where_the_window_lies():
+    """live_eval: a 3 s window inside one segment, across two states of one take (the face going), or
+    across two takes (two people's faces in one window) -- each with its own flagged share."""
+    from benchmarks.live_eval import ood_by_span, window_span
+
+    segs = [{"start": 0.0, "end": 6.0, "label": "anger", "take": 0, "state": "full"},
+            {"start": 6.0, "end": 12.0, "label": "anger", "take": 0, "state": "face_hidden"},
+            {"start": 12.0, "end": 18.0, "label": "anger", "take": 1, "state": "full"}]
+    assert window_span(5.0, segs) == "one segment" and window_span(6.0, segs) == "one segment"
+    assert window_span(1.0, segs) == "one segment"                       # the clip's first seconds
+    assert window_span(7.5, segs) == "two states of one take"
+    assert window_span(13.0, segs) == "two takes"
+    assert window_span(40.0, segs) is None
+
+    def win(t, flagged, v="live"):
+        return {"t": t, "streams": {"A": "missing", "V": v, "T": "missing"},
+                "ood": {"A": None, "V": {"out": flagged}, "T": None}}
+
+    rows = [win(4.0, False), win(5.0, True), win(13.0, True), win(14.0, True), win(15.0, False), win(9.0, True, "missing")]
+    v = ood_by_span(rows, segs)["V"]
+    assert v["one segment"] == {"live": 3, "ood_share_of_live": 33.3}
+    assert v["two takes"] == {"live": 2, "ood_share_of_live": 100.0}
+    assert v["two states of one take"] == {"live": 0, "ood_share_of_live": None}
+    # placed on another clock (the browser's camera): every window 2 s earlier on the clip
+    v = ood_by_span(rows, segs, lambda r, m: float(r["t"]) - 2.0)["V"]
+    assert v["two takes"]["live"] == 1
+
+
 def test_paired_bootstrap_is_zero_for_equal_methods_and_positive_for_a_better_one():
     import numpy as np
 
