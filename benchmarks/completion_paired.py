@@ -4,7 +4,8 @@ regression cannot: marginalize the classifier over sampled completions (issue 25
 
     python benchmarks/completion_paired.py --bench benchmarks/_work/paired5_mfeat3_shared_full \
         --data benchmarks/_work/mfeat3 --out benchmarks/results/completion/paired_mfeat3_shared_full \
-        [--reference admc] [--samples 16] [--steps 10,20] [--seeds 0,1] [--threads 1]
+        [--reference admc] [--samples 16] [--steps 10,20] [--seeds 0,1] [--threads 1] \
+        [--conditions extremes]
     python benchmarks/completion_paired.py --run weights/starter --data benchmarks/_work/starter/paired \
         --out benchmarks/results/completion/paired_starter_shipped --samples 8 --steps 10
 
@@ -20,7 +21,7 @@ writes OUT.json (every number, per seed) and OUT.md. Two parts:
    shipped sampler, every other completing method of the bench (its completer on the same encoders),
    the ADN's multi-step reverse process (DDIM from noise, steps chosen on validation completion MSE),
    the mean of K DDPM samples (a plug-in), and **the marginal**: the classifier's probabilities averaged
-   over K DDPM samples (steps chosen on validation NLL); and the same two for a non-parametric
+   over the same K DDPM samples (drawn once, in one batched chain; steps chosen on validation NLL); and the same two for a non-parametric
    sampler, hot-deck (the missing rows of the K training samples nearest in the available rows: their
    mean as a plug-in, and the marginal over them), which separates "marginalizing pays" from "the
    diffusion samples well". Per fill: UA, NLL, ECE, AURC (max probability;
@@ -201,8 +202,9 @@ class NeighbourRows:
         self.z_train, self.k = z_train, k
         self._index: dict[tuple[bool, ...], NearestNeighbors] = {}   # one per availability pattern
 
-    def draws(self, z: torch.Tensor, avail: torch.Tensor) -> torch.Tensor:
-        """``[k, n, M, E]``: ``z`` with its missing rows replaced by each neighbour's."""
+    def draws(self, z: torch.Tensor, avail: torch.Tensor, gen=None) -> torch.Tensor:
+        """``[k, n, M, E]``: ``z`` with its missing rows replaced by each neighbour's (``gen`` unused:
+        the neighbours are deterministic)."""
         cols = avail[0].bool()
         key = tuple(cols.tolist())
         if key not in self._index:
@@ -212,13 +214,31 @@ class NeighbourRows:
         return torch.stack([torch.where(keep, z, self.z_train[torch.from_numpy(idx[:, j])]) for j in range(self.k)])
 
 
-class _NeighbourFill(_Fill):
-    def __init__(self, name: str, rows: NeighbourRows, marginal: bool, about: str):
-        super().__init__(name, None, rows.k, marginal, about)
-        self.rows = rows
+class SharedDraws:
+    """K completions of each (split, condition) from the reference ADN's DDPM chain of ``steps``
+    steps, drawn once in one batched call and shared by the plug-in (their mean) and the marginal
+    (the classifier over each): both fills see the same samples, and the chain runs once."""
+
+    def __init__(self, adn, steps: int, k: int):
+        self.adn, self.k, self._cache = adn.with_sampler("ddpm", steps), k, {}
+
+    def draws(self, z: torch.Tensor, avail: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
+        key = (z.data_ptr(), tuple(avail[0].tolist()))
+        if key not in self._cache:
+            self._cache[key] = self.adn.draw(z * avail[..., None], avail, self.k, gen)
+        return self._cache[key]
+
+
+class _DrawsFill(_Fill):
+    """The plug-in mean of K draws (``source.draws(z, avail, gen) -> [K, n, M, E]``) or the marginal
+    over them."""
+
+    def __init__(self, name: str, source, marginal: bool, about: str = ""):
+        super().__init__(name, None, source.k, marginal, about)
+        self.source = source
 
     def logits(self, model, z, avail, gen):
-        draws = self.rows.draws(z, avail)
+        draws = self.source.draws(z, avail, gen)
         if self.marginal:
             return completion_logits(model, draws, avail), None
         filled = draws.mean(dim=0)
@@ -295,7 +315,21 @@ def _metrics(val: dict, test: dict, y_va, y_te, marginal: bool, names=None) -> t
     return m, np.stack(correct)
 
 
-def one_classifier(runs, ds, reference: str, samples: int, steps: list[int]) -> dict:
+CONDITION_SETS = ("all", "extremes")
+
+
+def part2_masks(names, which: str = "all"):
+    """The missing conditions part 2 runs: ``all`` of them, or the ``extremes`` (one modality missing,
+    or one present: 2M of the 2^M - 2 conditions, where a completer has the most and the least to go
+    on; the study's cost grows with the conditions, and 6 views have 62)."""
+    masks = _masks(names)
+    if which == "extremes":
+        m = len(names)
+        masks = [(c, k) for c, k in masks if int(k.sum()) in (1, m - 1)]
+    return masks
+
+
+def one_classifier(runs, ds, reference: str, samples: int, steps: list[int], conditions: str = "all") -> dict:
     y_te, y_va = ds["test"].labels, ds["val"].labels
     per_fill: dict[str, dict] = {}
     correct: dict[str, dict[int, np.ndarray]] = {}
@@ -304,7 +338,7 @@ def one_classifier(runs, ds, reference: str, samples: int, steps: list[int]) -> 
     checks: dict[str, list] = {}
     for seed, run_dir in sorted(runs[reference].items()):
         model, _ = load_run(run_dir)
-        masks = _masks(model.schema.names)
+        masks = part2_masks(model.schema.names, conditions)
         z_va, _ = model.embed(ds["val"])
         z_te, _ = model.embed(ds["test"])
         adn = model.completer
@@ -325,10 +359,10 @@ def one_classifier(runs, ds, reference: str, samples: int, steps: list[int]) -> 
         # the multi-step reverse process and the sampled fills: steps chosen on validation
         grid = {}
         for s in steps:
+            shared = SharedDraws(adn, s, samples)
             for kind, fill in (("ddim", _Fill(f"ddim{s}", adn.with_sampler("ddim", s))),
-                               ("ddpm_mean", _Fill(f"ddpm{s}_mean{samples}", adn.with_sampler("ddpm", s, samples))),
-                               ("marginal", _Fill(f"marginal_ddpm{s}_K{samples}", adn.with_sampler("ddpm", s),
-                                                  samples, marginal=True))):
+                               ("ddpm_mean", _DrawsFill(f"ddpm{s}_mean{samples}", shared, False)),
+                               ("marginal", _DrawsFill(f"marginal_ddpm{s}_K{samples}", shared, True))):
                 v = _run_fill(model, fill, z_va, y_va, masks, seed)
                 score = float(np.mean(v["mse"])) if kind != "marginal" else _val_nll(v, y_va, True)
                 if kind not in grid or score < grid[kind][0]:
@@ -342,10 +376,10 @@ def one_classifier(runs, ds, reference: str, samples: int, steps: list[int]) -> 
         fills += [g[1] for g in grid.values()]
         z_tr, p_tr = model.embed(ds["train"])
         rows = NeighbourRows(z_tr[p_tr.all(dim=1)], samples)
-        fills += [_NeighbourFill(f"hot-deck mean of {samples} neighbours (plug-in)", rows, False,
-                                 "k-nearest-neighbour regression on the available rows"),
-                  _NeighbourFill(f"hot-deck marginal over {samples} neighbours", rows, True,
-                                 "the classifier averaged over the missing rows of the k nearest training samples")]
+        fills += [_DrawsFill(f"hot-deck mean of {samples} neighbours (plug-in)", rows, False,
+                             "k-nearest-neighbour regression on the available rows"),
+                  _DrawsFill(f"hot-deck marginal over {samples} neighbours", rows, True,
+                             "the classifier averaged over the missing rows of the k nearest training samples")]
         for fill in fills:
             cached = next((g[2] for g in grid.values() if g[1] is fill), None)
             v = cached if cached is not None else _run_fill(model, fill, z_va, y_va, masks, seed)
@@ -361,7 +395,8 @@ def one_classifier(runs, ds, reference: str, samples: int, steps: list[int]) -> 
                   f"ECE {m['ece']:.2f} AURC {m['aurc']:.2f}", file=sys.stderr)
     res = {"fills": {k: {"seeds": v["seeds"], "about": about[k], **{m: _summary(x) for m, x in v["metrics"].items()}}
                      for k, v in per_fill.items()},
-           "chosen_steps": chosen, "same_encoders": checks, "paired": {}}
+           "chosen_steps": chosen, "same_encoders": checks, "paired": {},
+           "conditions": conditions, "condition_count": len(masks)}
     shipped = next(k for k in per_fill if k.startswith(f"{reference} (shipped"))
     for base in ("ridge_fill", shipped):
         for name in per_fill:
@@ -383,6 +418,12 @@ def _cell(s: dict, digits: int = 1) -> str:
 
 def _interval(iv) -> str:
     return "-" if iv is None else f"[{iv[0]:+.2f}, {iv[1]:+.2f}]"
+
+
+def _conditions_said(one: dict) -> str:
+    if one.get("conditions") == "extremes":
+        return f"the {one['condition_count']} with one modality missing or one present"
+    return f"all {one['condition_count']}" if "condition_count" in one else "all"
 
 
 def markdown(res: dict) -> str:
@@ -407,7 +448,8 @@ def markdown(res: dict) -> str:
     if one:
         lines += ["", "## One classifier (the reference run's), every completer", "",
                   "Temperatures refitted per fill and condition on validation. Test, pooled over the missing "
-                  "conditions (UA: their average); mean ± sample std over seeds. AURC in % (lower is better).", "",
+                  f"conditions ({_conditions_said(one)}; UA: their average); mean ± sample std over seeds. "
+                  "AURC in % (lower is better). The DDPM mean and the marginal use the same K samples.", "",
                   "| fill | UA | NLL | ECE % | AURC (max prob) | AURC (agreement, ties by max prob) | AURC (mutual inf.) | completion MSE test / val |",
                   "|---|---|---|---|---|---|---|---|"]
         for name, r in one["fills"].items():
@@ -452,6 +494,8 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", default="10,20", help="reverse-step grid for the sampled fills")
     ap.add_argument("--seeds", default=None, help="only these seeds of the bench, e.g. 0,1 (default: all)")
     ap.add_argument("--no-one-classifier", action="store_true", help="part 1 only")
+    ap.add_argument("--conditions", choices=CONDITION_SETS, default="all",
+                    help="part 2's missing conditions: all, or the extremes (one modality missing or one present)")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     a = ap.parse_args(argv)
     try:
@@ -508,7 +552,7 @@ def main(argv=None) -> int:
                "samples": a.samples, "steps": steps, "reference": a.reference,
                "own_models": own_models(runs, ds, methods, a.reference)}
         if not a.no_one_classifier:
-            res["one_classifier"] = one_classifier(runs, ds, a.reference, a.samples, steps)
+            res["one_classifier"] = one_classifier(runs, ds, a.reference, a.samples, steps, a.conditions)
     except (RunError, DatasetError) as e:
         ap.exit(2, f"{ap.prog}: error: {e}\n")
     res["seconds"] = round(time.time() - t0, 1)

@@ -184,11 +184,19 @@ class Diffusion:
         """``z [B, M, D]`` with the rows where ``avail [B, M]`` is False generated (the average of
         ``adn.num_samples`` completions, from :attr:`start_step` where the variant uses one);
         available rows are returned exactly as given."""
+        mean = self.draw(z, avail, max(1, int(self.cfg.num_samples)), generator, trace, batch_size).mean(dim=0)
+        return torch.where(avail.bool()[..., None], z, mean)
+
+    @torch.no_grad()
+    def draw(self, z: torch.Tensor, avail: torch.Tensor, samples: int, generator: torch.Generator | None = None,
+             trace: readings.Trace | None = None, batch_size: int = 4096) -> torch.Tensor:
+        """``[samples, B, M, D]``: ``samples`` completions of ``z [B, M, D]`` drawn in one batched
+        chain each (what :meth:`complete` averages); available rows exactly as given."""
         self.denoiser.eval()
         avail = avail.bool()
-        out = z.clone()
+        K = max(1, int(samples))
+        out = z[None].repeat(K, 1, 1, 1)
         todo = torch.nonzero(~avail.all(dim=1)).flatten()
-        K = max(1, int(self.cfg.num_samples))
         n = self.start_step
         if self.uses_start_step and n is None:
             raise ValueError("paper variant needs a start step n (chosen on validation at train time)")
@@ -198,6 +206,6 @@ class Diffusion:
             ai = avail[idx].repeat(K, 1)
             mu = self.prior(zi, ai) if self.prior is not None else None
             gen = self.variant.sample(self, zi, ai, n, generator, trace, mu)
-            gen = gen.view(K, len(idx), *z.shape[1:]).mean(dim=0)
-            out[idx] = torch.where(avail[idx][..., None], z[idx], gen)
+            gen = gen.view(K, len(idx), *z.shape[1:])
+            out[:, idx] = torch.where(avail[idx][None, ..., None], z[idx][None], gen)
         return out
