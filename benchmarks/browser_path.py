@@ -169,12 +169,13 @@ class ResourceMeter:
         return self._cpu() - self.cpu0
 
 
-def start_app(checkpoint: Path, log: Path, *, trace: Path | None = None, threads: int = 1
-              ) -> tuple[subprocess.Popen, str]:
-    """``python -m app`` on a free local port (output to ``log``, the stage trace to ``trace``);
-    returns once the page answers: (the process, its URL)."""
+def start_app(checkpoint: Path, log: Path, *, trace: Path | None = None, threads: int = 1,
+              app_args: tuple[str, ...] = ()) -> tuple[subprocess.Popen, str]:
+    """``python -m app`` on a free local port (output to ``log``, the stage trace to ``trace``, and
+    ``app_args`` after the rest); returns once the page answers: (the process, its URL)."""
     port = free_port()
-    cmd = [sys.executable, "-m", "app", "--checkpoint", str(checkpoint), "--port", str(port), "--threads", str(threads)]
+    cmd = [sys.executable, "-m", "app", "--checkpoint", str(checkpoint), "--port", str(port), "--threads", str(threads),
+           *app_args]
     if trace is not None:
         cmd += ["--trace", str(trace), "--overwrite"]
     with open(log, "w") as fh:          # the child keeps its own copy of the descriptor

@@ -20,6 +20,10 @@ recall over emotions) overall and per segment state, with the share of windows s
 "uncertain" and the accuracy of the rest.  A window without a prediction counts as wrong.
 Writes ``benchmarks/results/live/live_eval_<name>.{json,md}``.
 
+``--split val`` builds the same kind of clip from validation material (the face network's holdout
+faces, RAVDESS validation actors 15-18) under ``--work/val`` and names its results ``NAME_val``: a live
+setting is chosen there, never on the test clip.
+
 ``--browser`` plays the same clip through headless Chromium's fake camera (640x480, 30 fps) and
 microphone (48 kHz) into ``python -m app`` (the UI, as a user meets it; ``benchmarks/browser_path.py``
 does the driving) and scores the windows of the page's JSON export exactly like replay.  A window's
@@ -63,11 +67,22 @@ FRAME = (320, 240)
 SCALE = 3
 
 
-def _face_candidates(label: str, rng: np.random.Generator) -> list[Path]:
+SPLITS = ("test", "val")
+
+
+def _face_candidates(label: str, rng: np.random.Generator, split: str = "test") -> list[Path]:
+    """FER2013 PrivateTest faces (``test``), or (``val``) the train faces the face network never
+    trained on, its validation holdout (the starter's validation faces come from it too)."""
     import csv
 
-    rows = [r for r in csv.DictReader(open(bs.DATA / "fer2013" / "manifest.csv"))
-            if r["split"] == "test" and "PrivateTest" in r["path"] and bs.FER_MAP[r["label"]] == label]
+    rows = list(csv.DictReader(open(bs.DATA / "fer2013" / "manifest.csv")))
+    if split == "val":
+        from scripts.starter.faces import face_net_holdout
+
+        held = face_net_holdout(rows)
+        rows = [r for r in rows if r["path"] in held and bs.FER_MAP[r["label"]] == label]
+    else:
+        rows = [r for r in rows if r["split"] == "test" and "PrivateTest" in r["path"] and bs.FER_MAP[r["label"]] == label]
     order = rng.permutation(len(rows))
     return [bs.DATA / "fer2013" / rows[i]["path"] for i in order]
 
@@ -83,8 +98,10 @@ def _frame(face: np.ndarray, t: float, rng: np.random.Generator) -> np.ndarray:
     return np.clip(img + rng.integers(-3, 4, img.shape), 0, 255).astype(np.uint8)
 
 
-def build_clip(work: Path, takes: int, seed: int = 0) -> dict:
-    """The clip and its segment table (cached)."""
+def build_clip(work: Path, takes: int, seed: int = 0, split: str = "test") -> dict:
+    """The clip and its segment table (cached): of test material, or (``split="val"``) of
+    validation material (the face network's holdout faces, RAVDESS validation actors 15-18), for
+    choosing a live setting without looking at the test clip."""
     info_file = work / "clip.json"
     if info_file.is_file():
         return json.loads(info_file.read_text())
@@ -100,11 +117,11 @@ def build_clip(work: Path, takes: int, seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
     fx = FaceExtractor(device="cpu")
     speech_rows = [r for r in csv.DictReader(open(bs.DATA / "ravdess_speech" / "manifest.csv"))
-                   if int(r["speaker_or_subject"]) in bs.RAVDESS_TEST]
+                   if int(r["speaker_or_subject"]) in (bs.RAVDESS_VAL if split == "val" else bs.RAVDESS_TEST)]
     segments, frames, audio = [], [], []
     t = 0.0
     for label in bs.CLASSES:
-        faces = iter(_face_candidates(label, rng))
+        faces = iter(_face_candidates(label, rng, split))
         clips = [bs.DATA / "ravdess_speech" / r["path"] for r in speech_rows if bs.RAVDESS_MAP[r["label"]] == label]
         clips = [clips[i] for i in rng.permutation(len(clips))]
         for take in range(takes):
@@ -130,7 +147,8 @@ def build_clip(work: Path, takes: int, seed: int = 0) -> dict:
                 t += SEG_S
     audio = np.concatenate(audio).astype(np.float32)
     path = write_mp4(work / "live_eval.mp4", iter(frames), audio, FPS, SR)
-    info = {"clip": str(path), "duration": t, "segments": segments, "fps": FPS, "seed": seed, "takes": takes}
+    info = {"clip": str(path), "duration": t, "segments": segments, "fps": FPS, "seed": seed, "takes": takes,
+            "split": split}
     info_file.write_text(json.dumps(info, indent=1) + "\n")
     return info
 
@@ -263,7 +281,8 @@ def place_browser_windows(rows: list[dict], t0_wall: float, video_start: float, 
     return out
 
 
-def run_browser_mode(checkpoint: Path, info: dict, work: Path) -> tuple[list[dict], list[dict], dict]:
+def run_browser_mode(checkpoint: Path, info: dict, work: Path, app_args: tuple[str, ...] = ()
+                     ) -> tuple[list[dict], list[dict], dict]:
     """Play the whole clip through Chromium into the app; (placed windows, all windows, run facts)."""
     from app.trace import read_trace
     from benchmarks import browser_path as bp
@@ -271,7 +290,7 @@ def run_browser_mode(checkpoint: Path, info: dict, work: Path) -> tuple[list[dic
     seconds = float(info["duration"])
     mjpeg, wav = bp.render_media(info, work / "browser", 0.0, seconds)
     trace, log = work / "browser" / "trace.jsonl", work / "browser" / "server.log"
-    proc, url = bp.start_app(checkpoint, log, trace=trace)
+    proc, url = bp.start_app(checkpoint, log, trace=trace, app_args=app_args)
     try:
         load0 = os.getloadavg()[0]
         page = bp.run_browser(url, mjpeg, wav, seconds - 0.5, proc.pid)
@@ -339,6 +358,17 @@ def compare(rows: list[dict], other: list[dict], segments: list[dict], draws: in
             "ci95": [round(float(lo), 1), round(float(hi), 1)], "bootstrap_draws": draws}
 
 
+def _app_args(args) -> tuple[str, ...]:
+    return ("--voice-hold", str(args.voice_hold)) if args.voice_hold is not None else ()
+
+
+def _voice_hold(args) -> float:
+    """The voice hold the app ran with: ``--voice-hold``, or the app's default."""
+    from extractors.live.audio_frontend import AudioSettings
+
+    return float(args.voice_hold) if args.voice_hold is not None else AudioSettings().a_min_silence_s
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--checkpoint", type=Path, default=REPO / "weights" / "starter")
@@ -349,25 +379,35 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "live")
     ap.add_argument("--vs", default=None, help="an earlier run's name on the same clip to compare with")
     ap.add_argument("--reuse", action="store_true", help="score this run's existing JSONL (do not run the app)")
+    ap.add_argument("--split", choices=SPLITS, default="test",
+                    help="the clip's material: test (the reported numbers) or val (validation faces and actors, "
+                         "to choose live settings on; results named NAME_val)")
+    ap.add_argument("--voice-hold", type=float, default=None, metavar="SECONDS",
+                    help="the app's --voice-hold (default: the app's own)")
     ap.add_argument("--browser", action="store_true",
                     help="play the clip through headless Chromium into the app's UI instead of replaying it")
     args = ap.parse_args()
-    info = build_clip(args.work / f"takes{args.takes}", args.takes)
+    if args.split == "val":          # its own clip, runs and result names: never mixed with the test clip's
+        args.work, args.name = args.work / "val", f"{args.name}_val"
+        args.vs = f"{args.vs}_val" if args.vs else None
+    info = build_clip(args.work / f"takes{args.takes}", args.takes, split=args.split)
     if args.browser:
         return browser_main(args, info)
     jsonl = args.work / f"{args.name}.jsonl"
     stem = args.out / f"live_eval_{args.name}"
-    seconds, machine = None, None
+    seconds, machine, hold = None, None, _voice_hold(args)
     if args.reuse:
         if not jsonl.is_file():
             raise SystemExit(f"live_eval: --reuse: no earlier run {jsonl}")
-        if stem.with_suffix(".json").is_file():
-            before = json.loads(stem.with_suffix(".json").read_text())
+        if stem.with_name(stem.name + ".json").is_file():
+            before = json.loads(stem.with_name(stem.name + ".json").read_text())
             seconds, machine = before.get("app_seconds"), before.get("machine")
+            hold = before.get("voice_hold_s", 0.3)      # runs from before the option held the voice 0.3 s
     else:
         t0 = time.perf_counter()
         r = subprocess.run([sys.executable, "-m", "app", "--source", info["clip"], "--no-ui", "--out", str(jsonl),
-                            "--checkpoint", str(args.checkpoint), "--quiet"], cwd=REPO, capture_output=True, text=True)
+                            "--checkpoint", str(args.checkpoint), "--quiet", *_app_args(args)], cwd=REPO,
+                           capture_output=True, text=True)
         if r.returncode:
             raise SystemExit(f"live_eval: the app failed (rc {r.returncode}): {r.stderr[-1500:]}")
         seconds = round(time.perf_counter() - t0, 1)
@@ -381,6 +421,7 @@ def main() -> int:
     res = {"checkpoint": str(args.checkpoint.resolve().relative_to(REPO)) if args.checkpoint.resolve().is_relative_to(REPO)
            else str(args.checkpoint), "name": args.name, "clip_seconds": info["duration"],
            "segments": len(info["segments"]), "takes_per_emotion": args.takes, "classes": bs.CLASSES,
+           "material": args.split, "voice_hold_s": hold,
            "scores": score(rows, info["segments"], list(bs.CLASSES)),
            "streams": stream_summary(rows),
            "ood_by_window_span": ood_by_span(rows, info["segments"]),
@@ -389,11 +430,13 @@ def main() -> int:
     if other is not None:
         res["vs"] = {"name": args.vs, **compare(rows, other, info["segments"])}
     args.out.mkdir(parents=True, exist_ok=True)
-    stem.with_suffix(".json").write_text(json.dumps(res, indent=2) + "\n")
+    stem.with_name(stem.name + ".json").write_text(json.dumps(res, indent=2) + "\n")
     res["label"] = args.label or res["checkpoint"]
     lines = [f"# Live evaluation: {res['label']}", "",
              f"{len(info['segments'])} segments of {SEG_S:.0f} s ({args.takes} takes x 7 emotions x 3 states), "
-             "FER2013 PrivateTest faces + RAVDESS test-actor speech, through `python -m app --no-ui`. "
+             + ("FER2013 PrivateTest faces + RAVDESS test-actor speech" if args.split == "test" else
+                "validation material (the face network's holdout faces, RAVDESS actors 15-18)")
+             + ", through `python -m app --no-ui`. "
              "Windows whose 3 s lie inside one segment.", "",
              "| state | windows | WA | UA | uncertain % | WA of the rest |", "|---|---|---|---|---|---|"]
     for k, v in res["scores"].items():
@@ -410,15 +453,15 @@ def main() -> int:
         v = res["vs"]
         lines += ["", f"Against `{v['name']}` on the same clip: window accuracy {v['wa_difference']:+.1f} points, 95 % interval "
                   f"[{v['ci95'][0]:+.1f}, {v['ci95'][1]:+.1f}] (bootstrap over {v['segments']} segments)."]
-    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    stem.with_name(stem.name + ".md").write_text("\n".join(lines) + "\n")
     print(json.dumps(res["scores"]["overall"]))
     return 0
 
 
 def browser_main(args, info: dict) -> int:
-    placed, rows, facts = run_browser_mode(args.checkpoint, info, args.work / f"takes{args.takes}")
+    placed, rows, facts = run_browser_mode(args.checkpoint, info, args.work / f"takes{args.takes}", _app_args(args))
     (args.work / f"{args.name}_browser.json").write_text(json.dumps(rows) + "\n")
-    res = {"checkpoint": str(args.checkpoint), "name": args.name, "mode": "browser",
+    res = {"checkpoint": str(args.checkpoint), "name": args.name, "mode": "browser", "voice_hold_s": _voice_hold(args),
            "clip_seconds": info["duration"], "segments": len(info["segments"]), "classes": bs.CLASSES,
            "scores": score(placed, info["segments"], list(bs.CLASSES)),
            "streams": stream_summary(rows), "windows_exported": len(rows), "windows_placed": len(placed),
@@ -426,7 +469,7 @@ def browser_main(args, info: dict) -> int:
                                 "load_1min_after": round(os.getloadavg()[0], 2)}}
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / f"live_eval_{args.name}_browser"
-    stem.with_suffix(".json").write_text(json.dumps(res, indent=2) + "\n")
+    stem.with_name(stem.name + ".json").write_text(json.dumps(res, indent=2) + "\n")
     lines = [f"# Live evaluation in the browser: {args.label or res['checkpoint']}", "",
              f"The live evaluation's clip ({len(info['segments'])} segments of {SEG_S:.0f} s) played by headless "
              "Chromium's fake camera (640x480, 30 fps) and microphone (48 kHz) into `python -m app`; windows from "
@@ -448,7 +491,7 @@ def browser_main(args, info: dict) -> int:
         why = ", ".join(f"{k} {x}" for k, x in v["missing_reasons"].items())
         lines.append(f"| {m} | {v['live_share']} | {v['ood_share_of_live']} | {why} |")
     lines += _span_lines(res["ood_by_window_span"])
-    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    stem.with_name(stem.name + ".md").write_text("\n".join(lines) + "\n")
     print(json.dumps({"overall": res["scores"]["overall"], "streams": res["streams"]}))
     return 0
 
