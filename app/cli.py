@@ -50,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-asr", action="store_true", help="no speech recognition (T always missing)")
     p.add_argument("--face-fps", type=_number(float, 0.1, 120.0, what="frames per second"), default=None,
                    help="frames per second through the face extractor (default 15 live, 10 for a fast replay)")
+    p.add_argument("--voice-hold", type=_number(float, 0.1, 10.0, what="seconds"), default=None, metavar="SECONDS",
+                   help="the voice (A) stays live this long after speech ends (default: the audio settings' "
+                        "a_hold_s, 3 s: one window); the UI's slider changes it live")
     p.add_argument("--host", default="127.0.0.1", help="UI: address to serve on (0.0.0.0 for the network)")
     p.add_argument("--port", type=_number(int, 1, 65535, what="a port"), default=7860, help="UI: port")
     p.add_argument("--share", action="store_true", help="UI: also open a public Gradio share link (needs internet)")
@@ -220,8 +223,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     def config(**kw) -> SessionConfig:
-        cfg = SessionConfig(start_step=args.start_step, mmer=not args.no_mmer, **kw)
-        return cfg
+        if args.voice_hold is not None:
+            from extractors.live.health import HealthConfig
+
+            kw["health"] = HealthConfig(a_hold_s=args.voice_hold)
+        return SessionConfig(start_step=args.start_step, mmer=not args.no_mmer, **kw)
 
     heads = {name: m for name, (m, _meta) in ck.heads.items()}
     if args.no_ui:

@@ -36,7 +36,8 @@ THRESHOLDS = (  # HealthConfig field, label, min, max, step
     ("v_min_score", "face: min detection score", 0.5, 1.0, 0.01),
     ("v_min_expression_conf", "face: min expression confidence", 0.0, 0.6, 0.01),
     ("vad_on", "audio: VAD speech threshold", 0.1, 0.95, 0.01),
-    ("a_min_silence_s", "audio: silence before missing (s)", 0.1, 3.0, 0.1),
+    ("a_min_silence_s", "audio: silence before the speech gate turns off (s)", 0.1, 3.0, 0.1),
+    ("a_hold_s", "voice: stays live after speech (s)", 0.1, 10.0, 0.1),
     ("t_logprob", "text: min ASR avg log-prob", -3.0, 0.0, 0.1),
 )
 
@@ -131,9 +132,7 @@ def build_ui(engine: Engine):
                                    elem_id="admc-start-step")
                 mmer = gr.Checkbox(value=acts["mmer"], label="MMER enhancement", visible=acts["mmer"],
                                    elem_id="admc-mmer")
-            from extractors.live.health import HealthConfig
-
-            hc = HealthConfig()
+            hc = engine.make_config().health          # the server's settings (--voice-hold included)
             sliders = []
             with gr.Row():
                 for field, label, lo, hi, st in THRESHOLDS:

@@ -47,15 +47,24 @@ def test_silence_hysteresis_exact_times():
              + [0.45] * 3                        # 1.55-1.70: between thresholds: still speech
              + [0.3] * 6                         # 1.70-2.00: below vad_off for 0.3 s -> silence at 2.00
              + [0.45] * 10)                      # between thresholds: stays silent
-    a = AudioHealth(HealthConfig())
+    a = AudioHealth(HealthConfig(a_hold_s=0.3))           # no voice hold beyond the gate
     ds = [a.update(vad(i, p)) for i, p in enumerate(probs)]
     assert transitions(ds) == [(0.05, False, "silence"), (0.40, True, "ok"), (2.00, False, "silence")]
     assert all(d.modality == "A" for d in ds)
     assert ds[10].score == pytest.approx(0.9)
 
 
+def test_voice_holds_through_the_pauses_of_one_window_by_default():
+    """The default voice hold: A stays live through a 2.5 s pause between sentences and goes missing
+    after 3 s of silence (a window without speech), not after the 0.5 s that ends an utterance."""
+    probs = [0.9] * 20 + [0.1] * 50 + [0.9] * 20 + [0.1] * 70     # 1 s speech, 2.5 s pause, 1 s, 3.5 s silence
+    a = AudioHealth(HealthConfig())
+    ds = [a.update(vad(i, p)) for i, p in enumerate(probs)]
+    assert transitions(ds) == [(0.05, False, "silence"), (0.1, True, "ok"), (7.5, False, "silence")]
+
+
 def test_silence_thresholds_come_from_config():
-    cfg = HealthConfig(vad_on=0.8, vad_off=0.6, a_min_silence_s=0.1, a_min_speech_s=0.05)
+    cfg = HealthConfig(vad_on=0.8, vad_off=0.6, a_min_silence_s=0.1, a_min_speech_s=0.05, a_hold_s=0.1)
     a = AudioHealth(cfg)
     ds = [a.update(vad(i, p)) for i, p in enumerate([0.7, 0.85, 0.7, 0.5, 0.5])]
     assert [d.live for d in ds] == [False, True, True, True, False]

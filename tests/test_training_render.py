@@ -50,16 +50,19 @@ def test_rendered_voice_windows_are_the_live_sessions_windows(tiny_run, utteranc
     from extractors.models.audio import VoiceActivityDetector
     from extractors.live_schema import feature_set
     from extractors.dataset.training_render import CAPTURE_SR, CHUNK_S, LiveAudioWindows, speech_stream
+    from extractors.live.health import HealthConfig
 
     fs = feature_set()
     stream = speech_stream(utterances, np.random.default_rng(3))
     assert stream.sr == CAPTURE_SR and len(stream.spans) == 2
     ends = [round(x, 1) for x in np.arange(1.0, stream.wave.size / stream.sr - 0.2, 0.4)]
-    got = LiveAudioWindows(fs.build(face=False, text=False).audio, VoiceActivityDetector(num_threads=1)).windows(stream, ends)
+    settings = HealthConfig(a_hold_s=0.3)      # a short voice hold, so the pauses between are missing
+    got = LiveAudioWindows(fs.build(face=False, text=False).audio, VoiceActivityDetector(num_threads=1),
+                           settings=settings).windows(stream, ends)
 
     # the live session on the same stream, in the page's chunks
     comp = Components.load("cpu", feature_set=fs, face=False, asr=False, text=False)
-    s = LiveSession(load_checkpoint(tiny_run).model, comp, SessionConfig(face_fps=None))
+    s = LiveSession(load_checkpoint(tiny_run).model, comp, SessionConfig(face_fps=None, health=settings))
     live = {}
     try:
         step = int(CHUNK_S * stream.sr)

@@ -86,15 +86,17 @@ class LiveAudioWindows:
     """A stream through the live audio path; the A rows of chosen windows, as a live session makes them.
 
     ``audio_extractor``: the feature set's A extractor (:meth:`FeatureSet.build` ``.audio``);
-    ``vad``: the live VAD.  :meth:`windows` returns, for each requested window end on the hop grid,
+    ``vad``: the live VAD; ``settings``: the live session's :class:`~extractors.live.health.HealthConfig`
+    (default its defaults).  :meth:`windows` returns, for each requested window end on the hop grid,
     whether A would be live there and its rows.
     """
 
     def __init__(self, audio_extractor, vad, *, window_s: float = 3.0, hop_s: float = 0.2,
-                 video_rate: float = 10.0):
+                 video_rate: float = 10.0, settings=None):
         from extractors.live.window import WindowAssembler
 
         self.audio_extractor, self.vad = audio_extractor, vad
+        self.settings = settings                  # a HealthConfig (default: the live session's defaults)
         self.window_s, self.hop_s = float(window_s), float(hop_s)
         self.assembler = WindowAssembler(["A"], self.window_s, video_rate)
 
@@ -103,7 +105,7 @@ class LiveAudioWindows:
         from extractors.live.audio_frontend import AudioFrontEnd
         from extractors.live.health import HealthConfig, StreamHealth
 
-        cfg = HealthConfig()
+        cfg = self.settings or HealthConfig()
         health = StreamHealth(cfg)
         if hasattr(self.vad, "reset"):
             self.vad.reset(0.0)

@@ -29,7 +29,11 @@ field                      default  meaning
 ``vad_off``                0.35     silence when < this (silero: threshold - 0.15); never above
                                     ``vad_on`` (clamped)
 ``a_min_speech_s``         0.1      A goes live after this much unbroken speech (about 3 windows)
-``a_min_silence_s``        0.3      A goes missing ("silence") after this much unbroken silence
+``a_min_silence_s``        0.3      the speech gate turns off after this much unbroken silence
+``a_hold_s``               3.0      A stays live this long after the end of speech (the voice hold):
+                                    with the 3 s window, A is live while the window holds speech
+                                    (chosen on the validation clip, docs/live-skew.md); never
+                                    shorter than the gate's ``a_min_silence_s``
 ``utterance_silence_s``    0.5      an ASR utterance ends after this much silence
 ``utterance_min_speech_s`` 0.25     shorter utterances are not transcribed
 ``speech_pad_s``           0.2      audio kept before and after an utterance for the ASR
@@ -39,7 +43,9 @@ field                      default  meaning
 
 The two gate rules differ on purpose: A's flag needs *unbroken* runs (a window between the two
 thresholds breaks both runs: no flicker), the utterance cutter follows silero's VADIterator (such a
-window neither starts nor ends a silence run), and an utterance lasts longer than a pause in A.
+window neither starts nor ends a silence run), and an utterance lasts longer than a pause in the
+gate.  A itself (:class:`extractors.live.health.AudioHealth`) stays live ``a_hold_s`` after the gate's
+end of speech: the ASR cuts at a 0.5 s pause, the voice stays live through the pauses of a window.
 """
 
 from __future__ import annotations
@@ -68,6 +74,7 @@ class AudioSettings:
     vad_off: float = 0.35
     a_min_speech_s: float = 0.1
     a_min_silence_s: float = 0.3
+    a_hold_s: float = 3.0
     utterance_silence_s: float = 0.5
     utterance_min_speech_s: float = 0.25
     speech_pad_s: float = 0.2

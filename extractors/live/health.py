@@ -120,7 +120,9 @@ class _Monitor:
 class AudioHealth(_Monitor):
     """A is missing while the speech gate says silence (rule "activity" of
     :class:`extractors.live.audio_frontend.SpeechGate`: hysteresis vad_on/vad_off, ``a_min_speech_s``
-    of unbroken speech to go live, ``a_min_silence_s`` of unbroken silence to go missing).
+    of unbroken speech to go live, ``a_min_silence_s`` of unbroken silence to turn off) and
+    ``a_hold_s`` has passed since the end of speech (the voice hold: A stays live through the pauses
+    of a window).  :attr:`speaking` is the gate's own state (the text stream's speech timing).
 
     In the live path the audio front end runs the gate and :meth:`read` takes its steps; given
     plain VadResults (:meth:`update`, offline use and tests) this monitor runs a gate of its own.
@@ -134,8 +136,10 @@ class AudioHealth(_Monitor):
         super().__init__(cfg, cfg.a_stall_s)
         self.speaking = False
         self.speech_start: float | None = None    # onset of the speech that made A live
+        self.speech_end: float | None = None      # the gate's end of the last speech (for the hold)
         self._gate: SpeechGate | None = None
         self._heard: HealthDecision | None = None  # the decision of the newest audio (not of a stall)
+        self._heard_speaking = False                # and the gate's state then
 
     def update(self, vad: VadResult) -> HealthDecision:
         """A VAD result: through this monitor's own speech gate."""
@@ -150,16 +154,24 @@ class AudioHealth(_Monitor):
         self.last_t = step.end
         self.speaking = bool(step.speaking)
         self.speech_start = step.onset
+        if step.bad or self.speaking:
+            self.speech_end = None
+        elif step.changed:                          # the gate just turned off: speech ended here
+            self.speech_end = step.silence_start if step.silence_start is not None else step.end
+        held = (self.speech_end is not None
+                and step.end - self.speech_end < float(self.cfg.a_hold_s) - EPS)
         if step.bad:
             self._heard = self._set(False, "bad vad", 0.0, step.end)
         else:
-            self._heard = self._set(self.speaking, "ok" if self.speaking else "silence", step.prob, step.end)
+            live = self.speaking or held
+            self._heard = self._set(live, "ok" if live else "silence", step.prob, step.end)
+        self._heard_speaking = self.speaking
         return self._heard
 
     def poll(self, now: float) -> HealthDecision:
         stalled = self._stalled(now)
         if stalled is not None:
-            self.speaking = False
+            self.speaking, self.speech_end = False, None
             if self._gate is not None:
                 self._gate.reset()
             return stalled
@@ -167,7 +179,7 @@ class AudioHealth(_Monitor):
             # judged at a time the audio has reached (a live stream running late): its own state
             # again, not the stall another stream's clock saw
             self.decision = self._heard
-            self.speaking = self._heard.live
+            self.speaking = self._heard_speaking
         return self.decision
 
 
