@@ -24,6 +24,8 @@ LIVE_RESULTS = {
     "starter_live_rendered": "first live-rendered build (4 stream windows from 0.6 s, no neutral words; not shipped), replay",
     "starter_v2": "this starter (live-rendered windows, neutral-word pairs), replay",
     "starter_v2_browser": "this starter (live-rendered windows, neutral-word pairs), browser",
+    "starter_v2_hold3": "this starter with the app's voice hold of 3 s (the default since; chosen on a validation clip), replay",
+    "starter_v2_hold3_browser": "this starter with the app's voice hold of 3 s, browser",
 }
 
 
