@@ -150,10 +150,16 @@ def test_replay_jsonl_contract(tiny_run, clip, tmp_path):
     assert gone and all(r["streams"]["V"] == "missing" and r["reasons"]["V"] == "black frame" for r in gone)
     assert all("V" in r["imputed"] for r in gone)
     assert all(r["streams"]["V"] == "live" for r in at(0.6, off0) + at(off1 + 0.6, dur))
-    # A is live while the person speaks and goes missing after the speech stops
+    # A is live while the person speaks, for the voice hold after it (the window still holds speech),
+    # and goes missing after that
+    from extractors.live.health import HealthConfig
+
+    hold = HealthConfig().a_hold_s
     speaking = at(1.0, s_end - 0.2)
     assert sum(r["streams"]["A"] == "live" for r in speaking) >= 0.8 * len(speaking)
-    silent = at(s_end + 0.6, dur)
+    held = at(s_end + 0.6, s_end + hold - 0.6)
+    assert held and all(r["streams"]["A"] == "live" for r in held)
+    silent = at(s_end + hold + 0.6, dur)
     assert silent and all(r["streams"]["A"] == "missing" and r["reasons"]["A"] == "silence" for r in silent)
     assert all("A" in r["imputed"] for r in silent)
     # predictions keep coming throughout
@@ -294,16 +300,17 @@ def test_session_windows_and_missing_streams(tiny_model):
     from app.session import LiveSession, SessionConfig
 
     s = LiveSession(tiny_model, fake_components(), SessionConfig(face_fps=None))
-    res = rows_of(run_sync(s, 8, speech=(0, 4), video_until=6))
+    res = rows_of(run_sync(s, 10, speech=(0, 4), video_until=8))
     s.close()
     assert all(list(r) == list(RESULT_KEYS) for r in res)
     by_t = {r["t"]: r for r in res}
     assert by_t[2.0]["streams"] == {"A": "live", "V": "live", "T": "missing"}
     assert by_t[2.0]["reasons"]["T"].startswith("unavailable") and by_t[2.0]["imputed"] == ["T"]
-    assert by_t[5.0]["streams"]["A"] == "missing" and by_t[5.0]["reasons"]["A"] == "silence"
-    assert set(by_t[5.0]["imputed"]) == {"A", "T"}
-    assert by_t[7.8]["streams"]["V"] == "missing" and by_t[7.8]["reasons"]["V"] == "stalled"   # source vanished
-    assert by_t[7.8]["probs"] == {} and by_t[7.8]["label"] is None                           # all missing
+    assert by_t[5.0]["streams"]["A"] == "live"                   # the voice hold: 3 s after speech ends
+    assert by_t[7.2]["streams"]["A"] == "missing" and by_t[7.2]["reasons"]["A"] == "silence"
+    assert set(by_t[7.2]["imputed"]) == {"A", "T"}
+    assert by_t[9.8]["streams"]["V"] == "missing" and by_t[9.8]["reasons"]["V"] == "stalled"   # source vanished
+    assert by_t[9.8]["probs"] == {} and by_t[9.8]["label"] is None                           # all missing
     for r in res:
         if r["probs"]:
             assert math.isclose(sum(r["probs"].values()), 1.0, abs_tol=1e-4)
