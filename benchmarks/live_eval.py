@@ -366,7 +366,7 @@ def _voice_hold(args) -> float:
     """The voice hold the app ran with: ``--voice-hold``, or the app's default."""
     from extractors.live.audio_frontend import AudioSettings
 
-    return float(args.voice_hold) if args.voice_hold is not None else AudioSettings().a_min_silence_s
+    return float(args.voice_hold) if args.voice_hold is not None else AudioSettings().a_hold_s
 
 
 def main() -> int:
