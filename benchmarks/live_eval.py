@@ -153,6 +153,15 @@ def build_clip(work: Path, takes: int, seed: int = 0, split: str = "test") -> di
     return info
 
 
+def segment_of(t: float, segments: list[dict]) -> int | None:
+    """The index of the segment that holds the whole 3 s window ending at clip time ``t``, or None
+    (the window straddles segments or lies off the clip)."""
+    for i, s in enumerate(segments):
+        if s["start"] - 1e-6 <= t - 3.0 and t <= s["end"] + 1e-6:
+            return i
+    return None
+
+
 def predicted(r: dict) -> str | None:
     """The window's most probable class: its ``label``, or for an uncertain window (``label`` null
     since the app stopped naming those) the argmax of its probabilities, so accuracy is comparable
@@ -177,13 +186,7 @@ def score(rows: list[dict], segments: list[dict], classes: list[str]) -> dict:
                 "wa_confident": round(100 * float((pred[conf] == y[conf]).mean()), 1) if conf.any() else None,
                 "no_prediction": int((pred < 0).sum())}
 
-    scored = []
-    for r in rows:
-        t = float(r["t"])
-        for s in segments:
-            if s["start"] - 1e-6 <= t - 3.0 and t <= s["end"] + 1e-6:
-                scored.append((r, s))
-                break
+    scored = [(r, segments[i]) for r in rows if (i := segment_of(float(r["t"]), segments)) is not None]
     out = {"overall": one(scored)}
     for st in STATES:
         out[st] = one([(r, s) for r, s in scored if s["state"] == st])
@@ -220,7 +223,7 @@ def window_span(t: float, segments: list[dict]) -> str | None:
     over = [s for s in segments if s["end"] > t - 3.0 + 1e-6 and s["start"] < t - 1e-6]
     if not over:
         return None
-    if len(over) == 1 or any(s["start"] - 1e-6 <= t - 3.0 and t <= s["end"] + 1e-6 for s in over):
+    if len(over) == 1 or segment_of(t, segments) is not None:
         return SPANS[0]
     return SPANS[2] if len({(s["label"], s["take"]) for s in over}) > 1 else SPANS[1]
 
@@ -263,22 +266,22 @@ def place_browser_windows(rows: list[dict], t0_wall: float, video_start: float, 
     load plays the file a few percent slower than real time, and the app uses its audio on the
     audio's own clock.  Kept (with ``t`` the camera's clip time) when both clocks put its 3 s inside
     the same segment."""
-    def seg_of(ct: float) -> int | None:
-        for i, s in enumerate(segments):
-            if s["start"] - 1e-6 <= ct - 3.0 and ct <= s["end"] + 1e-6:
-                return i
-        return None
-
     out = []
     for r in rows:
-        wall = t0_wall + float(r["t"])
-        cv, ca = wall - video_start, wall - audio_start
-        if audio_clip_t is not None and round(float(r["t"]), 3) in audio_clip_t:
-            ca = audio_clip_t[round(float(r["t"]), 3)]
-        i = seg_of(cv)
-        if i is not None and seg_of(ca) == i:
+        cv, ca = clip_times(float(r["t"]), t0_wall, video_start, audio_start, audio_clip_t)
+        i = segment_of(cv, segments)
+        if i is not None and segment_of(ca, segments) == i:
             out.append({**r, "t": round(cv, 3), "session_t": r["t"]})
     return out
+
+
+def clip_times(t: float, t0_wall: float, video_start: float, audio_start: float,
+               audio_clip_t: dict | None = None) -> tuple[float, float]:
+    """A page window ending at session time ``t`` on the clip: (the camera's clip time, the
+    microphone's: the audio the window used where ``audio_clip_t`` has it, else the wall clock's)."""
+    wall = t0_wall + t
+    ca = (audio_clip_t or {}).get(round(t, 3), wall - audio_start)
+    return wall - video_start, ca
 
 
 def run_browser_mode(checkpoint: Path, info: dict, work: Path, app_args: tuple[str, ...] = ()
@@ -312,10 +315,8 @@ def run_browser_mode(checkpoint: Path, info: dict, work: Path, app_args: tuple[s
     by_wall = place_browser_windows(rows, t0, starts["video"], starts["audio"], info["segments"])
 
     def clip_time(r: dict, m: str) -> float:            # V on the camera's clock, A and T on the audio's
-        t = float(r["t"])
-        if m == "V":
-            return t0 + t - starts["video"]
-        return (audio_clip_t or {}).get(round(t, 3), t0 + t - starts["audio"])
+        cv, ca = clip_times(float(r["t"]), t0, starts["video"], starts["audio"], audio_clip_t)
+        return cv if m == "V" else ca
     drift = [e["t"] - e["t_audio"] for e in events if e["ev"] == "window" and e.get("t_audio") is not None]
     facts = {"scores_by_wall_clock": score(by_wall, info["segments"], list(bs.CLASSES)),
              "ood_by_window_span": ood_by_span(rows, info["segments"], clip_time),
@@ -331,11 +332,9 @@ def _segment_hits(rows: list[dict], segments: list[dict]) -> dict[int, list[bool
     """Per segment index: whether each scored window's label is the segment's label."""
     out: dict[int, list[bool]] = {}
     for r in rows:
-        t = float(r["t"])
-        for i, s in enumerate(segments):
-            if s["start"] - 1e-6 <= t - 3.0 and t <= s["end"] + 1e-6:
-                out.setdefault(i, []).append(predicted(r) == s["label"])
-                break
+        i = segment_of(float(r["t"]), segments)
+        if i is not None:
+            out.setdefault(i, []).append(predicted(r) == segments[i]["label"])
     return out
 
 
@@ -356,6 +355,11 @@ def compare(rows: list[dict], other: list[dict], segments: list[dict], draws: in
     wa = 100 * float(hits_a.sum() / n_a.sum() - hits_b.sum() / n_b.sum())
     return {"segments": len(idx), "wa_difference": round(wa, 1),
             "ci95": [round(float(lo), 1), round(float(hi), 1)], "bootstrap_draws": draws}
+
+
+def _result_file(stem: Path, suffix: str) -> Path:
+    """``stem`` + ``suffix`` (not ``with_suffix``: a name like ``hold1.5`` keeps its dot)."""
+    return stem.with_name(stem.name + suffix)
 
 
 def _app_args(args) -> tuple[str, ...]:
@@ -399,8 +403,8 @@ def main() -> int:
     if args.reuse:
         if not jsonl.is_file():
             raise SystemExit(f"live_eval: --reuse: no earlier run {jsonl}")
-        if stem.with_name(stem.name + ".json").is_file():
-            before = json.loads(stem.with_name(stem.name + ".json").read_text())
+        if _result_file(stem, ".json").is_file():
+            before = json.loads(_result_file(stem, ".json").read_text())
             seconds, machine = before.get("app_seconds"), before.get("machine")
             hold = before.get("voice_hold_s", 0.3)      # runs from before the option held the voice 0.3 s
     else:
@@ -430,7 +434,7 @@ def main() -> int:
     if other is not None:
         res["vs"] = {"name": args.vs, **compare(rows, other, info["segments"])}
     args.out.mkdir(parents=True, exist_ok=True)
-    stem.with_name(stem.name + ".json").write_text(json.dumps(res, indent=2) + "\n")
+    _result_file(stem, ".json").write_text(json.dumps(res, indent=2) + "\n")
     res["label"] = args.label or res["checkpoint"]
     lines = [f"# Live evaluation: {res['label']}", "",
              f"{len(info['segments'])} segments of {SEG_S:.0f} s ({args.takes} takes x 7 emotions x 3 states), "
@@ -453,7 +457,7 @@ def main() -> int:
         v = res["vs"]
         lines += ["", f"Against `{v['name']}` on the same clip: window accuracy {v['wa_difference']:+.1f} points, 95 % interval "
                   f"[{v['ci95'][0]:+.1f}, {v['ci95'][1]:+.1f}] (bootstrap over {v['segments']} segments)."]
-    stem.with_name(stem.name + ".md").write_text("\n".join(lines) + "\n")
+    _result_file(stem, ".md").write_text("\n".join(lines) + "\n")
     print(json.dumps(res["scores"]["overall"]))
     return 0
 
@@ -469,7 +473,7 @@ def browser_main(args, info: dict) -> int:
                                 "load_1min_after": round(os.getloadavg()[0], 2)}}
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / f"live_eval_{args.name}_browser"
-    stem.with_name(stem.name + ".json").write_text(json.dumps(res, indent=2) + "\n")
+    _result_file(stem, ".json").write_text(json.dumps(res, indent=2) + "\n")
     lines = [f"# Live evaluation in the browser: {args.label or res['checkpoint']}", "",
              f"The live evaluation's clip ({len(info['segments'])} segments of {SEG_S:.0f} s) played by headless "
              "Chromium's fake camera (640x480, 30 fps) and microphone (48 kHz) into `python -m app`; windows from "
@@ -491,7 +495,7 @@ def browser_main(args, info: dict) -> int:
         why = ", ".join(f"{k} {x}" for k, x in v["missing_reasons"].items())
         lines.append(f"| {m} | {v['live_share']} | {v['ood_share_of_live']} | {why} |")
     lines += _span_lines(res["ood_by_window_span"])
-    stem.with_name(stem.name + ".md").write_text("\n".join(lines) + "\n")
+    _result_file(stem, ".md").write_text("\n".join(lines) + "\n")
     print(json.dumps({"overall": res["scores"]["overall"], "streams": res["streams"]}))
     return 0
 
