@@ -158,7 +158,7 @@ def card_numbers(work: Path, out: Path, src: Sources, settings: list[str]) -> di
         "label_rows": [{"cls": c, "fer": inv(FER_MAP, c), "ravdess": inv(RAVDESS_MAP, c), "emodb": inv(EMODB_MAP, c),
                         "goemo": inv(GOEMO_MAP, c)} for c in CLASSES],
         "live_render": recipe.LIVE_RENDER, "stream_windows": recipe.STREAM_WINDOWS,
-        "stream_onset_s": recipe.STREAM_ONSET_S, "neutral_words_p": recipe.NEUTRAL_WORDS_P,
+        "stream_onset_s": recipe.STREAM_ONSET_S, "stream_tail_s": recipe.STREAM_TAIL_S, "neutral_words_p": recipe.NEUTRAL_WORDS_P,
         "neutral_face_voice_p": recipe.NEUTRAL_FACE_VOICE_P, "keyframes": KEYFRAMES, "rows": ROWS, "codec_p": CODEC_P,
         "codec_kbits": "/".join(str(b // 1000) for b in CODEC_BIT_RATES),
         "seed": SEED, "pairs": PAIRS_PER_CLASS, "pairs_total": {k: 7 * v for k, v in PAIRS_PER_CLASS.items()},

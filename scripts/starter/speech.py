@@ -148,9 +148,11 @@ def stream_windows(it: dict) -> tuple[np.ndarray, tuple[float, float]] | None:
     start = stream.spans[me][0]
     a, b = start + spans[me][0], start + spans[me][1]
     hop = 0.2
-    # from STREAM_ONSET_S after the voiced onset (A is live from 0.1 s after it) to a_min_silence_s
-    # (0.3 s) after the span: the windows at an utterance's start hold mostly the pause before it
-    ends = [round(e, 6) for e in np.arange(np.ceil((a + recipe.STREAM_ONSET_S) / hop) * hop, b + 0.3 + 1e-6, hop)]
+    # from STREAM_ONSET_S after the voiced onset (A is live from 0.1 s after it) to STREAM_TAIL_S (the
+    # live voice hold) after the span: the windows at an utterance's start hold mostly the pause before
+    # it, those after its end the pause and the next utterance's start, as live
+    ends = [round(e, 6) for e in np.arange(np.ceil((a + recipe.STREAM_ONSET_S) / hop) * hop,
+                                           b + recipe.STREAM_TAIL_S + 1e-6, hop)]
     if not ends:
         ends = [round(np.ceil(b / hop) * hop, 6)]
     want = int(it.get("stream_windows", recipe.STREAM_WINDOWS)) if it["split"] == "train" else 1
