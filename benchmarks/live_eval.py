@@ -58,6 +58,7 @@ REPO = Path(__file__).resolve().parents[1]
 from scripts.starter import recipe as bs  # noqa: E402 - the starter's sources and label maps
 from scripts.starter.speech import noise_floor  # noqa: E402
 from benchmarks.machine_info import cpu_name  # noqa: E402
+from admc.cli import number_type  # noqa: E402 - the app's own argument check (light: no torch)
 
 SEG_S = 6.0
 STATES = ("full", "face_hidden", "silent")
@@ -386,7 +387,7 @@ def main() -> int:
     ap.add_argument("--split", choices=SPLITS, default="test",
                     help="the clip's material: test (the reported numbers) or val (validation faces and actors, "
                          "to choose live settings on; results named NAME_val)")
-    ap.add_argument("--voice-hold", type=float, default=None, metavar="SECONDS",
+    ap.add_argument("--voice-hold", type=number_type(float, 0.1, 10.0, what="seconds"), default=None, metavar="SECONDS",
                     help="the app's --voice-hold (default: the app's own)")
     ap.add_argument("--browser", action="store_true",
                     help="play the clip through headless Chromium into the app's UI instead of replaying it")
