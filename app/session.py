@@ -356,6 +356,7 @@ class LiveSession:
             dec = {m: (d.live, d.reason) for m, d in self.health.poll(t, audio_now=t_audio).items()}
             rows = self.window_rows(t, t_audio, audio=bool(dec.get("A", (False,))[0]))
             text_src = self.text_in.source
+            speech_end = self.health.audio.speech_end     # the trace's: where the last utterance ended
         faults = {m: self.faults.active(m, t) for m in self.names}
         feats, streams, reasons = self.assembler.window(t, dec, rows, faults)
         probs: dict[str, float] = {}
@@ -390,6 +391,7 @@ class LiveSession:
             self._trace("window", t=win.t, t_audio=round(t_audio, 4),
                         due_wall=round(self.t0_unix + (due - self.t0_wall), 4),
                         ms=win.latency_ms, predict_ms=round(predict_ms, 2), face_t=face_t,
+                        speech_end=None if speech_end is None else round(float(speech_end), 3),
                         streams=dict(streams), reasons=dict(reasons), label=label, uncertain=bool(uncertain),
                         ood={m: win.out_of_distribution(m) for m in ood})
         self.last_result = win

@@ -322,7 +322,19 @@ def stages(trace: list[dict], probe: dict, warmup_s: float = 8.0) -> dict:
         if c is not None:
             e2e.append(1000.0 * (wall - c))
     finals = [e for e in by["asr"] if e["final"] and e["chars"] > 0 and e["end"] >= warmup_s]
-    asr_final = [e["wall"] - (t0 + e["end"]) for e in finals]
+    # when the server had the utterance's end: the audio chunk holding stream time `end` arrived at its
+    # wall time, less the part of the chunk after `end` (the microphone's audio can fall behind the
+    # wall clock -- the fake device and the page under load -- so `t0 + end` would count that lag too)
+    au_end = np.array([a["t"] + a["seconds"] for a in by["audio_in"]])
+    au_wall = np.array([a["wall"] for a in by["audio_in"]])
+
+    def heard_at(end: float) -> float | None:
+        i = int(np.searchsorted(au_end, end - 1e-6))
+        return float(au_wall[i] - (au_end[i] - end)) if i < len(au_end) else None
+
+    asr_final = [e["wall"] - h for e in finals for h in [heard_at(float(e["end"]))] if h is not None]
+    asr_final_stream_clock = [e["wall"] - (t0 + e["end"]) for e in finals]
+    audio_lag = [float(w - t0 - e) for e, w, a in zip(au_end, au_wall, by["audio_in"]) if a["t"] >= warmup_s]
     faces = [f for f in by["face"] if f["t"] >= warmup_s]
     frames_w = [f for f in frames if f["wall"] - t0 >= warmup_s]
     shown_span = (shown[-1][0] - shown[0][0]) if len(shown) > 1 else 0.0
@@ -335,6 +347,8 @@ def stages(trace: list[dict], probe: dict, warmup_s: float = 8.0) -> dict:
         "face_ms": p50_p95([f["ms"] for f in faces]),
         "audio_frontend_ms": p50_p95([a["ms"] for a in by["audio_in"] if a["t"] >= warmup_s]),
         "asr_final_s": p50_p95(asr_final),
+        "asr_final_stream_clock_s": p50_p95(asr_final_stream_clock),
+        "audio_lag_s": p50_p95(audio_lag),
         "asr_final_waiting_s": p50_p95([e.get("wait_s") for e in finals]),
         "asr_final_transcribing_s": p50_p95([e.get("asr_s") for e in finals]),
         "window_ms": p50_p95([w["ms"] for w in wins]),
@@ -361,13 +375,17 @@ def stages(trace: list[dict], probe: dict, warmup_s: float = 8.0) -> dict:
 
 def text_after_utterances(wins: list[dict], within_s: float = 3.0) -> float | None:
     """Of the windows that end within ``within_s`` after an utterance (where the app's own speech gate
-    turned A from live to silence), the share with T live (%)."""
-    ends, prev = [], None
-    for w in wins:
-        a = w["streams"].get("A") == "live"
-        if prev and not a and w["reasons"].get("A") == "silence":
-            ends.append(w["t"])
-        prev = a
+    ended speech: the windows' ``speech_end``), the share with T live (%).  Traces from before the
+    field: where A turned from live to silence, which with the voice hold is 3 s after the speech."""
+    if any("speech_end" in w for w in wins):
+        ends = sorted({float(w["speech_end"]) for w in wins if w.get("speech_end") is not None})
+    else:
+        ends, prev = [], None
+        for w in wins:
+            a = w["streams"].get("A") == "live"
+            if prev and not a and w["reasons"].get("A") == "silence":
+                ends.append(w["t"])
+            prev = a
     sel = [w for w in wins if any(e <= w["t"] <= e + within_s for e in ends)]
     return round(100.0 * sum(w["streams"].get("T") == "live" for w in sel) / len(sel), 1) if sel else None
 
@@ -421,9 +439,12 @@ def measure(checkpoint: Path, mjpeg: Path, wav: Path, seconds: float, load: str,
 
 def markdown(res: dict) -> str:
     rows = [("capture to server", "capture_to_server_ms", "ms"), ("face front end", "face_ms", "ms"),
-            ("audio front end", "audio_frontend_ms", "ms"), ("ASR final after utterance end", "asr_final_s", "s"),
+            ("audio front end", "audio_frontend_ms", "ms"),
+            ("audio arriving behind the wall clock (server receipt - stream time)", "audio_lag_s", "s"),
+            ("ASR final after the utterance's end reached the server", "asr_final_s", "s"),
             ("  of which queued behind other ASR jobs", "asr_final_waiting_s", "s"),
             ("  of which transcribing", "asr_final_transcribing_s", "s"),
+            ("  (by the stream clock: with the audio's lag)", "asr_final_stream_clock_s", "s"),
             ("window (due to done)", "window_ms", "ms"), ("  of which completion + fusion", "completion_fusion_ms", "ms"),
             ("server to page", "server_to_page_ms", "ms"), ("end to end (frame grab to window shown)", "end_to_end_ms", "ms")]
     runs = res["runs"]

@@ -296,12 +296,15 @@ def run_sync(session, seconds, *, video=True, audio=True, fps=10, speech=(0, 1e9
     return out
 
 
-def test_session_windows_and_missing_streams(tiny_model):
+def test_session_windows_and_missing_streams(tiny_model, tmp_path):
     from app.session import LiveSession, SessionConfig
+    from app.trace import StageTrace, read_trace
 
     s = LiveSession(tiny_model, fake_components(), SessionConfig(face_fps=None))
+    s.trace = StageTrace(tmp_path / "trace.jsonl")
     res = rows_of(run_sync(s, 10, speech=(0, 4), video_until=8))
     s.close()
+    s.trace.close()
     assert all(list(r) == list(RESULT_KEYS) for r in res)
     by_t = {r["t"]: r for r in res}
     assert by_t[2.0]["streams"] == {"A": "live", "V": "live", "T": "missing"}
@@ -311,6 +314,17 @@ def test_session_windows_and_missing_streams(tiny_model):
     assert set(by_t[7.2]["imputed"]) == {"A", "T"}
     assert by_t[9.8]["streams"]["V"] == "missing" and by_t[9.8]["reasons"]["V"] == "stalled"   # source vanished
     assert by_t[9.8]["probs"] == {} and by_t[9.8]["label"] is None                           # all missing
+    # the trace's windows say where the speech ended (not where the voice hold ends); the browser
+    # benchmark's "T live after an utterance" counts the windows from there
+    from benchmarks.browser_path import text_after_utterances
+
+    wins = [e for e in read_trace(tmp_path / "trace.jsonl") if e["ev"] == "window"]
+    assert len(wins) == len(res)
+    ends = {w["speech_end"] for w in wins if 4.4 <= w["t"] <= 9.8}
+    assert len(ends) == 1 and abs(ends.pop() - 4.0) < 0.4
+    assert all(w["speech_end"] is None for w in wins if w["t"] < 3.8)
+    t_after = [{**w, "streams": {**w["streams"], "T": "live" if 4.4 <= w["t"] <= 6.8 else "missing"}} for w in wins]
+    assert text_after_utterances(t_after) >= 75
     for r in res:
         if r["probs"]:
             assert math.isclose(sum(r["probs"].values()), 1.0, abs_tol=1e-4)
