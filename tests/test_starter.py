@@ -195,3 +195,18 @@ def test_the_model_card_is_its_template_filled_with_the_numbers():
     del numbers["seed"]
     with pytest.raises(jinja2.UndefinedError):
         render_card(numbers)
+
+
+def test_stream_training_windows_reach_the_live_voice_hold():
+    """The live-rendered training windows of a clip end from just after its voiced onset to the app's
+    voice hold after its end (where A is live), on the 200 ms hop."""
+    from extractors.live.health import HealthConfig
+    from scripts.starter import recipe
+    from scripts.starter.speech import stream_window_ends
+
+    hold = HealthConfig().a_hold_s
+    assert recipe.STREAM_TAIL_S == hold
+    ends = stream_window_ends(1.03, 2.5)
+    assert ends[0] == pytest.approx(1.2) and ends[-1] == pytest.approx(2.4 + hold)
+    assert np.allclose(np.diff(ends), 0.2)
+    assert stream_window_ends(1.0, 1.0)[-1] >= 1.0 + hold - 0.2     # a very short clip too

@@ -123,6 +123,17 @@ def trimmed_utterance(path: str | Path, rng: np.random.Generator) -> tuple[np.nd
     return wave[int(lo * SR):int(hi * SR)], (a - lo, b - lo)
 
 
+def stream_window_ends(onset: float, end: float, hop: float = 0.2) -> list[float]:
+    """The window ends (stream s, on the hop grid) a training clip voiced from ``onset`` to ``end``
+    may give: from :data:`recipe.STREAM_ONSET_S` after the onset (A is live from 0.1 s after it) to
+    :data:`recipe.STREAM_TAIL_S` (the live voice hold) after the end.  The windows at an utterance's
+    start hold mostly the pause before it, those after its end the pause and the next utterance's
+    start, as live."""
+    ends = [round(float(e), 6) for e in np.arange(np.ceil((onset + recipe.STREAM_ONSET_S) / hop) * hop,
+                                                  end + recipe.STREAM_TAIL_S + 1e-6, hop)]
+    return ends or [round(float(np.ceil(end / hop) * hop), 6)]
+
+
 def stream_windows(it: dict) -> tuple[np.ndarray, tuple[float, float]] | None:
     """``[n, 30, A dim]`` windows of one clip as the live app sees it in a conversation: the clip
     between two other utterances of the same speaker and class (``it["neighbours"]``), gaps,
@@ -146,15 +157,8 @@ def stream_windows(it: dict) -> tuple[np.ndarray, tuple[float, float]] | None:
     if it["split"] in ("train", "val") and rng.random() < CODEC_P:
         stream.wave = codec_roundtrip(stream.wave, stream.sr, int(rng.choice(CODEC_BIT_RATES)))
     start = stream.spans[me][0]
-    a, b = start + spans[me][0], start + spans[me][1]
     hop = 0.2
-    # from STREAM_ONSET_S after the voiced onset (A is live from 0.1 s after it) to STREAM_TAIL_S (the
-    # live voice hold) after the span: the windows at an utterance's start hold mostly the pause before
-    # it, those after its end the pause and the next utterance's start, as live
-    ends = [round(e, 6) for e in np.arange(np.ceil((a + recipe.STREAM_ONSET_S) / hop) * hop,
-                                           b + recipe.STREAM_TAIL_S + 1e-6, hop)]
-    if not ends:
-        ends = [round(np.ceil(b / hop) * hop, 6)]
+    ends = stream_window_ends(start + spans[me][0], start + spans[me][1], hop)
     want = int(it.get("stream_windows", recipe.STREAM_WINDOWS)) if it["split"] == "train" else 1
     if want == 0:
         return None
