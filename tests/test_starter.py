@@ -197,16 +197,17 @@ def test_the_model_card_is_its_template_filled_with_the_numbers():
         render_card(numbers)
 
 
-def test_stream_training_windows_reach_the_live_voice_hold():
-    """The live-rendered training windows of a clip end from just after its voiced onset to the app's
-    voice hold after its end (where A is live), on the 200 ms hop."""
+def test_stream_training_windows_span_the_utterance_and_its_tail():
+    """The live-rendered training windows of a clip end from just after its voiced onset to the
+    recipe's tail after its end, on the 200 ms hop; ``--stream-tail`` reaches the app's voice hold."""
     from extractors.live.health import HealthConfig
     from scripts.starter import recipe
     from scripts.starter.speech import stream_window_ends
 
-    hold = HealthConfig().a_hold_s
-    assert recipe.STREAM_TAIL_S == hold
     ends = stream_window_ends(1.03, 2.5)
-    assert ends[0] == pytest.approx(1.2) and ends[-1] == pytest.approx(2.4 + hold)
-    assert np.allclose(np.diff(ends), 0.2)
-    assert stream_window_ends(1.0, 1.0)[-1] >= 1.0 + hold - 0.2     # a very short clip too
+    assert ends[0] == pytest.approx(1.2) and ends[-1] == pytest.approx(2.4 + recipe.STREAM_TAIL_S, abs=0.2 + 1e-6)
+    assert ends[-1] <= 2.5 + recipe.STREAM_TAIL_S + 1e-6 and np.allclose(np.diff(ends), 0.2)
+    hold = HealthConfig().a_hold_s
+    held = stream_window_ends(1.03, 2.5, tail=hold)
+    assert held[0] == ends[0] and held[-1] == pytest.approx(2.4 + hold)
+    assert stream_window_ends(1.0, 1.0, tail=hold)[-1] >= 1.0 + hold - 0.2     # a very short clip too

@@ -123,14 +123,15 @@ def trimmed_utterance(path: str | Path, rng: np.random.Generator) -> tuple[np.nd
     return wave[int(lo * SR):int(hi * SR)], (a - lo, b - lo)
 
 
-def stream_window_ends(onset: float, end: float, hop: float = 0.2) -> list[float]:
+def stream_window_ends(onset: float, end: float, hop: float = 0.2, tail: float | None = None) -> list[float]:
     """The window ends (stream s, on the hop grid) a training clip voiced from ``onset`` to ``end``
     may give: from :data:`recipe.STREAM_ONSET_S` after the onset (A is live from 0.1 s after it) to
-    :data:`recipe.STREAM_TAIL_S` (the live voice hold) after the end.  The windows at an utterance's
-    start hold mostly the pause before it, those after its end the pause and the next utterance's
-    start, as live."""
+    ``tail`` (default :data:`recipe.STREAM_TAIL_S`) after the end.  The windows at an utterance's
+    start hold mostly the pause before it, those after its end the pause and, with a long tail, the
+    next utterance's start, as live."""
+    tail = recipe.STREAM_TAIL_S if tail is None else float(tail)
     ends = [round(float(e), 6) for e in np.arange(np.ceil((onset + recipe.STREAM_ONSET_S) / hop) * hop,
-                                                  end + recipe.STREAM_TAIL_S + 1e-6, hop)]
+                                                  end + tail + 1e-6, hop)]
     return ends or [round(float(np.ceil(end / hop) * hop), 6)]
 
 
@@ -158,7 +159,7 @@ def stream_windows(it: dict) -> tuple[np.ndarray, tuple[float, float]] | None:
         stream.wave = codec_roundtrip(stream.wave, stream.sr, int(rng.choice(CODEC_BIT_RATES)))
     start = stream.spans[me][0]
     hop = 0.2
-    ends = stream_window_ends(start + spans[me][0], start + spans[me][1], hop)
+    ends = stream_window_ends(start + spans[me][0], start + spans[me][1], hop, it.get("stream_tail_s"))
     want = int(it.get("stream_windows", recipe.STREAM_WINDOWS)) if it["split"] == "train" else 1
     if want == 0:
         return None
@@ -236,6 +237,7 @@ def stage_speech(work: Path, pool) -> None:
     speech_neighbours(items)
     for it in items:             # the workers are fresh processes: the recipe travels with each item
         it["live_render"], it["stream_windows"] = recipe.LIVE_RENDER, recipe.STREAM_WINDOWS
+        it["stream_tail_s"] = recipe.STREAM_TAIL_S
     chunks = [items[i:i + 32] for i in range(0, len(items), 32)]
     res = [x for r in map_chunks(pool, _speech_job, chunks, "speech") for x in r]
     win_clip = np.concatenate([np.full(len(r["windows"]), i) for i, r in enumerate(res)])
