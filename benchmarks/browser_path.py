@@ -507,7 +507,9 @@ def main() -> int:
     info = json.loads(args.clip.read_text())
     mjpeg, wav = render_media(info, args.work, args.start, args.seconds + 15.0)
     runs = [measure(args.checkpoint, mjpeg, wav, args.seconds, load, args.work, args.threads) for load in loads]
-    res = {"checkpoint": str(args.checkpoint), "seconds": args.seconds, "threads": args.threads,
+    ck = args.checkpoint.resolve()
+    res = {"checkpoint": str(ck.relative_to(REPO)) if ck.is_relative_to(REPO) else str(args.checkpoint),
+           "seconds": args.seconds, "threads": args.threads,
            "media": f"the live-evaluation clip from {args.start:g} s (FER2013 PrivateTest faces, RAVDESS test actors)",
            "runs": runs}
     args.out.mkdir(parents=True, exist_ok=True)
