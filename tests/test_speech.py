@@ -257,3 +257,14 @@ def test_short_context_silence_and_long_audio(short_recognizer, speech):
     long = np.concatenate([np.zeros(int(sr * 14), np.float32), x, np.zeros(sr // 2, np.float32)])
     segs = short_recognizer.transcribe(long, sr)
     assert segs and sum(len(s.words) for s in segs) >= 4
+
+
+def test_short_context_drops_a_decoding_that_runs_past_its_token_budget(short_recognizer, speech, monkeypatch):
+    """A decoding that loops runs into the budget for the audio's length and gives no segment (not a
+    truncated repetition passed on as words); the same audio within its budget is transcribed."""
+    import extractors.models.speech as speech_mod
+
+    x, sr = speech
+    assert short_recognizer.transcribe(x, sr)                       # the default budget: words
+    monkeypatch.setattr(speech_mod, "SHORT_CONTEXT_TOKENS", (6, 0.0))  # a budget the sentence cannot fit in
+    assert short_recognizer.transcribe(x, sr) == []

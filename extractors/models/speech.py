@@ -40,6 +40,7 @@ from extractors.models.whisper_model import AsrUnavailableError, bundled_whisper
 BACKENDS = ("faster-whisper", "openai-whisper")
 DEFAULT_TEMPERATURE = (0.0,)   # no sampling fallback: the same audio always gives the same words
 SHORT_CONTEXT_MAX_S = 14.5     # short_context decodes utterances up to this long (2 x + 1 s fits in 30 s)
+SHORT_CONTEXT_TOKENS = (16, 12.0)   # short_context: at most 16 + 12 tokens per second of audio (a loop is dropped)
 
 
 def compression_ratio(text: str) -> float:
@@ -117,7 +118,8 @@ class FasterWhisperBackend:
         sentence in 6 of 12 RAVDESS clips).  One segment, no timestamps or word timings; the decoding
         is faster-whisper's own (CTranslate2's ``generate`` with the same prompt, suppressed tokens,
         scores and no-speech probability, and its rule for dropping a segment that is probably not
-        speech).  On 30 RAVDESS clips: 27 transcripts identical to the padded decoding, the other 3 one
+        speech), and a decoding that runs past a token budget for the audio's length (a repetition
+        loop) gives no segment.  On 30 RAVDESS clips: 27 transcripts identical to the padded decoding, the other 3 one
         word or a punctuation mark apart, 5.5 times faster (148 against 811 ms, one thread).
         """
         import ctranslate2
@@ -135,14 +137,20 @@ class FasterWhisperBackend:
         tok = Tokenizer(fw.hf_tokenizer, fw.model.is_multilingual, task="transcribe",
                         language=self.options.get("language") or "en")
         o = self.options
+        # a budget of tokens for the utterance's length: speech is at most ~4 tokens/s, and a decoding
+        # that loops ("Dork! Dork! ..." over a 1 s noise burst: 450 characters, 2-2.7 s of the ASR
+        # worker while the next utterance waited) is cut at the budget and dropped below
+        budget = min(fw.max_length, int(SHORT_CONTEXT_TOKENS[0] + SHORT_CONTEXT_TOKENS[1] * len(audio) / TARGET_SR))
         # with timestamp tokens, as faster-whisper decodes (its avg_logprob counts them: the health
         # rules' thresholds are calibrated on those numbers)
         result = fw.model.generate(ctranslate2.StorageView.from_array(feats[None]), [list(tok.sot_sequence)],
-                                   beam_size=int(o.get("beam_size", 1)), max_length=fw.max_length,
+                                   beam_size=int(o.get("beam_size", 1)), max_length=budget,
                                    return_scores=True, return_no_speech_prob=True, suppress_blank=True,
                                    suppress_tokens=list(get_suppressed_tokens(tok, [-1])),
                                    max_initial_timestamp_index=50)[0]
         tokens = result.sequences_ids[0]
+        if len(tokens) >= budget - 4:                # the budget ran out: a loop, not a transcript
+            return []
         avg_logprob = float(result.scores[0] * len(tokens) / (len(tokens) + 1))
         text = tok.decode([t for t in tokens if t < tok.eot]).strip()
         # faster-whisper's rule: probably not speech and not confidently decoded -> no segment
