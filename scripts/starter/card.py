@@ -26,6 +26,8 @@ LIVE_RESULTS = {
     "starter_v2_browser": "this starter (live-rendered windows, neutral-word pairs), browser",
     "starter_v2_hold3": "this starter with the app's voice hold of 3 s (the default since; chosen on a validation clip), replay",
     "starter_v2_hold3_browser": "this starter with the app's voice hold of 3 s, browser",
+    "starter_v2_asr": "this starter, the live ASR decoding over a shortened context (the default since), replay",
+    "starter_v2_asr2_browser": "this starter, the live ASR decoding over a shortened context with its token budget, browser",
 }
 
 
