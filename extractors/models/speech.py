@@ -107,7 +107,6 @@ class FasterWhisperBackend:
                                   compression_ratio=float(s.compression_ratio)))
         return out
 
-
     def _transcribe_short(self, audio: np.ndarray) -> list[AsrSegment]:
         """One utterance decoded over a shortened encoder context (``short_context``).
 
@@ -115,12 +114,13 @@ class FasterWhisperBackend:
         so a 3 s utterance costs the encoder ten times its length.  Here the audio's frames are followed
         by as many zero frames again plus 1 s (at most the 3000): enough silence after the speech that
         greedy decoding ends instead of repeating the sentence (without the padding it repeated the
-        sentence in 6 of 12 RAVDESS clips).  One segment, no timestamps or word timings; the decoding
-        is faster-whisper's own (CTranslate2's ``generate`` with the same prompt, suppressed tokens,
-        scores and no-speech probability, and its rule for dropping a segment that is probably not
-        speech), and a decoding that runs past a token budget for the audio's length (a repetition
-        loop) gives no segment.  On 30 RAVDESS clips: 27 transcripts identical to the padded decoding, the other 3 one
-        word or a punctuation mark apart, 5.5 times faster (148 against 811 ms, one thread).
+        sentence in 6 of 12 RAVDESS clips).  One segment over the whole audio, no word timings; the
+        decoding is faster-whisper's own (CTranslate2's ``generate`` with the same prompt, suppressed
+        tokens, scores and no-speech probability, and its rule for dropping a segment that is probably
+        not speech), and a decoding that runs past a token budget for the audio's length (a repetition
+        loop) gives no segment.  On 30 RAVDESS clips: 27 transcripts identical to the padded decoding,
+        the other 3 one word or a punctuation mark apart, 5.5 times faster (148 against 811 ms, one
+        thread).
         """
         import ctranslate2
         from faster_whisper.tokenizer import Tokenizer
