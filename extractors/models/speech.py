@@ -25,6 +25,7 @@ gave different transcripts, and ``admc extract`` different ``T`` features, from 
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import os
@@ -107,6 +108,16 @@ class FasterWhisperBackend:
                                   compression_ratio=float(s.compression_ratio)))
         return out
 
+    @functools.cached_property
+    def _short_decoding(self) -> tuple:
+        """The short path's tokenizer and suppressed tokens, made once (faster-whisper's own)."""
+        from faster_whisper.tokenizer import Tokenizer
+        from faster_whisper.transcribe import get_suppressed_tokens
+
+        tok = Tokenizer(self.model.hf_tokenizer, self.model.model.is_multilingual, task="transcribe",
+                        language=self.options.get("language") or "en")
+        return tok, list(get_suppressed_tokens(tok, [-1]))
+
     def _transcribe_short(self, audio: np.ndarray) -> list[AsrSegment]:
         """One utterance decoded over a shortened encoder context (``short_context``).
 
@@ -123,10 +134,9 @@ class FasterWhisperBackend:
         thread).
         """
         import ctranslate2
-        from faster_whisper.tokenizer import Tokenizer
-        from faster_whisper.transcribe import get_suppressed_tokens
 
         fw = self.model
+        tok, suppress = self._short_decoding
         mel = fw.feature_extractor(audio)
         n = int(np.ceil(len(audio) / fw.feature_extractor.hop_length))
         n = min(n + n % 2, fw.feature_extractor.nb_max_frames)
@@ -134,8 +144,6 @@ class FasterWhisperBackend:
         feats = np.zeros((mel.shape[0], frames), np.float32)
         m = min(n, mel.shape[1])
         feats[:, :m] = mel[:, :m]
-        tok = Tokenizer(fw.hf_tokenizer, fw.model.is_multilingual, task="transcribe",
-                        language=self.options.get("language") or "en")
         o = self.options
         # a budget of tokens for the utterance's length: speech is at most ~4 tokens/s, and a decoding
         # that loops ("Dork! Dork! ..." over a 1 s noise burst: 450 characters, 2-2.7 s of the ASR
@@ -146,7 +154,7 @@ class FasterWhisperBackend:
         result = fw.model.generate(ctranslate2.StorageView.from_array(feats[None]), [list(tok.sot_sequence)],
                                    beam_size=int(o.get("beam_size", 1)), max_length=budget,
                                    return_scores=True, return_no_speech_prob=True, suppress_blank=True,
-                                   suppress_tokens=list(get_suppressed_tokens(tok, [-1])),
+                                   suppress_tokens=suppress,
                                    max_initial_timestamp_index=50)[0]
         tokens = result.sequences_ids[0]
         if len(tokens) >= budget - 4:                # the budget ran out: a loop, not a transcript
