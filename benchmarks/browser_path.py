@@ -261,6 +261,12 @@ def run_browser(url: str, mjpeg: Path, wav: Path, seconds: float, server_pid: in
     return out
 
 
+def shown_path(path: Path) -> str:
+    """A path as the results name it: relative to the repository when inside it (no machine paths)."""
+    p = Path(path).resolve()
+    return str(p.relative_to(REPO)) if p.is_relative_to(REPO) else str(path)
+
+
 # ------------------------------------------------------------------------------------------ stages
 def pct(xs, p) -> float | None:
     xs = [float(x) for x in xs if x is not None]
@@ -375,17 +381,9 @@ def stages(trace: list[dict], probe: dict, warmup_s: float = 8.0) -> dict:
 
 def text_after_utterances(wins: list[dict], within_s: float = 3.0) -> float | None:
     """Of the windows that end within ``within_s`` after an utterance (where the app's own speech gate
-    ended speech: the windows' ``speech_end``), the share with T live (%).  Traces from before the
-    field: where A turned from live to silence, which with the voice hold is 3 s after the speech."""
-    if any("speech_end" in w for w in wins):
-        ends = sorted({float(w["speech_end"]) for w in wins if w.get("speech_end") is not None})
-    else:
-        ends, prev = [], None
-        for w in wins:
-            a = w["streams"].get("A") == "live"
-            if prev and not a and w["reasons"].get("A") == "silence":
-                ends.append(w["t"])
-            prev = a
+    ended speech: the windows' ``speech_end``; not where A went silent, which with the voice hold is
+    3 s later), the share with T live (%)."""
+    ends = sorted({float(w["speech_end"]) for w in wins if w.get("speech_end") is not None})
     sel = [w for w in wins if any(e <= w["t"] <= e + within_s for e in ends)]
     return round(100.0 * sum(w["streams"].get("T") == "live" for w in sel) / len(sel), 1) if sel else None
 
@@ -507,9 +505,7 @@ def main() -> int:
     info = json.loads(args.clip.read_text())
     mjpeg, wav = render_media(info, args.work, args.start, args.seconds + 15.0)
     runs = [measure(args.checkpoint, mjpeg, wav, args.seconds, load, args.work, args.threads) for load in loads]
-    ck = args.checkpoint.resolve()
-    res = {"checkpoint": str(ck.relative_to(REPO)) if ck.is_relative_to(REPO) else str(args.checkpoint),
-           "seconds": args.seconds, "threads": args.threads,
+    res = {"checkpoint": shown_path(args.checkpoint), "seconds": args.seconds, "threads": args.threads,
            "media": f"the live-evaluation clip from {args.start:g} s (FER2013 PrivateTest faces, RAVDESS test actors)",
            "runs": runs}
     args.out.mkdir(parents=True, exist_ok=True)

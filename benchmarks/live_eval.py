@@ -59,6 +59,7 @@ from scripts.starter import recipe as bs  # noqa: E402 - the starter's sources a
 from scripts.starter.speech import noise_floor  # noqa: E402
 from benchmarks.machine_info import cpu_name  # noqa: E402
 from admc.cli import number_type  # noqa: E402 - the app's own argument check (light: no torch)
+from benchmarks.browser_path import shown_path  # noqa: E402 - light: no torch
 
 SEG_S = 6.0
 STATES = ("full", "face_hidden", "silent")
@@ -358,12 +359,6 @@ def compare(rows: list[dict], other: list[dict], segments: list[dict], draws: in
             "ci95": [round(float(lo), 1), round(float(hi), 1)], "bootstrap_draws": draws}
 
 
-def _shown(checkpoint: Path) -> str:
-    """The checkpoint as the results name it: relative to the repository when inside it."""
-    p = checkpoint.resolve()
-    return str(p.relative_to(REPO)) if p.is_relative_to(REPO) else str(checkpoint)
-
-
 def _result_file(stem: Path, suffix: str) -> Path:
     """``stem`` + ``suffix`` (not ``with_suffix``: a name like ``hold1.5`` keeps its dot)."""
     return stem.with_name(stem.name + suffix)
@@ -429,7 +424,7 @@ def main() -> int:
         if not other_file.is_file():
             raise SystemExit(f"live_eval: --vs {args.vs}: no run {other_file} on this clip")
         other = [json.loads(x) for x in other_file.read_text().splitlines() if x.strip()]
-    res = {"checkpoint": _shown(args.checkpoint), "name": args.name, "clip_seconds": info["duration"],
+    res = {"checkpoint": shown_path(args.checkpoint), "name": args.name, "clip_seconds": info["duration"],
            "segments": len(info["segments"]), "takes_per_emotion": args.takes, "classes": bs.CLASSES,
            "material": args.split, "voice_hold_s": hold,
            "scores": score(rows, info["segments"], list(bs.CLASSES)),
@@ -471,7 +466,7 @@ def main() -> int:
 def browser_main(args, info: dict) -> int:
     placed, rows, facts = run_browser_mode(args.checkpoint, info, args.work / f"takes{args.takes}", _app_args(args))
     (args.work / f"{args.name}_browser.json").write_text(json.dumps(rows) + "\n")
-    res = {"checkpoint": _shown(args.checkpoint), "name": args.name, "mode": "browser", "voice_hold_s": _voice_hold(args),
+    res = {"checkpoint": shown_path(args.checkpoint), "name": args.name, "mode": "browser", "voice_hold_s": _voice_hold(args),
            "clip_seconds": info["duration"], "segments": len(info["segments"]), "classes": bs.CLASSES,
            "scores": score(placed, info["segments"], list(bs.CLASSES)),
            "streams": stream_summary(rows), "windows_exported": len(rows), "windows_placed": len(placed),

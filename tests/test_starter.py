@@ -142,7 +142,7 @@ def _card_numbers(**changes) -> dict:
         "speech": {s: {"train": 5, "val": 6, "test": 7} for s in ("ravdess", "emodb")},
         "text_cap": {"train": 1200, "val": 250}, "text": {"train": 8, "val": 9, "test": 10},
         "label_rows": [{"cls": "a", "fer": "x", "ravdess": "y", "emodb": "z", "goemo": "w"}],
-        "live_render": False, "stream_windows": 4, "stream_onset_s": 0.1, "neutral_words_p": 0.0,
+        "live_render": False, "stream_windows": 4, "stream_onset_s": 0.1, "stream_tail_s": 0.3, "neutral_words_p": 0.0,
         "neutral_face_voice_p": 0.0, "keyframes": 4, "rows": 30, "codec_p": 0.5, "codec_kbits": "24/32",
         "seed": 0, "pairs": {"train": 1000, "val": 200, "test": 300},
         "pairs_total": {"train": 7000, "val": 1400, "test": 2100}, "settings_md": "`--set fusion.ff=256`",

@@ -45,6 +45,7 @@ import sys
 import time
 from pathlib import Path
 
+from admc.cli import number_type          # light: no torch
 from scripts.starter import recipe
 from scripts.starter.card import stage_card
 from scripts.starter.evaluation import stage_evaluate
@@ -74,12 +75,11 @@ def main(argv=None) -> int:
                          "default, as the shipped starter was built; --no-live-render: isolated, centred windows")
     ap.add_argument("--stream-windows", type=int, default=recipe.STREAM_WINDOWS, choices=range(0, TRAIN_WINDOWS + 1),
                     metavar=f"0..{TRAIN_WINDOWS}", help="with --live-render: training windows per clip from the stream")
-    ap.add_argument("--stream-tail", type=float, default=recipe.STREAM_TAIL_S, metavar="SECONDS",
+    ap.add_argument("--stream-tail", type=number_type(float, 0.0, 10.0, what="seconds"), default=recipe.STREAM_TAIL_S,
+                    metavar="SECONDS",
                     help="with --live-render: stream windows end up to this long after an utterance's voiced end "
                          f"(default {recipe.STREAM_TAIL_S:g}, the shipped starter's; the app's voice hold is 3)")
     args = ap.parse_args(argv)
-    if not 0.0 <= args.stream_tail <= 10.0:
-        ap.error(f"argument --stream-tail: expected seconds in 0..10, got {args.stream_tail:g}")
     recipe.LIVE_RENDER, recipe.STREAM_WINDOWS = bool(args.live_render), int(args.stream_windows)
     recipe.STREAM_TAIL_S = float(args.stream_tail)
     work, out = Path(args.work), Path(args.out)
