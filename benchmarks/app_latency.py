@@ -51,6 +51,7 @@ def _proc_status(key: str) -> float:
 
 
 from benchmarks.machine_info import cpu_name as _cpu_name  # noqa: E402
+from benchmarks.browser_path import shown_path  # noqa: E402 - results name no machine paths
 
 
 def _pct(a, p):
@@ -189,7 +190,7 @@ def main(argv=None) -> int:
         checks[k] = None if x is None else (x >= v if op == ">=" else x < v)
     out = {
         "benchmark": "app live pipeline (threaded LiveSession, real extractors, real-time clip)",
-        "checkpoint": {"path": str(ck_path), "kind": ck_kind, "classes": ck.classes,
+        "checkpoint": {"path": shown_path(ck_path), "kind": ck_kind, "classes": ck.classes,
                        "adn": f"{ck.model.cfg.adn.variant}/{ck.model.cfg.adn.sampler}{ck.model.cfg.adn.sample_steps}",
                        "mmer": bool(getattr(ck.model, "mmer", False))},
         "stream": {"seconds": round(elapsed, 1), "camera_fps": args.camera_fps, "face_fps_cap": args.face_fps,

@@ -37,6 +37,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 
 from benchmarks.machine_info import cpu_name  # noqa: E402
+from benchmarks.browser_path import shown_path  # noqa: E402 - results name no machine paths
 
 FPS = 15
 SIZE = (640, 480)
@@ -271,8 +272,9 @@ def main(argv=None) -> int:
                    "note": "the replay runs as fast as the machine allows (not real time); latency is "
                            "each window's compute time, ASR excluded, as the app reports it",
                    "wall_seconds": round(wall, 1), "media_per_wall": round(media_s / wall, 2) if wall else None,
-                   "windows": len(rows), "command": " ".join(["python", "-m", "app"] + cmd[3:])},
-        "checkpoint": {"path": str(ck_path), "kind": ck_kind},
+                   "windows": len(rows),
+                   "command": " ".join(["python", "-m", "app"] + [shown_path(c) if os.path.isabs(c) else c for c in cmd[3:]])},
+        "checkpoint": {"path": shown_path(ck_path), "kind": ck_kind},
         "first": first,
         "last": last,
         "rss_growth_mb_last_vs_first": growth,
