@@ -8,6 +8,7 @@ browser shows it.
 
 from __future__ import annotations
 
+import asyncio
 import tempfile
 import time
 import weakref
@@ -23,7 +24,8 @@ from app.render import (annotate, badges_html, export_csv, export_json, perf_htm
                         provenance_md, shown_label, timeline_svg)
 
 UI_REFRESH_S = 0.5          # transcript / timeline / performance line refresh
-WINDOW_REFRESH_S = 0.2      # badges and emotion: every window (the hop)
+WINDOW_REFRESH_S = 0.2      # badges and emotion with --source local (the preview with them)
+WINDOW_PUSH_CHECK_S = 0.02  # a page's window stream looks for a new window this often
 PREVIEW_FPS = 5.0           # annotated previews sent back per second (half size beyond 480 px wide); every
 #                             frame still goes to the analysis
 WEBCAM_EVERY_S = 1 / 15     # webcam frames sent per second by the page
@@ -191,30 +193,53 @@ def build_ui(engine: Engine):
             mic_btn.click(None, None, None, js="() => window.admcMic && window.admcMic.toggle()")
 
         # ---------------------------------------------------------------- refresh
-        # every window (200 ms): badges and emotion, and only when a new window is there; the
-        # transcript, intent, timeline and performance line twice a second
-        shown: dict[str, float] = {}
-
-        def refresh_window(request: gr.Request):
-            key = key_of(request)
+        # every window (200 ms): badges and emotion, pushed to the page as each window is made (a
+        # stream per page, so none is skipped and none waits for a poll); the transcript, intent,
+        # timeline and performance line twice a second
+        def window_panel(key: str) -> tuple[float | None, list]:
+            """The newest window's time and the badges and emotion outputs for session ``key``."""
             s = engine.get(key, create=local)
             if s is None:
-                full = engine.admission_problem(key)
-                outs = [badges_html(None, full=full), None]
-            else:
-                res = s.results[-1] if s.results else None
-                t = None if res is None else res.t
-                if t is not None and shown.get(key) == t and not local:
-                    return [gr.skip(), gr.skip()]
-                shown[key] = t
-                outs = [badges_html(res, completer=engine.checkpoint_of(key).completer_label), probs_label(res)]
-            if local:
-                img = engine.local.last_frame if engine.local is not None else None
-                if img is not None and s is not None:
-                    label = shown_label(s.results[-1]) if s.results else None
-                    img = annotate(img, s.preview_face(), label)
-                outs.append(img)
-            return outs
+                return None, [badges_html(None, full=engine.admission_problem(key)), None]
+            res = s.results[-1] if s.results else None
+            outs = [badges_html(res, completer=engine.checkpoint_of(key).completer_label), probs_label(res)]
+            return (None if res is None else res.t), outs
+
+        async def push_windows(request: gr.Request):
+            key = key_of(request)
+            shown_t, outs = window_panel(key)
+            yield outs
+            quiet = 0.0
+            while True:                          # ends when the page goes (Gradio stops the event)
+                await asyncio.sleep(WINDOW_PUSH_CHECK_S)
+                quiet += WINDOW_PUSH_CHECK_S
+                s = engine.get(key, create=False)
+                res_t = s.results[-1].t if s is not None and s.results else None
+                if res_t is not None and res_t != shown_t:
+                    shown_t, outs = window_panel(key)
+                    quiet = 0.0
+                    yield outs
+                elif quiet >= 1.0:               # no new window (no session yet, or it is full):
+                    shown_t, outs = window_panel(key)    # the panel says why
+                    quiet = 0.0
+                    yield outs
+
+        def refresh_local_window(request: gr.Request):
+            _, outs = window_panel(LOCAL)
+            img = engine.local.last_frame if engine.local is not None else None
+            s = engine.get(LOCAL, create=True)
+            if img is not None and s is not None:
+                label = shown_label(s.results[-1]) if s.results else None
+                img = annotate(img, s.preview_face(), label)
+            return outs + [img]
+
+        if local:                                # this machine's camera: its preview at the same pace
+            window_timer = gr.Timer(WINDOW_REFRESH_S)
+            window_timer.tick(refresh_local_window, None, [badges, emotion, preview], show_progress="hidden",
+                              api_visibility="private", concurrency_limit=None)
+        else:
+            demo.load(push_windows, None, [badges, emotion], show_progress="hidden", api_visibility="private",
+                      concurrency_limit=None)
 
         def refresh_panels(request: gr.Request):
             s = engine.get(key_of(request), create=local)
@@ -223,9 +248,6 @@ def build_ui(engine: Engine):
             rs = list(s.results)
             return [s.extra.get("intent"), s.transcript, timeline_svg(rs[-160:], s.classes), perf_html(s.stats())]
 
-        window_timer = gr.Timer(WINDOW_REFRESH_S)
-        window_timer.tick(refresh_window, None, [badges, emotion] + ([preview] if local else []),
-                          show_progress="hidden", api_visibility="private", concurrency_limit=None)
         timer.tick(refresh_panels, None, [intent, transcript, timeline, perf], show_progress="hidden",
                    api_visibility="private")
 
@@ -292,7 +314,6 @@ def build_ui(engine: Engine):
         json_btn.click(export_json_, None, [export_file, rec_msg], api_visibility="private")
 
         def on_unload(request: gr.Request):
-            shown.pop(key_of(request), None)
             engine.close(session_key(request))
 
         demo.unload(on_unload)
