@@ -5,7 +5,7 @@ regression cannot: marginalize the classifier over sampled completions (issue 25
     python benchmarks/completion_paired.py --bench benchmarks/_work/paired5_mfeat3_shared_full \
         --data benchmarks/_work/mfeat3 --out benchmarks/results/completion/paired_mfeat3_shared_full \
         [--reference admc] [--samples 16] [--steps 10,20] [--seeds 0,1] [--threads 1] \
-        [--conditions extremes]
+        [--conditions extremes] [--parts DIR]
     python benchmarks/completion_paired.py --run weights/starter --data benchmarks/_work/starter/paired \
         --out benchmarks/results/completion/paired_starter_shipped --samples 8 --steps 10
 
@@ -329,74 +329,154 @@ def part2_masks(names, which: str = "all"):
     return masks
 
 
-def one_classifier(runs, ds, reference: str, samples: int, steps: list[int], conditions: str = "all") -> dict:
+def one_classifier_seed(runs, ds, reference: str, samples: int, steps: list[int], conditions: str,
+                        seed: int) -> dict:
+    """Part 2 for one seed: ``{"fills": {name: {"about", "metrics", "correct" [conditions, n]}},
+    "chosen": {kind: fill}, "checks": {method: same encoders}, "condition_count"}``."""
     y_te, y_va = ds["test"].labels, ds["val"].labels
+    model, _ = load_run(runs[reference][seed])
+    masks = part2_masks(model.schema.names, conditions)
+    z_va, _ = model.embed(ds["val"])
+    z_te, _ = model.embed(ds["test"])
+    adn = model.completer
+    fills = [_Fill("zero_fill", ZeroFill(), about="the train mean"),
+             _Fill("ridge_fill", RidgeFill(model.prior, model.cfg.adn), about="the ridge prior's estimate")]
+    fills.append(_Fill(f"{reference} (shipped: {adn.cfg.sampler})", adn,
+                       about=f"the reference ADN with its own sampler ({adn.cfg.sampler}, K={adn.cfg.num_samples})"))
+    checks = {}
+    for method, by_seed in runs.items():
+        if method in (reference, "zero_fill", "ridge_fill") or seed not in by_seed:
+            continue
+        other, _ = load_run(by_seed[seed])
+        if not other.completes:
+            continue
+        same = _same_encoders(model, other)
+        checks[method] = same
+        if same:
+            fills.append(_Fill(method, other.completer, about=f"{method}'s completer on the same encoders"))
+    # the multi-step reverse process and the sampled fills: steps chosen on validation
+    grid = {}
+    for s in steps:
+        shared = SharedDraws(adn, s, samples)
+        for kind, fill in (("ddim", _Fill(f"ddim{s}", adn.with_sampler("ddim", s))),
+                           ("ddpm_mean", _DrawsFill(f"ddpm{s}_mean{samples}", shared, False)),
+                           ("marginal", _DrawsFill(f"marginal_ddpm{s}_K{samples}", shared, True))):
+            v = _run_fill(model, fill, z_va, y_va, masks, seed)
+            score = float(np.mean(v["mse"])) if kind != "marginal" else _val_nll(v, y_va, True)
+            if kind not in grid or score < grid[kind][0]:
+                grid[kind] = (score, fill, v)
+    chosen = {k: g[1].name for k, g in grid.items()}
+    labels = {"ddim": f"{reference} DDIM (multi-step, steps on val MSE)",
+              "ddpm_mean": f"{reference} mean of {samples} DDPM samples (plug-in, steps on val MSE)",
+              "marginal": f"{reference} marginal over {samples} DDPM samples (steps on val NLL)"}
+    for kind, (_, fill, _v) in grid.items():
+        fill.name, fill.about = labels[kind], fill.name
+    fills += [g[1] for g in grid.values()]
+    z_tr, p_tr = model.embed(ds["train"])
+    rows = NeighbourRows(z_tr[p_tr.all(dim=1)], samples)
+    fills += [_DrawsFill(f"hot-deck mean of {samples} neighbours (plug-in)", rows, False,
+                         "k-nearest-neighbour regression on the available rows"),
+              _DrawsFill(f"hot-deck marginal over {samples} neighbours", rows, True,
+                         "the classifier averaged over the missing rows of the k nearest training samples")]
+    out = {}
+    for fill in fills:
+        cached = next((g[2] for g in grid.values() if g[1] is fill), None)
+        v = cached if cached is not None else _run_fill(model, fill, z_va, y_va, masks, seed)
+        t = _run_fill(model, fill, z_te, y_te, masks, seed)
+        m, c = _metrics(v, t, y_va, y_te, fill.marginal, [c for c, _ in masks])
+        out[fill.name] = {"about": fill.about, "metrics": m, "correct": c}
+        print(f"  one classifier seed {seed} {fill.name}: UA {m['average_ua']:.2f} NLL {m['nll']:.3f} "
+              f"ECE {m['ece']:.2f} AURC {m['aurc']:.2f}", file=sys.stderr)
+    return {"fills": out, "chosen": chosen, "checks": checks, "condition_count": len(masks)}
+
+
+class SeedParts:
+    """Part 2's finished seeds kept in a folder (``--parts``), so a long study resumes where it stopped
+    and its seeds can run in separate processes: ``seed<S>.json`` (every number but the per-sample
+    correctness, and the key it was made under) beside ``seed<S>.npz`` (the correctness arrays).  A part
+    is reused only under the same key: the runs (the SHA-256 of each run.json), the dataset and the
+    study's settings."""
+
+    def __init__(self, folder: Path | None):
+        self.folder = folder
+
+    @staticmethod
+    def key(runs, ds, reference, samples, steps, conditions, seed) -> dict:
+        import hashlib
+
+        from admc.bench import fingerprint
+
+        return {"runs": {m: hashlib.sha256((by[seed] / "run.json").read_bytes()).hexdigest()
+                         for m, by in sorted(runs.items()) if seed in by},
+                "dataset": fingerprint(ds), "reference": reference, "samples": samples, "steps": list(steps),
+                "conditions": conditions, "seed": seed}
+
+    def load(self, key: dict) -> dict | None:
+        if self.folder is None:
+            return None
+        meta_path, arr_path = self.folder / f"seed{key['seed']}.json", self.folder / f"seed{key['seed']}.npz"
+        if not (meta_path.is_file() and arr_path.is_file()):
+            return None
+        try:
+            meta = json.loads(meta_path.read_text())
+            if meta.get("key") != key:
+                return None
+            with np.load(arr_path, allow_pickle=False) as arrays:
+                for i, rec in enumerate(meta["part"]["fills"].values()):
+                    rec["correct"] = arrays[f"fill{i}"]
+        except (OSError, ValueError, KeyError) as e:
+            print(f"  --parts: {meta_path} not reused ({e})", file=sys.stderr)
+            return None
+        return meta["part"]
+
+    def save(self, key: dict, part: dict) -> None:
+        if self.folder is None:
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        fills = {name: {k: v for k, v in rec.items() if k != "correct"} for name, rec in part["fills"].items()}
+        arrays = {f"fill{i}": rec["correct"] for i, rec in enumerate(part["fills"].values())}
+        arr_path, meta_path = self.folder / f"seed{key['seed']}.npz", self.folder / f"seed{key['seed']}.json"
+        tmp = arr_path.with_name(arr_path.stem + ".part.npz")
+        np.savez(tmp, **arrays)
+        tmp.replace(arr_path)
+        tmp = meta_path.with_suffix(".json.part")
+        tmp.write_text(json.dumps({"key": key, "part": {**part, "fills": fills}}, indent=1) + "\n")
+        tmp.replace(meta_path)
+
+
+def one_classifier(runs, ds, reference: str, samples: int, steps: list[int], conditions: str = "all",
+                   parts: SeedParts | None = None) -> dict:
+    y_te = ds["test"].labels
+    parts = parts or SeedParts(None)
     per_fill: dict[str, dict] = {}
     correct: dict[str, dict[int, np.ndarray]] = {}
     chosen: dict[str, dict] = {}
     about: dict[str, str] = {}
     checks: dict[str, list] = {}
-    for seed, run_dir in sorted(runs[reference].items()):
-        model, _ = load_run(run_dir)
-        masks = part2_masks(model.schema.names, conditions)
-        z_va, _ = model.embed(ds["val"])
-        z_te, _ = model.embed(ds["test"])
-        adn = model.completer
-        fills = [_Fill("zero_fill", ZeroFill(), about="the train mean"),
-                 _Fill("ridge_fill", RidgeFill(model.prior, model.cfg.adn), about="the ridge prior's estimate")]
-        fills.append(_Fill(f"{reference} (shipped: {adn.cfg.sampler})", adn,
-                           about=f"the reference ADN with its own sampler ({adn.cfg.sampler}, K={adn.cfg.num_samples})"))
-        for method, by_seed in runs.items():
-            if method in (reference, "zero_fill", "ridge_fill") or seed not in by_seed:
-                continue
-            other, _ = load_run(by_seed[seed])
-            if not other.completes:
-                continue
-            same = _same_encoders(model, other)
+    count = 0
+    for seed in sorted(runs[reference]):
+        key = SeedParts.key(runs, ds, reference, samples, steps, conditions, seed)
+        part = parts.load(key)
+        if part is None:
+            part = one_classifier_seed(runs, ds, reference, samples, steps, conditions, seed)
+            parts.save(key, part)
+        else:
+            print(f"  one classifier seed {seed}: reused from {parts.folder}", file=sys.stderr)
+        chosen[str(seed)] = part["chosen"]
+        count = part["condition_count"]
+        for method, same in part["checks"].items():
             checks.setdefault(method, []).append(same)
-            if same:
-                fills.append(_Fill(method, other.completer, about=f"{method}'s completer on the same encoders"))
-        # the multi-step reverse process and the sampled fills: steps chosen on validation
-        grid = {}
-        for s in steps:
-            shared = SharedDraws(adn, s, samples)
-            for kind, fill in (("ddim", _Fill(f"ddim{s}", adn.with_sampler("ddim", s))),
-                               ("ddpm_mean", _DrawsFill(f"ddpm{s}_mean{samples}", shared, False)),
-                               ("marginal", _DrawsFill(f"marginal_ddpm{s}_K{samples}", shared, True))):
-                v = _run_fill(model, fill, z_va, y_va, masks, seed)
-                score = float(np.mean(v["mse"])) if kind != "marginal" else _val_nll(v, y_va, True)
-                if kind not in grid or score < grid[kind][0]:
-                    grid[kind] = (score, fill, v)
-        chosen[str(seed)] = {k: g[1].name for k, g in grid.items()}
-        labels = {"ddim": f"{reference} DDIM (multi-step, steps on val MSE)",
-                  "ddpm_mean": f"{reference} mean of {samples} DDPM samples (plug-in, steps on val MSE)",
-                  "marginal": f"{reference} marginal over {samples} DDPM samples (steps on val NLL)"}
-        for kind, (_, fill, _v) in grid.items():
-            fill.name, fill.about = labels[kind], fill.name
-        fills += [g[1] for g in grid.values()]
-        z_tr, p_tr = model.embed(ds["train"])
-        rows = NeighbourRows(z_tr[p_tr.all(dim=1)], samples)
-        fills += [_DrawsFill(f"hot-deck mean of {samples} neighbours (plug-in)", rows, False,
-                             "k-nearest-neighbour regression on the available rows"),
-                  _DrawsFill(f"hot-deck marginal over {samples} neighbours", rows, True,
-                             "the classifier averaged over the missing rows of the k nearest training samples")]
-        for fill in fills:
-            cached = next((g[2] for g in grid.values() if g[1] is fill), None)
-            v = cached if cached is not None else _run_fill(model, fill, z_va, y_va, masks, seed)
-            t = _run_fill(model, fill, z_te, y_te, masks, seed)
-            m, c = _metrics(v, t, y_va, y_te, fill.marginal, [c for c, _ in masks])
-            rec = per_fill.setdefault(fill.name, {"seeds": [], "metrics": {}})
-            rec["seeds"].append(seed)
-            for k, x in m.items():
-                rec["metrics"].setdefault(k, []).append(x)
-            correct.setdefault(fill.name, {})[seed] = c
-            about[fill.name] = fill.about
-            print(f"  one classifier seed {seed} {fill.name}: UA {m['average_ua']:.2f} NLL {m['nll']:.3f} "
-                  f"ECE {m['ece']:.2f} AURC {m['aurc']:.2f}", file=sys.stderr)
+        for name, rec in part["fills"].items():
+            r = per_fill.setdefault(name, {"seeds": [], "metrics": {}})
+            r["seeds"].append(seed)
+            for k, x in rec["metrics"].items():
+                r["metrics"].setdefault(k, []).append(x)
+            correct.setdefault(name, {})[seed] = np.asarray(rec["correct"], bool)
+            about[name] = rec["about"]
     res = {"fills": {k: {"seeds": v["seeds"], "about": about[k], **{m: _summary(x) for m, x in v["metrics"].items()}}
                      for k, v in per_fill.items()},
            "chosen_steps": chosen, "same_encoders": checks, "paired": {},
-           "conditions": conditions, "condition_count": len(masks)}
+           "conditions": conditions, "condition_count": count}
     shipped = next(k for k in per_fill if k.startswith(f"{reference} (shipped"))
     for base in ("ridge_fill", shipped):
         for name in per_fill:
@@ -497,6 +577,9 @@ def main(argv=None) -> int:
     ap.add_argument("--conditions", choices=CONDITION_SETS, default="all",
                     help="part 2's missing conditions: all, or the extremes (one modality missing or one present)")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    ap.add_argument("--parts", type=Path, default=None,
+                    help="keep part 2's finished seeds in this folder and reuse them (resume; seeds run as "
+                         "separate processes with --seeds S --parts DIR, then one run over all seeds combines)")
     a = ap.parse_args(argv)
     try:
         for suffix in ((".md",) if a.render else (".json", ".md")):
@@ -552,7 +635,8 @@ def main(argv=None) -> int:
                "samples": a.samples, "steps": steps, "reference": a.reference,
                "own_models": own_models(runs, ds, methods, a.reference)}
         if not a.no_one_classifier:
-            res["one_classifier"] = one_classifier(runs, ds, a.reference, a.samples, steps, a.conditions)
+            res["one_classifier"] = one_classifier(runs, ds, a.reference, a.samples, steps, a.conditions,
+                                                   SeedParts(a.parts))
     except (RunError, DatasetError) as e:
         ap.exit(2, f"{ap.prog}: error: {e}\n")
     res["seconds"] = round(time.time() - t0, 1)

@@ -171,6 +171,23 @@ def test_completion_study_pairs_every_fill_on_one_classifier(tmp_path):
     assert set(one["chosen_steps"]) == {"0", "1"}
     assert "ridge_fill - admc (shipped: mean)" in one["paired"]
     assert "| fill |" in out.with_suffix(".md").read_text()
+    # part 2 seed by seed in separate invocations (--parts), then one over both seeds reusing them:
+    # the same numbers as the study in one go
+    parts = tmp_path / "parts"
+    for seed in ("0", "1"):
+        assert study(["--bench", str(bench), "--data", str(data), "--out", str(tmp_path / f"s{seed}"), "--samples",
+                      "3", "--steps", "2,4", "--threads", "1", "--seeds", seed, "--parts", str(parts)]) == 0
+    assert sorted(p.name for p in parts.iterdir()) == ["seed0.json", "seed0.npz", "seed1.json", "seed1.npz"]
+    joined = tmp_path / "joined"
+    assert study(["--bench", str(bench), "--data", str(data), "--out", str(joined), "--samples", "3",
+                  "--steps", "2,4", "--threads", "1", "--parts", str(parts)]) == 0
+    assert json.loads(joined.with_suffix(".json").read_text())["one_classifier"] == one
+    # a part made under other settings is not reused (4 samples: the fills are named and computed anew)
+    other = tmp_path / "other"
+    assert study(["--bench", str(bench), "--data", str(data), "--out", str(other), "--samples", "4",
+                  "--steps", "2", "--threads", "1", "--seeds", "0", "--parts", str(parts)]) == 0
+    names4 = list(json.loads(other.with_suffix(".json").read_text())["one_classifier"]["fills"])
+    assert any(n.startswith("hot-deck marginal over 4") for n in names4)
     # one run instead of a bench (how the shipped starter is studied)
     single = tmp_path / "single"
     assert study(["--run", str(bench / "runs" / "ridge_fill-seed1"), "--data", str(data), "--out", str(single),
