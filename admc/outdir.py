@@ -283,6 +283,30 @@ def _is_completion_study(path: Path) -> bool:
         return False
 
 
+def _is_browser_path(path: Path) -> bool:
+    """The JSON or markdown of benchmarks/browser_path.py."""
+    try:
+        text = path.read_text()
+        if path.suffix == ".md":
+            return text.startswith("# Browser path:")
+        d = json.loads(text)
+        return isinstance(d, dict) and {"checkpoint", "media", "runs"} <= set(d)
+    except (OSError, ValueError, TypeError):
+        return False
+
+
+def _is_live_eval(path: Path) -> bool:
+    """The JSON or markdown of benchmarks/live_eval.py (replay or browser)."""
+    try:
+        text = path.read_text()
+        if path.suffix == ".md":
+            return text.startswith("# Live evaluation")
+        d = json.loads(text)
+        return isinstance(d, dict) and {"checkpoint", "name", "scores"} <= set(d)
+    except (OSError, ValueError, TypeError):
+        return False
+
+
 # kind -> (what it is, how to recognize one this command wrote; None: it cannot be told apart)
 FILE_KINDS = {
     "eval": ("admc eval results file", _is_eval_results),
@@ -290,6 +314,8 @@ FILE_KINDS = {
     "trace": ("stage trace of python -m app", _is_stage_trace),
     "skew": ("skew report of python -m app.skew", _is_skew_report),
     "completion-study": ("paired completion study (benchmarks/completion_paired.py)", _is_completion_study),
+    "browser-path": ("browser-path benchmark result (benchmarks/browser_path.py)", _is_browser_path),
+    "live-eval": ("live evaluation result (benchmarks/live_eval.py)", _is_live_eval),
     "manifest": ("manifest", None),
 }
 

@@ -494,7 +494,15 @@ def main() -> int:
     ap.add_argument("--clip", type=Path, default=REPO / "benchmarks" / "_work" / "live_eval" / "takes2" / "clip.json",
                     help="the live evaluation's clip.json (built by benchmarks/live_eval.py)")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "browser")
+    ap.add_argument("--overwrite", action="store_true", help="replace OUT/NAME.json / .md this script did not write")
     args = ap.parse_args()
+    from admc.outdir import OutputError, check_out_file
+
+    try:                                   # before minutes of measuring: a file of someone else's is kept
+        for suffix in (".json", ".md"):
+            check_out_file(args.out / f"{args.name}{suffix}", "browser-path", overwrite=args.overwrite)
+    except OutputError as e:
+        ap.exit(2, f"{ap.prog}: error: {e}\n")
     loads = [x.strip() for x in args.loads.split(",") if x.strip()]
     if not set(loads) <= {"idle", "busy"} or not loads:
         ap.error(f"--loads {args.loads}: a comma list of idle, busy")

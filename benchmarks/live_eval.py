@@ -392,10 +392,20 @@ def main() -> int:
                     help="the app's --voice-hold (default: the app's own)")
     ap.add_argument("--browser", action="store_true",
                     help="play the clip through headless Chromium into the app's UI instead of replaying it")
+    ap.add_argument("--overwrite", action="store_true",
+                    help="replace result files in --out this script did not write")
     args = ap.parse_args()
     if args.split == "val":          # its own clip, runs and result names: never mixed with the test clip's
         args.work, args.name = args.work / "val", f"{args.name}_val"
         args.vs = f"{args.vs}_val" if args.vs else None
+    from admc.outdir import OutputError, check_out_file
+
+    stem = args.out / f"live_eval_{args.name}{'_browser' if args.browser else ''}"
+    try:                                   # before minutes of running: a file of someone else's is kept
+        for suffix in (".json", ".md"):
+            check_out_file(_result_file(stem, suffix), "live-eval", overwrite=args.overwrite)
+    except OutputError as e:
+        ap.exit(2, f"{ap.prog}: error: {e}\n")
     info = build_clip(args.work / f"takes{args.takes}", args.takes, split=args.split)
     if args.browser:
         return browser_main(args, info)

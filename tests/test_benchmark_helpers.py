@@ -208,3 +208,36 @@ def test_completion_study_refuses_files_it_did_not_write(tmp_path):
     with pytest.raises(SystemExit) as e:
         study(["--run", str(tmp_path), "--data", str(tmp_path), "--out", str(tmp_path / "notes")])
     assert e.value.code == 2 and foreign.read_text() == '{"mine": true}\n'
+
+
+@pytest.mark.parametrize("script,kind,names,ours", [
+    ("browser_path", "browser-path", ["--name", "bp"], ("bp", "benchmarks/results/browser/browser_path")),
+    ("live_eval", "live-eval", ["--name", "x"], ("live_eval_x", "benchmarks/results/live/live_eval_starter")),
+    ("live_eval", "live-eval", ["--name", "x", "--browser"],
+     ("live_eval_x_browser", "benchmarks/results/live/live_eval_starter_browser")),
+])
+def test_live_benchmarks_keep_result_files_they_did_not_write(tmp_path, monkeypatch, capsys, script, kind, names,
+                                                             ours):
+    """browser_path.py and live_eval.py refuse, at once and in one line, to replace a result file in
+    --out that they did not write (before minutes of running); their own earlier results are replaced."""
+    import importlib
+    import shutil
+
+    from admc.outdir import check_out_file
+
+    mod = importlib.import_module(f"benchmarks.{script}")
+    stem, committed = ours
+    for suffix in (".json", ".md"):
+        foreign = tmp_path / f"{stem}{suffix}"
+        foreign.write_text('{"mine": true}\n' if suffix == ".json" else "my notes\n")
+        monkeypatch.setattr(sys, "argv", [script, "--out", str(tmp_path), *names])
+        with pytest.raises(SystemExit) as e:
+            mod.main()
+        assert e.value.code == 2 and foreign.read_text() in ('{"mine": true}\n', "my notes\n")
+        err = capsys.readouterr().err.strip()
+        assert str(foreign) in err and "--overwrite" in err and len(err.splitlines()) == 1, err
+        foreign.unlink()
+        # a result this script wrote is its own to replace
+        shutil.copy(Path(__file__).resolve().parents[1] / f"{committed}{suffix}", foreign)
+        assert check_out_file(foreign, kind, overwrite=False) == foreign
+        foreign.unlink()
