@@ -9,6 +9,7 @@ browser shows it.
 from __future__ import annotations
 
 import asyncio
+import sys
 import tempfile
 import time
 import weakref
@@ -26,6 +27,9 @@ from app.render import (annotate, badges_html, export_csv, export_json, perf_htm
 UI_REFRESH_S = 0.5          # transcript / timeline / performance line refresh
 WINDOW_REFRESH_S = 0.2      # badges and emotion with --source local (the preview with them)
 WINDOW_PUSH_CHECK_S = 0.02  # a page's window stream looks for a new window this often
+PUSH_STREAMS_PER_SESSION = 2  # window streams at once per admitted session (reloads, waiting pages)
+STREAM_STALE_S = 2.0        # a window stream that has not looked this long is gone
+WINDOW_POLL_FALLBACK_S = 1.0  # a page without a window stream is refreshed this often
 PREVIEW_FPS = 5.0           # annotated previews sent back per second (half size beyond 480 px wide); every
 #                             frame still goes to the analysis
 WEBCAM_EVERY_S = 1 / 15     # webcam frames sent per second by the page
@@ -205,24 +209,51 @@ def build_ui(engine: Engine):
             outs = [badges_html(res, completer=engine.checkpoint_of(key).completer_label), probs_label(res)]
             return (None if res is None else res.t), outs
 
+        # one window stream per page holds one of Gradio's job slots while the page is open: at most
+        # PUSH_STREAMS_PER_SESSION per admitted session run at once; a page beyond that (or whose stream
+        # failed) is refreshed by a once-a-second poll instead
+        streams_alive: dict[str, float] = {}          # key -> when its window stream last looked
+        push_cap = PUSH_STREAMS_PER_SESSION * max(1, engine.max_sessions)
+
+        def stream_alive(key: str) -> bool:
+            seen = streams_alive.get(key)
+            return seen is not None and time.monotonic() - seen < STREAM_STALE_S
+
         async def push_windows(request: gr.Request):
             key = key_of(request)
-            shown_t, outs = window_panel(key)
+            now = time.monotonic()
+            for k, seen in list(streams_alive.items()):
+                if now - seen >= STREAM_STALE_S:
+                    streams_alive.pop(k, None)
+            over = len(streams_alive) >= push_cap and key not in streams_alive
+            if not over:
+                streams_alive[key] = now
+            shown_t, outs = await asyncio.to_thread(window_panel, key)
             yield outs
+            if over:
+                return                                # the poll serves this page
             quiet = 0.0
-            while True:                          # ends when the page goes (Gradio stops the event)
+            while True:                               # ends when the page goes (Gradio stops the event)
+                streams_alive[key] = time.monotonic()
                 await asyncio.sleep(WINDOW_PUSH_CHECK_S)
                 quiet += WINDOW_PUSH_CHECK_S
-                s = engine.get(key, create=False)
-                res_t = s.results[-1].t if s is not None and s.results else None
-                if res_t is not None and res_t != shown_t:
-                    shown_t, outs = window_panel(key)
-                    quiet = 0.0
+                s = engine.sessions.get(key)          # a dict read, no lock: the check runs on the event loop
+                results = getattr(s, "results", None)
+                res_t = results[-1].t if results else None
+                if (res_t is not None and res_t != shown_t) or quiet >= 1.0:
+                    quiet = 0.0                       # (no new window for 1 s: no session yet, or it is
+                    try:                              # full; the panel says why)
+                        shown_t, outs = await asyncio.to_thread(window_panel, key)
+                    except Exception as e:  # noqa: BLE001 - the stream outlives a bad window
+                        print(f"app: window panel: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+                        continue
                     yield outs
-                elif quiet >= 1.0:               # no new window (no session yet, or it is full):
-                    shown_t, outs = window_panel(key)    # the panel says why
-                    quiet = 0.0
-                    yield outs
+
+        def poll_window(request: gr.Request):
+            key = key_of(request)
+            if stream_alive(key):
+                return [gr.skip(), gr.skip()]
+            return window_panel(key)[1]
 
         def refresh_local_window(request: gr.Request):
             _, outs = window_panel(LOCAL)
@@ -240,6 +271,8 @@ def build_ui(engine: Engine):
         else:
             demo.load(push_windows, None, [badges, emotion], show_progress="hidden", api_visibility="private",
                       concurrency_limit=None)
+            gr.Timer(WINDOW_POLL_FALLBACK_S).tick(poll_window, None, [badges, emotion], show_progress="hidden",
+                                                  api_visibility="private", concurrency_limit=None)
 
         def refresh_panels(request: gr.Request):
             s = engine.get(key_of(request), create=local)

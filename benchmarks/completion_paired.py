@@ -52,12 +52,13 @@ from admc.completion import RidgeFill, ZeroFill
 from admc.data import DatasetError, load_dataset, missing_conditions
 from admc.marginal import MarginalPrediction, completion_logits, fit_marginal_temperature, sampled_logits
 from admc.metrics import scores
-from admc.outdir import FILE_KINDS, OutputError, check_out_file
+from admc.outdir import FILE_KINDS, OutputError, check_out_file, file_sha256
 from admc.run import RunError, load_run, read_run_meta
 from admc.runtime import set_quiet
 from benchmarks.machine_info import machine
 
 BOOTSTRAP = 2000
+PART_FORMAT = 1        # --parts: a saved seed is reused only under the same format (raise it when part 2 changes)
 
 
 def _runs(bench: Path) -> dict[str, dict[int, Path]]:
@@ -395,7 +396,7 @@ class SeedParts:
     and its seeds can run in separate processes: ``seed<S>.json`` (every number but the per-sample
     correctness, and the key it was made under) beside ``seed<S>.npz`` (the correctness arrays).  A part
     is reused only under the same key: the runs (the SHA-256 of each run.json), the dataset and the
-    study's settings."""
+    study's settings, and with the arrays its JSON was saved with (their SHA-256)."""
 
     def __init__(self, folder: Path | None):
         self.folder = folder
@@ -409,7 +410,7 @@ class SeedParts:
         return {"runs": {m: hashlib.sha256((by[seed] / "run.json").read_bytes()).hexdigest()
                          for m, by in sorted(runs.items()) if seed in by},
                 "dataset": fingerprint(ds), "reference": reference, "samples": samples, "steps": list(steps),
-                "conditions": conditions, "seed": seed}
+                "conditions": conditions, "seed": seed, "format": PART_FORMAT}
 
     def load(self, key: dict) -> dict | None:
         if self.folder is None:
@@ -421,6 +422,8 @@ class SeedParts:
             meta = json.loads(meta_path.read_text())
             if meta.get("key") != key:
                 return None
+            if file_sha256(arr_path) != meta.get("arrays_sha256"):
+                raise ValueError(f"{arr_path.name} is not the one saved with it")
             with np.load(arr_path, allow_pickle=False) as arrays:
                 for i, rec in enumerate(meta["part"]["fills"].values()):
                     rec["correct"] = arrays[f"fill{i}"]
@@ -440,7 +443,8 @@ class SeedParts:
         np.savez(tmp, **arrays)
         tmp.replace(arr_path)
         tmp = meta_path.with_suffix(".json.part")
-        tmp.write_text(json.dumps({"key": key, "part": {**part, "fills": fills}}, indent=1) + "\n")
+        tmp.write_text(json.dumps({"key": key, "arrays_sha256": file_sha256(arr_path),
+                                   "part": {**part, "fills": fills}}, indent=1) + "\n")
         tmp.replace(meta_path)
 
 

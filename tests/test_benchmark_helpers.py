@@ -188,6 +188,16 @@ def test_completion_study_pairs_every_fill_on_one_classifier(tmp_path):
                   "--steps", "2", "--threads", "1", "--seeds", "0", "--parts", str(parts)]) == 0
     names4 = list(json.loads(other.with_suffix(".json").read_text())["one_classifier"]["fills"])
     assert any(n.startswith("hot-deck marginal over 4") for n in names4)
+    # a part whose arrays were replaced behind its JSON's back is recomputed, not paired with them
+    import numpy as np
+
+    with np.load(parts / "seed1.npz") as arrays:
+        flipped = {k: ~arrays[k] for k in arrays.files}
+    np.savez(parts / "seed1.npz", **flipped)
+    again = tmp_path / "again"
+    assert study(["--bench", str(bench), "--data", str(data), "--out", str(again), "--samples", "3",
+                  "--steps", "2,4", "--threads", "1", "--parts", str(parts)]) == 0
+    assert json.loads(again.with_suffix(".json").read_text())["one_classifier"] == one
     # one run instead of a bench (how the shipped starter is studied)
     single = tmp_path / "single"
     assert study(["--run", str(bench / "runs" / "ridge_fill-seed1"), "--data", str(data), "--out", str(single),

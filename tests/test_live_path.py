@@ -501,3 +501,45 @@ def test_fault_table_holds_a_fault_for_its_time_and_a_missing_extractor_for_good
     faults.record("A", "bad audio", t=5.0, hold=0.2)
     assert faults.active("A", 5.2) == "bad audio" and faults.active("A", 5.3) is None
     assert faults.active("T", 0.0) == faults.active("T", 1e6) == "unavailable: ASR switched off"
+
+
+def test_window_streams_are_capped_and_the_rest_are_polled(tiny_run):  # noqa: F811
+    """Each page's window stream holds a Gradio job slot while the page is open, so at most two per
+    admitted session run at once; a page beyond that gets its panel once, then its stream ends and
+    the once-a-second poll serves it (the poll skips pages whose stream is alive)."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from app.checkpoint import load_checkpoint
+    from app.engine import Engine
+    from app.session import SessionConfig
+    from app.ui import build_ui
+    from tests.test_app import fake_components
+
+    engine = Engine(load_checkpoint(tiny_run), fake_components(), lambda: SessionConfig(face_fps=None),
+                    max_sessions=1)
+    demo = build_ui(engine)
+    fn = {getattr(f.fn, "__name__", ""): f.fn for f in demo.fns.values()}
+    push, poll = fn["push_windows"], fn["poll_window"]
+
+    def page(name):
+        return SimpleNamespace(session_hash=name, username=None, headers={}, client=None)
+
+    async def run():
+        streams = [push(page(f"p{i}")) for i in range(3)]
+        for g in streams:
+            first = await g.__anext__()                    # the panel, at once
+            assert "admc-badge" in first[0]
+        alive = [asyncio.ensure_future(g.__anext__()) for g in streams[:2]]
+        with pytest.raises(StopAsyncIteration):            # the third: over the cap (2 x 1 session)
+            await streams[2].__anext__()
+        await asyncio.sleep(0.1)
+        polled = [poll(page(f"p{i}")) for i in range(3)]
+        for t in alive:
+            t.cancel()
+        return polled
+
+    polled = asyncio.run(run())
+    skip = type(polled[0][0])
+    assert all(isinstance(x, skip) for x in polled[0] + polled[1]), polled[:2]   # streamed pages: skipped
+    assert "admc-badge" in polled[2][0]                                         # the third: polled
