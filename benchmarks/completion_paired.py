@@ -585,6 +585,8 @@ def main(argv=None) -> int:
                     help="keep part 2's finished seeds in this folder and reuse them (resume; seeds run as "
                          "separate processes with --seeds S --parts DIR, then one run over all seeds combines)")
     a = ap.parse_args(argv)
+    if a.parts is not None and a.parts.exists() and not a.parts.is_dir():
+        ap.error(f"--parts {a.parts}: exists and is not a directory")
     try:
         for suffix in ((".md",) if a.render else (".json", ".md")):
             check_out_file(a.out.with_suffix(suffix), "completion-study", overwrite=a.overwrite,

@@ -207,7 +207,7 @@ def test_completion_study_pairs_every_fill_on_one_classifier(tmp_path):
     assert got["ridge_fill"]["test_average_ua"]["per_seed"] == own["methods"]["ridge_fill"]["test_average_ua"]["per_seed"][1:]
 
 
-def test_completion_study_refuses_files_it_did_not_write(tmp_path):
+def test_completion_study_refuses_files_it_did_not_write(tmp_path, capsys):
     from benchmarks.completion_paired import main as study
 
     foreign = tmp_path / "notes.json"
@@ -218,6 +218,12 @@ def test_completion_study_refuses_files_it_did_not_write(tmp_path):
     with pytest.raises(SystemExit) as e:
         study(["--run", str(tmp_path), "--data", str(tmp_path), "--out", str(tmp_path / "notes")])
     assert e.value.code == 2 and foreign.read_text() == '{"mine": true}\n'
+    # --parts naming a file: a one-line error, the file kept
+    with pytest.raises(SystemExit) as e:
+        study(["--bench", str(tmp_path), "--data", str(tmp_path), "--out", str(tmp_path / "study"),
+               "--parts", str(foreign)])
+    assert e.value.code == 2 and foreign.read_text() == '{"mine": true}\n'
+    assert f"--parts {foreign}: exists and is not a directory" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("script,kind,names,ours", [
