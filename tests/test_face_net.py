@@ -107,6 +107,8 @@ def test_shipped_network_in_the_face_extractor(tmp_path):
     assert fx.feature_dim == load_face_net().feature_dim
     card = json.loads(DEFAULT_WEIGHTS.with_suffix(".json").read_text())
     faces = sorted((SHARED_DATA / "fer2013" / "test" / "happy").glob("PrivateTest_*.jpg"))[:20]
+    if not faces:
+        pytest.skip("the shared data (FER2013) is not here")
     crops = np.stack([np.asarray(Image.open(p).convert("L")) for p in faces])
     feat, prob = fx.classify_crops(crops)
     assert feat.shape == (len(faces), fx.feature_dim) and np.allclose(prob.sum(1), 1, atol=1e-5)
