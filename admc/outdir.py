@@ -272,39 +272,26 @@ def _is_skew_report(path: Path) -> bool:
         return False
 
 
-def _is_completion_study(path: Path) -> bool:
-    """The JSON or markdown of benchmarks/completion_paired.py."""
-    try:
-        text = path.read_text()
-        if path.suffix == ".md":
-            return text.startswith("# Paired completion study")
-        return "own_models" in json.loads(text)
-    except (OSError, ValueError, TypeError):
-        return False
+def _json_or_markdown(heading: str, keys: set[str]):
+    """A recognizer of a script's pair of results: its markdown starts with ``heading``, its JSON is an
+    object holding ``keys``."""
+
+    def ours(path: Path) -> bool:
+        try:
+            text = path.read_text()
+            if path.suffix == ".md":
+                return text.startswith(heading)
+            d = json.loads(text)
+            return isinstance(d, dict) and keys <= set(d)
+        except (OSError, ValueError, TypeError):
+            return False
+
+    return ours
 
 
-def _is_browser_path(path: Path) -> bool:
-    """The JSON or markdown of benchmarks/browser_path.py."""
-    try:
-        text = path.read_text()
-        if path.suffix == ".md":
-            return text.startswith("# Browser path:")
-        d = json.loads(text)
-        return isinstance(d, dict) and {"checkpoint", "media", "runs"} <= set(d)
-    except (OSError, ValueError, TypeError):
-        return False
-
-
-def _is_live_eval(path: Path) -> bool:
-    """The JSON or markdown of benchmarks/live_eval.py (replay or browser)."""
-    try:
-        text = path.read_text()
-        if path.suffix == ".md":
-            return text.startswith("# Live evaluation")
-        d = json.loads(text)
-        return isinstance(d, dict) and {"checkpoint", "name", "scores"} <= set(d)
-    except (OSError, ValueError, TypeError):
-        return False
+_is_completion_study = _json_or_markdown("# Paired completion study", {"own_models"})  # completion_paired.py
+_is_browser_path = _json_or_markdown("# Browser path:", {"checkpoint", "media", "runs"})    # browser_path.py
+_is_live_eval = _json_or_markdown("# Live evaluation", {"checkpoint", "name", "scores"})   # live_eval.py (replay, browser)
 
 
 # kind -> (what it is, how to recognize one this command wrote; None: it cannot be told apart)

@@ -221,13 +221,11 @@ def build_ui(engine: Engine):
 
         async def push_windows(request: gr.Request):
             key = key_of(request)
-            now = time.monotonic()
-            for k, seen in list(streams_alive.items()):
-                if now - seen >= STREAM_STALE_S:
-                    streams_alive.pop(k, None)
+            for k in [k for k in streams_alive if not stream_alive(k)]:
+                streams_alive.pop(k, None)
             over = len(streams_alive) >= push_cap and key not in streams_alive
             if not over:
-                streams_alive[key] = now
+                streams_alive[key] = time.monotonic()
             shown_t, outs = await asyncio.to_thread(window_panel, key)
             yield outs
             if over:

@@ -403,11 +403,9 @@ class SeedParts:
 
     @staticmethod
     def key(runs, ds, reference, samples, steps, conditions, seed) -> dict:
-        import hashlib
-
         from admc.bench import fingerprint
 
-        return {"runs": {m: hashlib.sha256((by[seed] / "run.json").read_bytes()).hexdigest()
+        return {"runs": {m: file_sha256(by[seed] / "run.json")
                          for m, by in sorted(runs.items()) if seed in by},
                 "dataset": fingerprint(ds), "reference": reference, "samples": samples, "steps": list(steps),
                 "conditions": conditions, "seed": seed, "format": PART_FORMAT}

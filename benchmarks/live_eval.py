@@ -359,6 +359,11 @@ def compare(rows: list[dict], other: list[dict], segments: list[dict], draws: in
             "ci95": [round(float(lo), 1), round(float(hi), 1)], "bootstrap_draws": draws}
 
 
+def _result_stem(args) -> Path:
+    """Where this run's results go: ``OUT/live_eval_NAME`` (replay) or ``..._browser``, + .json / .md."""
+    return args.out / f"live_eval_{args.name}{'_browser' if args.browser else ''}"
+
+
 def _result_file(stem: Path, suffix: str) -> Path:
     """``stem`` + ``suffix`` (not ``with_suffix``: a name like ``hold1.5`` keeps its dot)."""
     return stem.with_name(stem.name + suffix)
@@ -400,7 +405,7 @@ def main() -> int:
         args.vs = f"{args.vs}_val" if args.vs else None
     from admc.outdir import OutputError, check_out_file
 
-    stem = args.out / f"live_eval_{args.name}{'_browser' if args.browser else ''}"
+    stem = _result_stem(args)
     try:                                   # before minutes of running: a file of someone else's is kept
         for suffix in (".json", ".md"):
             check_out_file(_result_file(stem, suffix), "live-eval", overwrite=args.overwrite)
@@ -410,7 +415,7 @@ def main() -> int:
     if args.browser:
         return browser_main(args, info)
     jsonl = args.work / f"{args.name}.jsonl"
-    stem = args.out / f"live_eval_{args.name}"
+    stem = _result_stem(args)
     seconds, machine, hold = None, None, _voice_hold(args)
     if args.reuse:
         if not jsonl.is_file():
@@ -483,7 +488,7 @@ def browser_main(args, info: dict) -> int:
            **facts, "machine": {"cpu": cpu_name(), "cores": os.cpu_count(),
                                 "load_1min_after": round(os.getloadavg()[0], 2)}}
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / f"live_eval_{args.name}_browser"
+    stem = _result_stem(args)
     _result_file(stem, ".json").write_text(json.dumps(res, indent=2) + "\n")
     lines = [f"# Live evaluation in the browser: {args.label or res['checkpoint']}", "",
              f"The live evaluation's clip ({len(info['segments'])} segments of {SEG_S:.0f} s) played by headless "
