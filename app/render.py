@@ -216,7 +216,7 @@ def timeline_svg(results: list[WindowResult], classes: list[str], span: float = 
                    f'<text x="{lx + 11}" y="{yt}" fill="#333">{html.escape(c)}</text>')
         lx += 14 + 6 * len(c)
     out.append(f'<rect x="{lx + 6}" y="{yt - 7}" width="8" height="8" fill="#e08a00" fill-opacity="0.4"/>'
-               f'<text x="{lx + 17}" y="{yt}" fill="#333">ADN-completed</text>')
+               f'<text x="{lx + 17}" y="{yt}" fill="#333">completed</text>')
     out.append("</svg>")
     return "".join(out)
 
