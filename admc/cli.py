@@ -303,8 +303,8 @@ def cmd_calibrate(args) -> int:
     ds = _check_matches(model, ds, args)
     recalibrated = {"data": str(args.data), "command": args.command_line}
     if args.sampler:
-        choice = choose_sampler(model, ds["val"], args.sampler)
-        use_sampler(model, choice.sampler)
+        choice = choose_sampler(model, ds["val"], args.sampler, ds["train"])
+        use_sampler(model, choice.sampler, ds["train"])
         recalibrated["sampler"] = choice.to_json()
         log(f"completing with adn.sampler={choice.sampler} (trained with {choice.trained}"
             + (f"; validation UA {choice.val_ua}, completion MSE {choice.val_mse})" if choice.val_ua else ")"))
@@ -570,10 +570,15 @@ def build_parser(extra: Sequence[Callable] = ()) -> argparse.ArgumentParser:
     c.add_argument("--data", required=True, help="feature dataset with the run's schema (train and val splits)")
     c.add_argument("--out", required=True, help="run directory to write (not the --run itself)")
     c.add_argument("--overwrite", action="store_true", help="replace the run already at --out")
-    c.add_argument("--sampler", choices=("auto", "mean", "prior", "ddim", "ddpm"), default=None,
+    c.add_argument("--sampler", choices=("auto", "mean", "prior", "neighbours", "neighbours_marginal", "ddim", "ddpm"),
+                   default=None,
                    help="complete with this ADN sampler from now on (prior: the ridge estimate alone, no "
-                        "denoiser call); auto: the prior unless the run's own sampler classifies validation "
-                        "better (UA over every availability pattern; admc.sampler_choice); default: the run's own")
+                        "denoiser call; neighbours: the mean of the missing rows of the adn.neighbours training "
+                        "samples nearest in the available rows, stored with the run; neighbours_marginal: the "
+                        "classifier run on each of them, its probabilities averaged); auto: of the prior, the "
+                        "run's own sampler and the two neighbour samplers, the one that classifies validation "
+                        "best, a tie going to the cheaper (UA over every availability pattern; admc.sampler_choice); "
+                        "default: the run's own")
     _common(c)
     c.set_defaults(func=cmd_calibrate)
 

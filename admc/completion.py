@@ -30,6 +30,7 @@ from admc.diffusion.process import Diffusion
 from admc.diffusion.variants import variant_of
 from admc.models.denoiser import Denoiser
 from admc.models.linear_prior import LinearPrior
+from admc.models.neighbour_bank import NeighbourBank
 
 
 class ZeroFill:
@@ -72,7 +73,8 @@ def _diffusion(cfg: TrainConfig, M: int, E: int) -> Diffusion:
     variant = variant_of(a)
     needs_prior = variant.needs_prior(a)
     den = Denoiser(M, E, a.d_model, a.layers, a.heads, a.ff, a.dropout, conditional=variant.conditional_denoiser)
-    return Diffusion(den, a, LinearPrior(M, E) if needs_prior else None)
+    bank = NeighbourBank(a.neighbour_bank, M, E) if a.neighbour_bank > 0 else None
+    return Diffusion(den, a, LinearPrior(M, E) if needs_prior else None, bank)
 
 
 COMPLETERS = {

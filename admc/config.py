@@ -12,7 +12,7 @@ class ConfigError(ValueError):
 
 def one_of(key: str, value, allowed: Iterable[str], null: bool = False) -> None:
     """Refuse ``value`` for the enumerated setting ``key`` unless it is in ``allowed`` (or None
-    with ``null``): ``adn.sampler must be one of ddpm, ddim, mean, prior, got 'dim'``."""
+    with ``null``): ``adn.sampler must be one of ddpm, ddim, mean, prior, neighbours, got 'dim'``."""
     allowed = tuple(allowed)
     if value in allowed or (null and value is None):
         return
@@ -77,10 +77,17 @@ class ADNConfig:
     # sampling
     # "ddpm" | "ddim" | "mean" (one x0 prediction from the prior mean) | "prior" (the prior's estimate
     # alone, no denoiser call: what `admc calibrate --sampler auto` keeps when the denoiser's step does
-    # not beat its prior on validation)
+    # not beat its prior on validation) | "neighbours" (hot-deck: the mean of the missing rows of the
+    # `neighbours` training samples nearest in the available rows, admc/models/neighbour_bank.py; set on
+    # a trained run by `admc calibrate --sampler`, which stores the bank of its training samples)
     sampler: str = "mean"
     sample_steps: int = 10         # reverse steps for the conditional variant
     num_samples: int = 1           # average of K stochastic completions
+    neighbours: int = 8            # k of the neighbours sampler (the value the paired study measured)
+    neighbour_bank: int = 0        # training samples stored with the run for it (0: none)
+    # neighbours sampler: classify each of the k completions and average the probabilities (the
+    # marginal over p(missing | available), admc.marginal) instead of classifying their mean
+    marginal: bool = False
     start_step: int | None = None  # paper variant: reverse chain start n; None = choose on validation
     start_grid: list[int] = field(default_factory=lambda: [10, 30, 50, 80, 200, 500, 1000])
     start_select: str = "mse"      # paper variant: n chosen by validation completion "mse" or by "ua"
@@ -111,6 +118,17 @@ class ADNConfig:
             raise ConfigError("adn.sampler=prior completes with the linear prior's estimate alone: it needs "
                               f"adn.prior=linear and the conditional or regress variant (got adn.prior={self.prior!r}, "
                               f"adn.variant={self.variant!r})")
+        for key in ("neighbours", "neighbour_bank"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < (1 if key == "neighbours" else 0):
+                raise ConfigError(f"adn.{key} must be an integer >= {1 if key == 'neighbours' else 0}, got {value!r}")
+        if self.sampler == "neighbours" and (self.neighbour_bank < 1 or self.variant == "paper"):
+            raise ConfigError("adn.sampler=neighbours completes from the training samples stored with a trained run: "
+                              "set it with `admc calibrate --sampler neighbours` (conditional or regress variant; "
+                              f"got adn.variant={self.variant!r}, adn.neighbour_bank={self.neighbour_bank})")
+        if self.marginal is not False and (self.marginal is not True or self.sampler != "neighbours"):
+            raise ConfigError(f"adn.marginal={self.marginal!r}: true or false, and true only with "
+                              f"adn.sampler=neighbours (got adn.sampler={self.sampler!r})")
         if not (isinstance(self.resample, int) and self.resample >= 1):
             raise ConfigError(f"adn.resample must be an integer >= 1, got {self.resample!r}")
         for key in ("jump", "stride"):
@@ -140,7 +158,7 @@ class ADNConfig:
 
 
 PREDICTIONS = ("epsilon", "sample", "v_prediction")
-SAMPLERS = ("ddpm", "ddim", "mean", "prior")
+SAMPLERS = ("ddpm", "ddim", "mean", "prior", "neighbours")
 SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")  # diffusers' DDPM and DDIM both have these
 PRIORS = ("linear", "none")
 START_SELECTS = ("mse", "ua")

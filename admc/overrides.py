@@ -36,7 +36,7 @@ def with_overrides(overrides: Iterable[str | tuple[str, object]] = (),
     :class:`OverrideError` for an override that is malformed, names no setting, or has a value of
     the wrong type or range (each checked as it comes, nothing built yet), and
     :class:`ConfigError` for the configuration as a whole: a value outside an enumeration
-    (``adn.sampler must be one of ddpm, ddim, mean, prior, got 'dim'``), a contradiction between
+    (``adn.sampler must be one of ddpm, ddim, mean, prior, neighbours, got 'dim'``), a contradiction between
     settings, an unknown method.
     """
     if isinstance(base, TrainConfig):

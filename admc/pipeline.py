@@ -12,6 +12,7 @@ window is uncertain).
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -94,10 +95,12 @@ class ADMCModel(nn.Module):
 
     def set_completer(self, completer) -> None:
         """Use ``completer``; its modules are registered here so that a run's weights keep their names
-        (``denoiser``, ``prior``: the ADN and the ridge prior; ``imputer``: an autoencoder's)."""
+        (``denoiser``, ``prior``: the ADN and the ridge prior; ``neighbour_bank``: the training samples
+        of its ``neighbours`` sampler; ``imputer``: an autoencoder's)."""
         self.completer = completer
         self.denoiser = getattr(completer, "denoiser", None)
         self.prior = getattr(completer, "prior", None)
+        self.neighbour_bank = getattr(completer, "bank", None)
         self.imputer = getattr(completer, "net", None)
 
     # set at train time, saved in the run's JSON
@@ -221,10 +224,21 @@ class ADMCModel(nn.Module):
         patterns = torch.unique(avail, dim=0)
         for pat in patterns:
             rows = torch.nonzero((avail == pat).all(dim=1)).flatten()
+            marginal = getattr(self.completer, "marginal", False) and not bool(pat.all())
             for s in range(0, len(rows), batch_size):
                 r = rows[s : s + batch_size]
-                logits[r] = self.fusion_logits(self.fusion_inputs(z[r], avail[r], generator, mmer), avail[r])
+                logits[r] = self.marginal_logits(z[r], avail[r]) if marginal else \
+                    self.fusion_logits(self.fusion_inputs(z[r], avail[r], generator, mmer), avail[r])
         return logits
+
+    @torch.no_grad()
+    def marginal_logits(self, z: torch.Tensor, avail: torch.Tensor) -> torch.Tensor:
+        """The log of the fusion's probabilities averaged over the completer's draws of the missing rows
+        of ``z`` (one availability pattern ``avail [n, M]``): ``log mean_k softmax(logits_k)``, which a
+        softmax (and a temperature) reads as logits (``adn.marginal``, :mod:`admc.marginal`)."""
+        draws = self.completer.draw(z * avail[..., None], avail, self.completer.cfg.neighbours)
+        member = torch.stack([torch.log_softmax(self.fusion_logits(d, avail), dim=-1) for d in draws])
+        return torch.logsumexp(member, dim=0) - math.log(len(draws))
 
     @torch.no_grad()
     def fusion_logits(self, tokens: torch.Tensor, avail: torch.Tensor) -> torch.Tensor:

@@ -46,6 +46,8 @@ RANGES: dict[str, tuple[typing.Callable, str]] = {
     "adn.num_train_timesteps": (lambda x: 1 <= x <= 100_000, "in 1..100000"),
     "adn.sample_steps": (lambda x: 1 <= x <= 100_000, "in 1..100000"),
     "adn.num_samples": (lambda x: 1 <= x <= 10_000, "in 1..10000"),
+    "adn.neighbours": (lambda x: 1 <= x <= 10_000, "in 1..10000"),
+    "adn.neighbour_bank": (lambda x: 0 <= x <= 10_000_000, "in 0..10000000"),
     "adn.start_step": (lambda x: x is None or x >= 1, "null or >= 1"),
     "adn.start_grid": (lambda x: len(x) > 0 and all(v >= 1 for v in x), "a non-empty list of steps >= 1"),
     "adn.prior_shrinkage": (lambda x: x is None or x > 0, "null or > 0"),

@@ -1,14 +1,19 @@
-"""Choose, on validation, how a trained ADN completes: with its own sampler or with its linear prior's
-estimate alone (``adn.sampler=prior``), and switch a trained model to it (``admc calibrate --sampler``).
+"""Choose, on validation, how a trained ADN completes: with its own sampler, with its linear prior's
+estimate alone (``adn.sampler=prior``) or with the training samples nearest in the available rows
+(``adn.sampler=neighbours``, hot-deck; ``neighbours_marginal``: the classifier run on each of them and
+its probabilities averaged, ``adn.marginal``), and switch a trained model to it (``admc calibrate
+--sampler``).
 
-The rule (issue 25, "wins on validation, or ties at lower cost"): the run's own sampler only if the
-model classifies the validation split better with it, by UA averaged over every availability pattern
-(what the app shows; full input included, where MMER's cross-generated rows come from the completer);
-otherwise, a tie included, the prior alone, which needs no denoiser call.  The completion error of
-each (:func:`admc.diffusion.training.val_completion_mse`) is recorded beside it: it is what the ADN was
-selected on, and a lower one need not classify better (the fusion learnt from the ADN's completions).
-Only the completer changes: the caller refits the temperatures and the abstain threshold for it
-(:func:`admc.train.refit_trust`).
+The rule (issue 25, "wins on validation, or ties at lower cost"): the candidates in order of cost, the
+prior (no denoiser call), the run's own sampler (one or more denoiser calls), the neighbours (a search
+of the training samples stored with the run, 6 KB each), their marginal (as many fusion passes as
+neighbours); a candidate replaces the cheaper one chosen so far only if the model classifies the
+validation split strictly better with it, by UA averaged over
+every availability pattern (what the app shows; full input included, where MMER's cross-generated rows
+come from the completer).  The completion error of each (:func:`admc.diffusion.training.val_completion_mse`)
+is recorded beside it: it is what the ADN was selected on, and a lower one need not classify better
+(the fusion learnt from the ADN's completions).  Only the completer changes: the caller refits the
+temperatures and the abstain threshold for it (:func:`admc.train.refit_trust`).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from admc.diffusion.training import val_completion_mse
 from admc.evaluate import evaluate
 
 AUTO = "auto"
+MARGINAL = "neighbours_marginal"      # adn.sampler=neighbours with adn.marginal
 
 
 class SamplerChoiceError(ValueError):
@@ -55,9 +61,20 @@ def switchable(model) -> Diffusion:
     return completer
 
 
-def keep_trained(val_ua: dict[str, float], trained: str) -> bool:
-    """The rule: the trained sampler stays only if it classifies validation strictly better than the prior."""
-    return trained != "prior" and val_ua[trained] > val_ua["prior"]
+def candidates(trained: str, neighbours: bool) -> list[str]:
+    """The samplers the rule measures, cheapest first (``neighbours``: a training split is given)."""
+    return list(dict.fromkeys(["prior", trained] + (["neighbours", MARGINAL] if neighbours else [])))
+
+
+def chosen(val_ua: dict[str, float], trained: str) -> str:
+    """The rule: of the measured samplers in order of cost, each replaces the cheaper one chosen so far
+    only if it classifies validation strictly better (a tie keeps the cheaper)."""
+    order = [s for s in candidates(trained, True) if s in val_ua]
+    best = order[0]
+    for s in order[1:]:
+        if val_ua[s] > val_ua[best]:
+            best = s
+    return best
 
 
 def validation_ua(model, split, embedded: tuple[torch.Tensor, torch.Tensor]) -> float:
@@ -67,31 +84,48 @@ def validation_ua(model, split, embedded: tuple[torch.Tensor, torch.Tensor]) -> 
     return float(np.mean([s["ua"] for s in res["conditions"].values()] + [res["full"]["ua"]]))
 
 
-def choose_sampler(model, val, sampler: str = AUTO) -> SamplerChoice:
+def choose_sampler(model, val, sampler: str = AUTO, train=None) -> SamplerChoice:
     """The sampler ``model`` should complete with: ``sampler`` itself, or with ``auto`` the rule above
-    on the validation split ``val`` (completion errors on its samples with every modality).  The model
-    is left as it was."""
+    on the validation split ``val`` (completion errors on its samples with every modality); the
+    neighbours are a candidate when the training split ``train`` is given.  The model is left as it was."""
     adn = switchable(model)
-    trained = adn.cfg.sampler
+    trained = MARGINAL if adn.marginal else adn.cfg.sampler
     if sampler != AUTO:
         return SamplerChoice(sampler, trained, "given", {}, {})
     cfg = model.cfg
     z, present = model.embed(val)
     ua, mse = {}, {}
-    for s in dict.fromkeys([trained, "prior"]):
-        use_sampler(model, s)
+    for s in candidates(trained, train is not None):
+        use_sampler(model, s, train)
         ua[s] = validation_ua(model, val, (z, present))
         mse[s] = val_completion_mse(model.completer, z[present.all(dim=1)], cfg.seed)
     model.cfg = cfg
     model.set_completer(adn)
-    return SamplerChoice(trained if keep_trained(ua, trained) else "prior", trained, AUTO, ua, mse)
+    return SamplerChoice(chosen(ua, trained), trained, AUTO, ua, mse)
 
 
-def use_sampler(model, sampler: str) -> None:
-    """Make ``model`` complete with ``sampler`` (its config too, so a saved run says what it runs)."""
+def training_bank(model, train) -> torch.Tensor:
+    """The standardized embeddings of the samples of the split ``train`` with every modality: the bank
+    of the ``neighbours`` sampler."""
+    z, present = model.embed(train)
+    full = present.all(dim=1)
+    if not bool(full.any()):
+        raise SamplerChoiceError(f"{train.name}: no sample has every modality: the neighbours sampler needs some")
+    return z[full]
+
+
+def use_sampler(model, sampler: str, train=None) -> None:
+    """Make ``model`` complete with ``sampler`` (its config too, so a saved run says what it runs);
+    ``neighbours`` and ``neighbours_marginal`` make a bank of the split ``train`` or keep the run's own."""
     adn = switchable(model)
-    adn_cfg = replace(model.cfg.adn, sampler=sampler)       # checks the name
+    if sampler in ("neighbours", MARGINAL):
+        if adn.bank is None and train is None:
+            raise SamplerChoiceError(f"--sampler {sampler} needs the training split to search (admc calibrate --data)")
+        rows = training_bank(model, train) if train is not None else adn.bank.rows.float()
+        view = adn.with_bank(rows, marginal=sampler == MARGINAL)
+    else:
+        view = adn.with_sampler(sampler)
+    adn_cfg = replace(view.cfg, sample_steps=model.cfg.adn.sample_steps, num_samples=model.cfg.adn.num_samples)
     model.cfg = replace(model.cfg, adn=adn_cfg)
-    view = adn.with_sampler(sampler)
     view.cfg = adn_cfg
     model.set_completer(view)

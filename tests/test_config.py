@@ -14,7 +14,7 @@ from admc.overrides import OverrideError, with_overrides
 ENUMS = [
     ("adn", "variant", ("conditional", "paper", "regress"), False),
     ("adn", "prediction", ("epsilon", "sample", "v_prediction"), True),
-    ("adn", "sampler", ("ddpm", "ddim", "mean", "prior"), False),
+    ("adn", "sampler", ("ddpm", "ddim", "mean", "prior", "neighbours"), False),
     ("adn", "schedule", ("linear", "scaled_linear", "squaredcos_cap_v2"), False),
     ("adn", "prior", ("linear", "none"), False),
     ("adn", "reading", ("noise", "sdedit_mean", "sdedit_ridge", "official", "official_clamp"), True),
@@ -29,7 +29,7 @@ SECTIONS = {"adn": ADNConfig, "fusion": FusionConfig}
 def test_the_issue_example_is_one_line_naming_key_and_allowed_values():
     with pytest.raises(ConfigError) as e:
         with_overrides(["adn.sampler=dim"])
-    assert str(e.value) == "adn.sampler must be one of ddpm, ddim, mean, prior, got 'dim'"
+    assert str(e.value) == "adn.sampler must be one of ddpm, ddim, mean, prior, neighbours, got 'dim'"
 
 
 @pytest.mark.parametrize("section, key, allowed, nullable", ENUMS)
@@ -42,8 +42,9 @@ def test_every_enumerated_setting_is_refused_by_every_construction_path(section,
         with pytest.raises(ConfigError) as e:
             build()
         assert str(e.value) == want
-    for value in allowed:  # and every allowed value is accepted
-        assert getattr(SECTIONS[section](**{key: value}), key) == value
+    for value in allowed:  # and every allowed value is accepted (the neighbours sampler with its bank)
+        extra = {"neighbour_bank": 10} if value == "neighbours" else {}
+        assert getattr(SECTIONS[section](**{key: value, **extra}), key) == value
 
 
 def test_every_string_setting_with_a_fixed_set_of_values_is_listed_here():
@@ -97,7 +98,7 @@ def test_values_are_read_as_json_except_for_string_settings_and_the_base_is_kept
     assert (cfg.adn.prediction, cfg.fusion.mmer, cfg.data.train_missing_rate) == ("sample", False, 0.25)
     assert cfg.itfn.epochs == 3 and base.adn.sampler == "mean" and base.adn.start_grid == TrainConfig().adn.start_grid
     # a string setting takes the text as it is: "2" is the string '2' (then refused as a sampler)
-    with pytest.raises(ConfigError, match="adn.sampler must be one of ddpm, ddim, mean, prior, got '2'"):
+    with pytest.raises(ConfigError, match="adn.sampler must be one of ddpm, ddim, mean, prior, neighbours, got '2'"):
         with_overrides(["adn.sampler=2"])
     # a dict base (a config file's layout) is checked and not modified
     obj = {"adn": {"epochs": 4}}
@@ -111,7 +112,7 @@ def test_cli_reports_an_enum_error_in_one_line_before_reading_the_data(tmp_path,
     assert main(["train", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "r"), "--quiet",
                  "--set", "adn.sampler=dim"]) == 2
     assert capsys.readouterr().err == "admc: error: bad configuration: adn.sampler must be one of ddpm, ddim, " \
-                                      "mean, prior, got 'dim'\n"
+                                      "mean, prior, neighbours, got 'dim'\n"
     assert main(["train", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "r"), "--quiet",
                  "--set", "adn.sampler"]) == 2
     assert capsys.readouterr().err == "admc: error: --set expects section.key=value (e.g. adn.sampler=mean), " \

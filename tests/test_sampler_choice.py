@@ -13,7 +13,7 @@ from admc.completion import RidgeFill
 from admc.config import ConfigError, TrainConfig
 from admc.diffusion.training import val_completion_mse
 from admc.run import load_run
-from admc.sampler_choice import choose_sampler, keep_trained, use_sampler, validation_ua
+from admc.sampler_choice import chosen, choose_sampler, use_sampler, validation_ua
 from tests.synthetic import FAST, cached_run
 
 
@@ -22,10 +22,14 @@ def run(tmp_path_factory):
     return cached_run(tmp_path_factory.getbasetemp())
 
 
-def _val_split(ds_dir):
+def load_dataset_split(ds_dir, split):
     from admc.data import load_dataset
 
-    return load_dataset(ds_dir, splits=("val",))["val"]
+    return load_dataset(ds_dir, splits=(split,))[split]
+
+
+def _val_split(ds_dir):
+    return load_dataset_split(ds_dir, "val")
 
 
 def _validation(model, ds_dir):
@@ -72,11 +76,19 @@ def test_prior_sampler_is_the_ridge_estimate_and_never_calls_the_denoiser(run):
     assert not torch.allclose(adn.complete(full, avail, torch.Generator().manual_seed(0)), ridge.complete(full, avail))
 
 
-def test_the_rule_keeps_the_trained_sampler_only_when_it_classifies_validation_better():
-    assert keep_trained({"mean": 80.1, "prior": 80.0}, "mean")
-    assert not keep_trained({"mean": 80.0, "prior": 80.0}, "mean")        # a tie: the cheaper prior
-    assert not keep_trained({"mean": 79.0, "prior": 80.0}, "mean")
-    assert not keep_trained({"prior": 80.0}, "prior")
+def test_the_rule_takes_a_costlier_sampler_only_when_it_classifies_validation_better():
+    assert chosen({"mean": 80.1, "prior": 80.0}, "mean") == "mean"
+    assert chosen({"mean": 80.0, "prior": 80.0}, "mean") == "prior"        # a tie: the cheaper prior
+    assert chosen({"mean": 79.0, "prior": 80.0}, "mean") == "prior"
+    assert chosen({"prior": 80.0}, "prior") == "prior"
+    # the neighbours come last: they must beat the best of the cheaper two
+    assert chosen({"mean": 80.1, "prior": 80.0, "neighbours": 80.1}, "mean") == "mean"
+    assert chosen({"mean": 80.1, "prior": 80.0, "neighbours": 80.2}, "mean") == "neighbours"
+    assert chosen({"mean": 79.0, "prior": 80.0, "neighbours": 79.5}, "mean") == "prior"
+    assert chosen({"mean": 79.0, "prior": 80.0, "neighbours": 80.5}, "mean") == "neighbours"
+    four = {"mean": 79.0, "prior": 80.0, "neighbours": 80.5, "neighbours_marginal": 80.5}
+    assert chosen(four, "mean") == "neighbours"                              # a tie: no extra fusion passes
+    assert chosen({**four, "neighbours_marginal": 80.6}, "mean") == "neighbours_marginal"
 
 
 def test_auto_measures_both_samplers_on_validation_and_leaves_the_model_as_it_was(run):
@@ -88,6 +100,15 @@ def test_auto_measures_both_samplers_on_validation_and_leaves_the_model_as_it_wa
     choice = choose_sampler(model, val)
     assert model.completer is adn and model.cfg.adn.sampler == "mean"
     assert choice.trained == "mean" and choice.rule == "auto" and set(choice.val_ua) == {"mean", "prior"}
+    train = load_dataset_split(ds_dir, "train")
+    with_neighbours = choose_sampler(model, val, train=train)
+    assert model.completer is adn and model.cfg.adn.sampler == "mean" and model.neighbour_bank is None
+    assert set(with_neighbours.val_ua) == {"mean", "prior", "neighbours", "neighbours_marginal"}
+    assert with_neighbours.sampler == chosen(with_neighbours.val_ua, "mean")
+    assert with_neighbours.val_ua["mean"] == pytest.approx(choice.val_ua["mean"])
+    other, _ = load_run(run_dir)
+    use_sampler(other, "neighbours", train)
+    assert with_neighbours.val_ua["neighbours"] == pytest.approx(validation_ua(other, val, other.embed(val)))
     for s in ("mean", "prior"):
         other, _ = load_run(run_dir)
         use_sampler(other, s)
@@ -147,3 +168,108 @@ def test_sampler_is_refused_for_a_run_without_an_adn(tmp_path_factory, tmp_path,
 def test_prior_sampler_needs_the_linear_prior():
     with pytest.raises(ConfigError, match="adn.sampler=prior .* adn.prior=linear"):
         TrainConfig.from_json({"adn": {"sampler": "prior", "prior": "none"}})
+
+
+def test_neighbour_bank_is_a_nearest_neighbour_search():
+    """The bank's draws are the rows of the k nearest training samples in the available rows, as
+    scikit-learn's exact search finds them, and the sampler's completion is their mean (the k-NN
+    regression), per availability pattern within one batch; available rows pass exactly."""
+    from sklearn.neighbors import KNeighborsRegressor
+
+    from admc.models.neighbour_bank import NeighbourBank
+
+    g = torch.Generator().manual_seed(0)
+    bank_rows = torch.randn(300, 3, 4, generator=g).half().float()      # the bank stores half precision
+    bank = NeighbourBank.of(bank_rows)
+    z = torch.randn(50, 3, 4, generator=g)
+    avail = torch.tensor([[True, False, False], [False, True, True], [True, True, True], [True, False, True]])
+    avail = avail[torch.arange(50) % 4]
+    draws = bank.draws(z, avail, 5)
+    assert draws.shape == (5, 50, 3, 4)
+    for pattern in torch.unique(avail, dim=0):
+        rows = (avail == pattern).all(dim=1)
+        if bool(pattern.all()):
+            assert torch.equal(draws[:, rows], z[rows][None].expand(5, -1, -1, -1))
+            continue
+        knn = KNeighborsRegressor(n_neighbors=5).fit(bank_rows[:, pattern].flatten(1).numpy(),
+                                                     bank_rows[:, ~pattern].flatten(1).numpy())
+        want = torch.from_numpy(knn.predict(z[rows][:, pattern].flatten(1).numpy())).float()
+        got = draws[:, rows].mean(dim=0)
+        assert torch.allclose(got[:, ~pattern].flatten(1), want, atol=1e-5)
+        assert torch.equal(draws[:, rows][:, :, pattern], z[rows][:, pattern][None].expand(5, -1, -1, -1))
+        # nearest first
+        d = [(draws[j, rows][:, pattern] - z[rows][:, pattern]).flatten(1).norm(dim=1) for j in range(5)]
+        assert all(bool((d[j] <= d[j + 1] + 1e-5).all()) for j in range(4))
+
+
+def test_calibrate_neighbours_stores_the_bank_and_completes_with_it(run, tmp_path):
+    from sklearn.neighbors import KNeighborsRegressor
+
+    from admc.cli import main
+    from safetensors import safe_open
+
+    ds_dir, run_dir = run
+    out = tmp_path / "neighbours"
+    assert main(["calibrate", "--run", str(run_dir), "--data", str(ds_dir), "--out", str(out),
+                 "--sampler", "neighbours", "--quiet"]) == 0
+    meta = json.loads((out / "run.json").read_text())
+    trained, _ = load_run(run_dir)
+    z_tr, p_tr = trained.embed(load_dataset_split(ds_dir, "train"))
+    full_tr = z_tr[p_tr.all(dim=1)]
+    assert meta["config"]["adn"]["sampler"] == "neighbours"
+    assert meta["config"]["adn"]["neighbour_bank"] == len(full_tr)
+    with safe_open(out / "model.safetensors", framework="pt") as f:
+        assert f.get_slice("neighbour_bank.rows").get_shape() == [len(full_tr), trained.M, trained.E]
+    model, _ = load_run(out)
+    assert model.completer.label == "the mean of the 8 nearest training samples"
+    full, _ = _validation(model, ds_dir)
+    mask = torch.tensor([False, True, False])
+    knn = KNeighborsRegressor(n_neighbors=8).fit(full_tr.half().float()[:, mask].flatten(1).numpy(),
+                                                 full_tr.half().float()[:, ~mask].flatten(1).numpy())
+    got = model.fill(full, mask.expand(len(full), -1))
+    want = torch.from_numpy(knn.predict(full[:, mask].flatten(1).numpy())).float()
+    assert torch.allclose(got[:, ~mask].flatten(1), want, atol=1e-4)
+    # calibrated back to the ADN's own sampler, the run carries no bank
+    back = tmp_path / "back"
+    assert main(["calibrate", "--run", str(out), "--data", str(ds_dir), "--out", str(back),
+                 "--sampler", "mean", "--quiet"]) == 0
+    assert json.loads((back / "run.json").read_text())["config"]["adn"]["neighbour_bank"] == 0
+    with safe_open(back / "model.safetensors", framework="pt") as f:
+        assert not [k for k in f.keys() if k.startswith("neighbour_bank")]
+    again, _ = load_run(back)
+    assert torch.equal(again.fill(full, mask.expand(len(full), -1)),
+                       trained.fill(full, mask.expand(len(full), -1), torch.Generator().manual_seed(0)))
+
+
+def test_neighbours_sampler_needs_a_bank():
+    with pytest.raises(ConfigError, match="adn.sampler=neighbours .* `admc calibrate --sampler neighbours`"):
+        TrainConfig.from_json({"adn": {"sampler": "neighbours"}})
+    with pytest.raises(ConfigError, match="adn.neighbours must be an integer >= 1"):
+        TrainConfig.from_json({"adn": {"neighbours": 0}})
+
+
+def test_the_marginal_averages_the_classifier_over_the_neighbours(run):
+    """``neighbours_marginal``: a window with a missing modality is classified once per neighbour's
+    completion and the probabilities averaged (admc.marginal computes the same apart); full input is
+    classified as before."""
+    from admc.marginal import MarginalPrediction, completion_logits
+
+    ds_dir, run_dir = run
+    model, _ = load_run(run_dir)
+    train = load_dataset_split(ds_dir, "train")
+    full, _ = _validation(model, ds_dir)
+    use_sampler(model, "neighbours_marginal", train)
+    assert model.cfg.adn.marginal and model.completer.marginal
+    assert model.completer.label == "the 8 nearest training samples, their predictions averaged"
+    plug_in, _ = load_run(run_dir)
+    use_sampler(plug_in, "neighbours", train)
+    for mask in ([True, False, False], [False, True, True]):
+        avail = torch.tensor(mask).expand(len(full), -1)
+        draws = model.completer.draw(full * avail[..., None], avail, 8)
+        want = MarginalPrediction.from_logits(completion_logits(model, draws, avail)).probs
+        got = torch.softmax(model.predict_logits(full, avail), dim=-1).numpy()
+        assert got == pytest.approx(want, abs=1e-5)
+        # not the plug-in: the classifier of the neighbours' mean says something else
+        assert not torch.allclose(model.predict_logits(full, avail), plug_in.predict_logits(full, avail), atol=1e-3)
+    avail = torch.ones(len(full), 3, dtype=torch.bool)
+    assert torch.equal(model.predict_logits(full, avail), plug_in.predict_logits(full, avail))

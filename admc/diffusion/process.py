@@ -30,6 +30,7 @@ from admc.diffusion.training import NOISE_BINS, train_denoiser
 from admc.masks import proper_masks
 from admc.models.denoiser import Denoiser
 from admc.models.linear_prior import LinearPrior
+from admc.models.neighbour_bank import NeighbourBank
 
 def random_proper_masks(n: int, M: int, gen: torch.Generator, device) -> torch.Tensor:
     """[n, M] availability masks drawn uniformly from the non-empty proper subsets."""
@@ -73,8 +74,10 @@ class Diffusion:
     name = "diffusion"
     completes = True
 
-    def __init__(self, denoiser: Denoiser, cfg: ADNConfig, prior: LinearPrior | None = None):
+    def __init__(self, denoiser: Denoiser, cfg: ADNConfig, prior: LinearPrior | None = None,
+                 bank: NeighbourBank | None = None):
         self.denoiser, self.cfg, self.prior = denoiser, cfg, prior
+        self.bank = bank        # the training samples of adn.sampler=neighbours (set on a trained run)
         self.variant = variant_of(cfg)          # chosen once: it owns the loss, sampling and selection
         self.prediction = cfg.prediction_or_default()
         self.reading = cfg.reading_or_default()
@@ -88,11 +91,33 @@ class Diffusion:
     def with_sampler(self, sampler: str, steps: int | None = None, num_samples: int = 1) -> "Diffusion":
         """This ADN (the same trained denoiser, prior and clip range) completing with another sampler
         (``ddpm``, ``ddim`` or ``mean``), ``steps`` reverse steps and the average of ``num_samples``
-        completions: one stochastic sample per call with ``ddpm`` and ``num_samples=1``."""
+        completions: one stochastic sample per call with ``ddpm`` and ``num_samples=1``.  The
+        ``neighbours`` sampler needs a bank of training samples (:meth:`with_bank`)."""
         view = copy.copy(self)
         view.cfg = replace(self.cfg, sampler=sampler, sample_steps=int(steps or self.cfg.sample_steps),
-                           num_samples=int(num_samples))
+                           num_samples=int(num_samples), marginal=False,
+                           neighbour_bank=self.bank.size if sampler == "neighbours" and self.bank is not None else 0)
+        if sampler != "neighbours":
+            view.bank = None
         return view
+
+    def with_bank(self, full_train: torch.Tensor, k: int | None = None, marginal: bool = False) -> "Diffusion":
+        """This ADN completing with ``adn.sampler=neighbours``: the mean of the missing rows of the
+        ``k`` (default ``adn.neighbours``) samples of ``full_train [n, M, E]`` (standardized training
+        embeddings, every modality present) nearest in the available rows; ``marginal``: the model
+        classifies each of the ``k`` and averages the probabilities (:attr:`marginal`)."""
+        view = copy.copy(self)
+        view.bank = NeighbourBank.of(full_train)
+        view.cfg = replace(self.cfg, sampler="neighbours", num_samples=1, neighbours=int(k or self.cfg.neighbours),
+                           neighbour_bank=view.bank.size, marginal=bool(marginal))
+        return view
+
+    @property
+    def marginal(self) -> bool:
+        """Whether a classifier of this ADN's completions should average its probabilities over the
+        draws (:meth:`draw`, ``adn.neighbours`` of them) instead of classifying their mean
+        (:meth:`admc.pipeline.ADMCModel.predict_logits`)."""
+        return self.cfg.sampler == "neighbours" and self.cfg.marginal
 
     @property
     def label(self) -> str:
@@ -184,17 +209,24 @@ class Diffusion:
         """``z [B, M, D]`` with the rows where ``avail [B, M]`` is False generated (the average of
         ``adn.num_samples`` completions, from :attr:`start_step` where the variant uses one);
         available rows are returned exactly as given."""
-        mean = self.draw(z, avail, max(1, int(self.cfg.num_samples)), generator, trace, batch_size).mean(dim=0)
+        k = self.cfg.neighbours if self.cfg.sampler == "neighbours" else max(1, int(self.cfg.num_samples))
+        mean = self.draw(z, avail, k, generator, trace, batch_size).mean(dim=0)
         return torch.where(avail.bool()[..., None], z, mean)
 
     @torch.no_grad()
     def draw(self, z: torch.Tensor, avail: torch.Tensor, samples: int, generator: torch.Generator | None = None,
              trace: readings.Trace | None = None, batch_size: int = 4096) -> torch.Tensor:
         """``[samples, B, M, D]``: ``samples`` completions of ``z [B, M, D]`` drawn in one batched
-        chain each (what :meth:`complete` averages); available rows exactly as given."""
-        self.denoiser.eval()
+        chain each (what :meth:`complete` averages); available rows exactly as given.  With the
+        ``neighbours`` sampler: the missing rows of the ``samples`` nearest training samples, nearest
+        first (deterministic: ``generator`` unused)."""
         avail = avail.bool()
         K = max(1, int(samples))
+        if self.cfg.sampler == "neighbours":
+            if self.bank is None:
+                raise ValueError("adn.sampler=neighbours needs the bank of training samples (Diffusion.with_bank)")
+            return self.bank.draws(z, avail, K)
+        self.denoiser.eval()
         out = z[None].repeat(K, 1, 1, 1)
         todo = torch.nonzero(~avail.all(dim=1)).flatten()
         n = self.start_step

@@ -20,6 +20,13 @@ import torch
 from admc.diffusion import readings, sampling, schedule
 
 
+def neighbours_label(cfg) -> str:
+    """What ``adn.sampler=neighbours`` completes with, in a few words (the app's badges)."""
+    if cfg.marginal:
+        return f"the {cfg.neighbours} nearest training samples, their predictions averaged"
+    return f"the mean of the {cfg.neighbours} nearest training samples"
+
+
 class ADNVariant:
     name: ClassVar[str]
     conditional_denoiser: ClassVar[bool]        # the denoiser reads the availability mask
@@ -90,6 +97,8 @@ class ConditionalVariant(ADNVariant):
                                            generator, prior_mean=prior_mean)
 
     def label(self, cfg) -> str:
+        if cfg.sampler == "neighbours":
+            return neighbours_label(cfg)
         if cfg.sampler == "prior":
             return "the ridge estimate"
         if cfg.sampler == "mean":
@@ -101,8 +110,11 @@ class ConditionalVariant(ADNVariant):
         adn = (meta.get("train") or {}).get("adn")
         shrink = adn.get("prior_shrinkage") if isinstance(adn, dict) else None
         shrink = f" (shrinkage {shrink:g})" if isinstance(shrink, (int, float)) else ""
-        return [f"ADN       conditional ({cfg.prediction_or_default()}), sampler {cfg.sampler} steps "
-                f"{cfg.sample_steps} K={cfg.num_samples}, clip {meta.get('clip_range')}",
+        marginal = ", the marginal over them" if cfg.marginal else ""
+        sampler = (f"sampler neighbours (k={cfg.neighbours} of {cfg.neighbour_bank} training samples{marginal})"
+                   if cfg.sampler == "neighbours"
+                   else f"sampler {cfg.sampler} steps {cfg.sample_steps} K={cfg.num_samples}")
+        return [f"ADN       conditional ({cfg.prediction_or_default()}), {sampler}, clip {meta.get('clip_range')}",
                 f"ADN prior {cfg.prior}{shrink}"]
 
 
@@ -175,6 +187,8 @@ class RegressorVariant(ConditionalVariant):
         return given + (1 - keep) * x0
 
     def label(self, cfg) -> str:
+        if cfg.sampler == "neighbours":
+            return neighbours_label(cfg)
         return "the ridge estimate" if cfg.sampler == "prior" else "the ridge estimate + a regressor"
 
     def describe(self, cfg, meta: dict) -> list[str]:

@@ -50,7 +50,9 @@ def _completer(run: dict) -> tuple[str, str, str]:
     if choice.get("rule") == "auto":
         ua, mse = choice.get("val_ua", {}), choice.get("val_completion_mse", {})
         sentence += ("; chosen on the paired validation split by `admc calibrate --sampler auto`, which "
-                     "keeps the trained sampler only if it classifies validation better: UA over every "
+                     "measures the ridge estimate alone (`prior`), the trained sampler and the mean of the "
+                     "nearest training samples (`neighbours`, hot-deck) in that order of cost and takes a "
+                     "costlier one only if it classifies validation better: UA over every "
                      "availability pattern " + ", ".join(f"`{k}` {v:.2f}" for k, v in ua.items())
                      + " (completion MSE " + ", ".join(f"`{k}` {v:.4f}" for k, v in mse.items())
                      + f"), so the run trained with `{choice['trained']}` completes with "
