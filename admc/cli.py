@@ -120,7 +120,7 @@ def build_config(args):
     flags that set one setting (``--fusion``, ``--train-missing-rate``, ``--label-fraction``), through
     :func:`admc.overrides.with_overrides`: each value checked against its dataclass field's
     type and range (:mod:`admc.run_schema`), the whole validated once, when it is built."""
-    from admc.config import TrainConfig
+    from admc.config import TrainConfig, trainable
     from admc.overrides import OverrideError, with_overrides
     from admc.run_schema import config_problem, sections
 
@@ -151,7 +151,7 @@ def build_config(args):
         if getattr(args, flag, None) is not None:
             overrides.append((f"data.{flag}", getattr(args, flag)))
     try:
-        return with_overrides(overrides, base=obj)
+        cfg = with_overrides(overrides, base=obj)
     except OverrideError as e:
         if not isinstance(e.item, str):  # a flag
             raise UsageError(f"--{e.key.split('.')[1].replace('_', '-')} {e.item[1]:g}: {e.reason}") from None
@@ -163,6 +163,11 @@ def build_config(args):
         raise UsageError(f"--set {e.item}: {e.reason}") from None
     except (TypeError, ValueError) as e:  # ConfigError: the configuration as a whole
         raise UsageError(f"bad configuration: {e}") from None
+    try:
+        trainable(cfg)
+    except ValueError as e:
+        raise UsageError(f"bad configuration: {e}") from None
+    return cfg
 
 
 def _training_data(ds, allow_missing_classes: bool):

@@ -122,6 +122,12 @@ class ADNConfig:
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < (1 if key == "neighbours" else 0):
                 raise ConfigError(f"adn.{key} must be an integer >= {1 if key == 'neighbours' else 0}, got {value!r}")
+        if self.neighbour_bank > 0 and self.sampler != "neighbours":
+            raise ConfigError(f"adn.neighbour_bank={self.neighbour_bank}: a bank of training samples is kept only "
+                              f"for adn.sampler=neighbours (got adn.sampler={self.sampler!r})")
+        if self.sampler == "neighbours" and self.neighbours > self.neighbour_bank > 0:
+            raise ConfigError(f"adn.neighbours={self.neighbours} is more than the {self.neighbour_bank} training "
+                              "samples of the bank (adn.neighbour_bank)")
         if self.sampler == "neighbours" and (self.neighbour_bank < 1 or self.variant == "paper"):
             raise ConfigError("adn.sampler=neighbours completes from the training samples stored with a trained run: "
                               "set it with `admc calibrate --sampler neighbours` (conditional or regress variant; "
@@ -367,3 +373,14 @@ def resolve_fusion_mode(mode: str, n_modalities: int) -> str:
     if mode not in ("per-condition", "shared"):
         raise ValueError(f"--fusion must be per-condition, shared or auto, got {mode!r}")
     return mode
+
+
+def trainable(cfg: "TrainConfig") -> "TrainConfig":
+    """``cfg`` if a model can be trained with it, else :class:`ConfigError`: the neighbours sampler
+    completes from the training samples of a trained run (its bank), so it is set on one by ``admc
+    calibrate --sampler neighbours``, never trained with (the fusion would learn from an empty bank)."""
+    a = cfg.adn
+    if a.sampler == "neighbours" or a.neighbour_bank > 0 or a.marginal:
+        raise ConfigError("adn.sampler=neighbours (and adn.neighbour_bank, adn.marginal) is set on a trained run "
+                          "by `admc calibrate --sampler neighbours`; a model is trained with the ADN's own sampler")
+    return cfg

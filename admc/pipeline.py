@@ -235,7 +235,9 @@ class ADMCModel(nn.Module):
     def marginal_logits(self, z: torch.Tensor, avail: torch.Tensor) -> torch.Tensor:
         """The log of the fusion's probabilities averaged over the completer's draws of the missing rows
         of ``z`` (one availability pattern ``avail [n, M]``): ``log mean_k softmax(logits_k)``, which a
-        softmax (and a temperature) reads as logits (``adn.marginal``, :mod:`admc.marginal`)."""
+        softmax reads as logits (``adn.marginal``; the study's version is :mod:`admc.marginal`).  The
+        pattern's temperature then scales these log-probabilities (``p^(1/T)``, renormalized), not each
+        member's logits as :func:`admc.marginal.fit_marginal_temperature` does: the same argmax."""
         draws = self.completer.draw(z * avail[..., None], avail, self.completer.cfg.neighbours)
         member = torch.stack([torch.log_softmax(self.fusion_logits(d, avail), dim=-1) for d in draws])
         return torch.logsumexp(member, dim=0) - math.log(len(draws))

@@ -26,6 +26,7 @@ import torch
 from admc.diffusion.process import Diffusion
 from admc.diffusion.training import val_completion_mse
 from admc.evaluate import evaluate
+from admc.regimes import training_data
 
 AUTO = "auto"
 MARGINAL = "neighbours_marginal"      # adn.sampler=neighbours with adn.marginal
@@ -61,15 +62,23 @@ def switchable(model) -> Diffusion:
     return completer
 
 
+COST_ORDER = ("prior", "mean", "ddim", "ddpm", "neighbours", MARGINAL)
+"""Every sampler the rule may measure, cheapest first: the prior (no denoiser call), the ADN's own
+samplers (one or more denoiser calls), the neighbours (a search of the stored training samples), their
+marginal (a fusion pass per neighbour)."""
+
+
 def candidates(trained: str, neighbours: bool) -> list[str]:
-    """The samplers the rule measures, cheapest first (``neighbours``: a training split is given)."""
-    return list(dict.fromkeys(["prior", trained] + (["neighbours", MARGINAL] if neighbours else [])))
+    """The samplers the rule measures, cheapest first: the prior, the run's own, and the two neighbour
+    samplers where ``neighbours`` (a training split with full samples is given)."""
+    wanted = {"prior", trained} | ({"neighbours", MARGINAL} if neighbours else set())
+    return [s for s in COST_ORDER if s in wanted]
 
 
 def chosen(val_ua: dict[str, float], trained: str) -> str:
     """The rule: of the measured samplers in order of cost, each replaces the cheaper one chosen so far
     only if it classifies validation strictly better (a tie keeps the cheaper)."""
-    order = [s for s in candidates(trained, True) if s in val_ua]
+    order = [s for s in COST_ORDER if s in val_ua]
     best = order[0]
     for s in order[1:]:
         if val_ua[s] > val_ua[best]:
@@ -86,43 +95,51 @@ def validation_ua(model, split, embedded: tuple[torch.Tensor, torch.Tensor]) -> 
 
 def choose_sampler(model, val, sampler: str = AUTO, train=None) -> SamplerChoice:
     """The sampler ``model`` should complete with: ``sampler`` itself, or with ``auto`` the rule above
-    on the validation split ``val`` (completion errors on its samples with every modality); the
-    neighbours are a candidate when the training split ``train`` is given.  The model is left as it was."""
+    on the validation split ``val`` (completion errors on its samples with every modality); the two
+    neighbour samplers are candidates when the training split ``train`` has samples with every
+    modality.  The model is left as it was."""
     adn = switchable(model)
     trained = MARGINAL if adn.marginal else adn.cfg.sampler
     if sampler != AUTO:
         return SamplerChoice(sampler, trained, "given", {}, {})
     cfg = model.cfg
+    bank = training_bank(model, train) if train is not None else None
     z, present = model.embed(val)
     ua, mse = {}, {}
-    for s in candidates(trained, train is not None):
-        use_sampler(model, s, train)
-        ua[s] = validation_ua(model, val, (z, present))
-        mse[s] = val_completion_mse(model.completer, z[present.all(dim=1)], cfg.seed)
-    model.cfg = cfg
-    model.set_completer(adn)
+    try:
+        for s in candidates(trained, bank is not None):
+            use_sampler(model, s, bank=bank)
+            ua[s] = validation_ua(model, val, (z, present))
+            mse[s] = val_completion_mse(model.completer, z[present.all(dim=1)], cfg.seed)
+    finally:
+        model.cfg = cfg
+        model.set_completer(adn)
     return SamplerChoice(chosen(ua, trained), trained, AUTO, ua, mse)
 
 
-def training_bank(model, train) -> torch.Tensor:
-    """The standardized embeddings of the samples of the split ``train`` with every modality: the bank
-    of the ``neighbours`` sampler."""
-    z, present = model.embed(train)
+def training_bank(model, train) -> torch.Tensor | None:
+    """The bank of the ``neighbours`` samplers: the standardized embeddings of the samples of the
+    split ``train`` with every modality, as the run trained on it (its ``config.data``: modalities a
+    training regime withheld are not lent); None if there are none."""
+    data = training_data(train, model.schema.names, model.cfg.data, model.cfg.seed)
+    z, present = model.embed(data.split)
     full = present.all(dim=1)
-    if not bool(full.any()):
-        raise SamplerChoiceError(f"{train.name}: no sample has every modality: the neighbours sampler needs some")
-    return z[full]
+    return z[full] if bool(full.any()) else None
 
 
-def use_sampler(model, sampler: str, train=None) -> None:
+def use_sampler(model, sampler: str, train=None, bank: torch.Tensor | None = None) -> None:
     """Make ``model`` complete with ``sampler`` (its config too, so a saved run says what it runs);
-    ``neighbours`` and ``neighbours_marginal`` make a bank of the split ``train`` or keep the run's own."""
+    ``neighbours`` and ``neighbours_marginal`` search ``bank`` (:func:`training_bank`), else one made
+    of the split ``train``, else the run's own."""
     adn = switchable(model)
     if sampler in ("neighbours", MARGINAL):
-        if adn.bank is None and train is None:
+        if bank is None and train is not None:
+            bank = training_bank(model, train)
+            if bank is None:
+                raise SamplerChoiceError(f"--sampler {sampler}: no sample of {train.name} has every modality to lend")
+        if bank is None and adn.bank is None:
             raise SamplerChoiceError(f"--sampler {sampler} needs the training split to search (admc calibrate --data)")
-        rows = training_bank(model, train) if train is not None else adn.bank.rows.float()
-        view = adn.with_bank(rows, marginal=sampler == MARGINAL)
+        view = adn.with_bank(bank if bank is not None else adn.bank.rows.float(), marginal=sampler == MARGINAL)
     else:
         view = adn.with_sampler(sampler)
     adn_cfg = replace(view.cfg, sample_steps=model.cfg.adn.sample_steps, num_samples=model.cfg.adn.num_samples)

@@ -16,7 +16,7 @@ from admc.baselines.joint import train_joint
 from admc import distributed as dp
 from admc.batching import batches, modality_batch
 from admc.calibration import fit_calibration
-from admc.config import TrainConfig
+from admc.config import TrainConfig, trainable
 from admc.data import FeatureDataset, Split
 from admc.diagnostics import completion_errors, completion_scores
 from admc.diffusion.process import clip_range  # noqa: F401 - re-exported for the benchmarks
@@ -334,6 +334,7 @@ def train(ds: FeatureDataset, cfg: TrainConfig, device: torch.device, encoders_f
     trained by that model's ``fit``.
     """
     method = METHODS[cfg.method]
+    trainable(cfg)
     if method.model is not None:
         return method.model_class.fit(ds, cfg, device)
     t0 = time.time()

@@ -89,6 +89,8 @@ def test_the_rule_takes_a_costlier_sampler_only_when_it_classifies_validation_be
     four = {"mean": 79.0, "prior": 80.0, "neighbours": 80.5, "neighbours_marginal": 80.5}
     assert chosen(four, "mean") == "neighbours"                              # a tie: no extra fusion passes
     assert chosen({**four, "neighbours_marginal": 80.6}, "mean") == "neighbours_marginal"
+    # the order is the cost's, whichever sampler the run has now
+    assert chosen({"prior": 1.0, "neighbours": 2.0, "neighbours_marginal": 2.0}, "neighbours_marginal") == "neighbours"
 
 
 def test_auto_measures_both_samplers_on_validation_and_leaves_the_model_as_it_was(run):
@@ -239,6 +241,39 @@ def test_calibrate_neighbours_stores_the_bank_and_completes_with_it(run, tmp_pat
     again, _ = load_run(back)
     assert torch.equal(again.fill(full, mask.expand(len(full), -1)),
                        trained.fill(full, mask.expand(len(full), -1), torch.Generator().manual_seed(0)))
+
+
+def test_a_neighbours_sampler_is_never_trained_with(tmp_path_factory, tmp_path, capsys):
+    """The bank is a trained run's training samples: training with it (an empty bank) is refused in one
+    line before the data is read, by the CLI and by the core."""
+    from admc.cli import main
+    from admc.config import trainable
+
+    assert main(["train", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "r"), "--quiet",
+                 "--set", "adn.sampler=neighbours", "--set", "adn.neighbour_bank=50"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "admc calibrate --sampler neighbours" in err, err
+    assert main(["train", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "r"), "--quiet",
+                 "--set", "adn.neighbour_bank=50"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "adn.neighbour_bank=50" in err, err
+    with pytest.raises(ConfigError, match="admc calibrate --sampler neighbours"):
+        trainable(TrainConfig.from_json({"adn": {"sampler": "neighbours", "neighbour_bank": 50}}))
+
+
+def test_auto_skips_the_neighbours_when_no_training_sample_is_full(run):
+    """A training split without a sample that has every modality has nothing to lend: auto measures the
+    other two, and the model is left as it was."""
+    from dataclasses import replace
+
+    ds_dir, run_dir = run
+    model, _ = load_run(run_dir)
+    train, val = load_dataset_split(ds_dir, "train"), _val_split(ds_dir)
+    names = model.schema.names
+    gaps = replace(train, present={m: (torch.arange(len(train)) % 3 != i).numpy() for i, m in enumerate(names)})
+    choice = choose_sampler(model, val, train=gaps)
+    assert set(choice.val_ua) == {"mean", "prior"}
+    assert model.neighbour_bank is None and model.cfg.adn.sampler == "mean"
 
 
 def test_neighbours_sampler_needs_a_bank():

@@ -103,12 +103,13 @@ class Diffusion:
 
     def with_bank(self, full_train: torch.Tensor, k: int | None = None, marginal: bool = False) -> "Diffusion":
         """This ADN completing with ``adn.sampler=neighbours``: the mean of the missing rows of the
-        ``k`` (default ``adn.neighbours``) samples of ``full_train [n, M, E]`` (standardized training
-        embeddings, every modality present) nearest in the available rows; ``marginal``: the model
+        ``k`` (default ``adn.neighbours``, at most all of them) samples of ``full_train [n, M, E]``
+        (standardized training embeddings, every modality present) nearest in the available rows; ``marginal``: the model
         classifies each of the ``k`` and averages the probabilities (:attr:`marginal`)."""
         view = copy.copy(self)
         view.bank = NeighbourBank.of(full_train)
-        view.cfg = replace(self.cfg, sampler="neighbours", num_samples=1, neighbours=int(k or self.cfg.neighbours),
+        k = min(int(k or self.cfg.neighbours), view.bank.size)
+        view.cfg = replace(self.cfg, sampler="neighbours", num_samples=1, neighbours=k,
                            neighbour_bank=view.bank.size, marginal=bool(marginal))
         return view
 

@@ -21,9 +21,9 @@ The features are the live extractors of the default feature set (``extractors.li
 Stages (each cached under ``--work``, default ``benchmarks/_work/starter``, git-ignored):
 ``faces``, ``speech``, ``text`` (features), ``pairs`` (the paired dataset), ``train`` (``admc bench``
 with methods admc, zero_fill and late_fusion), ``sampler`` (its admc run becomes the checkpoint, completing
-with the ADN's own sampler, its ridge prior alone or the mean of the nearest training samples, whichever
-classifies validation best, a tie going to the cheaper: ``admc calibrate --sampler auto``, which refits
-the temperatures for it), ``evaluate`` (per-source
+with the ADN's own sampler, its ridge prior alone, the mean of the nearest training samples or the
+classifier averaged over them, whichever classifies validation best, a tie going to the cheaper:
+``admc calibrate --sampler auto``, which refits the temperatures for it), ``evaluate`` (per-source
 unimodal test accuracy, late fusion), ``card`` (``MODEL_CARD.md``).  ``--fresh`` deletes the work
 folder first; ``--from-stage train`` reruns training and everything after it (e.g. after the ADMC
 defaults changed) while reusing the features.

@@ -44,15 +44,19 @@ def _completer(run: dict) -> tuple[str, str, str]:
     adn_cfg = ADNConfig(**run["config"]["adn"])
     label = variant_of(adn_cfg).label(adn_cfg)
     choice = ((run.get("train") or {}).get("recalibrated") or {}).get("sampler") or {}
-    trained_cfg = ADNConfig(**{**run["config"]["adn"], "sampler": choice.get("trained", adn_cfg.sampler)})
+    trained = choice.get("trained", "neighbours_marginal" if adn_cfg.marginal else adn_cfg.sampler)
+    as_trained = {"sampler": "neighbours", "marginal": True} if trained == "neighbours_marginal" else \
+        {"sampler": trained, "marginal": False, "neighbour_bank": 0} if trained != "neighbours" else {}
+    trained_cfg = ADNConfig(**{**run["config"]["adn"], **as_trained})
     trained_label = variant_of(trained_cfg).label(trained_cfg)
     sentence = f"the app's badges call it \"{label}\""
     if choice.get("rule") == "auto":
         ua, mse = choice.get("val_ua", {}), choice.get("val_completion_mse", {})
         sentence += ("; chosen on the paired validation split by `admc calibrate --sampler auto`, which "
-                     "measures the ridge estimate alone (`prior`), the trained sampler and the mean of the "
-                     "nearest training samples (`neighbours`, hot-deck) in that order of cost and takes a "
-                     "costlier one only if it classifies validation better: UA over every "
+                     "measures the ridge estimate alone (`prior`), the trained sampler, the mean of the "
+                     "nearest training samples (`neighbours`, hot-deck) and the classifier averaged over them "
+                     "(`neighbours_marginal`) in that order of cost and takes a costlier one only if it "
+                     "classifies validation better: UA over every "
                      "availability pattern " + ", ".join(f"`{k}` {v:.2f}" for k, v in ua.items())
                      + " (completion MSE " + ", ".join(f"`{k}` {v:.4f}" for k, v in mse.items())
                      + f"), so the run trained with `{choice['trained']}` completes with "

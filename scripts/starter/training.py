@@ -53,8 +53,8 @@ def stage_train(work: Path, out: Path, settings: list[str]) -> None:
 
 def stage_sampler(work: Path, out: Path) -> None:
     """The shipped completer, chosen on validation (issue 25): ``admc calibrate --sampler auto`` measures
-    the ridge prior alone, the trained ADN's own sampler and the mean of the nearest training samples
-    (hot-deck), in that order of cost, takes a costlier one only where the model classifies the paired
+    the ridge prior alone, the trained ADN's own sampler, the mean of the nearest training samples
+    (hot-deck) and the classifier averaged over them, in that order of cost, takes a costlier one only where the model classifies the paired
     validation split better with it, and refits the temperatures and abstain threshold for what it keeps.
     Its run (``WORK/shipped``) is copied to ``out`` beside the model card."""
     run, shipped = work / "bench" / "runs" / f"admc-seed{SEED}", work / "shipped"
