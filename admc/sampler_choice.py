@@ -6,7 +6,7 @@ its probabilities averaged, ``adn.marginal``), and switch a trained model to it 
 
 The rule (issue 25, "wins on validation, or ties at lower cost"): the candidates in order of cost, the
 prior (no denoiser call), the run's own sampler (one or more denoiser calls), the neighbours (a search
-of the training samples stored with the run, 6 KB each), their marginal (as many fusion passes as
+of the training samples stored with the run, 1.5 KB each), their marginal (as many fusion passes as
 neighbours); a candidate replaces the cheaper one chosen so far only if the model classifies the
 validation split strictly better with it, by UA averaged over
 every availability pattern (what the app shows; full input included, where MMER's cross-generated rows
@@ -75,7 +75,7 @@ def candidates(trained: str, neighbours: bool) -> list[str]:
     return [s for s in COST_ORDER if s in wanted]
 
 
-def chosen(val_ua: dict[str, float], trained: str) -> str:
+def chosen(val_ua: dict[str, float]) -> str:
     """The rule: of the measured samplers in order of cost, each replaces the cheaper one chosen so far
     only if it classifies validation strictly better (a tie keeps the cheaper)."""
     order = [s for s in COST_ORDER if s in val_ua]
@@ -114,7 +114,7 @@ def choose_sampler(model, val, sampler: str = AUTO, train=None) -> SamplerChoice
     finally:
         model.cfg = cfg
         model.set_completer(adn)
-    return SamplerChoice(chosen(ua, trained), trained, AUTO, ua, mse)
+    return SamplerChoice(chosen(ua), trained, AUTO, ua, mse)
 
 
 def training_bank(model, train) -> torch.Tensor | None:

@@ -77,20 +77,20 @@ def test_prior_sampler_is_the_ridge_estimate_and_never_calls_the_denoiser(run):
 
 
 def test_the_rule_takes_a_costlier_sampler_only_when_it_classifies_validation_better():
-    assert chosen({"mean": 80.1, "prior": 80.0}, "mean") == "mean"
-    assert chosen({"mean": 80.0, "prior": 80.0}, "mean") == "prior"        # a tie: the cheaper prior
-    assert chosen({"mean": 79.0, "prior": 80.0}, "mean") == "prior"
-    assert chosen({"prior": 80.0}, "prior") == "prior"
+    assert chosen({"mean": 80.1, "prior": 80.0}) == "mean"
+    assert chosen({"mean": 80.0, "prior": 80.0}) == "prior"        # a tie: the cheaper prior
+    assert chosen({"mean": 79.0, "prior": 80.0}) == "prior"
+    assert chosen({"prior": 80.0}) == "prior"
     # the neighbours come last: they must beat the best of the cheaper two
-    assert chosen({"mean": 80.1, "prior": 80.0, "neighbours": 80.1}, "mean") == "mean"
-    assert chosen({"mean": 80.1, "prior": 80.0, "neighbours": 80.2}, "mean") == "neighbours"
-    assert chosen({"mean": 79.0, "prior": 80.0, "neighbours": 79.5}, "mean") == "prior"
-    assert chosen({"mean": 79.0, "prior": 80.0, "neighbours": 80.5}, "mean") == "neighbours"
+    assert chosen({"mean": 80.1, "prior": 80.0, "neighbours": 80.1}) == "mean"
+    assert chosen({"mean": 80.1, "prior": 80.0, "neighbours": 80.2}) == "neighbours"
+    assert chosen({"mean": 79.0, "prior": 80.0, "neighbours": 79.5}) == "prior"
+    assert chosen({"mean": 79.0, "prior": 80.0, "neighbours": 80.5}) == "neighbours"
     four = {"mean": 79.0, "prior": 80.0, "neighbours": 80.5, "neighbours_marginal": 80.5}
-    assert chosen(four, "mean") == "neighbours"                              # a tie: no extra fusion passes
-    assert chosen({**four, "neighbours_marginal": 80.6}, "mean") == "neighbours_marginal"
+    assert chosen(four) == "neighbours"                              # a tie: no extra fusion passes
+    assert chosen({**four, "neighbours_marginal": 80.6}) == "neighbours_marginal"
     # the order is the cost's, whichever sampler the run has now
-    assert chosen({"prior": 1.0, "neighbours": 2.0, "neighbours_marginal": 2.0}, "neighbours_marginal") == "neighbours"
+    assert chosen({"prior": 1.0, "neighbours": 2.0, "neighbours_marginal": 2.0}) == "neighbours"
 
 
 def test_auto_measures_both_samplers_on_validation_and_leaves_the_model_as_it_was(run):
@@ -106,7 +106,7 @@ def test_auto_measures_both_samplers_on_validation_and_leaves_the_model_as_it_wa
     with_neighbours = choose_sampler(model, val, train=train)
     assert model.completer is adn and model.cfg.adn.sampler == "mean" and model.neighbour_bank is None
     assert set(with_neighbours.val_ua) == {"mean", "prior", "neighbours", "neighbours_marginal"}
-    assert with_neighbours.sampler == chosen(with_neighbours.val_ua, "mean")
+    assert with_neighbours.sampler == chosen(with_neighbours.val_ua)
     assert with_neighbours.val_ua["mean"] == pytest.approx(choice.val_ua["mean"])
     other, _ = load_run(run_dir)
     use_sampler(other, "neighbours", train)

@@ -4,14 +4,14 @@ A non-parametric estimate of p(missing | available): the ``k`` training samples 
 are nearest (Euclidean, on the standardized embeddings the completers work in) lend their missing
 rows.  Their mean is a k-nearest-neighbour regression (what ``adn.sampler=neighbours`` completes
 with); the ``k`` rows themselves are ``k`` draws from the empirical conditional
-(:meth:`NeighbourBank.draws`).  On the paired studies of issue 25 (docs/completion.md) it completed
-for a classifier better than the ridge estimate and the ADN's step, where the conditional of the
-missing rows is not one Gaussian bump.
+(:meth:`NeighbourBank.draws`).  In the paired studies of issue 25 (docs/completion.md) it was the
+best fill for one classifier trained on full input (mfeat, the starter's paired data), not for the
+starter's per-condition classifiers, which learnt from the ADN's completions.
 
 The bank is the standardized embeddings of the training samples with every modality (stored in
 half precision: it is saved with the run, 1.5 KB per sample for 3 modalities of 256; the search is
-done in the query's precision, on the query's device).  Its size is part of the run's config (``adn.neighbour_bank``), so the
-weights' shapes are known before they load.
+done in the query's precision, on the query's device).  Its size is part of the run's config
+(``adn.neighbour_bank``), so the weights' shapes are known before they load.
 """
 
 from __future__ import annotations
