@@ -297,7 +297,7 @@ def cmd_calibrate(args) -> int:
     from admc.outdir import check_out
     from admc.run import load_run, save_run
     from admc.runtime import log, resolve_device
-    from admc.sampler_choice import choose_sampler, switchable, use_sampler
+    from admc.sampler_choice import choose_sampler, switchable, training_bank, training_embedding, use_sampler
     from admc.train import refit_trust
 
     check_out(args.out, "run", overwrite=args.overwrite, inputs={"--run": args.run, "--data": args.data})
@@ -307,13 +307,15 @@ def cmd_calibrate(args) -> int:
     ds = load_dataset(args.data, splits=("train", "val"))
     ds = _check_matches(model, ds, args)
     recalibrated = {"data": str(args.data), "command": args.command_line}
+    train_embedded = training_embedding(model, ds["train"])      # the encoders' work, done once
     if args.sampler:
-        choice = choose_sampler(model, ds["val"], args.sampler, ds["train"])
-        use_sampler(model, choice.sampler, ds["train"])
+        choice = choose_sampler(model, ds["val"], args.sampler, ds["train"], train_embedded)
+        bank = choice.bank if choice.bank is not None else training_bank(model, ds["train"], train_embedded)
+        use_sampler(model, choice.sampler, ds["train"], bank=bank)
         recalibrated["sampler"] = choice.to_json()
         log(f"completing with adn.sampler={choice.sampler} (trained with {choice.trained}"
             + (f"; validation UA {choice.val_ua}, completion MSE {choice.val_mse})" if choice.val_ua else ")"))
-    info = {**meta["train"], **refit_trust(model, ds), "recalibrated": recalibrated}
+    info = {**meta["train"], **refit_trust(model, ds, train_embedded), "recalibrated": recalibrated}
     save_run(model, args.out, info, meta.get("command"), meta.get("dataset"))
     log(f"saved {args.out}: OOD models, temperatures and abstain threshold fitted on {args.data}")
     return 0

@@ -18,7 +18,7 @@ temperatures and the abstain threshold for it (:func:`admc.train.refit_trust`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -43,6 +43,7 @@ class SamplerChoice:
     rule: str                           # "auto" (validation) or "given" (--sampler NAME)
     val_ua: dict[str, float]            # sampler -> validation UA, mean over the patterns (auto only)
     val_mse: dict[str, float]           # sampler -> validation completion MSE (auto only)
+    bank: torch.Tensor | None = field(default=None, repr=False, compare=False)   # the neighbours' bank searched
 
     def to_json(self) -> dict:
         return {"sampler": self.sampler, "trained": self.trained, "rule": self.rule,
@@ -93,17 +94,19 @@ def validation_ua(model, split, embedded: tuple[torch.Tensor, torch.Tensor]) -> 
     return float(np.mean([s["ua"] for s in res["conditions"].values()] + [res["full"]["ua"]]))
 
 
-def choose_sampler(model, val, sampler: str = AUTO, train=None) -> SamplerChoice:
+def choose_sampler(model, val, sampler: str = AUTO, train=None,
+                   train_embedded: tuple[torch.Tensor, torch.Tensor] | None = None) -> SamplerChoice:
     """The sampler ``model`` should complete with: ``sampler`` itself, or with ``auto`` the rule above
     on the validation split ``val`` (completion errors on its samples with every modality); the two
     neighbour samplers are candidates when the training split ``train`` has samples with every
-    modality.  The model is left as it was."""
+    modality (``train_embedded``: :func:`training_embedding`, when the caller has it).  The model is
+    left as it was; the choice carries the bank it searched, for :func:`use_sampler`."""
     adn = switchable(model)
     trained = MARGINAL if adn.marginal else adn.cfg.sampler
     if sampler != AUTO:
         return SamplerChoice(sampler, trained, "given", {}, {})
     cfg = model.cfg
-    bank = training_bank(model, train) if train is not None else None
+    bank = training_bank(model, train, train_embedded) if train is not None else None
     z, present = model.embed(val)
     ua, mse = {}, {}
     try:
@@ -114,15 +117,20 @@ def choose_sampler(model, val, sampler: str = AUTO, train=None) -> SamplerChoice
     finally:
         model.cfg = cfg
         model.set_completer(adn)
-    return SamplerChoice(chosen(ua), trained, AUTO, ua, mse)
+    return SamplerChoice(chosen(ua), trained, AUTO, ua, mse, bank)
 
 
-def training_bank(model, train) -> torch.Tensor | None:
+def training_embedding(model, train) -> tuple[torch.Tensor, torch.Tensor]:
+    """``model.embed`` of the split ``train`` as the run trained on it (its ``config.data``: modalities
+    a training regime withheld are missing); the encoders alone make it, whatever the completer."""
+    return model.embed(training_data(train, model.schema.names, model.cfg.data, model.cfg.seed).split)
+
+
+def training_bank(model, train, embedded: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor | None:
     """The bank of the ``neighbours`` samplers: the standardized embeddings of the samples of the
-    split ``train`` with every modality, as the run trained on it (its ``config.data``: modalities a
-    training regime withheld are not lent); None if there are none."""
-    data = training_data(train, model.schema.names, model.cfg.data, model.cfg.seed)
-    z, present = model.embed(data.split)
+    split ``train`` with every modality, as the run trained on it (``embedded``: its
+    :func:`training_embedding`, made here when not given); None if there are none."""
+    z, present = embedded if embedded is not None else training_embedding(model, train)
     full = present.all(dim=1)
     return z[full] if bool(full.any()) else None
 

@@ -243,6 +243,31 @@ def test_calibrate_neighbours_stores_the_bank_and_completes_with_it(run, tmp_pat
                        trained.fill(full, mask.expand(len(full), -1), torch.Generator().manual_seed(0)))
 
 
+def test_calibrate_auto_embeds_the_training_split_once(run, tmp_path, monkeypatch):
+    """The rule's bank, the sampler it keeps and the refitted OOD models share one pass of the encoders
+    over the training split."""
+    from admc.cli import main
+    from admc.pipeline import ADMCModel
+
+    ds_dir, run_dir = run
+    n_train, n_val = len(load_dataset_split(ds_dir, "train")), len(load_dataset_split(ds_dir, "val"))
+    assert n_train != n_val
+    embedded = []
+    embed = ADMCModel.embed
+
+    def counted(self, split, *args, **kwargs):
+        embedded.append(len(split))
+        return embed(self, split, *args, **kwargs)
+
+    monkeypatch.setattr(ADMCModel, "embed", counted)
+    out = tmp_path / "auto"
+    assert main(["calibrate", "--run", str(run_dir), "--data", str(ds_dir), "--out", str(out),
+                 "--sampler", "auto", "--quiet"]) == 0
+    measured = json.loads((out / "run.json").read_text())["train"]["recalibrated"]["sampler"]["val_ua"]
+    assert set(measured) >= {"neighbours", "neighbours_marginal"}
+    assert embedded.count(n_train) == 1, embedded
+
+
 def test_a_neighbours_sampler_is_never_trained_with(tmp_path_factory, tmp_path, capsys):
     """The bank is a trained run's training samples: training with it (an empty bank) is refused in one
     line before the data is read, by the CLI and by the core."""
