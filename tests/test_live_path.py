@@ -543,3 +543,37 @@ def test_window_streams_are_capped_and_the_rest_are_polled(tiny_run):  # noqa: F
     skip = type(polled[0][0])
     assert all(isinstance(x, skip) for x in polled[0] + polled[1]), polled[:2]   # streamed pages: skipped
     assert "admc-badge" in polled[2][0]                                         # the third: polled
+
+
+def _taken(times, fps):
+    from app.session import SessionConfig
+    from extractors.live.face_frontend import FaceFrontEnd
+    from extractors.live.health import HealthConfig
+
+    fe = FaceFrontEnd(None, SessionConfig(face_fps=fps), HealthConfig())
+    return np.array([t for t in times if fe.due(t)])
+
+
+def test_face_rate_cap_keeps_every_tick_of_a_jittery_stream_and_never_exceeds_the_cap():
+    """The page sends about as many frames as the face path takes (15/s), with jitter: every tick is
+    used (a late frame's tick goes to the next frame), never more than the cap over any stretch
+    (a burst of at most FACE_BURST frames), and a steady 30 fps stream gives every other frame."""
+    from extractors.live.face_frontend import FACE_BURST, FACE_EARLY
+
+    rng = np.random.default_rng(0)
+    # 60 s at 15.1 frames/s, arrival gaps jittered as a loaded browser's (p5..p95 about 45..95 ms)
+    gaps = np.clip(rng.normal(1 / 15.1, 0.015, 906), 0.01, None)
+    jittery = np.cumsum(gaps)
+    taken = _taken(jittery, 15.0)
+    span = jittery[-1] - jittery[0]
+    assert len(taken) >= 0.99 * min(len(jittery), 15.0 * span), (len(taken), len(jittery), span)
+    for i in range(len(taken)):       # at most the cap over any stretch, plus the burst
+        j = np.searchsorted(taken, taken[i] + np.array([0.5, 2.0, 10.0]), side="right")
+        assert np.all(j - i <= 15.0 * np.array([0.5, 2.0, 10.0]) + FACE_BURST + FACE_EARLY)
+    steady = np.arange(900) / 30.0
+    assert np.array_equal(_taken(steady, 15.0), steady[::2])
+    fast = np.arange(3600) / 60.0 + rng.uniform(0, 0.005, 3600)
+    assert abs(len(_taken(fast, 15.0)) - 15 * 60) <= FACE_BURST
+    assert len(_taken(jittery, None)) == len(jittery)
+    # a new stream (time starts again) is not starved by the old one's clock
+    assert len(_taken(np.concatenate([steady, steady]), 15.0)) == 900

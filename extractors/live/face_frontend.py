@@ -4,7 +4,8 @@
 
     frame (RGB/RGBA, uint8 or float in [0, 1], any size), stream time t
       -> normalise          uint8 RGB, at most ``max_frame_width`` wide (garbage passes untouched)
-      -> due(t)             at most ``face_fps`` frames/s go on (the first at or after each tick)
+      -> due(t)             at most ``face_fps`` frames/s go on (a token bucket: a late frame's
+                            tick is not lost, the next frames catch it up)
       -> frame_problem      the frame verdict, once ("black frame", "bad frame: ..."); a bad frame
                             skips the extractor (the tracker forgets its box, as it would itself)
       -> FaceTracker / FaceExtractor (MTCNN or O-Net tracking, alignment, mini-Xception),
@@ -20,17 +21,18 @@ config: below it a detection gives no V row).
 
 from __future__ import annotations
 
-import math
 import time
 import zlib
 from dataclasses import dataclass
 
 import numpy as np
 
-from extractors.models.face import align_face, frame_problem, subsample_gate
+from extractors.models.face import align_face, frame_problem
 from extractors.types import FaceResult
 
 CROP = 48  # aligned crop size health judges (FER2013's; the extractor's default crop_size)
+FACE_BURST = 3  # frames the face path may take back to back, catching up the ticks of late frames
+FACE_EARLY = 0.25  # how early (in periods of 1/face_fps) a frame may come and still be taken
 
 
 @dataclass
@@ -134,7 +136,8 @@ class FaceFrontEnd:
         elif face is not None and getattr(config, "face_tracking", True) and hasattr(face, "tracker"):
             fn = face.tracker()
         self.fn = fn
-        self._next_t = -math.inf         # the next 1/face_fps tick (subsample_gate)
+        self._tokens = 1.0               # frames due now (the token bucket of :meth:`due`)
+        self._last_t: float | None = None
 
     def normalise(self, frame):
         """RGB uint8 at most ``max_frame_width`` wide (garbage passes through untouched)."""
@@ -159,17 +162,26 @@ class FaceFrontEnd:
         return np.ascontiguousarray(frame)
 
     def due(self, t: float) -> bool:
-        """Whether the frame at ``t`` goes through the extractor: the first frame at or after each
-        1/face_fps tick, a quarter period of tolerance for early frames.  (A minimum gap since the
-        last frame would, with a 30 fps camera and a 15 fps cap, drop to 10 fps whenever a frame
-        arrives a millisecond early.)"""
+        """Whether the frame at ``t`` goes through the extractor: at most ``face_fps`` a second over
+        any stretch of stream time, up to :data:`FACE_BURST` back to back (a token bucket: a frame is
+        due when 1/face_fps of stream time has accrued since the frames taken before it, less a
+        quarter of that for a frame a little early; a stream starts with one).  A frame that arrives
+        late leaves its tick to the next one: the page sends about as many frames as the face path
+        takes, with jitter, and the rule this replaces (the first frame at or after each tick) lost a
+        tick at every late frame: 13.8 of 15.1 frames/s in the browser.  A 30 fps camera, jittered or
+        not, gives every other frame.  Time going back (a new stream) starts the bucket again."""
         fps = self.config.face_fps
         if not fps:
             return True
-        if self._next_t == -math.inf:
-            self._next_t = t
-        keep, self._next_t = subsample_gate(t + 0.25 / fps, self._next_t, fps)
-        return keep
+        if self._last_t is not None and t >= self._last_t:
+            self._tokens = min(float(FACE_BURST), self._tokens + (t - self._last_t) * fps)
+        elif self._last_t is not None:
+            self._tokens = 1.0
+        self._last_t = t
+        if self._tokens >= 1.0 - FACE_EARLY - 1e-6:
+            self._tokens -= 1.0
+            return True
+        return False
 
     def process(self, frame, t: float) -> FaceFrame:
         """The frame through the extractor (never raises: an exception is ``FaceFrame.error``)."""

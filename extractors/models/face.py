@@ -45,7 +45,6 @@ import numpy as np
 from PIL import Image
 
 from extractors.media import iter_video
-from extractors.media import subsample_gate  # noqa: F401 - the live session's face timing uses it from here
 from extractors.types import FaceResult
 
 log = logging.getLogger(__name__)
