@@ -297,7 +297,7 @@ def cmd_calibrate(args) -> int:
     from admc.outdir import check_out
     from admc.run import load_run, save_run
     from admc.runtime import log, resolve_device
-    from admc.sampler_choice import choose_sampler, switchable, training_bank, training_embedding, use_sampler
+    from admc.sampler_choice import choose_sampler, switchable, training_embedding, use_sampler
     from admc.train import refit_trust
 
     check_out(args.out, "run", overwrite=args.overwrite, inputs={"--run": args.run, "--data": args.data})
@@ -310,8 +310,7 @@ def cmd_calibrate(args) -> int:
     train_embedded = training_embedding(model, ds["train"])      # the encoders' work, done once
     if args.sampler:
         choice = choose_sampler(model, ds["val"], args.sampler, ds["train"], train_embedded)
-        bank = choice.bank if choice.bank is not None else training_bank(model, ds["train"], train_embedded)
-        use_sampler(model, choice.sampler, ds["train"], bank=bank)
+        use_sampler(model, choice.sampler, ds["train"], bank=choice.bank, embedded=train_embedded)
         recalibrated["sampler"] = choice.to_json()
         log(f"completing with adn.sampler={choice.sampler} (trained with {choice.trained}"
             + (f"; validation UA {choice.val_ua}, completion MSE {choice.val_mse})" if choice.val_ua else ")"))

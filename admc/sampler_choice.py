@@ -26,7 +26,7 @@ import torch
 from admc.diffusion.process import Diffusion
 from admc.diffusion.training import val_completion_mse
 from admc.evaluate import evaluate
-from admc.regimes import training_data
+from admc.regimes import TrainingData, training_data
 
 AUTO = "auto"
 MARGINAL = "neighbours_marginal"      # adn.sampler=neighbours with adn.marginal
@@ -95,7 +95,7 @@ def validation_ua(model, split, embedded: tuple[torch.Tensor, torch.Tensor]) -> 
 
 
 def choose_sampler(model, val, sampler: str = AUTO, train=None,
-                   train_embedded: tuple[torch.Tensor, torch.Tensor] | None = None) -> SamplerChoice:
+                   train_embedded: EmbeddedTraining | None = None) -> SamplerChoice:
     """The sampler ``model`` should complete with: ``sampler`` itself, or with ``auto`` the rule above
     on the validation split ``val`` (completion errors on its samples with every modality); the two
     neighbour samplers are candidates when the training split ``train`` has samples with every
@@ -120,29 +120,44 @@ def choose_sampler(model, val, sampler: str = AUTO, train=None,
     return SamplerChoice(chosen(ua), trained, AUTO, ua, mse, bank)
 
 
-def training_embedding(model, train) -> tuple[torch.Tensor, torch.Tensor]:
-    """``model.embed`` of the split ``train`` as the run trained on it (its ``config.data``: modalities
-    a training regime withheld are missing); the encoders alone make it, whatever the completer."""
-    return model.embed(training_data(train, model.schema.names, model.cfg.data, model.cfg.seed).split)
+@dataclass(frozen=True)
+class EmbeddedTraining:
+    """The training split as a run trained on it (:func:`admc.regimes.training_data`: reduced as its
+    ``config.data`` says) and ``model.embed`` of it: what the neighbours' bank and the refitted OOD
+    models both read (:func:`admc.train.refit_trust`)."""
+    data: TrainingData
+    z: torch.Tensor                     # [n, M, E] standardized embeddings (missing rows 0)
+    present: torch.Tensor               # [n, M] bool
 
 
-def training_bank(model, train, embedded: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor | None:
+def training_embedding(model, train) -> EmbeddedTraining:
+    """The split ``train`` reduced as ``model``'s run trained on it, and its embeddings; the encoders
+    alone make them, whatever the completer."""
+    data = training_data(train, model.schema.names, model.cfg.data, model.cfg.seed)
+    z, present = model.embed(data.split)
+    return EmbeddedTraining(data, z, present)
+
+
+def training_bank(model, train, embedded: EmbeddedTraining | None = None) -> torch.Tensor | None:
     """The bank of the ``neighbours`` samplers: the standardized embeddings of the samples of the
-    split ``train`` with every modality, as the run trained on it (``embedded``: its
-    :func:`training_embedding`, made here when not given); None if there are none."""
-    z, present = embedded if embedded is not None else training_embedding(model, train)
-    full = present.all(dim=1)
-    return z[full] if bool(full.any()) else None
+    split ``train`` with every modality, as the run trained on it (modalities a training regime
+    withheld are not lent; ``embedded``: its :func:`training_embedding`, made here when not given);
+    None if there are none."""
+    e = embedded if embedded is not None else training_embedding(model, train)
+    full = e.present.all(dim=1)
+    return e.z[full] if bool(full.any()) else None
 
 
-def use_sampler(model, sampler: str, train=None, bank: torch.Tensor | None = None) -> None:
+def use_sampler(model, sampler: str, train=None, bank: torch.Tensor | None = None,
+                embedded: EmbeddedTraining | None = None) -> None:
     """Make ``model`` complete with ``sampler`` (its config too, so a saved run says what it runs);
     ``neighbours`` and ``neighbours_marginal`` search ``bank`` (:func:`training_bank`), else one made
-    of the split ``train``, else the run's own."""
+    of the split ``train`` (``embedded``: its :func:`training_embedding`, when the caller has it), else
+    the run's own."""
     adn = switchable(model)
     if sampler in ("neighbours", MARGINAL):
         if bank is None and train is not None:
-            bank = training_bank(model, train)
+            bank = training_bank(model, train, embedded)
             if bank is None:
                 raise SamplerChoiceError(f"--sampler {sampler}: no sample of {train.name} has every modality to lend")
         if bank is None and adn.bank is None:

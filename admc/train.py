@@ -308,16 +308,19 @@ def fit_trust(model: ADMCModel, z_tr, p_tr, y_tr, z_va, p_va, y_va, seed: int,
     return {"ood": ood, "calibration": cal.to_json()}
 
 
-def refit_trust(model: ADMCModel, ds: FeatureDataset,
-                train_embedded: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict:
+def refit_trust(model: ADMCModel, ds: FeatureDataset, embedded=None) -> dict:
     """Fit a trained model's OOD models, temperatures and abstain threshold again on ``ds`` (its
     train split reduced as the run's ``config.data`` says, and its val split) without touching the
-    encoders, completer or fusion: ``admc calibrate``.  ``train_embedded``: ``model.embed`` of that
-    reduced train split when the caller has it.  Returns run.json's new ``ood`` and ``calibration``."""
+    encoders, completer or fusion: ``admc calibrate``.  ``embedded``: that reduced train split and its
+    embeddings (:func:`admc.sampler_choice.training_embedding`) when the caller has them.  Returns
+    run.json's new ``ood`` and ``calibration``."""
     cfg = model.cfg
-    data = training_data(ds["train"], ds.schema.names, cfg.data, cfg.seed)
+    if embedded is None:
+        data = training_data(ds["train"], ds.schema.names, cfg.data, cfg.seed)
+        z_tr, p_tr = model.embed(data.split)
+    else:
+        data, z_tr, p_tr = embedded.data, embedded.z, embedded.present
     labelled = torch.from_numpy(data.labelled)
-    z_tr, p_tr = train_embedded if train_embedded is not None else model.embed(data.split)
     z_va, p_va = model.embed(ds["val"])
     dev = z_tr.device
     labelled = labelled.to(dev)

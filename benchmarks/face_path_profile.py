@@ -1,14 +1,16 @@
 #!/usr/bin/env python
 """Where the live face path spends its time, per frame: the face front end the app runs
 (:class:`extractors.live.face_frontend.FaceFrontEnd` with the tracker and the default feature set's
-face network) over a video's frames, under cProfile.
+face network) over a video's frames.
 
     .venv/bin/python benchmarks/face_path_profile.py [--video FILE] [--frames 600] [--every 2] [--threads 1]
 
 Default video: the camera file the browser benchmark plays (``benchmarks/browser_path.py`` writes it
-to ``benchmarks/_work/browser_path/``), every other frame of its 30 fps (what the page sends).  Prints
-the per-frame latency (p50 / p95), the tracker's counts (full searches, tracked frames) and the
-functions with the most time of their own, in ms per frame, as a markdown table.  Run it with
+to ``benchmarks/_work/browser_path/``), every other frame of its 30 fps (what the page sends).  Two
+passes over the same frames, each with a fresh front end after 20 warm-up frames: one timed (the
+per-frame latency, p50 / p95 / mean, and the tracker's counts) and one under cProfile (the functions
+with the most time of their own, in ms per frame; the profiler adds its own overhead).  Writes
+``benchmarks/results/speed/face_path_profile.{json,md}`` (``--out`` changes the stem).  Run it with
 nothing else on the machine.
 """
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import json
 import pstats
 import sys
 import time
@@ -26,6 +29,12 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_VIDEO = REPO / "benchmarks" / "_work" / "browser_path" / "browser_0_75.mjpeg"
 WARMUP = 20
+MEASURED_MIN = 10
+
+
+def _fail(msg: str) -> int:
+    print(f"face_path_profile: {msg}", file=sys.stderr)
+    return 2
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,15 +44,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--every", type=int, default=2, help="keep every n-th frame (2: 15 of 30 fps)")
     ap.add_argument("--threads", type=int, default=1, help="torch and onnxruntime threads")
     ap.add_argument("--top", type=int, default=12)
+    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "speed" / "face_path_profile")
     args = ap.parse_args(argv)
     if not args.video.is_file():
-        print(f"face_path_profile: --video {args.video}: no such file (run benchmarks/browser_path.py "
-              f"once, or name a video)", file=sys.stderr)
-        return 2
-    if args.frames < WARMUP + 10 * args.every or args.every < 1:
-        print(f"face_path_profile: --frames must be at least {WARMUP + 10 * args.every}, --every at least 1",
-              file=sys.stderr)
-        return 2
+        return _fail(f"--video {args.video}: no such file (run benchmarks/browser_path.py once, or name a video)")
+    if args.every < 1 or args.threads < 1 or args.top < 1:
+        return _fail("--every, --threads and --top must be at least 1")
+    need = args.every * (WARMUP + MEASURED_MIN)
+    if args.frames < need:
+        return _fail(f"--frames {args.frames}: at least {need} with --every {args.every} "
+                     f"({WARMUP} warm-up frames and {MEASURED_MIN} measured)")
 
     import torch
 
@@ -55,28 +65,57 @@ def main(argv: list[str] | None = None) -> int:
     from extractors.live_schema import feature_set
     from extractors.media import iter_video
 
+    try:
+        frames = [(t, f) for t, f in iter_video(args.video, max_frames=args.frames)][::args.every]
+    except Exception as e:  # noqa: BLE001 - PyAV's errors for a file that is not a video
+        return _fail(f"--video {args.video}: cannot decode ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})")
+    if len(frames) < WARMUP + MEASURED_MIN:
+        return _fail(f"--video {args.video}: {len(frames)} frames after --every {args.every}, "
+                     f"need {WARMUP + MEASURED_MIN} (no video stream, or too short)")
     fx = feature_set().build("cpu", audio=False, text=False, threads=args.threads).face
-    front = FaceFrontEnd(fx, SessionConfig(face_fps=None), HealthConfig())
-    frames = [(t, f) for t, f in iter_video(args.video, max_frames=args.frames)][::args.every]
-    for t, f in frames[:WARMUP]:
-        front.process(front.normalise(f), t)
-    profile, ms = cProfile.Profile(), []
-    profile.enable()
+
+    def fresh() -> FaceFrontEnd:
+        front = FaceFrontEnd(fx, SessionConfig(face_fps=None), HealthConfig())
+        for t, f in frames[:WARMUP]:
+            front.process(front.normalise(f), t)
+        front.fn.stats = {k: 0 for k in front.fn.stats}
+        return front
+
+    front, ms = fresh(), []
     for t, f in frames[WARMUP:]:
         t0 = time.perf_counter()
         front.process(front.normalise(f), t)
         ms.append(1000 * (time.perf_counter() - t0))
+    tracker = dict(front.fn.stats)
+    front, profile = fresh(), cProfile.Profile()
+    profile.enable()
+    for t, f in frames[WARMUP:]:
+        front.process(front.normalise(f), t)
     profile.disable()
     n = len(ms)
-    stats = pstats.Stats(profile).stats
     own = sorted(((tt, nc, f"{Path(fn).name}:{line}({name})" if fn != "~" else name)
-                  for (fn, line, name), (_, nc, tt, _, _) in stats.items()), reverse=True)[:args.top]
-    print(f"# Face path profile: {args.video.name}, {n} frames (every {args.every}), {args.threads} thread(s)\n")
-    print(f"Machine: {machine()}. Per frame: p50 {np.percentile(ms, 50):.1f} ms, p95 {np.percentile(ms, 95):.1f} ms, "
-          f"mean {np.mean(ms):.1f} ms; tracker: {getattr(front.fn, 'stats', {})}\n")
-    print("| function (own time) | calls per frame | ms per frame |\n|---|---|---|")
-    for tt, nc, name in own:
-        print(f"| `{name}` | {nc / n:.1f} | {1000 * tt / n:.2f} |")
+                  for (fn, line, name), (_, nc, tt, _, _) in pstats.Stats(profile).stats.items()),
+                 reverse=True)[:args.top]
+    result = {"video": str(args.video.relative_to(REPO) if args.video.is_relative_to(REPO) else args.video),
+              "frames": n, "every": args.every, "threads": args.threads, "machine": machine(),
+              "per_frame_ms": {"p50": round(float(np.percentile(ms, 50)), 2),
+                               "p95": round(float(np.percentile(ms, 95)), 2), "mean": round(float(np.mean(ms)), 2)},
+              "tracker": tracker,
+              "profiled_own_time_ms_per_frame": [{"function": name, "calls_per_frame": round(nc / n, 2),
+                                                  "ms": round(1000 * tt / n, 3)} for tt, nc, name in own]}
+    pf = result["per_frame_ms"]
+    md = [f"# Face path profile: {args.video.name}, {n} frames (every {args.every}), {args.threads} thread(s)", "",
+          f"Command: `python benchmarks/face_path_profile.py --video {result['video']} --frames {args.frames} "
+          f"--every {args.every} --threads {args.threads}`  ", f"Machine: {result['machine']}", "",
+          f"Per frame, timed without the profiler: p50 {pf['p50']} ms, p95 {pf['p95']} ms, mean {pf['mean']} ms; "
+          f"tracker: {tracker['full']} full searches, {tracker['tracked']} tracked frames, {tracker['lost']} lost.", "",
+          "Under cProfile (its overhead included), the functions with the most time of their own:", "",
+          "| function | calls per frame | ms per frame |", "|---|---|---|"]
+    md += [f"| `{r['function']}` | {r['calls_per_frame']} | {r['ms']:.2f} |" for r in result["profiled_own_time_ms_per_frame"]]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+    args.out.with_suffix(".md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
     return 0
 
 

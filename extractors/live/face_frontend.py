@@ -168,10 +168,13 @@ class FaceFrontEnd:
         quarter of that for a frame a little early; a stream starts with one).  A frame that arrives
         late leaves its tick to the next one: the page sends about as many frames as the face path
         takes, with jitter, and the rule this replaces (the first frame at or after each tick) lost a
-        tick at every late frame: 13.8 of 15.1 frames/s in the browser.  A 30 fps camera, jittered or
-        not, gives every other frame.  Time going back (a new stream) starts the bucket again."""
+        tick at every late frame: 13.8 of 15.1 frames/s in the browser.  A 30 fps camera gives every
+        other frame (jittered by up to about 15 ms; with more jitter some gaps are shorter, the rate
+        stays).  Over a stretch of T seconds at most ``face_fps * T`` + FACE_BURST frames go on.  Time
+        going back (a new stream) starts the bucket again, as does turning the cap off and on."""
         fps = self.config.face_fps
         if not fps:
+            self._tokens, self._last_t = 1.0, None
             return True
         if self._last_t is not None and t >= self._last_t:
             self._tokens = min(float(FACE_BURST), self._tokens + (t - self._last_t) * fps)
