@@ -295,9 +295,10 @@ def _check_matches(model, ds, args):
 def cmd_calibrate(args) -> int:
     from admc.data import load_dataset
     from admc.outdir import check_out
+    from admc.regimes import training_embedding
     from admc.run import load_run, save_run
     from admc.runtime import log, resolve_device
-    from admc.sampler_choice import choose_sampler, switchable, training_embedding, use_sampler
+    from admc.sampler_choice import choose_sampler, switchable, use_sampler
     from admc.train import refit_trust
 
     check_out(args.out, "run", overwrite=args.overwrite, inputs={"--run": args.run, "--data": args.data})

@@ -12,12 +12,16 @@ split.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from admc.config import DataConfig
 from admc.data import Split
 from admc.runtime import log
+
+if TYPE_CHECKING:
+    import torch
 
 
 def random_missing_mask(present: np.ndarray, rate: float, rng: np.random.Generator) -> np.ndarray:
@@ -83,3 +87,21 @@ def training_data(train: Split, names: list[str], cfg: DataConfig, seed: int) ->
     if len(labelled) < len(train):
         log(f"train split: labels kept on {len(labelled)} of {len(train)} samples")
     return TrainingData(split, labelled)
+
+
+@dataclass(frozen=True)
+class EmbeddedTraining:
+    """The training split as a run trained on it (:func:`training_data`) and ``model.embed`` of it:
+    what ``admc calibrate`` reads for both the neighbours' bank and the refitted OOD models."""
+
+    data: TrainingData
+    z: "torch.Tensor"                   # [n, M, E] standardized embeddings (missing rows 0)
+    present: "torch.Tensor"             # [n, M] bool
+
+
+def training_embedding(model, train: Split) -> EmbeddedTraining:
+    """The split ``train`` reduced as ``model``'s run trained on it (its ``config.data``), and its
+    embeddings; the encoders alone make them, whatever the completer."""
+    data = training_data(train, model.schema.names, model.cfg.data, model.cfg.seed)
+    z, present = model.embed(data.split)
+    return EmbeddedTraining(data, z, present)

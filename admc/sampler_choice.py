@@ -26,7 +26,7 @@ import torch
 from admc.diffusion.process import Diffusion
 from admc.diffusion.training import val_completion_mse
 from admc.evaluate import evaluate
-from admc.regimes import TrainingData, training_data
+from admc.regimes import EmbeddedTraining, training_embedding
 
 AUTO = "auto"
 MARGINAL = "neighbours_marginal"      # adn.sampler=neighbours with adn.marginal
@@ -118,24 +118,6 @@ def choose_sampler(model, val, sampler: str = AUTO, train=None,
         model.cfg = cfg
         model.set_completer(adn)
     return SamplerChoice(chosen(ua), trained, AUTO, ua, mse, bank)
-
-
-@dataclass(frozen=True)
-class EmbeddedTraining:
-    """The training split as a run trained on it (:func:`admc.regimes.training_data`: reduced as its
-    ``config.data`` says) and ``model.embed`` of it: what the neighbours' bank and the refitted OOD
-    models both read (:func:`admc.train.refit_trust`)."""
-    data: TrainingData
-    z: torch.Tensor                     # [n, M, E] standardized embeddings (missing rows 0)
-    present: torch.Tensor               # [n, M] bool
-
-
-def training_embedding(model, train) -> EmbeddedTraining:
-    """The split ``train`` reduced as ``model``'s run trained on it, and its embeddings; the encoders
-    alone make them, whatever the completer."""
-    data = training_data(train, model.schema.names, model.cfg.data, model.cfg.seed)
-    z, present = model.embed(data.split)
-    return EmbeddedTraining(data, z, present)
 
 
 def training_bank(model, train, embedded: EmbeddedTraining | None = None) -> torch.Tensor | None:

@@ -25,7 +25,7 @@ from admc.ood import fit_input_ood, fit_ood
 from admc.optim import EarlyStopping, lambda_rule  # noqa: F401 - re-exported for the benchmarks
 from admc.methods import METHODS
 from admc.pipeline import ADMCModel
-from admc.regimes import training_data
+from admc.regimes import EmbeddedTraining, training_data, training_embedding
 from admc.runtime import log, progress
 
 def _ua(y, pred) -> float:
@@ -308,18 +308,15 @@ def fit_trust(model: ADMCModel, z_tr, p_tr, y_tr, z_va, p_va, y_va, seed: int,
     return {"ood": ood, "calibration": cal.to_json()}
 
 
-def refit_trust(model: ADMCModel, ds: FeatureDataset, embedded=None) -> dict:
+def refit_trust(model: ADMCModel, ds: FeatureDataset, embedded: EmbeddedTraining | None = None) -> dict:
     """Fit a trained model's OOD models, temperatures and abstain threshold again on ``ds`` (its
     train split reduced as the run's ``config.data`` says, and its val split) without touching the
     encoders, completer or fusion: ``admc calibrate``.  ``embedded``: that reduced train split and its
-    embeddings (:func:`admc.sampler_choice.training_embedding`) when the caller has them.  Returns
-    run.json's new ``ood`` and ``calibration``."""
+    embeddings (:func:`admc.regimes.training_embedding`) when the caller has them.  Returns run.json's
+    new ``ood`` and ``calibration``."""
     cfg = model.cfg
-    if embedded is None:
-        data = training_data(ds["train"], ds.schema.names, cfg.data, cfg.seed)
-        z_tr, p_tr = model.embed(data.split)
-    else:
-        data, z_tr, p_tr = embedded.data, embedded.z, embedded.present
+    embedded = embedded if embedded is not None else training_embedding(model, ds["train"])
+    data, z_tr, p_tr = embedded.data, embedded.z, embedded.present
     labelled = torch.from_numpy(data.labelled)
     z_va, p_va = model.embed(ds["val"])
     dev = z_tr.device
