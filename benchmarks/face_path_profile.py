@@ -10,8 +10,9 @@ to ``benchmarks/_work/browser_path/``), every other frame of its 30 fps (what th
 passes over the same frames, each with a fresh front end after 20 warm-up frames: one timed (the
 per-frame latency, p50 / p95 / mean, and the tracker's counts) and one under cProfile (the functions
 with the most time of their own, in ms per frame; the profiler adds its own overhead).  Writes
-``benchmarks/results/speed/face_path_profile.{json,md}`` (``--out`` changes the stem).  Run it with
-nothing else on the machine.
+``benchmarks/results/speed/face_path_profile.{json,md}`` (``--out`` the folder, ``--name`` the stem;
+a file there this script did not write is replaced only with ``--overwrite``).  Run it with nothing
+else on the machine.
 """
 
 from __future__ import annotations
@@ -44,8 +45,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--every", type=int, default=2, help="keep every n-th frame (2: 15 of 30 fps)")
     ap.add_argument("--threads", type=int, default=1, help="torch and onnxruntime threads")
     ap.add_argument("--top", type=int, default=12)
-    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "speed" / "face_path_profile")
+    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "speed")
+    ap.add_argument("--name", default="face_path_profile")
+    ap.add_argument("--overwrite", action="store_true", help="replace OUT/NAME.json / .md this script did not write")
     args = ap.parse_args(argv)
+    from admc.outdir import OutputError, check_out_file
+
+    try:                                   # before the measuring: a file of someone else's is kept
+        out = [check_out_file(args.out / f"{args.name}{suffix}", "face-path-profile", overwrite=args.overwrite)
+               for suffix in (".json", ".md")]
+    except OutputError as e:
+        ap.exit(2, f"{ap.prog}: error: {e}\n")
     if not args.video.is_file():
         return _fail(f"--video {args.video}: no such file (run benchmarks/browser_path.py once, or name a video)")
     if args.every < 1 or args.threads < 1 or args.top < 1:
@@ -112,9 +122,9 @@ def main(argv: list[str] | None = None) -> int:
           "Under cProfile (its overhead included), the functions with the most time of their own:", "",
           "| function | calls per frame | ms per frame |", "|---|---|---|"]
     md += [f"| `{r['function']}` | {r['calls_per_frame']} | {r['ms']:.2f} |" for r in result["profiled_own_time_ms_per_frame"]]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
-    args.out.with_suffix(".md").write_text("\n".join(md) + "\n")
+    args.out.mkdir(parents=True, exist_ok=True)
+    out[0].write_text(json.dumps(result, indent=1) + "\n")
+    out[1].write_text("\n".join(md) + "\n")
     print("\n".join(md))
     return 0
 
