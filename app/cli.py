@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-mmer", action="store_true", help="switch MMER enhancement off")
     p.add_argument("--no-asr", action="store_true", help="no speech recognition (T always missing)")
     p.add_argument("--face-fps", type=_number(float, 0.1, 120.0, what="frames per second"), default=None,
-                   help="frames per second through the face extractor (default 15 live, 10 for a fast replay)")
+                   help="frames per second through the face extractor (default 20 live, 10 for a fast replay)")
     p.add_argument("--voice-hold", type=_number(float, 0.1, 10.0, what="seconds"), default=None, metavar="SECONDS",
                    help="the voice (A) stays live this long after speech ends (default: the audio settings' "
                         "a_hold_s, 3 s: one window); the UI's slider changes it live")
@@ -236,12 +236,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.source == "local":
             from app.local import run_local_headless
 
-            return run_local_headless(ck, comp, config(face_fps=args.face_fps or 15.0), heads,
+            return run_local_headless(ck, comp, config(face_fps=args.face_fps or SessionConfig.face_fps), heads,
                                       args.out, args.duration, quiet=args.quiet, camera=args.camera,
                                       microphone=args.microphone)
         from app.replay import replay_to_jsonl
 
-        cfg = config(face_fps=args.face_fps or (15.0 if args.realtime else 10.0),
+        cfg = config(face_fps=args.face_fps or (SessionConfig.face_fps if args.realtime else 10.0),
                      asr_sync=not args.realtime)
         session = LiveSession(ck.model, comp, cfg, heads=heads, threaded=args.realtime)
         bar = replay_progress(args.source, quiet=args.quiet)

@@ -73,7 +73,7 @@ class SessionConfig:
     hop_s: float = HOP_SECONDS            # a result every hop (200 ms)
     video_rate: float = VIDEO_FRAME_RATE  # V rows per second in a window
     audio_rate: float = AUDIO_FRAME_RATE  # A rows per second (openSMILE, fixed by the extractor)
-    face_fps: float | None = 15.0         # at most this many frames/s through the face extractor
+    face_fps: float | None = 20.0         # at most this many frames/s through the face extractor (live)
     face_tracking: bool = True            # follow the face with O-Net between full MTCNN searches
     max_frame_width: int = 640            # wider frames are downscaled first (resolution cap)
     start_step: int | None = None         # diffusion start step n (None: the checkpoint's)

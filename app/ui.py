@@ -20,6 +20,7 @@ import numpy as np
 
 from app.engine import (LOCAL, MAX_SESSIONS, MAX_SESSIONS_PER_USER, Engine, SessionLimit, checkpoint_controls,
                         session_key)
+from app.session import SessionConfig
 from app.uplink import PAGE_JS, AudioUplink, token_html
 from app.render import (annotate, badges_html, export_csv, export_json, perf_html, probs_label,
                         provenance_md, shown_label, timeline_svg)
@@ -32,7 +33,15 @@ STREAM_STALE_S = 2.0        # a window stream that has not looked this long is g
 WINDOW_POLL_FALLBACK_S = 1.0  # a page without a window stream is refreshed this often
 PREVIEW_FPS = 5.0           # annotated previews sent back per second (half size beyond 480 px wide); every
 #                             frame still goes to the analysis
-WEBCAM_EVERY_S = 1 / 15     # webcam frames sent per second by the page
+WEBCAM_MAX_FPS = 30.0       # the most webcam frames the page sends a second (the camera's rate)
+
+
+def webcam_every_s(face_fps: float | None) -> float:
+    """How often the page sends a webcam frame: as many a second as the face path takes (its cap),
+    at most the camera's rate."""
+    return 1.0 / min(face_fps or WEBCAM_MAX_FPS, WEBCAM_MAX_FPS)
+
+
 CSS = """
 #admc-badges .admc-badge {font-size: 0.95em}
 #admc-title {margin-bottom: 0}
@@ -107,7 +116,7 @@ def build_ui(engine: Engine):
                                    webcam_options=gr.WebcamOptions(mirror=False, constraints={
                                        "video": {"width": {"ideal": 640, "max": 640},
                                                  "height": {"ideal": 480, "max": 480},
-                                                 "frameRate": {"ideal": 15, "max": 30}}}))
+                                                 "frameRate": {"ideal": 20, "max": 30}}}))
                 preview = gr.Image(label="Preview: face box and landmarks", streaming=not local, format="jpeg",
                                    elem_id="admc-preview", height=300, interactive=False)
                 if not local:
@@ -185,7 +194,7 @@ def build_ui(engine: Engine):
                 finally:
                     engine.frame_slots.release()
 
-            cam.stream(on_frame, [cam], [preview], stream_every=WEBCAM_EVERY_S, time_limit=None,
+            cam.stream(on_frame, [cam], [preview], stream_every=webcam_every_s(engine.make_config().face_fps), time_limit=None,
                        concurrency_limit=None, show_progress="hidden", api_visibility="private")
 
             # the microphone: the page's own uplink (app/uplink.py), not a Gradio stream, so no
@@ -429,7 +438,7 @@ def serve(ck, comp, args, make_config, choices: dict | None = None) -> int:
     def say(msg):
         print(msg, file=sys.stderr, flush=True)
 
-    engine = Engine(ck, comp, lambda: make_config(face_fps=args.face_fps or 15.0), device=ck.model.emb_mean.device,
+    engine = Engine(ck, comp, lambda: make_config(face_fps=args.face_fps or SessionConfig.face_fps), device=ck.model.emb_mean.device,
                     choices=choices, max_sessions=getattr(args, "max_sessions", MAX_SESSIONS),
                     max_per_user=getattr(args, "max_sessions_per_user", MAX_SESSIONS_PER_USER))
     if getattr(args, "trace", None):

@@ -577,3 +577,18 @@ def test_face_rate_cap_keeps_every_tick_of_a_jittery_stream_and_never_exceeds_th
     assert len(_taken(jittery, None)) == len(jittery)
     # a new stream (time starts again) is not starved by the old one's clock
     assert len(_taken(np.concatenate([steady, steady]), 15.0)) == 900
+
+
+def test_page_sends_as_many_webcam_frames_as_the_face_path_takes():
+    """The live face cap is above the 15 fps target, and the page sends that many frames a second
+    (a page sending exactly the target rate left the face path at 14.9 in the browser), never more
+    than the camera gives; a 20 fps page through the default cap keeps every frame."""
+    from app.session import SessionConfig
+    from app.ui import WEBCAM_MAX_FPS, webcam_every_s
+
+    cap = SessionConfig().face_fps
+    assert cap is not None and cap > 15.0
+    assert webcam_every_s(cap) == pytest.approx(1.0 / cap)
+    assert webcam_every_s(None) == webcam_every_s(120.0) == pytest.approx(1.0 / WEBCAM_MAX_FPS)
+    sent = np.arange(int(60 * cap)) * webcam_every_s(cap)
+    assert len(_taken(sent, cap)) == len(sent)
