@@ -293,6 +293,7 @@ _is_completion_study = _json_or_markdown("# Paired completion study", {"own_mode
 _is_browser_path = _json_or_markdown("# Browser path:", {"checkpoint", "media", "runs"})    # browser_path.py
 _is_live_eval = _json_or_markdown("# Live evaluation", {"checkpoint", "name", "scores"})   # live_eval.py (replay, browser)
 _is_face_path_profile = _json_or_markdown("# Face path profile:", {"per_frame_ms", "tracker"})  # face_path_profile.py
+_is_camera_transport = _json_or_markdown("# Camera transport:", {"checkpoint", "media", "runs"})  # camera_transport.py
 
 
 # kind -> (what it is, how to recognize one this command wrote; None: it cannot be told apart)
@@ -305,6 +306,7 @@ FILE_KINDS = {
     "browser-path": ("browser-path benchmark result (benchmarks/browser_path.py)", _is_browser_path),
     "live-eval": ("live evaluation result (benchmarks/live_eval.py)", _is_live_eval),
     "face-path-profile": ("face path profile (benchmarks/face_path_profile.py)", _is_face_path_profile),
+    "camera-transport": ("camera transport benchmark result (benchmarks/camera_transport.py)", _is_camera_transport),
     "manifest": ("manifest", None),
 }
 

@@ -169,6 +169,40 @@ class ResourceMeter:
         return self._cpu() - self.cpu0
 
 
+def server_and_browser_meters(server_pid: int) -> tuple[ResourceMeter, ResourceMeter]:
+    """Meters of the server's process tree and of this process's Chromium children, started now."""
+    import psutil
+
+    me, server = psutil.Process(), psutil.Process(server_pid)
+
+    def server_tree():
+        try:
+            return [server, *server.children(recursive=True)]
+        except psutil.Error:
+            return []
+
+    def browser_tree():
+        return [p for p in me.children(recursive=True) if "chrom" in (p.name() or "").lower()]
+
+    return ResourceMeter(server_tree), ResourceMeter(browser_tree)
+
+
+def stream_metered(server_pid: int, seconds: float) -> dict:
+    """Wait ``seconds`` while the page streams, sampling the server's and the browser's memory:
+    ``started_wall``, ``streamed_s``, and per process ``peak_rss_mb`` and ``cpu_s_per_s``."""
+    started = time.time()
+    srv, brw = server_and_browser_meters(server_pid)
+    while time.time() - started < seconds:
+        time.sleep(1.0)
+        srv.sample()
+        brw.sample()
+    elapsed = time.time() - started
+    return {"started_wall": started, "streamed_s": round(elapsed, 2),
+            "server": {"peak_rss_mb": round(srv.peak_rss / 2 ** 20, 1), "cpu_s_per_s": round(srv.cpu_seconds() / elapsed, 3)},
+            "browser": {"peak_rss_mb": round(brw.peak_rss / 2 ** 20, 1),
+                        "cpu_s_per_s": round(brw.cpu_seconds() / elapsed, 3)}}
+
+
 def start_app(checkpoint: Path, log: Path, *, trace: Path | None = None, threads: int = 1,
               app_args: tuple[str, ...] = ()) -> tuple[subprocess.Popen, str]:
     """``python -m app`` on a free local port (output to ``log``, the stage trace to ``trace``, and
@@ -178,13 +212,19 @@ def start_app(checkpoint: Path, log: Path, *, trace: Path | None = None, threads
            *app_args]
     if trace is not None:
         cmd += ["--trace", str(trace), "--overwrite"]
+    return start_server(cmd, port, log, "the app")
+
+
+def start_server(cmd: list[str], port: int, log: Path, what: str) -> tuple[subprocess.Popen, str]:
+    """Run ``cmd`` (a server on 127.0.0.1:``port``, output to ``log``) until its page answers:
+    (the process, its URL); exits with the log's end when it dies or does not answer in 180 s."""
     with open(log, "w") as fh:          # the child keeps its own copy of the descriptor
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}/"
     deadline = time.time() + 180
     while time.time() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"browser_path: the app exited with {proc.returncode}:\n{log.read_text()[-2000:]}")
+            raise SystemExit(f"{Path(sys.argv[0]).stem}: {what} exited with {proc.returncode}:\n{log.read_text()[-2000:]}")
         try:
             with urllib.request.urlopen(url, timeout=2) as r:
                 if r.status == 200:
@@ -192,7 +232,7 @@ def start_app(checkpoint: Path, log: Path, *, trace: Path | None = None, threads
         except OSError:
             time.sleep(0.5)
     stop(proc)
-    raise SystemExit("browser_path: the app did not start within 180 s")
+    raise SystemExit(f"{Path(sys.argv[0]).stem}: {what} did not start within 180 s")
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -209,20 +249,7 @@ def stop(proc: subprocess.Popen) -> None:
 def run_browser(url: str, mjpeg: Path, wav: Path, seconds: float, server_pid: int, export: bool = True) -> dict:
     """Stream ``seconds`` of the fake camera and microphone into the page at ``url``; returns the
     page's probe (captures, shown windows, stream starts), the exported windows and resources."""
-    import psutil
     from playwright.sync_api import sync_playwright
-
-    me = psutil.Process()
-    server = psutil.Process(server_pid)
-
-    def server_tree():
-        try:
-            return [server, *server.children(recursive=True)]
-        except psutil.Error:
-            return []
-
-    def browser_tree():
-        return [p for p in me.children(recursive=True) if "chrom" in (p.name() or "").lower()]
 
     flags = FLAGS + [f"--use-file-for-fake-video-capture={mjpeg}", f"--use-file-for-fake-audio-capture={wav}"]
     out: dict = {}
@@ -237,19 +264,8 @@ def run_browser(url: str, mjpeg: Path, wav: Path, seconds: float, server_pid: in
             page.get_by_text("Click to Access Webcam").click()
             page.locator("#admc-webcam button[aria-label='capture photo']").click(timeout=20000)
             page.locator("#admc-mic-toggle").click(timeout=20000)
-            started = time.time()
-            srv, brw = ResourceMeter(server_tree), ResourceMeter(browser_tree)
-            while time.time() - started < seconds:
-                time.sleep(1.0)
-                srv.sample()
-                brw.sample()
-            elapsed = time.time() - started
+            out.update(stream_metered(server_pid, seconds))
             out["probe"] = page.evaluate("() => window.__admc")
-            out["streamed_s"] = round(elapsed, 2)
-            out["server"] = {"peak_rss_mb": round(srv.peak_rss / 2 ** 20, 1),
-                             "cpu_s_per_s": round(srv.cpu_seconds() / elapsed, 3)}
-            out["browser"] = {"peak_rss_mb": round(brw.peak_rss / 2 ** 20, 1),
-                              "cpu_s_per_s": round(brw.cpu_seconds() / elapsed, 3)}
             if export:
                 page.locator("#admc-export-json").click()
                 page.wait_for_selector("#admc-export a[href]", timeout=30000)
@@ -259,6 +275,14 @@ def run_browser(url: str, mjpeg: Path, wav: Path, seconds: float, server_pid: in
         finally:
             browser.close()
     return out
+
+
+def write_results(out: Path, name: str, res: dict, md: str) -> None:
+    """``out/name.json`` and ``out/name.md`` (the markdown also printed)."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(res, indent=2) + "\n")
+    (out / f"{name}.md").write_text(md)
+    print(md)
 
 
 def shown_path(path: Path) -> str:
@@ -482,19 +506,25 @@ def markdown(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def browser_run_arguments(ap: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    """The options every browser benchmark here has (checkpoint, seconds, threads, name, work, clip,
+    out, overwrite); ``name``: the results' default stem and work folder."""
     ap.add_argument("--checkpoint", type=Path, default=REPO / "weights" / "starter")
     ap.add_argument("--seconds", type=float, default=60.0, help="seconds streamed per run")
-    ap.add_argument("--start", type=float, default=0.0, help="where in the live-evaluation clip the media starts")
-    ap.add_argument("--loads", default="idle,busy", help="comma list of idle, busy")
-    ap.add_argument("--threads", type=int, default=1, help="the app's torch threads")
-    ap.add_argument("--name", default="browser_path")
-    ap.add_argument("--work", type=Path, default=REPO / "benchmarks" / "_work" / "browser_path")
+    ap.add_argument("--threads", type=int, default=1, help="the server's torch threads")
+    ap.add_argument("--name", default=name, help="the results' file stem")
+    ap.add_argument("--work", type=Path, default=REPO / "benchmarks" / "_work" / name)
     ap.add_argument("--clip", type=Path, default=REPO / "benchmarks" / "_work" / "live_eval" / "takes2" / "clip.json",
                     help="the live evaluation's clip.json (built by benchmarks/live_eval.py)")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "browser")
     ap.add_argument("--overwrite", action="store_true", help="replace OUT/NAME.json / .md this script did not write")
+    return ap
+
+
+def main() -> int:
+    ap = browser_run_arguments(argparse.ArgumentParser(description=__doc__.split("\n")[0]), "browser_path")
+    ap.add_argument("--start", type=float, default=0.0, help="where in the live-evaluation clip the media starts")
+    ap.add_argument("--loads", default="idle,busy", help="comma list of idle, busy")
     args = ap.parse_args()
     from admc.outdir import OutputError, check_out_file
 
@@ -516,10 +546,7 @@ def main() -> int:
     res = {"checkpoint": shown_path(args.checkpoint), "seconds": args.seconds, "threads": args.threads,
            "media": f"the live-evaluation clip from {args.start:g} s (FER2013 PrivateTest faces, RAVDESS test actors)",
            "runs": runs}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{args.name}.json").write_text(json.dumps(res, indent=2) + "\n")
-    (args.out / f"{args.name}.md").write_text(markdown(res))
-    print(markdown(res))
+    write_results(args.out, args.name, res, markdown(res))
     return 0
 
 

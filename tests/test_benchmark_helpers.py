@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from benchmarks.compare_cpm_nets import main, read_anchors, table
@@ -232,10 +233,11 @@ def test_completion_study_refuses_files_it_did_not_write(tmp_path, capsys):
     ("live_eval", "live-eval", ["--name", "x", "--browser"],
      ("live_eval_x_browser", "benchmarks/results/live/live_eval_starter_browser")),
     ("face_path_profile", "face-path-profile", ["--name", "fp"], ("fp", "benchmarks/results/speed/face_path_profile")),
+    ("camera_transport", "camera-transport", ["--name", "ct"], ("ct", "benchmarks/results/browser/camera_transport")),
 ])
 def test_live_benchmarks_keep_result_files_they_did_not_write(tmp_path, monkeypatch, capsys, script, kind, names,
                                                              ours):
-    """browser_path.py, live_eval.py and face_path_profile.py refuse, at once and in one line, to replace a result file in
+    """browser_path.py, live_eval.py, face_path_profile.py and camera_transport.py refuse, at once and in one line, to replace a result file in
     --out that they did not write (before minutes of running); their own earlier results are replaced."""
     import importlib
     import shutil
@@ -258,3 +260,28 @@ def test_live_benchmarks_keep_result_files_they_did_not_write(tmp_path, monkeypa
         shutil.copy(Path(__file__).resolve().parents[1] / f"{committed}{suffix}", foreign)
         assert check_out_file(foreign, kind, overwrite=False) == foreign
         foreign.unlink()
+
+
+def test_camera_transport_frame_numbers_survive_compression_and_are_not_imagined():
+    """camera_transport.py matches a frame at the server with its capture in the page by the number
+    drawn into it: read back after heavy JPEG compression and downscaled-then-upscaled blur (what a
+    video codec at a low bit rate does), and None for frames without one or with a damaged strip."""
+    import io
+
+    from PIL import Image
+
+    from benchmarks.camera_transport import MARK_CELL, draw_mark, read_mark
+
+    rng = np.random.default_rng(0)
+    base = rng.integers(60, 200, (480, 640, 3), dtype=np.uint8)
+    for n in (0, 1, 0x5A5A, 0xFFFF, 12345):
+        img = Image.fromarray(draw_mark(base, n))
+        img = img.resize((320, 240), Image.Resampling.BILINEAR).resize((640, 480), Image.Resampling.BILINEAR)
+        buf = io.BytesIO()
+        img.save(buf, format="JPEG", quality=20)
+        gray = np.asarray(Image.open(buf).convert("L"))
+        assert read_mark(gray) == n
+    assert read_mark(np.asarray(Image.fromarray(base).convert("L"))) is None
+    damaged = np.asarray(Image.fromarray(draw_mark(base, 7)).convert("L")).copy()
+    damaged[:MARK_CELL, 3 * MARK_CELL:4 * MARK_CELL] = 128      # one bit neither black nor white
+    assert read_mark(damaged) is None
