@@ -257,7 +257,7 @@ class LiveSession:
                 self.health.update_video(ff)
             except Exception as e:  # noqa: BLE001
                 self.fault("V", f"health error: {_short(e)}", t)
-            self._faces.append(FaceRow(t, ff.feature))
+            self._faces.append(FaceRow(t, ff.feature, ff.person))
             self.last_face = ff.result
             self.last_frame_t = t
 

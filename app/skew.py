@@ -100,7 +100,7 @@ def face_stages(model, path: str, face_extractor, max_seconds: float | None = No
         faces, judged, next_end = [], [], 3.0
         for t, frame in iter_video(path, fps=10.0, end=max_seconds):
             ff = fe.process(fe.normalise(fn(frame)), t)
-            faces.append(FaceRow(t, ff.feature))
+            faces.append(FaceRow(t, ff.feature, ff.person))
             while t + 1e-6 >= next_end:
                 rows = asm.v_rows([r for r in faces if r.t > next_end - 3.2], next_end)
                 if rows is not None and len(rows) >= 24:         # a face in most of the window (V live)

@@ -33,6 +33,11 @@ from extractors.types import FaceResult
 CROP = 48  # aligned crop size health judges (FER2013's; the extractor's default crop_size)
 FACE_BURST = 3  # frames the face path may take back to back, catching up the ticks of late frames
 FACE_EARLY = 0.25  # how early (in periods of 1/face_fps) a frame may come and still be taken
+# Another person: a face whose aligned crop and expression feature are both unlike the last face's
+# (chosen on the validation clip, benchmarks/live_eval.py --split val: 12 of its 13 cuts from one
+# person to the next, none of 1569 pairs of one person's frames; docs/live-skew.md)
+PERSON_CROP_CORR = 0.6   # correlation of the two standardized 48x48 crops below this ...
+PERSON_FEATURE_COS = 0.85  # ... and cosine of the two V features below this
 
 
 @dataclass
@@ -48,6 +53,7 @@ class FaceFrame:
     feature: np.ndarray | None = None  # the V row: detected, score >= v_min_score, finite
     ms: float | None = None            # time in the extractor
     error: BaseException | None = None  # the extractor raised (result is then "no face")
+    person: int = 0                    # which person's face this stream shows (+1 at each change)
 
 
 def usable_feature(result, min_score: float) -> np.ndarray | None:
@@ -136,6 +142,8 @@ class FaceFrontEnd:
         elif face is not None and getattr(config, "face_tracking", True) and hasattr(face, "tracker"):
             fn = face.tracker()
         self.fn = fn
+        self.person = 0                  # +1 each time the face becomes another person's (:meth:`follow_person`)
+        self._last_face: tuple[np.ndarray, np.ndarray] | None = None
         self._tokens = 1.0               # frames due now (the token bucket of :meth:`due`)
         self._last_t: float | None = None
 
@@ -211,4 +219,26 @@ class FaceFrontEnd:
             ms = (time.perf_counter() - t0) * 1000
         if res is None:
             res = FaceResult(t=t, detected=False, score=0.0)
-        return describe_frame(res, frame, self.settings, crop=crop, problem=problem, ms=ms, error=error)
+        ff = describe_frame(res, frame, self.settings, crop=crop, problem=problem, ms=ms, error=error)
+        ff.person = self.follow_person(ff)
+        return ff
+
+    def follow_person(self, ff: FaceFrame) -> int:
+        """The person number of a frame: unchanged, or +1 when its face is another person's than the
+        last face seen (across a stretch without a face too): its aligned crop correlates below
+        :data:`PERSON_CROP_CORR` with the last one *and* its V feature's cosine is below
+        :data:`PERSON_FEATURE_COS`.  A window pools one person's rows
+        (:func:`extractors.live.window.window_person`), as every training window holds one face."""
+        if ff.crop is None or ff.feature is None:
+            return self.person
+        c = np.asarray(ff.crop, np.float32).ravel()
+        c = (c - c.mean()) / (c.std() + 1e-6)
+        f = np.asarray(ff.feature, np.float32).ravel()
+        f = f / (np.linalg.norm(f) + 1e-9)
+        if self._last_face is not None and c.shape == self._last_face[0].shape and f.shape == self._last_face[1].shape:
+            corr = float(np.mean(c * self._last_face[0]))
+            cos = float(f @ self._last_face[1])
+            if corr < PERSON_CROP_CORR and cos < PERSON_FEATURE_COS:
+                self.person += 1
+        self._last_face = (c, f)
+        return self.person

@@ -15,6 +15,8 @@ trained on and what it sees live therefore come from the same rules:
 * ``V``: ``video_rate`` slots over the window, each the newest frame at or before it
   (sample-and-hold over at most two slots, 0.25 s at least); a frame gives a row when a face was
   found with score >= ``v_min_score`` and finite features (:func:`extractors.live.face_frontend.usable_feature`);
+  only the frames of one person count (:func:`window_person`: the one with most rows; ``FaceRow.person``:
+  the face front end counts a change to another person's face, :meth:`~extractors.live.face_frontend.FaceFrontEnd.follow_person`);
 * ``A``: the LLD frames of the window downsampled to 10 rows/s (``pre_frames`` earlier frames feed
   the downsampling filter); the frames come from :class:`~extractors.models.audio_rows.LldStream`,
   whose blocks depend only on the audio, not on how it was chunked;
@@ -35,6 +37,21 @@ from extractors.models.audio_rows import LLD_RATE, a_rows   # the A rows' rule, 
 class FaceRow:
     t: float
     feature: np.ndarray | None     # None: no usable face in this frame
+    person: int = 0                # which person's face (FaceFrame.person): a window pools one person's rows
+
+
+def window_person(rows: Sequence[FaceRow]) -> int:
+    """The person a window's V rows describe: the one whose face gave the most rows with a feature
+    (the newer on a tie, and the newest when no row has one), so a window holds one person's face,
+    as every training window does, and follows a new person once they fill half of it."""
+    counts: dict[int, int] = {}
+    for r in rows:
+        if r.feature is not None:
+            counts[r.person] = counts.get(r.person, 0) + 1
+    if not counts:
+        return rows[-1].person
+    order = {r.person: i for i, r in enumerate(rows)}          # the last row of each person
+    return max(counts, key=lambda p: (counts[p], order[p]))
 
 
 #: why a live modality still has no features in a window
@@ -78,6 +95,7 @@ class WindowAssembler:
         rows = [r for r in faces if t - W - 1e-6 < r.t <= t + 1e-6]
         if not rows:
             return None
+        rows = [r for r in rows if r.person == window_person(rows)]
         hold = max(2.0 / rate, 0.25)
         out, j, last = [], 0, None
         for k in range(int(round(W * rate))):

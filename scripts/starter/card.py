@@ -28,6 +28,8 @@ LIVE_RESULTS = {
     "starter_v2_hold3_browser": "this starter with the app's voice hold of 3 s, browser",
     "starter_v2_asr": "this starter, the live ASR decoding over a shortened context (the default since), replay",
     "starter_v2_asr2_browser": "this starter, the live ASR decoding over a shortened context with its token budget, browser",
+    "starter_v2_person": "this starter, a window pooling one person's face (the default since), replay",
+    "starter_v2_person_browser": "this starter, a window pooling one person's face, browser",
 }
 
 

@@ -1,0 +1,67 @@
+"""A window pools one person's face: when the face in front of the camera becomes another person's,
+the live face front end counts a new person and the window's V rows follow the one with most rows
+(as every training window holds one face).  Real face front end of the starter's feature set on
+FER2013 test faces placed into webcam-like frames."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+
+from tests.shared_data import SHARED_DATA
+
+FER = SHARED_DATA / "fer2013"
+
+
+def _frames(paths, rng, n):
+    """``n`` 640x480 frames of each face, moving a little, with sensor noise and light changes."""
+    from PIL import Image
+
+    out = []
+    for path in paths:
+        face = np.asarray(Image.open(FER / path).convert("L").resize((192, 192)), np.float32)
+        for _ in range(n):
+            frame = np.full((480, 640), 120.0, np.float32)
+            dx, dy = rng.integers(-6, 7, 2)
+            frame[140 + dy:332 + dy, 224 + dx:416 + dx] = face * rng.uniform(0.9, 1.1)
+            frame += rng.normal(0, 3, frame.shape)
+            out.append(np.repeat(np.clip(frame, 0, 255).astype(np.uint8)[..., None], 3, axis=2))
+    return out
+
+
+@pytest.mark.slow
+def test_a_new_persons_face_starts_a_new_person_and_a_window_pools_one_person():
+    if not (FER / "manifest.csv").is_file():
+        pytest.skip("FER2013 is not in the shared data")
+    import torch
+
+    from app.checkpoint import load_checkpoint
+    from app.session import Components, SessionConfig
+    from extractors.live.face_frontend import FaceFrontEnd
+    from extractors.live.health import HealthConfig
+    from extractors.live.window import FaceRow, WindowAssembler
+
+    torch.set_num_threads(1)
+    ck = load_checkpoint(None, "cpu")
+    comp = Components.load("cpu", feature_set=ck.feature_set, asr=False)
+    rows = [r for r in csv.DictReader(open(FER / "manifest.csv")) if "PrivateTest" in r["path"]]
+    rng = np.random.default_rng(0)
+    people = [rows[i]["path"] for i in rng.choice(len(rows), 4, replace=False)]
+    fe = FaceFrontEnd(comp.face, SessionConfig(face_fps=None), HealthConfig())
+    faces, persons = [], []
+    for i, frame in enumerate(_frames(people, rng, 20)):          # 2 s of each person at 10 frames/s
+        ff = fe.process(fe.normalise(frame), i / 10)
+        assert ff.feature is not None, f"no face in frame {i} ({people[i // 20]})"
+        faces.append(FaceRow(i / 10, ff.feature, ff.person))
+        persons.append(ff.person)
+    # one person per face, counted where the face changes, never within one person's frames
+    assert persons == [k for k in range(4) for _ in range(20)], persons
+    asm = WindowAssembler(list(ck.model.schema.names))
+    # the window (t - 3, t] at 10 rows/s: the person with most rows, the newer one on a tie
+    for t_end, who in ((2.5, 0), (3.0, 0), (3.45, 1), (4.0, 1), (5.9, 2)):
+        got = asm.v_rows(faces, t_end)
+        mine = [r.feature for r in faces if r.person == who and t_end - 3.0 < r.t <= t_end + 1e-6]
+        assert got is not None and len(got) >= len(mine) >= 15, (t_end, who, None if got is None else len(got))
+        assert all(any(np.array_equal(g, m) for m in mine) for g in got), (t_end, who)
