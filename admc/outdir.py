@@ -294,6 +294,7 @@ _is_browser_path = _json_or_markdown("# Browser path:", {"checkpoint", "media", 
 _is_live_eval = _json_or_markdown("# Live evaluation", {"checkpoint", "name", "scores"})   # live_eval.py (replay, browser)
 _is_face_path_profile = _json_or_markdown("# Face path profile:", {"per_frame_ms", "tracker"})  # face_path_profile.py
 _is_camera_transport = _json_or_markdown("# Camera transport:", {"checkpoint", "media", "runs"})  # camera_transport.py
+_is_person_change = _json_or_markdown("# Person changes:", {"people", "kinds"})                  # person_change.py
 
 
 # kind -> (what it is, how to recognize one this command wrote; None: it cannot be told apart)
@@ -307,6 +308,7 @@ FILE_KINDS = {
     "live-eval": ("live evaluation result (benchmarks/live_eval.py)", _is_live_eval),
     "face-path-profile": ("face path profile (benchmarks/face_path_profile.py)", _is_face_path_profile),
     "camera-transport": ("camera transport benchmark result (benchmarks/camera_transport.py)", _is_camera_transport),
+    "person-change": ("person-change benchmark result (benchmarks/person_change.py)", _is_person_change),
     "manifest": ("manifest", None),
 }
 
@@ -339,6 +341,24 @@ def check_out_file(out: str | os.PathLike, kind: str, *, overwrite: bool, inputs
             raise OutputError(f"{flag} {out}: exists and is not an {what} written by this command; "
                               "pass --overwrite to replace it")
     return out
+
+
+def add_result_pair_arguments(ap, folder: str | os.PathLike, name: str):
+    """A benchmark's ``--out`` (the results' folder), ``--name`` (their file stem) and ``--overwrite``."""
+    ap.add_argument("--out", type=Path, default=Path(folder), help="the folder of the results")
+    ap.add_argument("--name", default=name, help="the results' file stem")
+    ap.add_argument("--overwrite", action="store_true", help="replace OUT/NAME.json / .md this script did not write")
+    return ap
+
+
+def check_result_pair(ap, out: str | os.PathLike, name: str, kind: str, *, overwrite: bool) -> list[Path]:
+    """A benchmark's ``out/name.json`` and ``out/name.md``, checked by :func:`check_out_file` before it
+    measures: ``ap.exit(2)`` with the one-line error where either would replace a file this kind of
+    script did not write.  Returns the two paths."""
+    try:
+        return [check_out_file(Path(out) / f"{name}{suffix}", kind, overwrite=overwrite) for suffix in (".json", ".md")]
+    except OutputError as e:
+        ap.exit(2, f"{ap.prog}: error: {e}\n")
 
 
 def file_sha256(path: str | os.PathLike) -> str:

@@ -507,18 +507,17 @@ def markdown(res: dict) -> str:
 
 
 def browser_run_arguments(ap: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
-    """The options every browser benchmark here has (checkpoint, seconds, threads, name, work, clip,
-    out, overwrite); ``name``: the results' default stem and work folder."""
+    """The options every browser benchmark here has (checkpoint, seconds, threads, work, clip, out,
+    name, overwrite); ``name``: the results' default stem and work folder."""
+    from admc.outdir import add_result_pair_arguments
+
     ap.add_argument("--checkpoint", type=Path, default=REPO / "weights" / "starter")
     ap.add_argument("--seconds", type=float, default=60.0, help="seconds streamed per run")
     ap.add_argument("--threads", type=int, default=1, help="the server's torch threads")
-    ap.add_argument("--name", default=name, help="the results' file stem")
     ap.add_argument("--work", type=Path, default=REPO / "benchmarks" / "_work" / name)
     ap.add_argument("--clip", type=Path, default=REPO / "benchmarks" / "_work" / "live_eval" / "takes2" / "clip.json",
                     help="the live evaluation's clip.json (built by benchmarks/live_eval.py)")
-    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "browser")
-    ap.add_argument("--overwrite", action="store_true", help="replace OUT/NAME.json / .md this script did not write")
-    return ap
+    return add_result_pair_arguments(ap, REPO / "benchmarks" / "results" / "browser", name)
 
 
 def main() -> int:
@@ -526,13 +525,10 @@ def main() -> int:
     ap.add_argument("--start", type=float, default=0.0, help="where in the live-evaluation clip the media starts")
     ap.add_argument("--loads", default="idle,busy", help="comma list of idle, busy")
     args = ap.parse_args()
-    from admc.outdir import OutputError, check_out_file
+    from admc.outdir import check_result_pair
 
-    try:                                   # before minutes of measuring: a file of someone else's is kept
-        for suffix in (".json", ".md"):
-            check_out_file(args.out / f"{args.name}{suffix}", "browser-path", overwrite=args.overwrite)
-    except OutputError as e:
-        ap.exit(2, f"{ap.prog}: error: {e}\n")
+    # before minutes of measuring: a file of someone else's is kept
+    check_result_pair(ap, args.out, args.name, "browser-path", overwrite=args.overwrite)
     loads = [x.strip() for x in args.loads.split(",") if x.strip()]
     if not set(loads) <= {"idle", "busy"} or not loads:
         ap.error(f"--loads {args.loads}: a comma list of idle, busy")

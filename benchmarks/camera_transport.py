@@ -415,7 +415,9 @@ def markdown(res: dict) -> str:
 
 
 def main() -> int:
-    ap = browser_run_arguments(argparse.ArgumentParser(description=__doc__.split("\n")[0]), "camera_transport")
+    from admc.cli import OneLineParser
+
+    ap = browser_run_arguments(OneLineParser(description=__doc__.split("\n")[0]), "camera_transport")
     ap.add_argument("--transports", default="gradio,webrtc", help="comma list of gradio, webrtc")
     ap.add_argument("--serve-webrtc", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
@@ -423,13 +425,9 @@ def main() -> int:
     args = ap.parse_args()
     if args.serve_webrtc:
         return serve_webrtc(args.checkpoint, args.port, args.trace, args.threads)
-    from admc.outdir import OutputError, check_out_file
+    from admc.outdir import check_result_pair
 
-    try:
-        for suffix in (".json", ".md"):
-            check_out_file(args.out / f"{args.name}{suffix}", "camera-transport", overwrite=args.overwrite)
-    except OutputError as e:
-        ap.exit(2, f"{ap.prog}: error: {e}\n")
+    check_result_pair(ap, args.out, args.name, "camera-transport", overwrite=args.overwrite)
     transports = [x.strip() for x in args.transports.split(",") if x.strip()]
     if not transports or not set(transports) <= {"gradio", "webrtc"}:
         ap.error(f"--transports {args.transports}: a comma list of gradio, webrtc")

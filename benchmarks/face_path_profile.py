@@ -39,23 +39,19 @@ def _fail(msg: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from admc.outdir import add_result_pair_arguments, check_result_pair
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--video", type=Path, default=DEFAULT_VIDEO)
     ap.add_argument("--frames", type=int, default=600, help="frames read from the video")
     ap.add_argument("--every", type=int, default=2, help="keep every n-th frame (2: 15 of 30 fps)")
     ap.add_argument("--threads", type=int, default=1, help="torch and onnxruntime threads")
     ap.add_argument("--top", type=int, default=12)
-    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "speed")
-    ap.add_argument("--name", default="face_path_profile")
-    ap.add_argument("--overwrite", action="store_true", help="replace OUT/NAME.json / .md this script did not write")
+    add_result_pair_arguments(ap, REPO / "benchmarks" / "results" / "speed", "face_path_profile")
     args = ap.parse_args(argv)
-    from admc.outdir import OutputError, check_out_file
 
-    try:                                   # before the measuring: a file of someone else's is kept
-        out = [check_out_file(args.out / f"{args.name}{suffix}", "face-path-profile", overwrite=args.overwrite)
-               for suffix in (".json", ".md")]
-    except OutputError as e:
-        ap.exit(2, f"{ap.prog}: error: {e}\n")
+    # before the measuring: a file of someone else's is kept
+    out = check_result_pair(ap, args.out, args.name, "face-path-profile", overwrite=args.overwrite)
     if not args.video.is_file():
         return _fail(f"--video {args.video}: no such file (run benchmarks/browser_path.py once, or name a video)")
     if args.every < 1 or args.threads < 1 or args.top < 1:

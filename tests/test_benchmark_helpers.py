@@ -234,10 +234,11 @@ def test_completion_study_refuses_files_it_did_not_write(tmp_path, capsys):
      ("live_eval_x_browser", "benchmarks/results/live/live_eval_starter_browser")),
     ("face_path_profile", "face-path-profile", ["--name", "fp"], ("fp", "benchmarks/results/speed/face_path_profile")),
     ("camera_transport", "camera-transport", ["--name", "ct"], ("ct", "benchmarks/results/browser/camera_transport")),
+    ("person_change", "person-change", ["--name", "pc"], ("pc", "benchmarks/results/live/person_change")),
 ])
 def test_live_benchmarks_keep_result_files_they_did_not_write(tmp_path, monkeypatch, capsys, script, kind, names,
                                                              ours):
-    """browser_path.py, live_eval.py, face_path_profile.py and camera_transport.py refuse, at once and in one line, to replace a result file in
+    """browser_path.py, live_eval.py, face_path_profile.py, camera_transport.py and person_change.py refuse, at once and in one line, to replace a result file in
     --out that they did not write (before minutes of running); their own earlier results are replaced."""
     import importlib
     import shutil
