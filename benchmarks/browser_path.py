@@ -509,11 +509,13 @@ def markdown(res: dict) -> str:
 def browser_run_arguments(ap: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
     """The options every browser benchmark here has (checkpoint, seconds, threads, work, clip, out,
     name, overwrite); ``name``: the results' default stem and work folder."""
+    from admc.cli import number_type
     from admc.outdir import add_result_pair_arguments
 
     ap.add_argument("--checkpoint", type=Path, default=REPO / "weights" / "starter")
-    ap.add_argument("--seconds", type=float, default=60.0, help="seconds streamed per run")
-    ap.add_argument("--threads", type=int, default=1, help="the server's torch threads")
+    ap.add_argument("--seconds", type=number_type(float, 10.0, 3600.0, what="seconds"), default=60.0,
+                    help="seconds streamed per run (the first 8 are not counted)")
+    ap.add_argument("--threads", type=number_type(int, 1, 64, what="threads"), default=1, help="the server's torch threads")
     ap.add_argument("--work", type=Path, default=REPO / "benchmarks" / "_work" / name)
     ap.add_argument("--clip", type=Path, default=REPO / "benchmarks" / "_work" / "live_eval" / "takes2" / "clip.json",
                     help="the live evaluation's clip.json (built by benchmarks/live_eval.py)")

@@ -34,19 +34,19 @@ changes the stem, ``--out`` the folder; a result file there it did not write is 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.browser_path import (CHROMIUM, FLAGS, FPS, PAGE_PROBE, REPO, SIZE, browser_run_arguments,  # noqa: E402
+from benchmarks.browser_path import (CHROMIUM, FLAGS, FPS, PAGE_PROBE, SIZE, browser_run_arguments,  # noqa: E402
                                      free_port, p50_p95, settle, shown_path, start_app, start_server, stop,
                                      stream_metered, write_results)
 
@@ -86,7 +86,9 @@ def render_marked(info: dict, work: Path, seconds: float) -> Path:
     from extractors.media import iter_video
 
     work.mkdir(parents=True, exist_ok=True)
-    path = work / f"camera_marked_{seconds:g}.mjpeg"
+    import zlib
+
+    path = work / f"camera_marked_{zlib.crc32(str(info['clip']).encode()):08x}_{seconds:g}.mjpeg"
     if path.is_file():
         return path
     src = [f for _t, f in iter_video(info["clip"], start=0.0, end=seconds)]
@@ -435,7 +437,14 @@ def main() -> int:
         ap.error(f"--clip {args.clip}: no clip; run benchmarks/live_eval.py once to build it")
     if not Path(CHROMIUM).is_file():
         ap.error(f"{CHROMIUM}: Debian's chromium is needed (requirements/apt.txt)")
-    mjpeg = render_marked(json.loads(args.clip.read_text()), args.work, args.seconds + 15.0)
+    if "webrtc" in transports and importlib.util.find_spec("aiortc") is None:
+        ap.error("--transports webrtc: aiortc is not installed (pip install -r requirements/webrtc.txt)")
+    try:
+        info = json.loads(args.clip.read_text())
+        info["clip"], info["fps"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        ap.error(f"--clip {args.clip}: not a live-evaluation clip.json ({type(e).__name__}: {e})")
+    mjpeg = render_marked(info, args.work, args.seconds + 15.0)
     runs = [measure(t, args.checkpoint, mjpeg, args.seconds, args.work, args.threads) for t in transports]
     res = {"checkpoint": shown_path(args.checkpoint), "seconds": args.seconds, "threads": args.threads,
            "media": "the live-evaluation clip (FER2013 PrivateTest faces), frames numbered", "runs": runs}

@@ -15,9 +15,15 @@ frame, through the real front end of the starter's feature set, in three kinds o
 * ``moving, hand``: the same with a hand over the lower 40 % of the face for 0.6 s in each face's
   second second.
 
-Per kind: the changes of person counted where the face changed (of the cuts), those counted within
-one person's frames (per minute of face frames), and where the latter fell (the first or last frame
-of a hand, elsewhere).  Writes ``benchmarks/results/live/person_change.{json,md}`` (``--out`` the
+Per kind: the changes of person counted where the face changed (of the cuts), those counted within one person's frames (per minute of face frames),
+and how many of the latter fell at a hand (a hand gets its own number while it covers the face, and
+the person theirs back after it).
+
+``--clip val`` also plays the live evaluation's **validation** clip (``benchmarks/live_eval.py
+--split val`` builds it: the face network's holdout faces, 14 takes of 18 s) at 10 frames/s through
+the front end, where the thresholds were chosen: per pair of consecutive face frames, the crop
+correlation and feature cosine within one person (one take) and across a cut (two takes), and the
+changes the front end counts at the cuts and within takes.  Writes ``benchmarks/results/live/person_change.{json,md}`` (``--out`` the
 folder, ``--name`` the stem; a file there this script did not write is replaced only with
 ``--overwrite``).
 """
@@ -89,23 +95,67 @@ def run_kind(face_fn, faces: list[str], kind: str, seconds: float, seed: int) ->
     n = int(round(seconds * FPS))
     caught, within, at_hand, face_frames, last = 0, 0, 0, 0, 0
     for k, path in enumerate(faces):
-        first = True                          # the first face frame of a new face
+        nth = 0                               # face frames of this face so far
         for i, rgb in enumerate(frames_of(Image.open(SHARED_DATA / "fer2013" / path).convert("L"), kind, n, rng)):
             ff = fe.process(fe.normalise(rgb), (k * n + i) / FPS)
             if ff.feature is None:
                 continue
             face_frames += 1
             if ff.person != last:
-                if first and k > 0:
+                if nth == 0 and k > 0:                  # at a new face's first frame
                     caught += 1
                 else:
                     within += 1
                     at_hand += kind == "moving, hand" and i in (HAND[0], HAND[0] + 1, HAND[1], HAND[1] + 1)
-            first, last = False, ff.person
+            nth, last = nth + 1, ff.person
     minutes = face_frames / FPS / 60
     return {"kind": kind, "faces": len(faces), "cuts": len(faces) - 1, "caught": caught, "face_frames": face_frames,
             "within_person": within, "within_per_minute": round(within / minutes, 2) if minutes else None,
             "within_at_hand_edges": at_hand}
+
+
+def clip_pairs(face_fn, clip_json: Path) -> dict:
+    """Consecutive face frames of the live evaluation's clip through the front end: likeness within a
+    take and across a cut, and the person changes counted."""
+    from app.session import SessionConfig
+    from extractors.live.face_frontend import (PERSON_CROP_CORR, PERSON_FEATURE_COS, FaceFrontEnd, standardized_face,
+                                               face_likeness)
+    from extractors.live.health import HealthConfig
+    from extractors.media import iter_video
+
+    info = json.loads(clip_json.read_text())
+    segs = info["segments"]
+
+    def take_at(t):
+        return next((s["take"] for s in segs if s["start"] <= t < s["end"]), None)
+
+    fe = FaceFrontEnd(face_fn, SessionConfig(face_fps=None), HealthConfig())
+    within, across, prev, changes_at_cuts, changes_within = [], [], None, 0, 0
+    for t, frame in iter_video(info["clip"], fps=FPS):
+        ff = fe.process(fe.normalise(frame), t)
+        if ff.crop is None or ff.feature is None:
+            continue
+        face, take = standardized_face(ff.crop, ff.feature), take_at(t)
+        if prev is not None:
+            (within if take == prev[1] else across).append(face_likeness(face, prev[0]))
+            if ff.person != prev[2]:
+                if take != prev[1]:                     # at the cut
+                    changes_at_cuts += 1
+                else:
+                    changes_within += 1
+        prev = (face, take, ff.person)
+    w, a = np.array(within), np.array(across)
+
+    def both_below(x):
+        return int(np.sum((x[:, 0] < PERSON_CROP_CORR) & (x[:, 1] < PERSON_FEATURE_COS)))
+
+    return {"clip": str(clip_json.relative_to(REPO)) if clip_json.is_relative_to(REPO) else clip_json.name,
+            "pairs_within": len(w), "cuts": len(a),
+            "within_crop_corr_min_p01_p1": [round(float(v), 3) for v in (w[:, 0].min(), *np.percentile(w[:, 0], [0.1, 1]))],
+            "within_feature_cos_min_p01_p1": [round(float(v), 3) for v in (w[:, 1].min(), *np.percentile(w[:, 1], [0.1, 1]))],
+            "cut_crop_corr_max": round(float(a[:, 0].max()), 3), "cut_feature_cos_max": round(float(a[:, 1].max()), 3),
+            "within_both_below": both_below(w), "cuts_both_below": both_below(a),
+            "changes_at_cuts": changes_at_cuts, "changes_within_takes": changes_within}
 
 
 def markdown(res: dict) -> str:
@@ -118,6 +168,17 @@ def markdown(res: dict) -> str:
     for r in res["kinds"]:
         lines.append(f"| {r['kind']} | {r['caught']} of {r['cuts']} | {r['within_person']} | {r['within_per_minute']} "
                      f"| {r['within_at_hand_edges'] if r['kind'] == 'moving, hand' else '-'} |")
+    c = res.get("clip")
+    if c:
+        lines += ["", f"The live evaluation's validation clip (`{c['clip']}`), consecutive face frames at {FPS:g} frames/s:", "",
+                  "| | within one person (one take) | across a cut (two takes) |", "|---|---|---|",
+                  f"| pairs | {c['pairs_within']} | {c['cuts']} |",
+                  f"| crop correlation: min, 0.1 %, 1 % / max | {', '.join(map(str, c['within_crop_corr_min_p01_p1']))} | "
+                  f"max {c['cut_crop_corr_max']} |",
+                  f"| feature cosine: min, 0.1 %, 1 % / max | {', '.join(map(str, c['within_feature_cos_min_p01_p1']))} | "
+                  f"max {c['cut_feature_cos_max']} |",
+                  f"| both below the thresholds | {c['within_both_below']} | {c['cuts_both_below']} |",
+                  f"| person changes the front end counted | {c['changes_within_takes']} | {c['changes_at_cuts']} |"]
     return "\n".join(lines) + "\n"
 
 
@@ -129,10 +190,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--people", type=int, default=12)
     ap.add_argument("--seconds", type=float, default=6.0, help="seconds of each face")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--clip", choices=["val", "none"], default="val",
+                    help="also the live evaluation's validation clip (built by benchmarks/live_eval.py --split val)")
     add_result_pair_arguments(ap, REPO / "benchmarks" / "results" / "live", "person_change")
     args = ap.parse_args(argv)
     if args.people < 2 or args.seconds < 2.0:
         ap.error(f"--people {args.people} / --seconds {args.seconds:g}: at least 2 faces of 2 s")
+    clip_json = REPO / "benchmarks" / "_work" / "live_eval" / "val" / "takes2" / "clip.json"
+    if args.clip == "val" and not clip_json.is_file():
+        ap.error(f"--clip val: {clip_json} is missing; run benchmarks/live_eval.py --split val once (or --clip none)")
     check_result_pair(ap, args.out, args.name, "person-change", overwrite=args.overwrite)
     import torch
 
@@ -146,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     faces = holdout_faces(args.people, args.seed)
     res = {"people": args.people, "seconds": args.seconds, "seed": args.seed,
            "crop_corr": face_frontend.PERSON_CROP_CORR, "feature_cos": face_frontend.PERSON_FEATURE_COS,
-           "kinds": [run_kind(comp.face, faces, kind, args.seconds, args.seed + j) for j, kind in enumerate(KINDS)]}
+           "kinds": [run_kind(comp.face, faces, kind, args.seconds, args.seed + j) for j, kind in enumerate(KINDS)],
+           "clip": clip_pairs(comp.face, clip_json) if args.clip == "val" else None}
     from benchmarks.browser_path import write_results
 
     write_results(args.out, args.name, res, markdown(res))

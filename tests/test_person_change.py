@@ -65,3 +65,57 @@ def test_a_new_persons_face_starts_a_new_person_and_a_window_pools_one_person():
         mine = [r.feature for r in faces if r.person == who and t_end - 3.0 < r.t <= t_end + 1e-6]
         assert got is not None and len(got) >= len(mine) >= 15, (t_end, who, None if got is None else len(got))
         assert all(any(np.array_equal(g, m) for m in mine) for g in got), (t_end, who)
+
+
+def _person(rng, n=64):
+    return rng.standard_normal((48, 48)), rng.standard_normal(n)
+
+
+def _face(rng, who, noise=0.3):
+    crop, feat = who
+    c = crop + noise * rng.standard_normal(crop.shape)
+    return np.clip(120 + 40 * c, 0, 255).astype(np.uint8), (feat + noise * rng.standard_normal(feat.shape)).astype(np.float32)
+
+
+def test_person_follower_counts_a_change_only_when_crop_and_feature_both_change_and_knows_who_returns():
+    """Fast, synthetic: one odd frame gets a number of its own and does not split a person; a new
+    person is counted at their first face; the crop alone or the feature alone changing is the same
+    person; someone who comes back (or the face after a hand) gets their number again."""
+    from extractors.live.face_frontend import PersonFollower
+
+    rng = np.random.default_rng(0)
+    a, b, c, hand = (_person(rng) for _ in range(4))
+
+    def run(seq):
+        pf = PersonFollower()
+        return [pf.follow(*face) for face in seq]
+
+    odd = _person(rng)
+    assert run([_face(rng, a) for _ in range(5)] + [_face(rng, odd)] + [_face(rng, a) for _ in range(5)]) \
+        == [0] * 5 + [1] + [0] * 5
+    assert run([_face(rng, a) for _ in range(5)] + [_face(rng, b) for _ in range(5)]) == [0] * 5 + [1] * 5
+    # only the crop, or only the feature, unlike the person's: the same person (both must change)
+    other_crop, other_feat = rng.standard_normal((48, 48)), rng.standard_normal(64)
+    crop_only = [_face(rng, (other_crop, a[1])) for _ in range(4)]      # alike each other, unlike a's crop
+    feat_only = [_face(rng, (a[0], other_feat)) for _ in range(4)]
+    assert run([_face(rng, a) for _ in range(3)] + crop_only) == [0] * 7
+    assert run([_face(rng, a) for _ in range(3)] + feat_only) == [0] * 7
+    # a hand for four frames: its own number while it lasts, the person's again after it
+    assert run([_face(rng, a) for _ in range(5)] + [_face(rng, hand) for _ in range(4)]
+               + [_face(rng, a) for _ in range(4)]) == [0] * 5 + [1] * 4 + [0] * 4
+    # a, b, a again, then c: a gets 0 back, c is new
+    seq = [_face(rng, p) for p in (a, b, a, c) for _ in range(4)]
+    assert run(seq) == [0] * 4 + [1] * 4 + [0] * 4 + [2] * 4
+
+
+def test_window_person_takes_the_person_with_most_rows_the_newer_on_a_tie():
+    from extractors.live.window import FaceRow, window_person
+
+    f = np.zeros(4, np.float32)
+    rows = [FaceRow(0.1 * i, f, 5) for i in range(4)] + [FaceRow(0.4 + 0.1 * i, f, 2) for i in range(3)]
+    assert window_person(rows) == 5                                   # 4 rows against 3
+    assert window_person(rows + [FaceRow(0.8, f, 2)]) == 2            # 4 against 4: the newer
+    assert window_person(rows + [FaceRow(0.9, None, 7)]) == 5         # a row without a face does not count
+    assert window_person([FaceRow(0.1, None, 3), FaceRow(0.2, None, 4)]) == 4
+    with pytest.raises(ValueError):
+        window_person([])

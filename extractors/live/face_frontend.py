@@ -33,11 +33,70 @@ from extractors.types import FaceResult
 CROP = 48  # aligned crop size health judges (FER2013's; the extractor's default crop_size)
 FACE_BURST = 3  # frames the face path may take back to back, catching up the ticks of late frames
 FACE_EARLY = 0.25  # how early (in periods of 1/face_fps) a frame may come and still be taken
-# Another person: a face whose aligned crop and expression feature are both unlike the last face's
-# (chosen on the validation clip, benchmarks/live_eval.py --split val: 12 of its 13 cuts from one
-# person to the next, none of 1569 pairs of one person's frames; docs/live-skew.md)
+# Another person: a face whose aligned crop and expression feature are both unlike the current
+# person's last face (chosen on the validation clip's consecutive face frames:
+# benchmarks/person_change.py --clip val; docs/live-skew.md)
 PERSON_CROP_CORR = 0.6   # correlation of the two standardized 48x48 crops below this ...
 PERSON_FEATURE_COS = 0.85  # ... and cosine of the two V features below this
+PERSON_MEMORY = 4        # people whose last face is kept, so one who comes back gets their number again
+
+
+def standardized_face(crop, feature) -> tuple[np.ndarray, np.ndarray]:
+    """A face as :class:`PersonFollower` compares it: its crop standardized, its feature of unit length."""
+    c = np.asarray(crop, np.float32).ravel()
+    f = np.asarray(feature, np.float32).ravel()
+    return (c - c.mean()) / (c.std() + 1e-6), f / (np.linalg.norm(f) + 1e-9)
+
+
+def face_likeness(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> tuple[float, float]:
+    """(crop correlation, feature cosine) of two standardized faces (-1 each when their sizes differ)."""
+    if a[0].shape != b[0].shape or a[1].shape != b[1].shape:
+        return -1.0, -1.0
+    return float(np.mean(a[0] * b[0])), float(a[1] @ b[1])
+
+
+class PersonFollower:
+    """Which person a stream's face belongs to, from its aligned crop and its V feature.
+
+    A face is unlike a person's when its crop correlation with their last face is below
+    :data:`PERSON_CROP_CORR` *and* its feature cosine below :data:`PERSON_FEATURE_COS`.  Then it is
+    a recent person's again when it is that person's (alike in crop *and* feature with their last
+    face: someone who comes back, the face after a hand, the face after one odd frame), else a new
+    person's.  So one odd frame (a false detection, a hand) gets a number of its own and the person
+    theirs back after it, never a second one.  One stream's state: not thread-safe (the face front
+    end's one consumer)."""
+
+    def __init__(self):
+        self.person = 0
+        self._next = 1
+        self._last: tuple[np.ndarray, np.ndarray] | None = None      # the current person's last face
+        self._known: dict[int, tuple[np.ndarray, np.ndarray]] = {}   # earlier people's last faces, newest last
+
+    def follow(self, crop, feature) -> int:
+        face = standardized_face(crop, feature)
+        if self._last is not None and self._unlike(face, self._last):
+            self._known.pop(self.person, None)
+            self._known[self.person] = self._last
+            back = [p for p, ref in self._known.items() if self._same(face, ref)]
+            if back:
+                self.person = back[-1]
+            else:
+                self.person, self._next = self._next, self._next + 1
+            self._known.pop(self.person, None)
+            while len(self._known) > PERSON_MEMORY:
+                self._known.pop(next(iter(self._known)))
+        self._last = face
+        return self.person
+
+    @staticmethod
+    def _unlike(a, b) -> bool:
+        corr, cos = face_likeness(a, b)
+        return corr < PERSON_CROP_CORR and cos < PERSON_FEATURE_COS
+
+    @staticmethod
+    def _same(a, b) -> bool:
+        corr, cos = face_likeness(a, b)
+        return corr >= PERSON_CROP_CORR and cos >= PERSON_FEATURE_COS
 
 
 @dataclass
@@ -53,7 +112,7 @@ class FaceFrame:
     feature: np.ndarray | None = None  # the V row: detected, score >= v_min_score, finite
     ms: float | None = None            # time in the extractor
     error: BaseException | None = None  # the extractor raised (result is then "no face")
-    person: int = 0                    # which person's face this stream shows (+1 at each change)
+    person: int = 0                    # which person's face this stream shows (PersonFollower)
 
 
 def usable_feature(result, min_score: float) -> np.ndarray | None:
@@ -142,8 +201,7 @@ class FaceFrontEnd:
         elif face is not None and getattr(config, "face_tracking", True) and hasattr(face, "tracker"):
             fn = face.tracker()
         self.fn = fn
-        self.person = 0                  # +1 each time the face becomes another person's (:meth:`follow_person`)
-        self._last_face: tuple[np.ndarray, np.ndarray] | None = None
+        self.people = PersonFollower()   # whose face this stream shows (:meth:`follow_person`)
         self._tokens = 1.0               # frames due now (the token bucket of :meth:`due`)
         self._last_t: float | None = None
 
@@ -224,21 +282,9 @@ class FaceFrontEnd:
         return ff
 
     def follow_person(self, ff: FaceFrame) -> int:
-        """The person number of a frame: unchanged, or +1 when its face is another person's than the
-        last face seen (across a stretch without a face too): its aligned crop correlates below
-        :data:`PERSON_CROP_CORR` with the last one *and* its V feature's cosine is below
-        :data:`PERSON_FEATURE_COS`.  A window pools one person's rows
-        (:func:`extractors.live.window.window_person`), as every training window holds one face."""
+        """The person number of a frame (:class:`PersonFollower`); a frame without a usable face keeps
+        the current one.  A window pools one person's rows (:func:`extractors.live.window.window_person`),
+        as every training window holds one face."""
         if ff.crop is None or ff.feature is None:
-            return self.person
-        c = np.asarray(ff.crop, np.float32).ravel()
-        c = (c - c.mean()) / (c.std() + 1e-6)
-        f = np.asarray(ff.feature, np.float32).ravel()
-        f = f / (np.linalg.norm(f) + 1e-9)
-        if self._last_face is not None and c.shape == self._last_face[0].shape and f.shape == self._last_face[1].shape:
-            corr = float(np.mean(c * self._last_face[0]))
-            cos = float(f @ self._last_face[1])
-            if corr < PERSON_CROP_CORR and cos < PERSON_FEATURE_COS:
-                self.person += 1
-        self._last_face = (c, f)
-        return self.person
+            return self.people.person
+        return self.people.follow(ff.crop, ff.feature)

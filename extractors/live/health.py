@@ -56,8 +56,8 @@ class HealthConfig(AudioSettings):
     v_max_flat_fraction: float = 0.35    # fraction of the lower aligned face without texture (a hand,
     #                                      a sheet, a painted box); FER2013 faces: 99.5th percentile 0.21.
     #                                      Needs the frame: VideoHealth.update(result, frame=frame)
-    v_off_frames: int = 5          # this many bad frames in a row -> V missing (1/3 s at 15 fps)
-    v_on_frames: int = 3           # this many good frames in a row -> V live again
+    v_off_frames: int = 5          # this many bad frames in a row -> V missing (0.25 s at the live 20 fps)
+    v_on_frames: int = 3           # this many good frames in a row -> V live again (0.15 s at 20 fps)
     v_stall_s: float = 1.0         # no frame for this long -> "stalled" / "no frames"
     v_frozen_s: float | None = 2.0  # identical frames (no sensor noise at all) this long -> "frozen";
     #                                 None disables (e.g. a still image used as a virtual camera)

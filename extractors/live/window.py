@@ -1,7 +1,7 @@
 """The analysis window, assembled one way for training and for live use.
 
 :class:`WindowAssembler` is pure (no state, no locks, no clocks): from what the streams delivered
--- face rows (:class:`FaceRow`: a frame's time and its V feature or None), the 100 fps openSMILE
+-- face rows (:class:`FaceRow`: a frame's time, its V feature or None and whose face it is), the 100 fps openSMILE
 LLD frames (``(frame index, row)``, :class:`extractors.models.audio_rows.LldStream`) and the text
 features of the latest transcript -- it makes the rows per modality of the window ending at ``t``
 (:meth:`WindowAssembler.rows`), then applies the health decisions and extractor faults
@@ -44,6 +44,8 @@ def window_person(rows: Sequence[FaceRow]) -> int:
     """The person a window's V rows describe: the one whose face gave the most rows with a feature
     (the newer on a tie, and the newest when no row has one), so a window holds one person's face,
     as every training window does, and follows a new person once they fill half of it."""
+    if not rows:
+        raise ValueError("window_person: no rows")
     counts: dict[int, int] = {}
     for r in rows:
         if r.feature is not None:
@@ -90,12 +92,14 @@ class WindowAssembler:
 
     def v_rows(self, faces: Iterable[FaceRow], t: float) -> np.ndarray | None:
         """For each ``1/video_rate`` slot of the window, the newest face row at or before it
-        (held at most two slots, 0.25 s at least); slots whose frame had no usable face give none."""
+        (held at most two slots, 0.25 s at least), of the rows of one person (:func:`window_person`);
+        slots whose frame had no usable face give none."""
         rate, W = self.video_rate, self.window_s
         rows = [r for r in faces if t - W - 1e-6 < r.t <= t + 1e-6]
         if not rows:
             return None
-        rows = [r for r in rows if r.person == window_person(rows)]
+        who = window_person(rows)
+        rows = [r for r in rows if r.person == who]
         hold = max(2.0 / rate, 0.25)
         out, j, last = [], 0, None
         for k in range(int(round(W * rate))):
