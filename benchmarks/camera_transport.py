@@ -44,9 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.browser_path import (CHROMIUM, FLAGS, FPS, PAGE_PROBE, SIZE, browser_run_arguments,  # noqa: E402
+from benchmarks.browser_path import (CHROMIUM, FLAGS, FPS, PAGE_PROBE, SIZE, browser_run_arguments,
                                      free_port, p50_p95, settle, shown_path, start_app, start_server, stop,
                                      stream_metered, write_results)
 

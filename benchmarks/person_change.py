@@ -32,13 +32,11 @@ from __future__ import annotations
 
 import csv
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 KINDS = ("steady", "moving", "moving, hand")
 FPS = 10.0
 HAND = (10, 16)      # frames of each face's second second under a hand (moving, hand)
@@ -47,7 +45,7 @@ HAND = (10, 16)      # frames of each face's second second under a hand (moving,
 def holdout_faces(n: int, seed: int) -> list[str]:
     """``n`` FER2013 faces of the face network's validation holdout (never trained on)."""
     from scripts.starter.faces import face_net_holdout
-    from tests.shared_data import SHARED_DATA
+    from scripts.starter.recipe import DATA as SHARED_DATA
 
     rows = list(csv.DictReader(open(SHARED_DATA / "fer2013" / "manifest.csv")))
     held = sorted(face_net_holdout(rows))
@@ -88,7 +86,7 @@ def run_kind(face_fn, faces: list[str], kind: str, seconds: float, seed: int) ->
     from app.session import SessionConfig
     from extractors.live.face_frontend import FaceFrontEnd
     from extractors.live.health import HealthConfig
-    from tests.shared_data import SHARED_DATA
+    from scripts.starter.recipe import DATA as SHARED_DATA
 
     rng = np.random.default_rng(seed)
     fe = FaceFrontEnd(face_fn, SessionConfig(face_fps=None), HealthConfig())
@@ -196,10 +194,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.people < 2 or args.seconds < 2.0:
         ap.error(f"--people {args.people} / --seconds {args.seconds:g}: at least 2 faces of 2 s")
+    check_result_pair(ap, args.out, args.name, "person-change", overwrite=args.overwrite)
     clip_json = REPO / "benchmarks" / "_work" / "live_eval" / "val" / "takes2" / "clip.json"
     if args.clip == "val" and not clip_json.is_file():
         ap.error(f"--clip val: {clip_json} is missing; run benchmarks/live_eval.py --split val once (or --clip none)")
-    check_result_pair(ap, args.out, args.name, "person-change", overwrite=args.overwrite)
     import torch
 
     from app.checkpoint import load_checkpoint
