@@ -437,7 +437,6 @@ def settle(limit_s: float = 90.0, busy_pct: float = 15.0) -> float:
 
 def measure(checkpoint: Path, mjpeg: Path, wav: Path, seconds: float, load: str, work: Path, threads: int) -> dict:
     from app.trace import read_trace
-    from benchmarks.machine_info import cpu_name
 
     trace, log = work / f"trace_{load}.jsonl", work / f"server_{load}.log"
     busy_before = settle()
@@ -451,12 +450,17 @@ def measure(checkpoint: Path, mjpeg: Path, wav: Path, seconds: float, load: str,
             busy.kill()
         stop(proc)
     (work / f"probe_{load}.json").write_text(json.dumps(page["probe"]))
-    res = {"load": load, "streamed_s": page["streamed_s"], "server": page["server"], "browser": page["browser"],
-           "stages": stages(read_trace(trace), page["probe"]),
-           "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "load_1min_before": round(load0, 2),
-                       "cpu_busy_before_pct": busy_before,
-                       "load_1min_after": round(os.getloadavg()[0], 2)}}
-    return res
+    return {"load": load, "streamed_s": page["streamed_s"], "server": page["server"], "browser": page["browser"],
+            "stages": stages(read_trace(trace), page["probe"]), "machine": machine_record(busy_before, load0)}
+
+
+def machine_record(busy_before: float, load_before: float) -> dict:
+    """The machine a run measured on and its load: CPU busy before it (other work), 1-minute load
+    average before and now."""
+    from benchmarks.machine_info import cpu_name
+
+    return {"cpu": cpu_name(), "cores": os.cpu_count(), "load_1min_before": round(load_before, 2),
+            "cpu_busy_before_pct": busy_before, "load_1min_after": round(os.getloadavg()[0], 2)}
 
 
 def markdown(res: dict) -> str:

@@ -45,8 +45,8 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.browser_path import (CHROMIUM, FLAGS, FPS, PAGE_PROBE, SIZE, browser_run_arguments,
-                                     free_port, p50_p95, settle, shown_path, start_app, start_server, stop,
-                                     stream_metered, write_results)
+                                     free_port, machine_record, p50_p95, settle, shown_path, start_app,
+                                     start_server, stop, stream_metered, write_results)
 
 MARK_CELL = 16         # px per cell of the file's frame number: a white and a black cell, then 16 bits
 MARK_BITS = 16
@@ -356,11 +356,10 @@ def analyse(transport: str, trace: list[dict], probe: dict, started_wall: float)
 
 def measure(transport: str, checkpoint: Path, mjpeg: Path, seconds: float, work: Path, threads: int) -> dict:
     from app.trace import read_trace
-    from benchmarks.machine_info import cpu_name
 
     trace, log = work / f"transport_{transport}.jsonl", work / f"transport_{transport}.log"
     busy_before = settle()
-    load_before = round(os.getloadavg()[0], 2)
+    load_before = os.getloadavg()[0]
     if transport == "gradio":
         proc, url = start_app(checkpoint, log, trace=trace, threads=threads)
     else:
@@ -371,8 +370,7 @@ def measure(transport: str, checkpoint: Path, mjpeg: Path, seconds: float, work:
         stop(proc)
     return {"transport": transport, "streamed_s": got["streamed_s"], "server": got["server"],
             "browser": got["browser"], "stages": analyse(transport, read_trace(trace), got["probe"], got["started_wall"]),
-            "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "cpu_busy_before_pct": busy_before,
-                        "load_1min_before": load_before, "load_1min_after": round(os.getloadavg()[0], 2)}}
+            "machine": machine_record(busy_before, load_before)}
 
 
 def markdown(res: dict) -> str:

@@ -403,14 +403,11 @@ def main() -> int:
     if args.split == "val":          # its own clip, runs and result names: never mixed with the test clip's
         args.work, args.name = args.work / "val", f"{args.name}_val"
         args.vs = f"{args.vs}_val" if args.vs else None
-    from admc.outdir import OutputError, check_out_file
+    from admc.outdir import check_result_pair
 
     stem = _result_stem(args)
-    try:                                   # before minutes of running: a file of someone else's is kept
-        for suffix in (".json", ".md"):
-            check_out_file(_result_file(stem, suffix), "live-eval", overwrite=args.overwrite)
-    except OutputError as e:
-        ap.exit(2, f"{ap.prog}: error: {e}\n")
+    # before minutes of running: a file of someone else's is kept (stem.name keeps a dot like hold1.5's)
+    check_result_pair(ap, stem.parent, stem.name, "live-eval", overwrite=args.overwrite)
     info = build_clip(args.work / f"takes{args.takes}", args.takes, split=args.split)
     if args.browser:
         return browser_main(args, info)
