@@ -16,19 +16,13 @@ FER = SHARED_DATA / "fer2013"
 
 
 def _frames(paths, rng, n):
-    """``n`` 640x480 frames of each face, moving a little, with sensor noise and light changes."""
+    """``n`` 640x480 frames of each face, moving a little, with sensor noise and light changes (the
+    person-change benchmark's steady stream)."""
     from PIL import Image
 
-    out = []
-    for path in paths:
-        face = np.asarray(Image.open(FER / path).convert("L").resize((192, 192)), np.float32)
-        for _ in range(n):
-            frame = np.full((480, 640), 120.0, np.float32)
-            dx, dy = rng.integers(-6, 7, 2)
-            frame[140 + dy:332 + dy, 224 + dx:416 + dx] = face * rng.uniform(0.9, 1.1)
-            frame += rng.normal(0, 3, frame.shape)
-            out.append(np.repeat(np.clip(frame, 0, 255).astype(np.uint8)[..., None], 3, axis=2))
-    return out
+    from benchmarks.person_change import frames_of
+
+    return [f for path in paths for f in frames_of(Image.open(FER / path).convert("L"), "steady", n, rng)]
 
 
 @pytest.mark.slow
