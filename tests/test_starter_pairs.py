@@ -84,3 +84,27 @@ def test_training_pairs_carry_neutral_words_and_test_pairs_stay_one_class(tmp_pa
 def test_neutral_mix_shares(n):
     kind = pairs.neutral_mix(n, np.random.default_rng(n), 0.3, 0.1)
     assert (kind == 1).sum() == round(0.3 * n) and (kind == 2).sum() == round(0.1 * n)
+
+
+def _feature_set_in_worker(_):
+    from scripts.starter import recipe
+
+    return recipe.FEATURES.name
+
+
+def test_the_builds_feature_set_reaches_its_worker_processes():
+    """Workers are spawned (a fresh interpreter): a feature set chosen with --feature-set must be
+    theirs too, or they would extract features of another set than the one the pairs record."""
+    import multiprocessing as mp
+
+    from extractors.live_schema import DEFAULT_FEATURE_SET
+    from scripts.starter import recipe
+    from scripts.starter.workers import init_worker
+
+    other = "opensmile-whisper1s-resnet-minilm-nade"
+    assert other != DEFAULT_FEATURE_SET
+    with mp.get_context("spawn").Pool(1, initializer=init_worker, initargs=(other,)) as pool:
+        assert pool.map(_feature_set_in_worker, [0]) == [other]
+    assert recipe.FEATURES.name == DEFAULT_FEATURE_SET            # the parent's own stays as it was
+    with mp.get_context("spawn").Pool(1, initializer=init_worker) as pool:
+        assert pool.map(_feature_set_in_worker, [0]) == [DEFAULT_FEATURE_SET]

@@ -511,6 +511,10 @@ def extractor_info(settings: ExtractSettings) -> dict:
                     "rows": "encoder states of consecutive 3 s pieces (each from position 0, as a live window), "
                             "averaged to 10 rows/s (extractors.models.speech_encoder.EncoderWindowRows)"},
     }
+    parts["whisper-1s"] = {**parts["whisper"],
+                           "rows": "encoder states of 1 s pieces on a grid from the recording's start (each from "
+                                   "position 0; the window's last piece as far as it goes), averaged to 10 rows/s "
+                                   "(extractors.models.speech_encoder.EncoderGridRows)"}
     audio = {"parts": [parts[k] for k in fs.audio],
              "rows": "the parts' rows side by side, in this order (extractors.live.audio_frontend.StackedRows)"
              if len(fs.audio) > 1 else "as the part says"}

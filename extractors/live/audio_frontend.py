@@ -380,18 +380,24 @@ class StackedRows:
         return np.concatenate([r[len(r) - n:] for r in rows], axis=1).astype(np.float32)
 
 
+# the Whisper A extractors: kind -> the grid of encoder pieces in seconds (None: each window whole)
+WHISPER_GRID_S: dict[str, float | None] = {"whisper": None, "whisper-1s": 1.0}
+
+
 def build_audio_features(kinds: tuple[str, ...], threads: int = 1):
-    """The A extractor of a feature set: ``("opensmile",)``, ``("whisper",)`` or both (stacked)."""
+    """The A extractor of a feature set: ``("opensmile",)``, ``("whisper",)`` or both (stacked);
+    ``"whisper-1s"`` is the Whisper encoder on 1 s pieces of a fixed grid
+    (:class:`extractors.models.speech_encoder.EncoderGridRows`) instead of each window whole."""
     parts = []
     for kind in kinds:
         if kind == "opensmile":
             from extractors.models.audio import AudioFeatureExtractor
 
             parts.append(AudioFeatureExtractor())
-        elif kind == "whisper":
+        elif kind in WHISPER_GRID_S:
             from extractors.models.speech_encoder import WhisperEncoderFeatures
 
-            parts.append(WhisperEncoderFeatures(threads=threads))
+            parts.append(WhisperEncoderFeatures(threads=threads, grid_s=WHISPER_GRID_S[kind]))
         else:
-            raise ValueError(f"A extractor {kind!r}: must be 'opensmile' or 'whisper'")
+            raise ValueError(f"A extractor {kind!r}: must be one of opensmile, {', '.join(WHISPER_GRID_S)}")
     return parts[0] if len(parts) == 1 else StackedAudioFeatures(parts)

@@ -30,7 +30,8 @@ MAX_SECONDS = 30.0        # Whisper's context: longer audio is encoded in 30 s p
 class WhisperEncoderFeatures:
     """Encoder states of a CTranslate2 Whisper model for a mono 16 kHz float waveform."""
 
-    def __init__(self, model: str | Path | None = None, *, compute_type: str = "int8", threads: int = 1):
+    def __init__(self, model: str | Path | None = None, *, compute_type: str = "int8", threads: int = 1,
+                 grid_s: float | None = None):
         import ctranslate2
         from faster_whisper.feature_extractor import FeatureExtractor
 
@@ -40,6 +41,7 @@ class WhisperEncoderFeatures:
         if not (path / "model.bin").is_file():
             raise FileNotFoundError(f"{path}: not a CTranslate2 Whisper model directory (no model.bin)")
         self.model_path = path
+        self.grid_s = None if grid_s is None else float(grid_s)   # None: each window encoded whole
         self._ct2 = ctranslate2
         self.model = ctranslate2.models.Whisper(str(path), device="cpu", compute_type=compute_type,
                                                 intra_threads=int(threads), inter_threads=1)
@@ -47,12 +49,18 @@ class WhisperEncoderFeatures:
         self.dim = int(self._encode(np.zeros(SAMPLE_RATE // 10, np.float32)).shape[1])
 
     def window_source(self, keep_s: float = 5.0) -> "EncoderWindowRows":
-        """A live A row source over a session's audio ring: the encoder per window."""
-        return EncoderWindowRows(self)
+        """A live A row source over a session's audio ring: the encoder per window, or per piece of
+        the grid when the features were made with ``grid_s`` (:class:`EncoderGridRows`)."""
+        return self._row_source()
 
     def wave_source(self, wave: np.ndarray) -> "EncoderWindowRows":
         """The A row source of one whole 16 kHz recording."""
-        return EncoderWindowRows.of_wave(self, wave)
+        return self._row_source().over_wave(wave)
+
+    def _row_source(self) -> "EncoderWindowRows":
+        if self.grid_s is None:
+            return EncoderWindowRows(self)
+        return EncoderGridRows(self, piece_s=self.grid_s)
 
     def _encode(self, audio: np.ndarray) -> np.ndarray:
         mel = self.mel(audio)[:, : max(2, int(np.ceil(len(audio) / HOP)))]
@@ -136,11 +144,79 @@ class EncoderWindowRows:
     @classmethod
     def of_wave(cls, encoder: WhisperEncoderFeatures, wave: np.ndarray, **kw) -> "EncoderWindowRows":
         """The source over one whole 16 kHz recording (``admc extract``), run starting at time 0."""
+        return cls(encoder, **kw).over_wave(wave)
+
+    def over_wave(self, wave: np.ndarray) -> "EncoderWindowRows":
+        """This source over one whole 16 kHz recording, its run starting at time 0."""
         from extractors.models.audio_rows import AudioRing
 
         wave = np.asarray(wave, np.float32).reshape(-1)
         ring = AudioRing(len(wave) / SAMPLE_RATE + 1.0)
         ring.append(wave)
-        src = cls(encoder, **kw)
-        src.update(ring)
-        return src
+        self.update(ring)
+        return self
+
+
+class EncoderGridRows(EncoderWindowRows):
+    """The A rows of a window from Whisper encoder pieces on a fixed grid: ``piece_s`` long, from the
+    start of the audio run (sample 0 of the ring).  A finished piece is encoded once and kept
+    until the window has passed it; the piece the window ends inside is encoded with what has
+    arrived (so the rows reach the window's end).  A window's rows are the rows of its pieces from
+    its start on.  With 1 s pieces a sample is encoded at most 5 times at the 0.2 s hop (its piece
+    unfinished at up to four window ends, then once finished) instead of 15 times as part of every
+    3 s window that holds it, and a window encodes at most 1 s of audio (twice at a piece's end).
+
+    Training windows are made by the same source (``wave_source``, and the live render of
+    ``extractors.dataset.training_render``), so the grid is the same offline and live.
+    """
+
+    def __init__(self, encoder: WhisperEncoderFeatures, rate: float = 10.0, piece_s: float = 1.0,
+                 min_s: float = 0.1):
+        super().__init__(encoder, rate=rate, piece_s=piece_s, min_s=min_s)
+        self._pieces: dict[int, np.ndarray] = {}   # finished piece index -> its rows
+        self._run: tuple | None = None
+        self._seen = 0                              # the ring's sample count at the last window
+        self.encoded_samples = 0                   # audio samples through the encoder so far
+
+    def reset(self) -> None:
+        super().reset()
+        self._pieces.clear()
+        self._run, self._seen = None, 0
+
+    def _encode(self, ring, s: int, e: int) -> np.ndarray:
+        self.encoded_samples += e - s
+        return self.encoder.rows(ring.samples(s, e), rate=self.rate).astype(np.float32)
+
+    def window_rows(self, t: float, t0: float, window_s: float) -> np.ndarray | None:
+        ring = self.ring
+        if ring is None:
+            return None
+        run = (id(ring), t0)
+        if run != self._run or ring.total < self._seen:   # a new run: the grid starts again at its sample 0
+            self._pieces.clear()
+            self._last = None
+        self._run, self._seen = run, ring.total
+        b = min(int(round((t - t0) * SAMPLE_RATE)), ring.total)
+        a = max(b - int(round(window_s * SAMPLE_RATE)), ring.first, 0)
+        key = (run, a, b)
+        if self._last is not None and self._last[0] == key:
+            return self._last[1]
+        step = int(round(self.piece_s * SAMPLE_RATE))
+        per_row = SAMPLE_RATE / self.rate
+        out = []
+        for k in range(a // step, -(-b // step)):
+            s, e = k * step, min((k + 1) * step, b)
+            if e - s < self.min_samples:
+                continue
+            if e == (k + 1) * step:
+                rows = self._pieces.get(k)
+                if rows is None:
+                    rows = self._pieces[k] = self._encode(ring, s, e)
+            else:
+                rows = self._encode(ring, s, e)
+            out.append(rows[int(round(max(a - s, 0) / per_row)):])
+        for k in [k for k in self._pieces if k < a // step]:
+            del self._pieces[k]
+        rows = np.concatenate(out) if out and sum(len(r) for r in out) else None
+        self._last = (key, rows)
+        return rows

@@ -33,7 +33,9 @@ default since the starter of issue 29: ``extractors/dataset/training_render.py``
 conversation-like 48 kHz streams, faces in webcam frames; ``--stream-windows N`` of the 4 training
 windows per clip from the stream, the rest placed on the clip alone), and a share of the training and
 validation pairs carry neutral words (``recipe.NEUTRAL_WORDS_P``); ``--no-live-render`` makes the
-isolated, centred windows of the earlier starters.  ``docs/starter.md`` compares the recipes.
+isolated, centred windows of the earlier starters.  ``--feature-set`` builds on another set of live
+extractors (``extractors/live_schema.py``; the checkpoint records it and the app builds those).
+``docs/starter.md`` compares the recipes.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ import time
 from pathlib import Path
 
 from admc.cli import number_type          # light: no torch
+from extractors.live_schema import FEATURE_SETS
 from scripts.starter import recipe
 from scripts.starter.card import stage_card
 from scripts.starter.evaluation import stage_evaluate
@@ -70,6 +73,9 @@ def main(argv=None) -> int:
     ap.add_argument("--from-stage", choices=STAGES, default=None, help="redo this stage and all after it")
     ap.add_argument("--only", choices=STAGES, action="append", help="run only these stages")
     ap.add_argument("--set", action="append", default=None, help="admc train setting (default: TRAIN_SET)")
+    ap.add_argument("--feature-set", choices=tuple(FEATURE_SETS), default=recipe.FEATURES.name,
+                    help="the live extractors the starter reads (extractors/live_schema.py; default the "
+                         "shipped starter's); start from a fresh --work when changing it")
     ap.add_argument("--live-render", action=argparse.BooleanOptionalAction, default=recipe.LIVE_RENDER,
                     help="render training and validation windows through the live front ends (voice in "
                          "conversation-like 48 kHz streams, faces in webcam frames; docs/live-skew.md); the "
@@ -83,6 +89,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     recipe.LIVE_RENDER, recipe.STREAM_WINDOWS = bool(args.live_render), int(args.stream_windows)
     recipe.STREAM_TAIL_S = float(args.stream_tail)
+    recipe.use_feature_set(args.feature_set)
     work, out = Path(args.work), Path(args.out)
     if args.fresh:
         shutil.rmtree(work, ignore_errors=True)
@@ -117,7 +124,8 @@ def main(argv=None) -> int:
                 if pool is None and args.workers > 1:
                     import multiprocessing as mp
 
-                    pool = mp.get_context("spawn").Pool(min(args.workers, 2), initializer=init_worker)
+                    pool = mp.get_context("spawn").Pool(min(args.workers, 2), initializer=init_worker,
+                                                           initargs=(args.feature_set,))
                 {"faces": stage_faces, "speech": stage_speech, "text": stage_text}[stage](work, pool)
             else:
                 if pool is not None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from scripts.starter import recipe
 from scripts.starter.pairs import Sources
-from scripts.starter.recipe import (CLASSES, CODEC_BIT_RATES, CODEC_P, EMODB_MAP, FACE_CAP, FEATURES, FER_MAP,
+from scripts.starter.recipe import (CLASSES, CODEC_BIT_RATES, CODEC_P, EMODB_MAP, FACE_CAP, FER_MAP,
                                     GOEMO_MAP, KEYFRAMES, PAIRS_PER_CLASS, RAVDESS_MAP, REPO, ROWS, SEED,
                                     TEXT_CAP)
 
@@ -157,8 +157,8 @@ def card_numbers(work: Path, out: Path, src: Sources, settings: list[str]) -> di
     timings = json.loads((work / "timings.json").read_text()) if (work / "timings.json").is_file() else {}
     load = json.loads((work / "load.json").read_text()) if (work / "load.json").is_file() else {}
     return {
-        "fs": {"name": FEATURES.name, "audio_dim": FEATURES.audio_dim, "face_dim": FEATURES.face_dim,
-               "text_dim": FEATURES.text_dim},
+        "fs": {"name": recipe.FEATURES.name, "audio_dim": recipe.FEATURES.audio_dim,
+               "face_dim": recipe.FEATURES.face_dim, "text_dim": recipe.FEATURES.text_dim},
         "classes_md": ", ".join(f"`{c}`" for c in CLASSES),
         "run": {"admc_version": run.get("admc_version"), "method": run["method"], "fusion_mode": run["fusion_mode"]},
         "size_mb": f"{(out / 'model.safetensors').stat().st_size / 1e6:.1f}",

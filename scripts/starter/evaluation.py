@@ -7,15 +7,16 @@ from pathlib import Path
 
 import numpy as np
 
+from scripts.starter import recipe
 from scripts.starter.pairs import Sources
-from scripts.starter.recipe import CLASSES, DATA, FEATURES, FER_MAP, ROWS, SEED
+from scripts.starter.recipe import CLASSES, DATA, FER_MAP, ROWS, SEED
 
 
 def _split_one(mod: str, seqs: list[np.ndarray], labels, ids):
     """A Split where only ``mod`` is present (the others: one zero row, absent)."""
     from admc.data import split_from_samples
 
-    dims = FEATURES.dims()
+    dims = recipe.FEATURES.dims()
     n = len(seqs)
     samples = {m: (seqs if m == mod else [np.zeros((1, dims[m]), np.float32)] * n) for m in "AVT"}
     present = {m: np.full(n, m == mod) for m in "AVT"}

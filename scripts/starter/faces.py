@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from scripts.starter import recipe
-from scripts.starter.recipe import (CLASSES, DATA, FACE_CAP, FACE_VAL_FRACTION, FEATURES, FER_MAP, KEYFRAMES,
+from scripts.starter.recipe import (CLASSES, DATA, FACE_CAP, FACE_VAL_FRACTION, FER_MAP, KEYFRAMES,
                                     ROWS, SEED)
 from scripts.starter.workers import crc, face_extractor, map_chunks
 
@@ -106,7 +106,7 @@ def stage_faces(work: Path, pool) -> None:
     it never saw, so model selection sees test-like features), training faces from the rest."""
     rng = np.random.default_rng(SEED)
     rows = list(csv.DictReader(open(DATA / "fer2013" / "manifest.csv")))
-    unseen = face_net_holdout(rows) if FEATURES.face == "resnet" else set()
+    unseen = face_net_holdout(rows) if recipe.FEATURES.face == "resnet" else set()
     chosen = []
     for lab in sorted(FER_MAP):
         tr = sorted(r["path"] for r in rows if r["split"] == "train" and r["label"] == lab)

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
+from scripts.starter import recipe
 from scripts.starter.faces import interpolate_rows
-from scripts.starter.recipe import (CLASSES, FEATURES, NEUTRAL_FACE_VOICE_P, NEUTRAL_WORDS_P, PAIRS_PER_CLASS,
+from scripts.starter.recipe import (CLASSES, NEUTRAL_FACE_VOICE_P, NEUTRAL_WORDS_P, PAIRS_PER_CLASS,
                                     SEED)
 
 
@@ -103,12 +104,12 @@ def stage_pairs(work: Path, src: Sources) -> None:
                              "V": str(src.faces["ids"][v]), "T": str(src.text["id"][t]),
                              "mix": MIX_NAMES[int(kind[k])]})
         splits[split] = split_from_samples(split, labels, ids, samples)
-    extra = {"feature_set": FEATURES.name,
+    extra = {"feature_set": recipe.FEATURES.name,
              "source": {"kind": "starter-pairs", "script": "scripts/build_starter.py",
                         "pairs_per_class": PAIRS_PER_CLASS, "seed": SEED,
                         "neutral_words_p": NEUTRAL_WORDS_P, "neutral_face_voice_p": NEUTRAL_FACE_VOICE_P,
                         "provenance": "pairs.csv in the build's work folder"}}
-    write_dataset(work / "paired", "starter-paired", FEATURES.schema(CLASSES), splits, extra_meta=extra)
+    write_dataset(work / "paired", "starter-paired", recipe.FEATURES.schema(CLASSES), splits, extra_meta=extra)
     with open(work / "pairs.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(prov[0]))
         w.writeheader()

@@ -58,6 +58,14 @@ EVAL_NOISE_DBFS = -65.0
 # training and validation windows are encoded and decoded again with this probability
 CODEC_P = 0.5
 CODEC_BIT_RATES = (24000, 32000, 48000, 64000, 96000)
-FEATURES = feature_set(DEFAULT_FEATURE_SET)   # which live extractors the starter reads
+FEATURES = feature_set(DEFAULT_FEATURE_SET)   # which live extractors the starter reads (build's --feature-set)
+
+
+def use_feature_set(name: str | None) -> None:
+    """Build the starter on the feature set ``name`` (None: leave it): read as ``recipe.FEATURES``
+    at call time by every stage, and set in each worker process by its initializer."""
+    global FEATURES
+    if name is not None:
+        FEATURES = feature_set(name)
 # Size settings only (the checkpoint must stay < 30 MB); everything else is admc train's default.
 TRAIN_SET = ["fusion.d_model=128", "fusion.ff=256", "adn.ff=256"]

@@ -9,7 +9,7 @@ import numpy as np
 
 from scripts.starter import recipe
 from scripts.starter.recipe import (CLASSES, CODEC_BIT_RATES, CODEC_P, DATA, EMODB_MAP, EMODB_TEST, EMODB_VAL,
-                                    EVAL_NOISE_DBFS, FEATURES, RAVDESS_MAP, RAVDESS_TEST, RAVDESS_VAL, ROWS,
+                                    EVAL_NOISE_DBFS, RAVDESS_MAP, RAVDESS_TEST, RAVDESS_VAL, ROWS,
                                     SR, TRAIN_WINDOWS, WINDOW_S)
 from scripts.starter.workers import EXTRACTORS, audio_extractor, crc, map_chunks
 
@@ -105,7 +105,7 @@ def _live_audio():
         from extractors.models.audio import VoiceActivityDetector
         from extractors.dataset.training_render import LiveAudioWindows
 
-        audio = FEATURES.build("cpu", face=False, text=False, threads=1).audio
+        audio = recipe.FEATURES.build("cpu", face=False, text=False, threads=1).audio
         EXTRACTORS["live_audio"] = LiveAudioWindows(audio, VoiceActivityDetector(num_threads=1), window_s=WINDOW_S)
     return EXTRACTORS["live_audio"]
 

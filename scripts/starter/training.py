@@ -9,7 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from scripts.starter.recipe import CLASSES, FEATURES, REPO, SEED
+from scripts.starter import recipe
+from scripts.starter.recipe import CLASSES, REPO, SEED
 
 
 def model_megabytes(settings: list[str]) -> float:
@@ -17,7 +18,7 @@ def model_megabytes(settings: list[str]) -> float:
     from admc.pipeline import ADMCModel
 
     cfg = with_overrides(settings)
-    m = ADMCModel(FEATURES.schema(CLASSES), cfg)
+    m = ADMCModel(recipe.FEATURES.schema(CLASSES), cfg)
     return sum(t.numel() * t.element_size() for t in m.state_dict().values()) / 1e6
 
 

@@ -5,20 +5,23 @@ from __future__ import annotations
 
 import zlib
 
-from scripts.starter.recipe import FEATURES, WINDOW_S
+from scripts.starter import recipe
+from scripts.starter.recipe import WINDOW_S
 
 EXTRACTORS: dict = {}
 
 
-def init_worker() -> None:
+def init_worker(feature_set: str | None = None) -> None:
+    """A worker process: one torch thread, the build's feature set (``recipe.use_feature_set``)."""
     import torch
 
     torch.set_num_threads(1)
+    recipe.use_feature_set(feature_set)
 
 
 def face_extractor():
     if "face" not in EXTRACTORS:
-        EXTRACTORS["face"] = FEATURES.build("cpu", audio=False, text=False).face
+        EXTRACTORS["face"] = recipe.FEATURES.build("cpu", audio=False, text=False).face
     return EXTRACTORS["face"]
 
 
@@ -28,7 +31,7 @@ def audio_extractor():
         from extractors.models.audio import VoiceActivityDetector
 
         EXTRACTORS["vad"] = VoiceActivityDetector(num_threads=1)
-        fx = FEATURES.build("cpu", face=False, text=False, threads=1).audio
+        fx = recipe.FEATURES.build("cpu", face=False, text=False, threads=1).audio
         # the window's A rows as the live session and admc extract make them
         EXTRACTORS["audio"] = lambda seg: fx.wave_source(seg).window_rows(WINDOW_S, 0.0, WINDOW_S)
     return EXTRACTORS["audio"], EXTRACTORS["vad"]
@@ -36,7 +39,7 @@ def audio_extractor():
 
 def text_encoder():
     if "text" not in EXTRACTORS:
-        EXTRACTORS["text"] = FEATURES.build("cpu", face=False, audio=False).text
+        EXTRACTORS["text"] = recipe.FEATURES.build("cpu", face=False, audio=False).text
     return EXTRACTORS["text"]
 
 
