@@ -164,7 +164,7 @@ class EncoderGridRows(EncoderWindowRows):
     arrived (so the rows reach the window's end).  A window's rows are the rows of its pieces from
     its start on.  With 1 s pieces a sample is encoded at most 5 times at the 0.2 s hop (its piece
     unfinished at up to four window ends, then once finished) instead of 15 times as part of every
-    3 s window that holds it, and a window encodes at most 1 s of audio (twice at a piece's end).
+    3 s window that holds it, and a window encodes at most one piece's audio (1 s instead of 3 s).
 
     Training windows are made by the same source (``wave_source``, and the live render of
     ``extractors.dataset.training_render``), so the grid is the same offline and live.

@@ -59,6 +59,8 @@ EVAL_NOISE_DBFS = -65.0
 CODEC_P = 0.5
 CODEC_BIT_RATES = (24000, 32000, 48000, 64000, 96000)
 FEATURES = feature_set(DEFAULT_FEATURE_SET)   # which live extractors the starter reads (build's --feature-set)
+# Size settings only (the checkpoint must stay < 30 MB); everything else is admc train's default.
+TRAIN_SET = ["fusion.d_model=128", "fusion.ff=256", "adn.ff=256"]
 
 
 def use_feature_set(name: str | None) -> None:
@@ -67,5 +69,3 @@ def use_feature_set(name: str | None) -> None:
     global FEATURES
     if name is not None:
         FEATURES = feature_set(name)
-# Size settings only (the checkpoint must stay < 30 MB); everything else is admc train's default.
-TRAIN_SET = ["fusion.d_model=128", "fusion.ff=256", "adn.ff=256"]
