@@ -488,6 +488,7 @@ def _sha256(path: Path) -> str | None:
 
 def extractor_info(settings: ExtractSettings) -> dict:
     """Versions and settings of every extractor, for meta.json (no model is loaded)."""
+    from extractors.live.audio_frontend import WHISPER_GRID_S
     from extractors.models import face_net, mini_xception
     from extractors.models.speech import DEFAULT_TEMPERATURE
 
@@ -511,11 +512,12 @@ def extractor_info(settings: ExtractSettings) -> dict:
                     "rows": "encoder states of consecutive 3 s pieces (each from position 0, as a live window), "
                             "averaged to 10 rows/s (extractors.models.speech_encoder.EncoderWindowRows)"},
     }
-    for kind in ("whisper-1s", "whisper-3s"):
-        parts[kind] = {**parts["whisper"],
-                       "rows": f"encoder states of {kind[8:-1]} s pieces on a grid from the recording's start (each "
-                               "from position 0; the window's last piece as far as it goes), averaged to 10 rows/s "
-                               "(extractors.models.speech_encoder.EncoderGridRows)"}
+    for kind, grid_s in WHISPER_GRID_S.items():
+        if grid_s is not None:
+            parts[kind] = {**parts["whisper"],
+                           "rows": f"encoder states of {grid_s:g} s pieces on a grid from the recording's start "
+                                   "(each from position 0; the window's last piece as far as it goes), averaged to "
+                                   "10 rows/s (extractors.models.speech_encoder.EncoderGridRows)"}
     audio = {"parts": [parts[k] for k in fs.audio],
              "rows": "the parts' rows side by side, in this order (extractors.live.audio_frontend.StackedRows)"
              if len(fs.audio) > 1 else "as the part says"}

@@ -92,8 +92,9 @@ class WhisperEncoderFeatures:
 
 
 class EncoderWindowRows:
-    """The A rows of a window from the Whisper encoder (the A row source of the ``whisper-*``
-    feature sets; :class:`extractors.live.audio_frontend.LldStream` is the openSMILE one).
+    """The A rows of a window from the Whisper encoder (the A row source of the ``whisper`` A
+    extractor; :class:`EncoderGridRows` is that of ``whisper-1s`` and ``whisper-3s``;
+    :class:`extractors.models.audio_rows.LldStream` is the openSMILE one).
 
     Nothing is computed ahead: :meth:`window_rows` encodes the ring's audio of the window
     ``[t - window_s, t)`` (about 15-25 ms on one core for 3 s) and keeps the result for the same
@@ -141,13 +142,8 @@ class EncoderWindowRows:
             return None
         return np.concatenate([self.encoder.rows(p, rate=self.rate) for p in parts]).astype(np.float32)
 
-    @classmethod
-    def of_wave(cls, encoder: WhisperEncoderFeatures, wave: np.ndarray, **kw) -> "EncoderWindowRows":
-        """The source over one whole 16 kHz recording (``admc extract``), run starting at time 0."""
-        return cls(encoder, **kw).over_wave(wave)
-
     def over_wave(self, wave: np.ndarray) -> "EncoderWindowRows":
-        """This source over one whole 16 kHz recording, its run starting at time 0."""
+        """This source over one whole 16 kHz recording (``admc extract``), its run starting at time 0."""
         from extractors.models.audio_rows import AudioRing
 
         wave = np.asarray(wave, np.float32).reshape(-1)
