@@ -55,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "a_hold_s, 3 s: one window); the UI's slider changes it live")
     p.add_argument("--host", default="127.0.0.1", help="UI: address to serve on (0.0.0.0 for the network)")
     p.add_argument("--port", type=_number(int, 1, 65535, what="a port"), default=7860, help="UI: port")
+    p.add_argument("--camera-transport", choices=("webrtc", "stream"), default="webrtc",
+                   help="UI: how the page's camera reaches the server: webrtc (its video track, media on the "
+                        "--host address; the page falls back to stream when it cannot connect) or stream "
+                        "(a JPEG per frame through Gradio); default webrtc")
     p.add_argument("--share", action="store_true", help="UI: also open a public Gradio share link (needs internet)")
     p.add_argument("--auth", default=None, metavar="USER:PASSWORD", help="UI: require this login")
     p.add_argument("--max-sessions", type=_number(int, 1, 1000, what="a session count"), default=8,

@@ -61,6 +61,7 @@ class Engine:
         self._frame_seq: dict[str, int] = {}
         self._uplink: dict[str, str] = {}          # microphone uplink token -> session key
         self._runs: dict[str, tuple[str, float]] = {}   # session key -> (uplink run, its stream time 0)
+        self.on_forget: list = []   # called with a session's key when it closes (app.camera_rtc: its camera feed)
 
     @property
     def heads(self) -> dict:
@@ -106,10 +107,9 @@ class Engine:
             self._uplink[tok] = key
             return tok
 
-    def uplink_audio(self, token: str, run: str, offset: int, rate: int, samples, login: str | None = None) -> None:
-        """One chunk of the page's microphone (``app.uplink``): ``offset`` samples after its recording
-        ``run`` started.  The first chunk of a run places the run on the session's clock (it ends
-        now); later chunks follow it sample-exactly.  Raises :class:`app.uplink.UplinkError`."""
+    def key_of_token(self, token: str, login: str | None = None) -> str:
+        """The session key of a page's token (:meth:`uplink_token`), held by ``login`` when the
+        session has an owner.  Raises :class:`app.uplink.UplinkError` (403)."""
         from app.uplink import UplinkError
 
         with self.lock:
@@ -119,6 +119,15 @@ class Engine:
         owner = owner_of_key(key)
         if owner is not None and login != owner:
             raise UplinkError(403, "not your session")
+        return key
+
+    def uplink_audio(self, token: str, run: str, offset: int, rate: int, samples, login: str | None = None) -> None:
+        """One chunk of the page's microphone (``app.uplink``): ``offset`` samples after its recording
+        ``run`` started.  The first chunk of a run places the run on the session's clock (it ends
+        now); later chunks follow it sample-exactly.  Raises :class:`app.uplink.UplinkError`."""
+        from app.uplink import UplinkError
+
+        key = self.key_of_token(token, login)
         try:
             s = self.get(key)
         except SessionLimit as e:
@@ -187,6 +196,8 @@ class Engine:
         self._frame_seq.pop(key, None)
         for tok in [t for t, k in self._uplink.items() if k == key]:
             del self._uplink[tok]
+        for forget in self.on_forget:
+            forget(key)
 
     def close(self, key: str | None) -> None:
         if key == LOCAL:

@@ -18,6 +18,7 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 
+from app import camera_rtc
 from app.engine import (LOCAL, MAX_SESSIONS, MAX_SESSIONS_PER_USER, Engine, SessionLimit, checkpoint_controls,
                         session_key)
 from app.session import SessionConfig
@@ -96,7 +97,10 @@ def login_of(scope) -> str | None:
     return gr_app.tokens.get(token) if token else None
 
 
-def build_ui(engine: Engine):
+def build_ui(engine: Engine, camera: str = "stream", feeds=None):
+    """The page.  ``camera``: how the page's camera reaches the server, ``"webrtc"`` (its video
+    track, :mod:`app.camera_rtc`, whose ``feeds`` it goes into; Gradio's camera only when the page
+    falls back) or ``"stream"`` (Gradio's streaming image, a JPEG per frame)."""
     ck = engine.ck
     local = engine.local is not None
     classes = ck.classes
@@ -110,13 +114,20 @@ def build_ui(engine: Engine):
         prov = gr.Markdown(provenance_md(ck.provenance()), elem_id="admc-provenance")
         with gr.Row():
             with gr.Column(scale=5):
+                if not local and camera == "webrtc":
+                    with gr.Column(elem_id="admc-rtc-camera"):
+                        gr.HTML(camera_rtc.CAMERA_HTML, elem_id="admc-rtc-box")
+                        with gr.Row():
+                            cam_btn = gr.Button("Start / stop camera", elem_id="admc-cam-toggle", scale=1)
+                            gr.HTML('<span id="admc-cam-status">Camera: off</span>', scale=2)
                 if not local:
-                    cam = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="Camera",
-                                   elem_id="admc-webcam", height=300,
-                                   webcam_options=gr.WebcamOptions(mirror=False, constraints={
-                                       "video": {"width": {"ideal": 640, "max": 640},
-                                                 "height": {"ideal": 480, "max": 480},
-                                                 "frameRate": {"ideal": 20, "max": 30}}}))
+                    with gr.Column(elem_id="admc-webcam-fallback"):
+                        cam = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="Camera",
+                                       elem_id="admc-webcam", height=300,
+                                       webcam_options=gr.WebcamOptions(mirror=False, constraints={
+                                           "video": {"width": {"ideal": 640, "max": 640},
+                                                     "height": {"ideal": 480, "max": 480},
+                                                     "frameRate": {"ideal": 20, "max": 30}}}))
                 # (20: the rate the page sends; asking for 30 was slower in the browser benchmark)
                 preview = gr.Image(label="Preview: face box and landmarks", streaming=not local, format="jpeg",
                                    elem_id="admc-preview", height=300, interactive=False)
@@ -205,23 +216,40 @@ def build_ui(engine: Engine):
 
             demo.load(give_token, None, [uplink], api_visibility="private")
             mic_btn.click(None, None, None, js="() => window.admcMic && window.admcMic.toggle()")
+            if camera == "webrtc":
+                cam_btn.click(None, None, None, js="() => window.admcCam && window.admcCam.toggle()")
 
         # ---------------------------------------------------------------- refresh
         # every window (200 ms): badges and emotion, pushed to the page as each window is made (a
         # stream per page, so none is skipped and none waits for a poll); the transcript, intent,
         # timeline and performance line twice a second
+        rtc_preview = not local and camera == "webrtc"       # the preview comes with each window
+
+        def camera_preview(key: str, s):
+            """The annotated preview of the WebRTC camera's newest frame (skipped without one)."""
+            feed = feeds.get(key) if feeds is not None else None
+            img = feed.last_rgb if feed is not None else None
+            if img is None or s is None:
+                return gr.skip()
+            label = shown_label(s.results[-1]) if s.results else None
+            img = annotate(img, s.preview_face(), label)
+            return img[::2, ::2] if isinstance(img, np.ndarray) and img.shape[1] > 480 else img
+
         def window_panel(key: str) -> tuple[float | None, list]:
-            """The newest window's time and the badges and emotion outputs for session ``key``."""
+            """The newest window's time and the badges and emotion outputs for session ``key`` (and
+            the camera's preview when it comes over WebRTC)."""
             s = engine.get(key, create=local)
             if s is None:
-                return None, [badges_html(None, full=engine.admission_problem(key)), None]
+                outs = [badges_html(None, full=engine.admission_problem(key)), None]
+                return None, outs + ([gr.skip()] if rtc_preview else [])
             res = s.results[-1] if s.results else None
             outs = [badges_html(res, completer=engine.checkpoint_of(key).completer_label), probs_label(res)]
-            return (None if res is None else res.t), outs
+            return (None if res is None else res.t), outs + ([camera_preview(key, s)] if rtc_preview else [])
 
         # one window stream per page holds one of Gradio's job slots while the page is open: at most
         # PUSH_STREAMS_PER_SESSION per admitted session run at once; a page beyond that (or whose stream
         # failed) is refreshed by a once-a-second poll instead
+        window_outputs = [badges, emotion] + ([preview] if rtc_preview else [])
         streams_alive: dict[str, float] = {}          # key -> when its window stream last looked
         push_cap = PUSH_STREAMS_PER_SESSION * max(1, engine.max_sessions)
 
@@ -260,7 +288,7 @@ def build_ui(engine: Engine):
         def poll_window(request: gr.Request):
             key = key_of(request)
             if stream_alive(key):
-                return [gr.skip(), gr.skip()]
+                return [gr.skip()] * len(window_outputs)
             return window_panel(key)[1]
 
         def refresh_local_window(request: gr.Request):
@@ -277,9 +305,9 @@ def build_ui(engine: Engine):
             window_timer.tick(refresh_local_window, None, [badges, emotion, preview], show_progress="hidden",
                               api_visibility="private", concurrency_limit=None)
         else:
-            demo.load(push_windows, None, [badges, emotion], show_progress="hidden", api_visibility="private",
+            demo.load(push_windows, None, window_outputs, show_progress="hidden", api_visibility="private",
                       concurrency_limit=None)
-            gr.Timer(WINDOW_POLL_FALLBACK_S).tick(poll_window, None, [badges, emotion], show_progress="hidden",
+            gr.Timer(WINDOW_POLL_FALLBACK_S).tick(poll_window, None, window_outputs, show_progress="hidden",
                                                   api_visibility="private", concurrency_limit=None)
 
         def refresh_panels(request: gr.Request):
@@ -400,21 +428,37 @@ def model_cards(engine: Engine) -> list[str]:
 
 
 def launch(engine: Engine, *, host: str = "127.0.0.1", port: int | None = 7860, share: bool = False,
-           auth: tuple[str, str] | None = None, quiet: bool = False, say=print):
+           auth: tuple[str, str] | None = None, quiet: bool = False, say=print, camera: str = "webrtc"):
     """Build and start the UI (non-blocking); returns the Gradio app.  ``share`` that cannot open
-    a tunnel (offline) is reported through ``say`` and the app keeps serving locally."""
-    demo = build_ui(engine)
+    a tunnel (offline) is reported through ``say`` and the app keeps serving locally.  ``camera``:
+    ``"webrtc"`` or ``"stream"`` (:func:`build_ui`); webrtc needs aiortc (``say`` tells when it
+    is missing and the page uses the stream).  The camera feeds are ``demo.camera_feeds`` (None
+    without WebRTC)."""
+    feeds = None
+    if engine.local is None and camera == "webrtc":
+        missing = camera_rtc.problem()
+        if missing:
+            say(f"app: --camera-transport webrtc: {missing}; the page sends the camera frame by frame instead")
+            camera = "stream"
+        else:
+            camera_rtc.gather_on(host)
+            feeds = camera_rtc.CameraFeeds(engine)
+    demo = build_ui(engine, camera=camera, feeds=feeds)
+    demo.camera_feeds = feeds
     demo.queue(default_concurrency_limit=4)
     warning = exposure_warning(host, auth, share)
     if warning:
         say(warning)
     from starlette.middleware import Middleware
 
+    middleware = [Middleware(SessionGuard, engine=engine), Middleware(AudioUplink, engine=engine, login_of=login_of)]
+    if feeds is not None:
+        middleware.append(Middleware(camera_rtc.CameraOffers, feeds=feeds, login_of=login_of))
     kw = dict(server_name=host, server_port=port, auth=auth, quiet=quiet, show_error=True,
-              allowed_paths=model_cards(engine), prevent_thread_lock=True, css=CSS, ssr_mode=False,
-              head=PAGE_JS,
-              app_kwargs={"middleware": [Middleware(SessionGuard, engine=engine),
-                                         Middleware(AudioUplink, engine=engine, login_of=login_of)]})
+              allowed_paths=model_cards(engine), prevent_thread_lock=True,
+              css=CSS + (camera_rtc.CSS if feeds is not None else ""), ssr_mode=False,
+              head=PAGE_JS + (camera_rtc.PAGE_JS if feeds is not None else ""),
+              app_kwargs={"middleware": middleware})
     demo.share_ok = False
     if share:
         try:
@@ -461,7 +505,8 @@ def serve(ck, comp, args, make_config, choices: dict | None = None) -> int:
     auth = tuple(args.auth.split(":", 1)) if args.auth else None
     demo = None
     try:
-        demo = launch(engine, host=args.host, port=args.port, share=args.share, auth=auth, quiet=args.quiet, say=say)
+        demo = launch(engine, host=args.host, port=args.port, share=args.share, auth=auth, quiet=args.quiet, say=say,
+                      camera=getattr(args, "camera_transport", "webrtc"))
         say(f"app: serving on http://{args.host}:{demo.server_port}"
             + (f"  (public: {demo.share_url})" if demo.share_ok else ""))
         while True:
@@ -474,6 +519,8 @@ def serve(ck, comp, args, make_config, choices: dict | None = None) -> int:
     finally:
         if engine.local is not None:
             engine.local.stop()
+        if demo is not None and demo.camera_feeds is not None:
+            demo.camera_feeds.close_all()
         for s in list(engine.sessions.values()):
             s.close()
         if demo is not None:

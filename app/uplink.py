@@ -139,17 +139,18 @@ class AudioUplink:
         try:
             if scope.get("method") != "POST":
                 raise UplinkError(405, "POST only")
-            body = await _read_body(receive)
+            body = await read_body(receive)
             headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
             token, run, offset, rate, x = parse_chunk(headers, body)
             login = self.login_of(scope) if self.login_of is not None else None
             self.engine.uplink_audio(token, run, offset, rate, x, login=login)
         except UplinkError as e:
             status, message = e.status, str(e)
-        await _respond(send, status, message)
+        await respond(send, status, message)
 
 
-async def _read_body(receive) -> bytes:
+async def read_body(receive, limit: int = MAX_BODY) -> bytes:
+    """The request's body, refused (413) beyond ``limit`` bytes."""
     chunks, size = [], 0
     while True:
         msg = await receive()
@@ -157,15 +158,20 @@ async def _read_body(receive) -> bytes:
             raise UplinkError(400, "the client went away")
         part = msg.get("body", b"")
         size += len(part)
-        if size > MAX_BODY:
-            raise UplinkError(413, f"more than {MAX_BODY} bytes in one chunk")
+        if size > limit:
+            raise UplinkError(413, f"more than {limit} bytes in one request")
         chunks.append(part)
         if not msg.get("more_body"):
             return b"".join(chunks)
 
 
-async def _respond(send, status: int, message: str) -> None:
-    body = json.dumps({"status": status, "message": message}).encode()
+async def respond(send, status: int, message: str) -> None:
+    """A JSON ``{"status", "message"}`` response."""
+    await respond_json(send, status, {"status": status, "message": message})
+
+
+async def respond_json(send, status: int, payload: dict) -> None:
+    body = json.dumps(payload).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                             (b"cache-control", b"no-store")]})

@@ -246,6 +246,25 @@ def stop(proc: subprocess.Popen) -> None:
             pass
 
 
+def start_camera(page) -> str:
+    """Start the page's camera as a user does: its "Start / stop camera" button (WebRTC, the app's
+    default; when it cannot connect the page shows Gradio's camera, started here too), or Gradio's
+    camera (``--camera-transport stream``).  Returns the transport the camera took."""
+    if page.locator("#admc-cam-toggle").count():
+        page.locator("#admc-cam-toggle").click(timeout=20000)
+        page.wait_for_function("() => window.admcCam.transport || window.admcCam.status.startsWith('no camera')",
+                               timeout=30000)
+        transport = page.evaluate("() => window.admcCam.transport")
+        if transport == "webrtc":
+            return transport
+        if transport != "stream":
+            raise SystemExit(f"{Path(sys.argv[0]).stem}: the page's camera did not start: "
+                             f"{page.evaluate('() => window.admcCam.status')}")
+    page.get_by_text("Click to Access Webcam").click()
+    page.locator("#admc-webcam button[aria-label='capture photo']").click(timeout=20000)
+    return "stream"
+
+
 def run_browser(url: str, mjpeg: Path, wav: Path, seconds: float, server_pid: int, export: bool = True) -> dict:
     """Stream ``seconds`` of the fake camera and microphone into the page at ``url``; returns the
     page's probe (captures, shown windows, stream starts), the exported windows and resources."""
@@ -261,8 +280,7 @@ def run_browser(url: str, mjpeg: Path, wav: Path, seconds: float, server_pid: in
             page = ctx.new_page()
             page.goto(url, wait_until="load")
             page.wait_for_selector("#admc-badges .admc-badge", timeout=60000)
-            page.get_by_text("Click to Access Webcam").click()
-            page.locator("#admc-webcam button[aria-label='capture photo']").click(timeout=20000)
+            out["camera_transport"] = start_camera(page)
             page.locator("#admc-mic-toggle").click(timeout=20000)
             out.update(stream_metered(server_pid, seconds))
             out["probe"] = page.evaluate("() => window.__admc")
@@ -435,12 +453,13 @@ def settle(limit_s: float = 90.0, busy_pct: float = 15.0) -> float:
     return round(pct, 1)
 
 
-def measure(checkpoint: Path, mjpeg: Path, wav: Path, seconds: float, load: str, work: Path, threads: int) -> dict:
+def measure(checkpoint: Path, mjpeg: Path, wav: Path, seconds: float, load: str, work: Path, threads: int,
+            camera: str = "webrtc") -> dict:
     from app.trace import read_trace
 
     trace, log = work / f"trace_{load}.jsonl", work / f"server_{load}.log"
     busy_before = settle()
-    proc, url = start_app(checkpoint, log, trace=trace, threads=threads)
+    proc, url = start_app(checkpoint, log, trace=trace, threads=threads, app_args=("--camera-transport", camera))
     busy = spin() if load == "busy" else None
     try:
         load0 = os.getloadavg()[0]
@@ -450,7 +469,8 @@ def measure(checkpoint: Path, mjpeg: Path, wav: Path, seconds: float, load: str,
             busy.kill()
         stop(proc)
     (work / f"probe_{load}.json").write_text(json.dumps(page["probe"]))
-    return {"load": load, "streamed_s": page["streamed_s"], "server": page["server"], "browser": page["browser"],
+    return {"load": load, "camera_transport": page["camera_transport"], "streamed_s": page["streamed_s"],
+            "server": page["server"], "browser": page["browser"],
             "stages": stages(read_trace(trace), page["probe"]), "machine": machine_record(busy_before, load0)}
 
 
@@ -481,6 +501,12 @@ def markdown(res: dict) -> str:
              f"{res['seconds']:g} s streamed per run, the first 8 s not counted. "
              f"Machine: {runs[0]['machine']['cpu']}, {runs[0]['machine']['cores']} cores; `busy`: one more process "
              "spinning a core.  Command: `python benchmarks/browser_path.py`.", "",
+             "The camera's transport: " + ", ".join(f"{r['load']} {r.get('camera_transport', 'stream')}" for r in runs)
+             + " (`webrtc`: the page's video track, the app's default; `stream`: Gradio's streaming image, a JPEG "
+             "per frame).  Capture to server and end to end need the page's grab of each frame, which only the "
+             "stream has; over WebRTC the capture to server is measured by `benchmarks/camera_transport.py`, "
+             "every camera frame arrives (30 a second) and the frames counted as reaching the server are those "
+             "made RGB for the face path.", "",
              head, "|---|" + "---|---|" * len(runs)]
     for name, key, unit in rows:
         cells = []
@@ -530,6 +556,8 @@ def main() -> int:
     ap = browser_run_arguments(argparse.ArgumentParser(description=__doc__.split("\n")[0]), "browser_path")
     ap.add_argument("--start", type=float, default=0.0, help="where in the live-evaluation clip the media starts")
     ap.add_argument("--loads", default="idle,busy", help="comma list of idle, busy")
+    ap.add_argument("--camera-transport", choices=("webrtc", "stream"), default="webrtc",
+                    help="the app's --camera-transport (default: the app's own, webrtc)")
     args = ap.parse_args()
     from admc.outdir import check_result_pair
 
@@ -544,7 +572,8 @@ def main() -> int:
         ap.error(f"{CHROMIUM}: Debian's chromium is needed (requirements/apt.txt)")
     info = json.loads(args.clip.read_text())
     mjpeg, wav = render_media(info, args.work, args.start, args.seconds + 15.0)
-    runs = [measure(args.checkpoint, mjpeg, wav, args.seconds, load, args.work, args.threads) for load in loads]
+    runs = [measure(args.checkpoint, mjpeg, wav, args.seconds, load, args.work, args.threads, args.camera_transport)
+            for load in loads]
     res = {"checkpoint": shown_path(args.checkpoint), "seconds": args.seconds, "threads": args.threads,
            "media": f"the live-evaluation clip from {args.start:g} s (FER2013 PrivateTest faces, RAVDESS test actors)",
            "runs": runs}

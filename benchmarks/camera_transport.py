@@ -10,7 +10,7 @@ PrivateTest faces), each frame carrying its number in a strip at the top (:func:
 ``SessionConfig.face_fps``, a window every 200 ms).  Camera only: the microphone travels by the app's
 own uplink either way, so what differs is how the frames travel.
 
-* ``gradio``: ``python -m app --trace`` as a user opens it; the page grabs the camera every
+* ``gradio``: ``python -m app --camera-transport stream --trace`` (the app's camera before WebRTC); the page grabs the camera every
   1/``face_fps`` s into a canvas and sends it as a JPEG, one request a frame
   (:mod:`benchmarks.browser_path`'s page probe numbers each grab).
 * ``webrtc``: this script's own server (``--serve-webrtc``, a child process): Starlette and aiortc on
@@ -170,27 +170,6 @@ const P = window.__admc = {frames: [], err: null, ready: false};
 </script></body></html>"""
 
 
-class NewestFrame:
-    """The newest decoded frame, handed from the receiving loop to the converter thread (never a queue)."""
-
-    def __init__(self):
-        self.cv = threading.Condition()
-        self.item = None
-        self.closed = False
-
-    def put(self, item) -> None:
-        with self.cv:
-            self.item = item
-            self.cv.notify()
-
-    def take(self):
-        with self.cv:
-            while self.item is None and not self.closed:
-                self.cv.wait(0.5)
-            item, self.item = self.item, None
-            return item
-
-
 def serve_webrtc(checkpoint: Path, port: int, trace_path: Path, threads: int) -> int:
     """The WebRTC side: a page at / whose camera track goes into one LiveSession (child process)."""
     import torch
@@ -203,6 +182,7 @@ def serve_webrtc(checkpoint: Path, port: int, trace_path: Path, threads: int) ->
     from starlette.responses import HTMLResponse, JSONResponse
     from starlette.routing import Route
 
+    from app.camera_rtc import NewestFrame
     from app.checkpoint import load_checkpoint
     from app.session import Components, LiveSession, SessionConfig
     from app.trace import StageTrace
@@ -361,7 +341,7 @@ def measure(transport: str, checkpoint: Path, mjpeg: Path, seconds: float, work:
     busy_before = settle()
     load_before = os.getloadavg()[0]
     if transport == "gradio":
-        proc, url = start_app(checkpoint, log, trace=trace, threads=threads)
+        proc, url = start_app(checkpoint, log, trace=trace, threads=threads, app_args=("--camera-transport", "stream"))
     else:
         proc, url = start_webrtc(checkpoint, log, trace, threads)
     try:

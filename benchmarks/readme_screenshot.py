@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/readme_screenshot.py [--checkpoint weights/starter] [--emotion happiness]
 
 It starts ``python -m app --checkpoint CK`` on a free local port and opens it in Debian's Chromium
-(Playwright) whose fake webcam and microphone play held-out material: one take of
+(Playwright) whose fake camera (at 30 frames a second) and microphone play held-out material: one take of
 ``benchmarks/live_eval.py``'s clip (a FER2013 PrivateTest face moving slightly, RAVDESS test-actor
 speech of the same emotion, then the face hidden, then silence), looping.  After ``--wait`` seconds
 of streaming it saves the full page.  Needs the live-evaluation clip (built by running
@@ -34,9 +34,13 @@ def take_media(clip_info: Path, emotion: str, work: Path) -> tuple[Path, Path]:
     if not segs:
         raise SystemExit(f"readme_screenshot: no segment of {emotion!r} in {clip_info}")
     t0, t1 = segs[0]["start"], segs[-1]["end"]
+    from benchmarks.browser_path import FPS
+
     frames = [f for _t, f in iter_video(info["clip"], fps=info["fps"], start=t0, end=t1)]
+    # a camera's rate (the clip has 10 frames a second): each clip frame held for its time
+    frames = [frames[min(len(frames) - 1, int(k * info["fps"] / FPS))] for k in range(int(len(frames) * FPS / info["fps"]))]
     work.mkdir(parents=True, exist_ok=True)
-    y4m = write_y4m(work / "screen.y4m", frames, info["fps"])
+    y4m = write_y4m(work / "screen.y4m", frames, FPS)
     wav = work / "screen.wav"
     sf.write(str(wav), np.asarray(decode_audio(info["clip"], t0, t1), np.float32), 16000, subtype="PCM_16")
     return y4m, wav
@@ -52,7 +56,7 @@ def main() -> int:
     args = ap.parse_args()
     from playwright.sync_api import sync_playwright
 
-    from benchmarks.browser_path import CHROMIUM, FLAGS, start_app, stop
+    from benchmarks.browser_path import CHROMIUM, FLAGS, start_app, start_camera, stop
 
     work = REPO / "benchmarks" / "_work" / "screenshot"
     y4m, wav = take_media(args.clip, args.emotion, work)
@@ -66,8 +70,7 @@ def main() -> int:
                                            permissions=["camera", "microphone"]).new_page()
                 page.goto(url, wait_until="load")
                 page.wait_for_selector("#admc-badges .admc-badge", timeout=60000)
-                page.get_by_text("Click to Access Webcam").click()
-                page.locator("#admc-webcam button[aria-label='capture photo']").click(timeout=20000)
+                start_camera(page)
                 page.locator("#admc-mic-toggle").click(timeout=20000)
                 time.sleep(args.wait)
                 args.out.parent.mkdir(parents=True, exist_ok=True)

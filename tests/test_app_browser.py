@@ -110,8 +110,12 @@ def test_browser_live_badges_imputation_and_updates(server, clip, tmp_path):  # 
             page.goto(url, wait_until="load")
             page.wait_for_selector("#admc-badges .admc-badge", timeout=60000)
             assert "tiny-live-random" in page.locator("#admc-provenance").inner_text()   # provenance shown
-            page.get_by_text("Click to Access Webcam").click()
-            page.locator("#admc-webcam button[aria-label='capture photo']").click(timeout=20000)
+            # the camera goes over WebRTC (the app's default): the page's video track into the session
+            page.locator("#admc-cam-toggle").click(timeout=20000)
+            page.wait_for_function("() => window.admcCam.status !== 'starting' && window.admcCam.status !== 'off'",
+                                   timeout=30000)
+            assert page.evaluate("() => [window.admcCam.status, window.admcCam.transport]") == ["on", "webrtc"]
+            assert not page.locator("#admc-webcam").is_visible()          # Gradio's camera: only the fallback
             page.locator("#admc-mic-toggle").click(timeout=20000)
             shot = False
             v_was_imputed = False
@@ -175,3 +179,33 @@ def test_browser_live_badges_imputation_and_updates(server, clip, tmp_path):  # 
     # --share offline: a clear message, and the app kept serving locally
     text = log.read_text()
     assert "share" in text.lower() and ("serving locally" in text or "gradio.live" in text), text[-2000:]
+
+
+@pytest.mark.slow
+def test_browser_without_webrtc_falls_back_to_the_stream_camera(server, clip):  # noqa: F811
+    """A browser where WebRTC cannot connect (here: none at all): the page says why, shows Gradio's
+    camera instead, and frames sent through it are analysed (the face badge is delivered)."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    url, _log = server
+    flags = BASE_FLAGS + ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                          f"--use-file-for-fake-video-capture={clip['y4m']}"]
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=flags, headless=True)
+        try:
+            page = browser.new_context(viewport={"width": 1280, "height": 1100}, permissions=["camera"]).new_page()
+            page.add_init_script("delete window.RTCPeerConnection;")
+            page.goto(url, wait_until="load")
+            page.wait_for_selector("#admc-badges .admc-badge", timeout=60000)
+            assert not page.locator("#admc-webcam").is_visible()
+            page.locator("#admc-cam-toggle").click(timeout=20000)
+            page.wait_for_function("() => window.admcCam.transport === 'stream'", timeout=30000)
+            status = page.locator("#admc-cam-status").inner_text()
+            assert "WebRTC could not connect" in status and "no WebRTC" in status, status
+            assert page.locator("#admc-webcam").is_visible() and not page.locator("#admc-rtc-video").is_visible()
+            page.get_by_text("Click to Access Webcam").click()
+            page.locator("#admc-webcam button[aria-label='capture photo']").click(timeout=20000)
+            page.wait_for_function(
+                "() => ['live', 'ood'].includes(document.querySelector('#admc-badges .admc-badge[data-mod=V]')"
+                "?.dataset.state)", timeout=60000)
+        finally:
+            browser.close()

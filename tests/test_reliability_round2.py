@@ -217,6 +217,7 @@ def test_argument_and_path_errors_come_before_torch_loads(base, tmp_path):
     (["--port", "70000"], "argument --port: expected a port in 1..65535"),
     (["--por", "7860"], "unrecognized arguments: --por"),
     (["--start-step", "0"], "argument --start-step"),
+    (["--camera-transport", "udp"], "argument --camera-transport: invalid choice: 'udp'"),
 ])
 def test_app_argument_errors_are_one_line(argv, needle, capsys):
     from app.cli import main as app_main
