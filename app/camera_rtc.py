@@ -87,7 +87,7 @@ PAGE_JS = """
       C.transport = 'webrtc'; say('on');
       pc.addEventListener('connectionstatechange', () => {
         if (C.pc === pc && C.on && pc.connectionState === 'failed') fallback('the connection was lost'); });
-      C.stream.getVideoTracks().forEach(t => t.addEventListener('ended', () => { say('the camera stopped'); C.stop(); }));
+      C.stream.getVideoTracks().forEach(t => t.addEventListener('ended', () => { C.stop(); say('the camera stopped'); }));
     } catch (e) { if (C.on) fallback(e.message || String(e)); }
   };
   C.stop = () => { if (!C.on) return; C.on = false; release(); say('off'); };

@@ -148,6 +148,16 @@ def test_browser_live_badges_imputation_and_updates(server, clip, tmp_path):  # 
             href = page.locator("#admc-export a[href]").first.get_attribute("href")
             csv_text = page.request.get(href if href.startswith("http") else url.rstrip("/") + href).text()
             shown_ts = page.evaluate("() => window.__shown")
+            # the camera vanishes (its track ends, as when it is unplugged): the page says so and closes the
+            # connection, the app keeps running and V goes missing
+            page.evaluate("() => window.admcCam.stream.getVideoTracks()[0].dispatchEvent(new Event('ended'))")
+            assert page.locator("#admc-cam-status").inner_text() == "Camera: the camera stopped"
+            time.sleep(3.0)                   # (the clip's face is away 3 of its 14 s: watch longer than that)
+            after = []
+            for _ in range(32):
+                after.append(page.evaluate(STATE_JS)["badges"].get("V", ["", ""])[0])
+                time.sleep(0.25)
+            assert not set(after) & DELIVERED, after
         finally:
             browser.close()
     v_states = [s["badges"].get("V", ["", ""])[0] for s in seen]
