@@ -191,10 +191,27 @@ def test_browser_live_badges_imputation_and_updates(server, clip, tmp_path):  # 
     assert "share" in text.lower() and ("serving locally" in text or "gradio.live" in text), text[-2000:]
 
 
+# a page whose WebRTC can never connect: neither side learns the other's ICE candidates
+NO_CANDIDATES = """
+(() => {
+  const strip = (d) => d && {type: d.type, sdp: d.sdp.split('\\r\\n').filter(l => !l.startsWith('a=candidate')).join('\\r\\n')};
+  const Orig = window.RTCPeerConnection;
+  window.RTCPeerConnection = class extends Orig {
+    get localDescription() { return strip(super.localDescription); }
+    setRemoteDescription(d) { return super.setRemoteDescription(strip(d)); }
+    addIceCandidate() { return Promise.resolve(); }
+  };
+})();
+"""
+
+
 @pytest.mark.slow
-def test_browser_without_webrtc_falls_back_to_the_stream_camera(server, clip):  # noqa: F811
-    """A browser where WebRTC cannot connect (here: none at all): the page says why, shows Gradio's
-    camera instead, and frames sent through it are analysed (the face badge is delivered)."""
+@pytest.mark.parametrize("webrtc, why", [("none", "this browser has no WebRTC"),
+                                         ("unreachable", "no connection in 10 s")])
+def test_browser_without_webrtc_falls_back_to_the_stream_camera(server, clip, webrtc, why):  # noqa: F811
+    """A browser where WebRTC cannot connect (none at all, or no route to the server's candidate):
+    the page says why, shows Gradio's camera instead, and frames sent through it are analysed (the
+    face badge is delivered)."""
     sync_api = pytest.importorskip("playwright.sync_api")
     url, _log = server
     flags = BASE_FLAGS + ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
@@ -203,14 +220,14 @@ def test_browser_without_webrtc_falls_back_to_the_stream_camera(server, clip):  
         browser = p.chromium.launch(executable_path=CHROMIUM, args=flags, headless=True)
         try:
             page = browser.new_context(viewport={"width": 1280, "height": 1100}, permissions=["camera"]).new_page()
-            page.add_init_script("delete window.RTCPeerConnection;")
+            page.add_init_script("delete window.RTCPeerConnection;" if webrtc == "none" else NO_CANDIDATES)
             page.goto(url, wait_until="load")
             page.wait_for_selector("#admc-badges .admc-badge", timeout=60000)
             assert not page.locator("#admc-webcam").is_visible()
             page.locator("#admc-cam-toggle").click(timeout=20000)
             page.wait_for_function("() => window.admcCam.transport === 'stream'", timeout=30000)
             status = page.locator("#admc-cam-status").inner_text()
-            assert "WebRTC could not connect" in status and "no WebRTC" in status, status
+            assert "WebRTC could not connect" in status and why in status, status
             assert page.locator("#admc-webcam").is_visible() and not page.locator("#admc-rtc-video").is_visible()
             page.get_by_text("Click to Access Webcam").click()
             page.locator("#admc-webcam button[aria-label='capture photo']").click(timeout=20000)
