@@ -61,7 +61,7 @@ class Engine:
         self._frame_seq: dict[str, int] = {}
         self._uplink: dict[str, str] = {}          # microphone uplink token -> session key
         self._runs: dict[str, tuple[str, float]] = {}   # session key -> (uplink run, its stream time 0)
-        self.on_forget: list = []   # called with a session's key when it closes (app.camera_rtc: its camera feed)
+        self.on_forget: list = []   # called with a session's key when it closes, under self.lock (app.camera_rtc: its camera feed)
 
     @property
     def heads(self) -> dict:
