@@ -141,13 +141,16 @@ class Engine:
 
     def trace_frame(self, key: str, dropped: bool = False, frame=None) -> None:
         """Trace a camera frame's arrival for session ``key`` (numbered per session, with the
-        benchmark page's mark when it drew one: :func:`app.trace.frame_mark`)."""
-        from app.trace import frame_mark
+        benchmark page's mark when it drew one, :func:`app.trace.frame_mark`, else the camera file's
+        frame number when it has one, :func:`app.trace.file_mark`)."""
+        from app.trace import file_mark, frame_mark
 
         with self.lock:
             seq = self._frame_seq.get(key, 0)
             self._frame_seq[key] = seq + 1
-        self.trace.event("frame_in", key, seq=seq, dropped=bool(dropped), mark=frame_mark(frame))
+        mark = frame_mark(frame)
+        self.trace.event("frame_in", key, seq=seq, dropped=bool(dropped), mark=mark,
+                         file_mark=file_mark(frame) if mark is None and frame is not None else None)
 
     def _admit(self, key: str) -> None:
         """Raise :class:`SessionLimit` when a new session ``key`` would pass a limit (under the lock)."""

@@ -7,7 +7,9 @@ Events (``"ev"``; every line also has ``"wall"`` and ``"session"``, the session'
 * ``session``: a live session opened; ``t0_wall`` is the wall time of its stream time 0.
 * ``frame_in``: a camera frame reached the server (``seq`` counts them per session, dropped ones
   included; ``dropped``: every handling slot was busy; ``mark``: the number a benchmark page drew
-  into the frame, :func:`frame_mark`, else None).
+  into the frame it grabbed, :func:`frame_mark`, else None; ``file_mark``: else the frame number
+  a benchmark's camera file carries, :func:`file_mark`, else None).  Over WebRTC only the frames
+  made RGB for the face path are traced.
 * ``face``: a frame went through the face front end (``t`` stream s, ``ms``).
 * ``audio_in``: a microphone chunk was pushed (``t`` stream s, ``seconds`` of audio, ``ms`` the
   audio front end took: resampling, VAD, speech gate).
@@ -51,8 +53,9 @@ class StageTrace:
                 self._fh = None
 
 
-MARK_CELL = 6          # px per cell of the frame mark
+MARK_CELL = 6          # px per cell of the frame mark a benchmark page draws into each frame it grabs
 MARK_BITS = 16
+FILE_MARK_CELL = 16    # px per cell of the frame number a benchmark's camera file carries (survives a video codec)
 
 
 def frame_mark(frame) -> int | None:
@@ -73,6 +76,30 @@ def frame_mark(frame) -> int | None:
         if any(55 <= v <= 200 for v in cells[2:]):
             return None
         return sum(1 << i for i, b in enumerate(bits) if b)
+    except Exception:  # noqa: BLE001 - instrumentation never breaks the live path
+        return None
+
+
+def file_mark(frame) -> int | None:
+    """The frame number a benchmark's camera file carries in its top-left corner (a white and a black
+    sentinel cell, then 16 bits, cells of :data:`FILE_MARK_CELL` px, drawn by
+    ``benchmarks.browser_path.draw_file_mark``), read from an RGB, grey or luma image; large enough to
+    be read after a video codec (WebRTC's VP8), so a frame sent over WebRTC can be followed from the
+    camera's capture of it to the server.  None when the corner holds no such number."""
+    import numpy as np
+
+    try:
+        c = FILE_MARK_CELL
+        g = np.asarray(frame)
+        if g.ndim == 3:
+            g = g[..., :3].mean(axis=2)
+        if g.ndim != 2 or g.shape[0] < c or g.shape[1] < c * (MARK_BITS + 2):
+            return None
+        q = c // 4
+        cells = [float(g[q:c - q, i * c + q:(i + 1) * c - q].mean()) for i in range(MARK_BITS + 2)]
+        if not (cells[0] > 170 and cells[1] < 85) or any(85 <= v <= 170 for v in cells[2:]):
+            return None
+        return sum(1 << i for i, v in enumerate(cells[2:]) if v > 128)
     except Exception:  # noqa: BLE001 - instrumentation never breaks the live path
         return None
 

@@ -9,10 +9,14 @@ RAVDESS test-actor speech), rendered at 640x480 and 30 frames/s (an MJPEG file, 
 capture plays it at 30 fps) with the audio at 48 kHz.  The app runs as ``python -m app --checkpoint
 CK --trace TRACE``: every frame, face, audio chunk, ASR segment and window is logged with its wall
 time (:mod:`app.trace`).  The page is instrumented before it loads: the time each camera frame is
-captured (the canvas grab Gradio sends) and the time each window appears in the page's badges.
+captured and the time each window appears in the page's badges.  The camera file's frames carry
+their numbers (:func:`draw_file_mark`); over WebRTC (the app's default) the page records Chromium's
+capture time of each numbered frame its camera view shows, and the server reads the number of the
+frames it takes (:func:`app.trace.file_mark`); with Gradio's stream (``--camera-transport stream``)
+the page numbers each grab it sends (:func:`app.trace.frame_mark`).
 
-Per stage, p50 / p95: capture to server (a frame's grab in the page to its arrival in the
-handler, matched in order), face front end, audio front end, ASR final (the end of an utterance to
+Per stage, p50 / p95: capture to server (a frame's capture to its arrival in the server, matched
+by its number), face front end, audio front end, ASR final (the end of an utterance to
 its final transcript), window (due to done) and within it completion + fusion, server to page (a
 window done to shown), end to end (the capture of the newest face frame a window used to the
 window shown).  Rates: face fps, preview fps, windows computed and shown per second; stream
@@ -37,6 +41,10 @@ from pathlib import Path
 
 import numpy as np
 
+from app.trace import FILE_MARK_CELL, MARK_BITS
+
+FILE_MARK_EVERY = 8  # the page reads the frame number of one camera frame in this many (WebRTC)
+
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -47,9 +55,41 @@ SIZE = (640, 480)
 FPS = 30             # Chromium plays an MJPEG fake camera at 30 frames/s
 AUDIO_SR = 48000
 
+# the camera file's frame number read in the page, as app.trace.file_mark reads it on the server:
+# MARK.read(video or canvas) -> number or null; MARK.watch(video, out, every) records one frame shown in
+# ``every`` as [number, its capture time (requestVideoFrameCallback's captureTime) or null, now]
+FILE_MARK_JS = """
+const MARK = (() => {
+  const C = %(cell)d, N = %(bits)d + 2, c = document.createElement('canvas');
+  c.width = C * N; c.height = C;
+  const g = c.getContext('2d', {willReadFrequently: true});
+  const read = (src) => {
+    g.drawImage(src, 0, 0, C * N, C, 0, 0, C * N, C);
+    const d = g.getImageData(0, 0, C * N, C).data, q = C >> 2, cells = [];
+    for (let i = 0; i < N; i++) { let sum = 0, k = 0;
+      for (let y = q; y < C - q; y++) for (let x = i * C + q; x < (i + 1) * C - q; x++) {
+        const o = (y * C * N + x) * 4; sum += (d[o] + d[o + 1] + d[o + 2]) / 3; k++; }
+      cells.push(sum / k); }
+    if (!(cells[0] > 170 && cells[1] < 85) || cells.slice(2).some(v => v >= 85 && v <= 170)) return null;
+    let n = 0; for (let i = 2; i < N; i++) if (cells[i] > 128) n |= 1 << (i - 2);
+    return n;
+  };
+  const watch = (v, out, every = 1) => {
+    let seen = 0;
+    const on = (now, md) => {
+      const n = (seen++ %% every) ? null : read(v);
+      if (n !== null) out.push([n, md.captureTime !== undefined ? performance.timeOrigin + md.captureTime : null, Date.now()]);
+      v.requestVideoFrameCallback(on);
+    };
+    v.requestVideoFrameCallback(on);
+  };
+  return {read, watch, width: C * N};
+})();
+""" % {"cell": FILE_MARK_CELL, "bits": MARK_BITS}
+
 # the page's own clock: stream starts, frame grabs (the canvas Gradio sends), windows shown
 PAGE_PROBE = """
-(() => {
+(() => {""" + FILE_MARK_JS + """
   const P = window.__admc = {captures: [], shown: [], streams: []};
   const gum = navigator.mediaDevices && navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
   if (gum) navigator.mediaDevices.getUserMedia = async (c) => {
@@ -73,6 +113,17 @@ PAGE_PROBE = """
     }
     return toURL.call(this, type, q);
   };
+  // over WebRTC: frames the page's camera <video> shows, with Chromium's capture time, by the number the
+  // camera file carries: one frame in FILE_MARK_EVERY is read (reading one copies the frame out of the
+  // video; reading all of them cost the browser about 0.2 CPU-s per second), the frames between two read
+  // ones are placed on the line between them (stages)
+  P.frames = [];
+  setInterval(() => {
+    const v = document.querySelector('#admc-rtc-video');
+    if (!v || v.__watched || !v.srcObject || !v.requestVideoFrameCallback) return;
+    v.__watched = true;
+    MARK.watch(v, P.frames, """ + str(FILE_MARK_EVERY) + """);
+  }, 200);
   const watch = () => new MutationObserver(() => {
     const el = document.querySelector('#admc-badges .admc-t');
     const t = el ? el.dataset.t : '';
@@ -114,19 +165,43 @@ def write_wav48(audio16k: np.ndarray, path: Path) -> Path:
     return path
 
 
-def render_media(info: dict, work: Path, start: float, seconds: float, seed: int = 0) -> tuple[Path, Path]:
-    """The clip's ``[start, start + seconds)`` as a 640x480 30 fps MJPEG and a 48 kHz WAV (cached)."""
+def draw_file_mark(frame: np.ndarray, n: int) -> np.ndarray:
+    """``frame`` (RGB uint8, 640 px wide or so) with ``n`` drawn into its top-left corner, as
+    :func:`app.trace.file_mark` reads it: a white and a black cell, then 16 bits (white = 1), cells of
+    ``FILE_MARK_CELL`` px (a strip 288 x 16 px at 640 wide, away from the face)."""
+    from app.trace import FILE_MARK_CELL as c, MARK_BITS
+
+    out = frame.copy()
+    for i in range(MARK_BITS + 2):
+        on = i == 0 or (i >= 2 and (n >> (i - 2)) & 1)
+        out[:c, i * c:(i + 1) * c] = 255 if on else 0
+    return out
+
+
+def render_media(info: dict, work: Path, start: float, seconds: float, seed: int = 0,
+                 marked: bool = False) -> tuple[Path, Path]:
+    """The clip's ``[start, start + seconds)`` as a 640x480 30 fps MJPEG and a 48 kHz WAV (cached);
+    ``marked``: each frame carries its number (:func:`draw_file_mark`, after the scaling to 640x480)."""
+    from PIL import Image
+
     from extractors.media import decode_audio, iter_video
 
     work.mkdir(parents=True, exist_ok=True)
-    stem = work / f"browser_{start:g}_{seconds:g}"
+    stem = work / f"browser_{start:g}_{seconds:g}{'_marked' if marked else ''}"
     mjpeg, wav = stem.with_suffix(".mjpeg"), stem.with_suffix(".wav")
     if mjpeg.is_file() and wav.is_file():
         return mjpeg, wav
     src = [f for _t, f in iter_video(info["clip"], start=start, end=start + seconds)]
     src_fps = float(info["fps"])
-    frames = (src[min(len(src) - 1, int(k / FPS * src_fps))] for k in range(int(round(seconds * FPS))))
-    write_mjpeg(frames, mjpeg, seed)
+
+    def frame(k: int) -> np.ndarray:
+        f = src[min(len(src) - 1, int(k / FPS * src_fps))]
+        if not marked:
+            return f
+        f = np.asarray(Image.fromarray(f).resize(SIZE, Image.Resampling.BILINEAR), np.uint8)
+        return draw_file_mark(f, k & 0xFFFF)
+
+    write_mjpeg((frame(k) for k in range(int(round(seconds * FPS)))), mjpeg, seed)
     write_wav48(np.asarray(decode_audio(info["clip"], start, start + seconds), np.float32), wav)
     return mjpeg, wav
 
@@ -348,7 +423,31 @@ def stages(trace: list[dict], probe: dict, warmup_s: float = 8.0) -> dict:
         idx = [i for i in range(mark, len(caps), 1 << 16)]
         return caps[idx[-1]] if idx else None
 
-    frame_caps = [grab_of(f.get("mark")) for f in frames]
+    # over WebRTC the page grabs nothing: a frame carries the camera file's number (app.trace.file_mark),
+    # and the page saw that file frame captured (its <video>'s requestVideoFrameCallback); a frame the
+    # page did not see (it shows what it can) is not matched
+    file_caps: dict[int, float] = {}
+    for n, cap, seen in probe.get("frames", []):
+        file_caps.setdefault(int(n), (cap if cap is not None else seen) / 1000.0)
+    read_n = np.array(sorted(file_caps), dtype=float)
+    read_t = np.array([file_caps[int(n)] for n in read_n])
+
+    def file_capture(n: int) -> float | None:
+        """Capture time of the file's frame ``n``: read by the page, or placed on the line between the
+        frames read on either side of it (at most 2 FILE_MARK_EVERY apart; none beyond them)."""
+        if n in file_caps:
+            return file_caps[n]
+        i = int(np.searchsorted(read_n, n))
+        if i == 0 or i == len(read_n) or read_n[i] - read_n[i - 1] > 2 * FILE_MARK_EVERY:
+            return None
+        return float(np.interp(n, read_n[i - 1:i + 1], read_t[i - 1:i + 1]))
+
+    def capture_time(f: dict) -> float | None:
+        if f.get("mark") is not None:
+            return grab_of(f["mark"])
+        return file_capture(int(f["file_mark"])) if f.get("file_mark") is not None else None
+
+    frame_caps = [capture_time(f) for f in frames]
     cap_to_server = [1000.0 * (f["wall"] - c) for f, c in zip(frames, frame_caps) if c is not None]
     frame_walls = np.array([f["wall"] for f in frames]) if frames else np.zeros(0)
 
@@ -503,10 +602,10 @@ def markdown(res: dict) -> str:
              "spinning a core.  Command: `python benchmarks/browser_path.py`.", "",
              "The camera's transport: " + ", ".join(f"{r['load']} {r.get('camera_transport', 'stream')}" for r in runs)
              + " (`webrtc`: the page's video track, the app's default; `stream`: Gradio's streaming image, a JPEG "
-             "per frame).  Capture to server and end to end need the page's grab of each frame, which only the "
-             "stream has; over WebRTC the capture to server is measured by `benchmarks/camera_transport.py`, "
-             "every camera frame arrives (30 a second) and the frames counted as reaching the server are those "
-             "made RGB for the face path.", "",
+             "per frame).  A frame is followed from its capture to the server by the number the page drew into "
+             "its grab (stream) or the number the camera file carries, read where the page shows the camera "
+             "(WebRTC: Chromium's capture time); over WebRTC every camera frame arrives (30 a second) and the "
+             "frames counted as reaching the server are those made RGB for the face path.", "",
              head, "|---|" + "---|---|" * len(runs)]
     for name, key, unit in rows:
         cells = []
@@ -571,7 +670,7 @@ def main() -> int:
     if not Path(CHROMIUM).is_file():
         ap.error(f"{CHROMIUM}: Debian's chromium is needed (requirements/apt.txt)")
     info = json.loads(args.clip.read_text())
-    mjpeg, wav = render_media(info, args.work, args.start, args.seconds + 15.0)
+    mjpeg, wav = render_media(info, args.work, args.start, args.seconds + 15.0, marked=True)
     runs = [measure(args.checkpoint, mjpeg, wav, args.seconds, load, args.work, args.threads, args.camera_transport)
             for load in loads]
     res = {"checkpoint": shown_path(args.checkpoint), "seconds": args.seconds, "threads": args.threads,

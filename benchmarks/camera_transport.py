@@ -5,7 +5,7 @@
 
 Both runs play the same media through Debian's Chromium (Playwright, headless): a fake 640x480
 camera at 30 frames/s showing the live evaluation's clip (``benchmarks/live_eval.py``: FER2013
-PrivateTest faces), each frame carrying its number in a strip at the top (:func:`draw_mark`), into a
+PrivateTest faces), each frame carrying its number in a strip at the top (:func:`benchmarks.browser_path.draw_file_mark`), into a
 :class:`app.session.LiveSession` of the same checkpoint with the app's settings (face cap
 ``SessionConfig.face_fps``, a window every 200 ms).  Camera only: the microphone travels by the app's
 own uplink either way, so what differs is how the frames travel.
@@ -44,38 +44,17 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.browser_path import (CHROMIUM, FLAGS, FPS, PAGE_PROBE, SIZE, browser_run_arguments,
+from app.trace import FILE_MARK_CELL, file_mark
+from benchmarks.browser_path import (CHROMIUM, FILE_MARK_JS, FLAGS, FPS, PAGE_PROBE, SIZE, browser_run_arguments, draw_file_mark,
                                      free_port, machine_record, p50_p95, settle, shown_path, start_app,
                                      start_server, stop, stream_metered, write_results)
 
-MARK_CELL = 16         # px per cell of the file's frame number: a white and a black cell, then 16 bits
-MARK_BITS = 16
+MARK_CELL = FILE_MARK_CELL   # px per cell of the file's frame number (draw_file_mark, app.trace.file_mark)
 WARMUP_S = 8.0         # not counted: page start, the sender's bandwidth ramp
 RTC_FLAGS = ["--allow-loopback-in-peer-connection", "--disable-features=WebRtcHideLocalIpsWithMdns"]
 
 
 # ------------------------------------------------------------------------------------ the frame number
-def draw_mark(frame: np.ndarray, n: int, cell: int = MARK_CELL) -> np.ndarray:
-    """``frame`` (RGB uint8) with ``n`` drawn into its top-left corner: a white and a black cell, then
-    16 bits (white = 1), cells of ``cell`` px; large enough to survive a video codec."""
-    out = frame.copy()
-    for i in range(MARK_BITS + 2):
-        on = i == 0 or (i >= 2 and (n >> (i - 2)) & 1)
-        out[:cell, i * cell:(i + 1) * cell] = 255 if on else 0
-    return out
-
-
-def read_mark(gray: np.ndarray, cell: int = MARK_CELL) -> int | None:
-    """The number :func:`draw_mark` drew (from a luma or grey image), None when there is none."""
-    if gray.ndim != 2 or gray.shape[0] < cell or gray.shape[1] < cell * (MARK_BITS + 2):
-        return None
-    q = cell // 4
-    cells = [float(gray[q:cell - q, i * cell + q:(i + 1) * cell - q].mean()) for i in range(MARK_BITS + 2)]
-    if not (cells[0] > 170 and cells[1] < 85) or any(85 <= v <= 170 for v in cells[2:]):
-        return None
-    return sum(1 << i for i, v in enumerate(cells[2:]) if v > 128)
-
-
 def render_marked(info: dict, work: Path, seconds: float) -> Path:
     """The clip's first ``seconds`` as a 640x480 30 fps MJPEG whose frames carry their numbers."""
     from PIL import Image
@@ -96,40 +75,13 @@ def render_marked(info: dict, work: Path, seconds: float) -> Path:
         for k in range(int(round(seconds * FPS))):
             f = src[min(len(src) - 1, int(k / FPS * src_fps))]
             f = np.asarray(Image.fromarray(f).resize(SIZE, Image.Resampling.BILINEAR), np.uint8)
-            yield draw_mark(f, k & 0xFFFF)
+            yield draw_file_mark(f, k & 0xFFFF)
 
     return write_mjpeg(frames(), path)
 
 
 # ------------------------------------------------------------------------------------ the pages
-# the file's frame number read in the page (as read_mark does), and each frame the page's <video> shows
-# recorded as [number, its capture time (requestVideoFrameCallback's captureTime) or null, now]
-READ_MARK_JS = """
-const MARK = (() => {
-  const C = %(cell)d, N = %(bits)d + 2, c = document.createElement('canvas');
-  c.width = C * N; c.height = C;
-  const g = c.getContext('2d', {willReadFrequently: true});
-  const read = (src) => {
-    g.drawImage(src, 0, 0, C * N, C, 0, 0, C * N, C);
-    const d = g.getImageData(0, 0, C * N, C).data, q = C >> 2, cells = [];
-    for (let i = 0; i < N; i++) { let sum = 0, k = 0;
-      for (let y = q; y < C - q; y++) for (let x = i * C + q; x < (i + 1) * C - q; x++) { sum += d[(y * C * N + x) * 4]; k++; }
-      cells.push(sum / k); }
-    if (!(cells[0] > 170 && cells[1] < 85) || cells.slice(2).some(v => v >= 85 && v <= 170)) return null;
-    let n = 0; for (let i = 2; i < N; i++) if (cells[i] > 128) n |= 1 << (i - 2);
-    return n;
-  };
-  const watch = (v, out) => {
-    const on = (now, md) => {
-      const n = read(v);
-      if (n !== null) out.push([n, md.captureTime !== undefined ? performance.timeOrigin + md.captureTime : null, Date.now()]);
-      v.requestVideoFrameCallback(on);
-    };
-    v.requestVideoFrameCallback(on);
-  };
-  return {read, watch, width: C * N};
-})();
-""" % {"cell": MARK_CELL, "bits": MARK_BITS}
+READ_MARK_JS = FILE_MARK_JS    # MARK.read / MARK.watch: the file's frame number as the page shows it
 
 # gradio: after benchmarks.browser_path.PAGE_PROBE (which numbers each grab it sees sent): the frames
 # Gradio's webcam <video> shows, and which file frame each grab holds (read before the probe draws)
@@ -229,7 +181,7 @@ def serve_webrtc(checkpoint: Path, port: int, trace_path: Path, threads: int) ->
                     t = session.clock()
                     y = f.planes[0]
                     luma = np.frombuffer(y, np.uint8).reshape(y.height, y.line_size)[:MARK_CELL, :y.width]
-                    trace.event("frame_in", key, seq=seq[0], dropped=False, mark=read_mark(luma),
+                    trace.event("frame_in", key, seq=seq[0], dropped=False, mark=file_mark(luma),
                                 size=[f.width, f.height])
                     seq[0] += 1
                     newest.put((f, t))

@@ -264,14 +264,15 @@ def test_live_benchmarks_keep_result_files_they_did_not_write(tmp_path, monkeypa
 
 
 def test_camera_transport_frame_numbers_survive_compression_and_are_not_imagined():
-    """camera_transport.py matches a frame at the server with its capture in the page by the number
-    drawn into it: read back after heavy JPEG compression and downscaled-then-upscaled blur (what a
+    """The browser benchmarks match a frame at the server with its capture in the page by the number
+    the camera file carries (over WebRTC): it is read back after heavy JPEG compression and downscaled-then-upscaled blur (what a
     video codec at a low bit rate does), and None for frames without one or with a damaged strip."""
     import io
 
     from PIL import Image
 
-    from benchmarks.camera_transport import MARK_CELL, draw_mark, read_mark
+    from app.trace import FILE_MARK_CELL as MARK_CELL, file_mark as read_mark
+    from benchmarks.browser_path import draw_file_mark as draw_mark
 
     rng = np.random.default_rng(0)
     base = rng.integers(60, 200, (480, 640, 3), dtype=np.uint8)

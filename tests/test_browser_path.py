@@ -24,7 +24,7 @@ STARTER_EMOTION = "happy"
 def _media(tmp_path):
     from PIL import Image
 
-    from benchmarks.browser_path import write_mjpeg, write_wav48
+    from benchmarks.browser_path import draw_file_mark, write_mjpeg, write_wav48
     from extractors.models.audio import load_audio
     from scripts.starter.recipe import RAVDESS_TEST
 
@@ -46,7 +46,7 @@ def _media(tmp_path):
     audio = np.concatenate(parts)
     audio = np.clip(audio + rng.standard_normal(audio.size).astype(np.float32) * 10 ** (-65 / 20), -1, 1)
     seconds = audio.size / 16000
-    mjpeg = write_mjpeg((frame for _ in range(int(seconds * 30))), tmp_path / "cam.mjpeg")
+    mjpeg = write_mjpeg((draw_file_mark(frame, k) for k in range(int(seconds * 30))), tmp_path / "cam.mjpeg")
     wav = write_wav48(audio, tmp_path / "mic.wav")
     return mjpeg, wav, seconds
 
@@ -75,5 +75,8 @@ def test_starter_in_the_browser_text_goes_live_and_voice_is_not_all_flagged(tmp_
     # T goes live (the benchmark measures how often: docs/app.md); 30 % leaves room for a loaded CI machine
     assert st["text_live_share"] > 0 and st["text_live_after_utterance_share"] >= 30, st
     assert st["voice_ood_share_of_live"] is not None and st["voice_ood_share_of_live"] < 100, st
-    # the camera went over WebRTC (the app's default) and its frames reached the face path
+    # the camera went over WebRTC (the app's default) and its frames reached the face path, followed from
+    # their capture in the page by the number the camera file carries
     assert page["camera_transport"] == "webrtc" and st["frames_at_server"] > 0 and st["face_fps"] > 5, st
+    assert st["frames_marked"] > 0.8 * st["frames_at_server"] and st["end_to_end_ms"]["n"] > 0, st
+    assert 0 < st["capture_to_server_ms"]["p50"] < 1000, st
