@@ -164,7 +164,8 @@ class CameraFeed:
     """One page's camera track into the session ``key``: a pump on the event loop takes each decoded
     frame with its arrival time, a converter thread makes RGB of the newest one when the face path
     will take it (the session's rate, :meth:`FaceFrontEnd.due`) and pushes it.  The converter goes
-    through :meth:`Engine.get` for each frame, so a session kept alive by its camera stays open."""
+    through :meth:`Engine.get` for each frame, so a session kept alive by its camera stays open; it
+    never opens a session that was closed."""
 
     def __init__(self, engine, key: str, pc, loop):
         from extractors.live.face_frontend import FaceFrontEnd
@@ -203,10 +204,10 @@ class CameraFeed:
             if item is None:
                 continue
             frame, t = item
-            if not self.gate.due(t):
-                continue
+            if not self.gate.due(t) or self.key not in self.engine.sessions:
+                continue                       # (a session closed a moment ago is not opened again)
             try:
-                s = self.engine.get(self.key)
+                s = self.engine.get(self.key)  # (keeps it open while its camera sends)
             except SessionLimit:
                 continue
             try:
