@@ -29,7 +29,7 @@ import json
 import sys
 import threading
 
-from app.uplink import UplinkError, read_body, respond, respond_json
+from app.uplink import UplinkError, read_body, request_headers, respond, respond_json
 
 OFFER_PATH = "/admc/camera"
 MAX_OFFER = 200_000       # bytes of an offer (a browser's video offer is a few kB)
@@ -174,7 +174,6 @@ class CameraFeed:
         cfg = engine.make_config()
         self.gate = FaceFrontEnd(None, cfg, cfg.health)
         self.newest = NewestFrame()
-        self.frames_in = 0
         self.last_rgb = None            # the newest frame pushed (the preview draws on it)
         self.tasks: list = []
         self.thread = threading.Thread(target=self._convert, daemon=True, name="rtc-camera")
@@ -193,7 +192,6 @@ class CameraFeed:
             s = self.engine.sessions.get(self.key)
             if s is None:
                 continue
-            self.frames_in += 1
             self.newest.put((frame, s.clock()))
 
     def _convert(self) -> None:
@@ -259,10 +257,12 @@ class CameraFeeds:
         Raises :class:`UplinkError`."""
         from aiortc import RTCPeerConnection, RTCSessionDescription
 
+        from app.engine import SessionLimit
+
         key = self.engine.key_of_token(token, login)
         try:
             self.engine.get(key)
-        except Exception as e:  # noqa: BLE001 - SessionLimit: the panel says why
+        except SessionLimit as e:                  # (the page's panel says it too)
             raise UplinkError(503, str(e)) from None
         pc = RTCPeerConnection()
         feed = CameraFeed(self.engine, key, pc, asyncio.get_running_loop())
@@ -335,8 +335,7 @@ class CameraOffers:
         try:
             if scope.get("method") != "POST":
                 raise UplinkError(405, "POST only")
-            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-            token = headers.get("x-admc-token", "")
+            token = request_headers(scope).get("x-admc-token", "")
             if not token:
                 raise UplinkError(401, "no X-Admc-Token")
             offer = parse_offer(await read_body(receive, MAX_OFFER))

@@ -65,17 +65,10 @@ def frame_mark(frame) -> int | None:
     import numpy as np
 
     try:
-        c = MARK_CELL
-        if frame is None or frame.ndim != 3 or frame.shape[0] < c or frame.shape[1] < c * (MARK_BITS + 2):
+        if frame is None or frame.ndim != 3:
             return None
-        row = np.asarray(frame[1:c - 1, : c * (MARK_BITS + 2)], np.float32).mean(axis=(0, 2))
-        cells = [row[i * c + 1:(i + 1) * c - 1].mean() for i in range(MARK_BITS + 2)]
-        if not (cells[0] > 200 and cells[1] < 55):
-            return None
-        bits = [v > 128 for v in cells[2:]]
-        if any(55 <= v <= 200 for v in cells[2:]):
-            return None
-        return sum(1 << i for i, b in enumerate(bits) if b)
+        strip = np.asarray(frame[:MARK_CELL, :MARK_CELL * (MARK_BITS + 2)], np.float32).mean(axis=2)
+        return _strip_number(strip, MARK_CELL, white=200, black=55)
     except Exception:  # noqa: BLE001 - instrumentation never breaks the live path
         return None
 
@@ -89,19 +82,27 @@ def file_mark(frame) -> int | None:
     import numpy as np
 
     try:
-        c = FILE_MARK_CELL
-        g = np.asarray(frame)
+        g = np.asarray(frame)[:FILE_MARK_CELL, :FILE_MARK_CELL * (MARK_BITS + 2)]
         if g.ndim == 3:
             g = g[..., :3].mean(axis=2)
-        if g.ndim != 2 or g.shape[0] < c or g.shape[1] < c * (MARK_BITS + 2):
-            return None
-        q = c // 4
-        cells = [float(g[q:c - q, i * c + q:(i + 1) * c - q].mean()) for i in range(MARK_BITS + 2)]
-        if not (cells[0] > 170 and cells[1] < 85) or any(85 <= v <= 170 for v in cells[2:]):
-            return None
-        return sum(1 << i for i, v in enumerate(cells[2:]) if v > 128)
+        return _strip_number(g, FILE_MARK_CELL, white=170, black=85)
     except Exception:  # noqa: BLE001 - instrumentation never breaks the live path
         return None
+
+
+def _strip_number(grey, cell: int, white: float, black: float) -> int | None:
+    """The number in a top-left strip of ``cell``-px cells of a grey image: a white (above ``white``)
+    and a black (below ``black``) sentinel cell, then :data:`MARK_BITS` bits (white = 1), each cell
+    judged by the mean of its inside (a quarter cell in from its edges); None when the strip is too
+    small, the sentinels are missing or a bit cell is neither white nor black."""
+    n = MARK_BITS + 2
+    if grey.ndim != 2 or grey.shape[0] < cell or grey.shape[1] < cell * n:
+        return None
+    q = cell // 4
+    cells = [float(grey[q:cell - q, i * cell + q:(i + 1) * cell - q].mean()) for i in range(n)]
+    if not (cells[0] > white and cells[1] < black) or any(black <= v <= white for v in cells[2:]):
+        return None
+    return sum(1 << i for i, v in enumerate(cells[2:]) if v > 128)
 
 
 def read_trace(path) -> list[dict]:

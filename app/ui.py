@@ -97,6 +97,14 @@ def login_of(scope) -> str | None:
     return gr_app.tokens.get(token) if token else None
 
 
+def page_preview(s, frame):
+    """What the page's preview shows of ``frame``: the face box, landmarks and shown label of session
+    ``s`` drawn on it, at half size beyond 480 px wide (a view, not the analysis)."""
+    label = shown_label(s.results[-1]) if s.results else None
+    img = annotate(frame, s.preview_face(), label)
+    return img[::2, ::2] if isinstance(img, np.ndarray) and img.shape[1] > 480 else img
+
+
 def build_ui(engine: Engine, camera: str = "stream", feeds=None):
     """The page.  ``camera``: how the page's camera reaches the server, ``"webrtc"`` (its video
     track, :mod:`app.camera_rtc`, whose ``feeds`` it goes into; Gradio's camera only when the page
@@ -200,9 +208,7 @@ def build_ui(engine: Engine, camera: str = "stream", feeds=None):
                     if now - previewed.get(s, 0.0) < 1.0 / PREVIEW_FPS:
                         return gr.skip()                # the preview is a view, not the analysis
                     previewed[s] = now
-                    label = shown_label(s.results[-1]) if s.results else None
-                    img = annotate(frame, s.preview_face(), label)
-                    return img[::2, ::2] if isinstance(img, np.ndarray) and img.shape[1] > 480 else img
+                    return page_preview(s, frame)
                 finally:
                     engine.frame_slots.release()
 
@@ -229,11 +235,7 @@ def build_ui(engine: Engine, camera: str = "stream", feeds=None):
             """The annotated preview of the WebRTC camera's newest frame (skipped without one)."""
             feed = feeds.get(key) if feeds is not None else None
             img = feed.last_rgb if feed is not None else None
-            if img is None or s is None:
-                return gr.skip()
-            label = shown_label(s.results[-1]) if s.results else None
-            img = annotate(img, s.preview_face(), label)
-            return img[::2, ::2] if isinstance(img, np.ndarray) and img.shape[1] > 480 else img
+            return gr.skip() if img is None or s is None else page_preview(s, img)
 
         def window_panel(key: str) -> tuple[float | None, list]:
             """The newest window's time and the badges and emotion outputs for session ``key`` (and

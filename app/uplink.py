@@ -140,13 +140,17 @@ class AudioUplink:
             if scope.get("method") != "POST":
                 raise UplinkError(405, "POST only")
             body = await read_body(receive)
-            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-            token, run, offset, rate, x = parse_chunk(headers, body)
+            token, run, offset, rate, x = parse_chunk(request_headers(scope), body)
             login = self.login_of(scope) if self.login_of is not None else None
             self.engine.uplink_audio(token, run, offset, rate, x, login=login)
         except UplinkError as e:
             status, message = e.status, str(e)
         await respond(send, status, message)
+
+
+def request_headers(scope) -> dict[str, str]:
+    """An ASGI request's headers, names in lower case."""
+    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
 
 
 async def read_body(receive, limit: int = MAX_BODY) -> bytes:
