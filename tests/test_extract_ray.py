@@ -38,9 +38,13 @@ def manifest(tmp_path_factory):
 @pytest.fixture(scope="module")
 def local(manifest, tmp_path_factory):
     import torch
+    from threadpoolctl import threadpool_limits
 
+    # one thread for torch and numpy's BLAS, as the Ray workers (OMP_NUM_THREADS=1): on a CPU without AVX2
+    # numpy's BLAS over two threads moved the Whisper int8 encoder states by up to 0.18 (a one-thread local run: 0)
     torch.set_num_threads(1)
-    return db.extract_manifest(manifest, tmp_path_factory.mktemp("local") / "ds", classes=CLASSES, progress=False)
+    with threadpool_limits(limits=1):
+        return db.extract_manifest(manifest, tmp_path_factory.mktemp("local") / "ds", classes=CLASSES, progress=False)
 
 
 def _extract(manifest: Path, out: Path, cluster, *extra: str) -> subprocess.Popen:
